@@ -1,0 +1,146 @@
+//! Facts: what a successful ledger operation changed, complete enough that applying the
+//! facts in order to an empty ledger rebuilds the same state.
+//!
+//! Each fact carries the quantities of every SKU it touched *after* the change, so readers
+//! (the push hub, the alert engine) need not read the ledger again, and replay can check that
+//! it arrived where the live operation did.
+
+use smallvec::SmallVec;
+
+use super::types::{Lines, OrderId, Platform, RoomId, SkuSettings, Stock};
+use crate::clock::Timestamp;
+
+/// The stock of every SKU an order touched, after the change, in the order's line order.
+pub type Stocks = SmallVec<[Stock; 1]>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// A SKU was created or its settings or `total`/`reserved` changed.
+    SkuPut {
+        at: Timestamp,
+        settings: SkuSettings,
+        stock: Stock,
+    },
+    /// Units arrived: `total` grew by `qty`.
+    Restocked {
+        at: Timestamp,
+        qty: u64,
+        stock: Stock,
+    },
+    /// New orders for the SKU are refused until it is resumed.
+    Halted {
+        at: Timestamp,
+        stock: Stock,
+    },
+    Resumed {
+        at: Timestamp,
+        stock: Stock,
+    },
+    /// An order locked its units until `expires_at`.
+    OrderReserved {
+        at: Timestamp,
+        order_id: OrderId,
+        platform: Platform,
+        room: Option<RoomId>,
+        lines: Lines,
+        expires_at: Timestamp,
+        stocks: Stocks,
+    },
+    /// A paid order took its units directly (`sell`).
+    OrderSold {
+        at: Timestamp,
+        order_id: OrderId,
+        platform: Platform,
+        room: Option<RoomId>,
+        lines: Lines,
+        stocks: Stocks,
+    },
+    /// A locked order was paid. `retaken` when its lock had expired and the payment took the
+    /// units again from `available`.
+    OrderConfirmed {
+        at: Timestamp,
+        order_id: OrderId,
+        retaken: bool,
+        stocks: Stocks,
+    },
+    OrderCancelled {
+        at: Timestamp,
+        order_id: OrderId,
+        stocks: Stocks,
+    },
+    OrderExpired {
+        at: Timestamp,
+        order_id: OrderId,
+        stocks: Stocks,
+    },
+    OrderRefunded {
+        at: Timestamp,
+        order_id: OrderId,
+        stocks: Stocks,
+    },
+}
+
+impl Fact {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Fact::SkuPut { at, .. }
+            | Fact::Restocked { at, .. }
+            | Fact::Halted { at, .. }
+            | Fact::Resumed { at, .. }
+            | Fact::OrderReserved { at, .. }
+            | Fact::OrderSold { at, .. }
+            | Fact::OrderConfirmed { at, .. }
+            | Fact::OrderCancelled { at, .. }
+            | Fact::OrderExpired { at, .. }
+            | Fact::OrderRefunded { at, .. } => *at,
+        }
+    }
+
+    /// The SKUs this fact changed, with their quantities after it.
+    pub fn stocks(&self) -> &[Stock] {
+        match self {
+            Fact::SkuPut { stock, .. }
+            | Fact::Restocked { stock, .. }
+            | Fact::Halted { stock, .. }
+            | Fact::Resumed { stock, .. } => std::slice::from_ref(stock),
+            Fact::OrderReserved { stocks, .. }
+            | Fact::OrderSold { stocks, .. }
+            | Fact::OrderConfirmed { stocks, .. }
+            | Fact::OrderCancelled { stocks, .. }
+            | Fact::OrderExpired { stocks, .. }
+            | Fact::OrderRefunded { stocks, .. } => stocks,
+        }
+    }
+
+    /// The order this fact belongs to, if any.
+    pub fn order_id(&self) -> Option<&OrderId> {
+        match self {
+            Fact::SkuPut { .. }
+            | Fact::Restocked { .. }
+            | Fact::Halted { .. }
+            | Fact::Resumed { .. } => None,
+            Fact::OrderReserved { order_id, .. }
+            | Fact::OrderSold { order_id, .. }
+            | Fact::OrderConfirmed { order_id, .. }
+            | Fact::OrderCancelled { order_id, .. }
+            | Fact::OrderExpired { order_id, .. }
+            | Fact::OrderRefunded { order_id, .. } => Some(order_id),
+        }
+    }
+
+    /// A stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fact::SkuPut { .. } => "sku_put",
+            Fact::Restocked { .. } => "restocked",
+            Fact::Halted { .. } => "halted",
+            Fact::Resumed { .. } => "resumed",
+            Fact::OrderReserved { .. } => "order_reserved",
+            Fact::OrderSold { .. } => "order_sold",
+            Fact::OrderConfirmed { .. } => "order_confirmed",
+            Fact::OrderCancelled { .. } => "order_cancelled",
+            Fact::OrderExpired { .. } => "order_expired",
+            Fact::OrderRefunded { .. } => "order_refunded",
+        }
+    }
+}

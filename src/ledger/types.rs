@@ -1,0 +1,307 @@
+//! The ledger's value types: identifiers and quantities validated once, at construction, so
+//! the operations never see an empty id or a zero quantity.
+
+use std::fmt;
+
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
+use crate::clock::Timestamp;
+
+/// Longest identifier accepted, in bytes: platform order ids are rarely over 40.
+pub const ID_BYTES_MAX: usize = 128;
+/// Largest quantity on one order line: more than any live room sells of one SKU at once, so a
+/// bigger number is a client bug, not an order.
+pub const LINE_QTY_MAX: u32 = 1_000_000;
+/// Most lines on one order: a basket, not a warehouse transfer.
+pub const ORDER_LINES_MAX: usize = 64;
+/// Largest stock figure (`total`, `reserved`, a quota, a restock): ten billion units leaves
+/// every sum of them far from `u64` overflow.
+pub const STOCK_QTY_MAX: u64 = 10_000_000_000;
+
+/// Why an identifier or a quantity was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {bytes} bytes long; the limit is {ID_BYTES_MAX}")]
+    TooLong { field: &'static str, bytes: usize },
+    #[error("{field} contains a control character")]
+    ControlCharacter { field: &'static str },
+    #[error("{field} must be between 1 and {max}, got {value}")]
+    OutOfRange {
+        field: &'static str,
+        value: i128,
+        max: u64,
+    },
+    #[error("an order needs at least one line")]
+    NoLines,
+    #[error("an order has at most {ORDER_LINES_MAX} lines, got {count}")]
+    TooManyLines { count: usize },
+    #[error("sku {sku} appears on more than one line")]
+    DuplicateSku { sku: String },
+}
+
+fn check_id(field: &'static str, value: &str) -> Result<(), InvalidValue> {
+    if value.is_empty() {
+        return Err(InvalidValue::Empty { field });
+    }
+    if ID_BYTES_MAX < value.len() {
+        return Err(InvalidValue::TooLong {
+            field,
+            bytes: value.len(),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidValue::ControlCharacter { field });
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(CompactString);
+
+        impl $name {
+            /// Validates `value`: 1 to 128 bytes, no control characters.
+            pub fn new(value: &str) -> Result<Self, InvalidValue> {
+                check_id($field, value)?;
+                Ok($name(CompactString::new(value)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.0.as_str(), f)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// A SKU's id in the shared stock pool.
+    SkuId,
+    "sku"
+);
+identifier!(
+    /// The platform's order id: unique, and the idempotency key of every order operation.
+    OrderId,
+    "order_id"
+);
+identifier!(
+    /// The sales platform an order came from (`douyin`, `kuaishou`, `taobao`, ...).
+    Platform,
+    "platform"
+);
+identifier!(
+    /// A live room (one scheduled show).
+    RoomId,
+    "room"
+);
+
+/// A positive quantity on an order line, at most [`LINE_QTY_MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Qty(u32);
+
+impl Qty {
+    pub fn new(value: i64) -> Result<Self, InvalidValue> {
+        match u32::try_from(value) {
+            Ok(qty) if 0 < qty && qty <= LINE_QTY_MAX => Ok(Qty(qty)),
+            _ => Err(InvalidValue::OutOfRange {
+                field: "qty",
+                value: i128::from(value),
+                max: u64::from(LINE_QTY_MAX),
+            }),
+        }
+    }
+
+    pub fn get(self) -> u64 {
+        u64::from(self.0)
+    }
+}
+
+/// Checks a stock figure (`total`, `reserved`, a quota): `0..=STOCK_QTY_MAX`.
+pub fn stock_qty(field: &'static str, value: i64) -> Result<u64, InvalidValue> {
+    match u64::try_from(value) {
+        Ok(qty) if qty <= STOCK_QTY_MAX => Ok(qty),
+        _ => Err(InvalidValue::OutOfRange {
+            field,
+            value: i128::from(value),
+            max: STOCK_QTY_MAX,
+        }),
+    }
+}
+
+/// One line of an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub sku: SkuId,
+    pub qty: Qty,
+}
+
+/// The lines of one order: at least one, at most [`ORDER_LINES_MAX`], each SKU once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lines(SmallVec<[Line; 1]>);
+
+impl Lines {
+    pub fn new(lines: impl IntoIterator<Item = Line>) -> Result<Self, InvalidValue> {
+        let lines: SmallVec<[Line; 1]> = lines.into_iter().collect();
+        if lines.is_empty() {
+            return Err(InvalidValue::NoLines);
+        }
+        if ORDER_LINES_MAX < lines.len() {
+            return Err(InvalidValue::TooManyLines { count: lines.len() });
+        }
+        for (index, line) in lines.iter().enumerate() {
+            if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
+                return Err(InvalidValue::DuplicateSku {
+                    sku: line.sku.to_string(),
+                });
+            }
+        }
+        Ok(Lines(lines))
+    }
+
+    pub fn one(sku: SkuId, qty: Qty) -> Self {
+        Lines(smallvec::smallvec![Line { sku, qty }])
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Line> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Lines {
+    type Item = &'a Line;
+    type IntoIter = std::slice::Iter<'a, Line>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// An order as a platform places it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub order_id: OrderId,
+    pub platform: Platform,
+    pub room: Option<RoomId>,
+    pub lines: Lines,
+}
+
+/// Where an order stands in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    /// Placed, unpaid: its units are `locked` until `expires_at`.
+    Locked,
+    /// Paid: its units are `sold`.
+    Sold,
+    /// Cancelled by the platform before payment: its units went back to `available`.
+    Cancelled,
+    /// Its lock ran out before payment: its units went back to `available`.
+    Expired,
+    /// Paid, then refunded: its units went back to `available`.
+    Refunded,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Locked => "locked",
+            OrderStatus::Sold => "sold",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+}
+
+/// The quantities of one SKU at one moment, as every reader and every fact reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stock {
+    pub sku: SkuId,
+    pub total: u64,
+    pub reserved: u64,
+    pub locked: u64,
+    pub sold: u64,
+    pub available: u64,
+    pub halted: bool,
+    /// Bumped by every change to this SKU: a reader orders two reports of one SKU by it.
+    pub version: u64,
+}
+
+/// Locked and sold units of one SKU taken by one platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformCount {
+    pub platform: Platform,
+    pub locked: u64,
+    pub sold: u64,
+    /// The most this platform may hold (locked + sold) of this SKU, when capped.
+    pub quota: Option<u64>,
+}
+
+/// The settings of a SKU, as the last create or update left them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkuSettings {
+    pub name: String,
+    /// How long a lock on this SKU lasts; the ledger's default when `None`.
+    pub lock_ttl_ms: Option<u64>,
+    /// Per-platform caps on locked + sold, sorted by platform.
+    pub quotas: Vec<(Platform, u64)>,
+}
+
+/// A create-or-update of a SKU: every `None` keeps the current value (or the default, for a
+/// new SKU).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SkuUpdate {
+    pub name: Option<String>,
+    pub total: Option<u64>,
+    pub reserved: Option<u64>,
+    /// `Some(None)` goes back to the ledger's default TTL.
+    pub lock_ttl_ms: Option<Option<u64>>,
+    /// Replaces every quota when given.
+    pub quotas: Option<Vec<(Platform, u64)>>,
+}
+
+/// Everything a reader sees of one SKU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkuView {
+    pub stock: Stock,
+    pub settings: SkuSettings,
+    pub platforms: Vec<PlatformCount>,
+    pub updated_at: Timestamp,
+}
+
+/// Everything a reader sees of one order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub platform: Platform,
+    pub room: Option<RoomId>,
+    pub lines: Lines,
+    pub status: OrderStatus,
+    pub created_at: Timestamp,
+    /// When the lock runs (or ran) out.
+    pub expires_at: Timestamp,
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,14 @@
+//! stockpulse: a real-time stock ledger and alert server for live-stream commerce.
+//!
+//! # Layout
+//!
+//! - [`ledger`]: every SKU's stock and every order's life cycle, in memory, sans I/O.
+//! - [`clock`]: the time the server runs on, injectable for tests.
+//! - `api`: the HTTP edge (JSON in and out, errors, metrics, OpenAPI).
+//! - [`config`]: settings from a TOML file, the environment and flags.
+//! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
+//!
+//! `docs/ARCHITECTURE.md` is the map.
+
+pub mod clock;
+pub mod ledger;
