@@ -11,4 +11,8 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod clock;
+pub mod config;
 pub mod ledger;
+pub mod server;
+
+mod api;

@@ -1,1 +1,127 @@
-fn main() {}
+//! The `stockpulse` binary: parse flags, load and validate the configuration, bind, serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use stockpulse::clock::SystemClock;
+use stockpulse::config::{ConfigError, ConfigLayer};
+
+/// Real-time stock ledger and alert server for live-stream commerce.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve HTTP on [default: 127.0.0.1:8080].
+    #[arg(long, env = "STOCKPULSE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the server's data [default: ./data].
+    #[arg(long, env = "STOCKPULSE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file; environment variables and flags override it.
+    #[arg(long, env = "STOCKPULSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Largest request body, in bytes [default: 1048576].
+    #[arg(long, env = "STOCKPULSE_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<u64>,
+    /// How long an order lock lasts, in seconds, when the SKU sets none [default: 900].
+    #[arg(long, env = "STOCKPULSE_LOCK_TTL_S")]
+    lock_ttl_s: Option<u64>,
+    /// How long finished orders are remembered for idempotent retries, in seconds
+    /// [default: 86400].
+    #[arg(long, env = "STOCKPULSE_IDEMPOTENCY_WINDOW_S")]
+    idempotency_window_s: Option<u64>,
+}
+
+/// The exit code of a bad configuration (`EX_USAGE`).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) if error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(info) => {
+            let _ = info.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "Configuration refused.");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Server stopped.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
+    let file = match &args.config {
+        Some(path) => ConfigLayer::from_file(path)?,
+        None => ConfigLayer::default(),
+    };
+    let command_line = ConfigLayer {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        body_limit_bytes: args.body_limit_bytes,
+        lock_ttl_s: args.lock_ttl_s,
+        idempotency_window_s: args.idempotency_window_s,
+    };
+    file.merge(command_line).resolve()
+}
+
+#[tokio::main]
+async fn serve(config: stockpulse::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "Listening.");
+    stockpulse::server::run(listener, config, Arc::new(SystemClock), shutdown_signal()).await?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot watch SIGTERM; only SIGINT stops the server.");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,334 @@
+//! The wire types of the HTTP API and their conversion to and from the ledger's types.
+//!
+//! The ledger never derives `Serialize`: these types are the JSON contract, converted by hand,
+//! so a change inside the ledger cannot change the API by accident.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use crate::clock::Timestamp;
+use crate::ledger::{
+    Line, Lines, OrderId, OrderRequest, OrderView, Platform, Qty, RoomId, SkuId, SkuUpdate,
+    SkuView, Stock, stock_qty,
+};
+
+/// Longest SKU name accepted, in bytes.
+pub(crate) const SKU_NAME_BYTES_MAX: usize = 256;
+/// Longest lock TTL a SKU may set: one day.
+pub(crate) const LOCK_TTL_S_MAX: u64 = 24 * 60 * 60;
+/// Most platform quotas on one SKU.
+pub(crate) const QUOTAS_MAX: usize = 32;
+
+/// RFC 3339 in UTC with milliseconds, as every time in the API is written.
+pub(crate) fn rfc3339(timestamp: Timestamp) -> String {
+    let nanos = i128::from(timestamp.as_millis()) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|time| time.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Create or update a SKU. Every field is optional on update; a new SKU starts at zero.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutSkuRequest {
+    pub(crate) name: Option<String>,
+    /// Physical units on hand for this sale.
+    pub(crate) total: Option<i64>,
+    /// Units held back and never sellable (VIP allocations, gifts, safety stock).
+    pub(crate) reserved: Option<i64>,
+    /// How long a lock on this SKU lasts, in seconds; `0` goes back to the server default.
+    pub(crate) lock_ttl_s: Option<u64>,
+    /// The most each platform may hold (locked + sold); replaces every quota when given.
+    pub(crate) quotas: Option<BTreeMap<String, i64>>,
+}
+
+impl PutSkuRequest {
+    pub(crate) fn into_update(self) -> Result<SkuUpdate, ApiError> {
+        if let Some(name) = &self.name
+            && SKU_NAME_BYTES_MAX < name.len()
+        {
+            return Err(ApiError::invalid(format!(
+                "name is {} bytes long; the limit is {SKU_NAME_BYTES_MAX}",
+                name.len()
+            )));
+        }
+        let lock_ttl_ms = match self.lock_ttl_s {
+            None => None,
+            Some(0) => Some(None),
+            Some(seconds) if seconds <= LOCK_TTL_S_MAX => Some(Some(seconds * 1000)),
+            Some(seconds) => {
+                return Err(ApiError::invalid(format!(
+                    "lock_ttl_s must be at most {LOCK_TTL_S_MAX}, got {seconds}"
+                )));
+            }
+        };
+        let quotas = match self.quotas {
+            None => None,
+            Some(quotas) if QUOTAS_MAX < quotas.len() => {
+                return Err(ApiError::invalid(format!(
+                    "a SKU has at most {QUOTAS_MAX} quotas, got {}",
+                    quotas.len()
+                )));
+            }
+            Some(quotas) => Some(
+                quotas
+                    .into_iter()
+                    .map(|(platform, quota)| {
+                        Ok((Platform::new(&platform)?, stock_qty("quota", quota)?))
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()?,
+            ),
+        };
+        Ok(SkuUpdate {
+            name: self.name,
+            total: self
+                .total
+                .map(|total| stock_qty("total", total))
+                .transpose()?,
+            reserved: self
+                .reserved
+                .map(|reserved| stock_qty("reserved", reserved))
+                .transpose()?,
+            lock_ttl_ms,
+            quotas,
+        })
+    }
+}
+
+/// Add units to a SKU's `total`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestockRequest {
+    pub(crate) qty: i64,
+}
+
+/// A SKU's stock and settings.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SkuResponse {
+    pub(crate) sku: String,
+    pub(crate) name: String,
+    pub(crate) total: u64,
+    pub(crate) reserved: u64,
+    pub(crate) locked: u64,
+    pub(crate) sold: u64,
+    /// `total - reserved - locked - sold`, never negative.
+    pub(crate) available: u64,
+    pub(crate) halted: bool,
+    /// The lock TTL this SKU sets, in seconds; absent when it uses the server default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lock_ttl_s: Option<u64>,
+    /// Locked and sold per platform, with each platform's quota.
+    pub(crate) platforms: Vec<PlatformResponse>,
+    /// Bumped by every change: of two reports of one SKU, the higher version is newer.
+    pub(crate) version: u64,
+    pub(crate) updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PlatformResponse {
+    pub(crate) platform: String,
+    pub(crate) locked: u64,
+    pub(crate) sold: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) quota: Option<u64>,
+}
+
+impl From<SkuView> for SkuResponse {
+    fn from(view: SkuView) -> Self {
+        let Stock {
+            sku,
+            total,
+            reserved,
+            locked,
+            sold,
+            available,
+            halted,
+            version,
+        } = view.stock;
+        SkuResponse {
+            sku: sku.to_string(),
+            name: view.settings.name,
+            total,
+            reserved,
+            locked,
+            sold,
+            available,
+            halted,
+            lock_ttl_s: view.settings.lock_ttl_ms.map(|millis| millis / 1000),
+            platforms: view
+                .platforms
+                .into_iter()
+                .map(|count| PlatformResponse {
+                    platform: count.platform.to_string(),
+                    locked: count.locked,
+                    sold: count.sold,
+                    quota: count.quota,
+                })
+                .collect(),
+            version,
+            updated_at: rfc3339(view.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SkuListResponse {
+    pub(crate) skus: Vec<SkuResponse>,
+}
+
+/// One line of an order.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LineBody {
+    pub(crate) sku: String,
+    pub(crate) qty: i64,
+}
+
+/// An order: one line (`sku`, `qty`) or several (`lines`), never both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderRequestBody {
+    /// The platform's order id: the idempotency key.
+    pub(crate) order_id: String,
+    pub(crate) sku: Option<String>,
+    pub(crate) qty: Option<i64>,
+    pub(crate) lines: Option<Vec<LineBody>>,
+    /// The platform the order came from (`douyin`, `kuaishou`, `taobao`, ...).
+    pub(crate) platform: String,
+    /// The live room the order was placed in, when known.
+    pub(crate) room: Option<String>,
+    /// `true` for a paid order: its units go straight to `sold` (reserve and confirm at once).
+    #[serde(default)]
+    pub(crate) paid: bool,
+}
+
+impl OrderRequestBody {
+    pub(crate) fn into_request(self) -> Result<OrderRequest, ApiError> {
+        let lines = match (self.sku, self.qty, self.lines) {
+            (Some(sku), Some(qty), None) => Lines::one(SkuId::new(&sku)?, Qty::new(qty)?),
+            (None, None, Some(lines)) => Lines::new(
+                lines
+                    .into_iter()
+                    .map(|line| {
+                        Ok(Line {
+                            sku: SkuId::new(&line.sku)?,
+                            qty: Qty::new(line.qty)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()?,
+            )?,
+            (None, None, None) => {
+                return Err(ApiError::invalid(
+                    "an order needs `sku` and `qty`, or `lines`",
+                ));
+            }
+            (Some(_), None, None) => return Err(ApiError::invalid("missing field `qty`")),
+            (None, Some(_), None) => return Err(ApiError::invalid("missing field `sku`")),
+            (_, _, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "an order has `sku` and `qty` or `lines`, not both",
+                ));
+            }
+        };
+        Ok(OrderRequest {
+            order_id: OrderId::new(&self.order_id)?,
+            platform: Platform::new(&self.platform)?,
+            room: self.room.as_deref().map(RoomId::new).transpose()?,
+            lines,
+        })
+    }
+}
+
+/// An order as an operation left it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderResponse {
+    pub(crate) order_id: String,
+    /// `locked`, `sold`, `cancelled`, `expired` or `refunded`.
+    pub(crate) status: &'static str,
+    pub(crate) platform: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) room: Option<String>,
+    pub(crate) lines: Vec<LineBody>,
+    pub(crate) created_at: String,
+    /// When the lock runs out; present while the order is locked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<String>,
+    pub(crate) updated_at: String,
+    /// The same call was made before: this is its answer again, and nothing changed.
+    pub(crate) replayed: bool,
+}
+
+impl OrderResponse {
+    pub(crate) fn new(view: OrderView, replayed: bool) -> Self {
+        let locked = view.status == crate::ledger::OrderStatus::Locked;
+        OrderResponse {
+            order_id: view.order_id.to_string(),
+            status: view.status.as_str(),
+            platform: view.platform.to_string(),
+            room: view.room.map(|room| room.to_string()),
+            lines: view
+                .lines
+                .iter()
+                .map(|line| LineBody {
+                    sku: line.sku.to_string(),
+                    qty: i64::try_from(line.qty.get()).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            created_at: rfc3339(view.created_at),
+            expires_at: locked.then(|| rfc3339(view.expires_at)),
+            updated_at: rfc3339(view.updated_at),
+            replayed,
+        }
+    }
+}
+
+/// Many order operations in one request, each applied on its own (not as a transaction).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchRequest {
+    /// Each item is an order body with an `op`: `reserve` and `sell` take the fields of
+    /// `POST /api/v1/orders`; `confirm`, `cancel` and `refund` take `order_id`.
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) ops: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// One operation of a batch.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum BatchOp {
+    Reserve(OrderRequestBody),
+    Sell(OrderRequestBody),
+    Confirm { order_id: String },
+    Cancel { order_id: String },
+    Refund { order_id: String },
+}
+
+/// The result of each operation of a batch, in the order given.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchResponse {
+    pub(crate) results: Vec<BatchResult>,
+}
+
+/// The HTTP status the operation would have had alone, and its order or its error.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchResult {
+    pub(crate) status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) order: Option<OrderResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<super::error::ErrorDetail>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthResponse {
+    pub(crate) status: &'static str,
+    pub(crate) skus: u64,
+    pub(crate) orders: u64,
+    pub(crate) orders_locked: u64,
+}

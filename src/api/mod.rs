@@ -1,0 +1,127 @@
+//! The HTTP edge: routes, JSON in and out, errors, metrics and the OpenAPI document.
+//!
+//! The only module that knows HTTP and JSON. It converts wire types to ledger types by hand
+//! (`dto`), calls the ledger, and maps ledger errors to statuses and stable codes (`error`).
+//! It never holds a ledger lock itself: every ledger call is synchronous and returns before
+//! the handler awaits anything.
+
+mod dto;
+mod error;
+mod extract;
+mod metrics;
+mod openapi;
+mod orders;
+mod skus;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::clock::{Clock, Timestamp};
+use crate::ledger::Ledger;
+use dto::HealthResponse;
+use error::ApiError;
+pub(crate) use metrics::Metrics;
+
+/// What every handler shares.
+pub(crate) struct Shared {
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
+/// The whole HTTP application.
+pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/skus", get(skus::list))
+        .route("/skus/{sku}", get(skus::get).put(skus::put))
+        .route("/skus/{sku}/restock", post(skus::restock))
+        .route("/skus/{sku}/halt", post(skus::halt))
+        .route("/skus/{sku}/resume", post(skus::resume))
+        .route("/orders", post(orders::place))
+        .route("/orders/batch", post(orders::batch))
+        .route("/orders/{order_id}", get(orders::get))
+        .route("/orders/{order_id}/confirm", post(orders::confirm))
+        .route("/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/orders/{order_id}/refund", post(orders::refund));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            record_latency,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .with_state(shared)
+}
+
+async fn record_latency(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    shared
+        .metrics
+        .request_finished(method.as_str(), route, started.elapsed().as_secs_f64());
+    response
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The server is up", body = HealthResponse)))]
+pub(crate) async fn health(State(shared): State<AppState>) -> Json<HealthResponse> {
+    let counts = shared.ledger.counts();
+    Json(HealthResponse {
+        status: "ok",
+        skus: counts.skus,
+        orders: counts.orders,
+        orders_locked: counts.orders_locked,
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition", body = String)))]
+pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
+    let text = shared.metrics.render(shared.ledger.counts());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

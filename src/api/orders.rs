@@ -1,0 +1,201 @@
+//! Order routes: place (reserve or sell), confirm, cancel, refund, read, and the batch form
+//! for high-rate ingestion. Every route goes through [`execute`], so a batch item behaves
+//! exactly as the same call alone.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::dto::{
+    BatchOp, BatchRequest, BatchResponse, BatchResult, OrderRequestBody, OrderResponse,
+};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath, decode_json};
+use super::metrics::Op;
+use crate::ledger::{Answer, LedgerError, OrderId};
+
+/// Most operations in one batch request: enough to amortise a round trip many times over,
+/// small enough that one request never holds a connection for long.
+pub(crate) const BATCH_OPS_MAX: usize = 10_000;
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    Ok(OrderId::new(raw)?)
+}
+
+/// Runs one order operation and records it in the metrics.
+fn execute(shared: &AppState, op: BatchOp) -> Result<(StatusCode, OrderResponse), ApiError> {
+    let (kind, result) = run(shared, op);
+    match result {
+        Ok(answer) => {
+            if answer.replayed {
+                shared.metrics.order_replayed(kind);
+            } else if answer.fact.is_some() {
+                shared.metrics.order_accepted(kind);
+            }
+            let created = matches!(kind, Op::reserve | Op::sell) && !answer.replayed;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, OrderResponse::new(answer.order, answer.replayed)))
+        }
+        Err(error) => {
+            shared.metrics.order_refused(kind, error.code);
+            Err(error)
+        }
+    }
+}
+
+fn run(shared: &AppState, op: BatchOp) -> (Op, Result<Answer, ApiError>) {
+    let now = shared.now();
+    let ledger = &shared.ledger;
+    match op {
+        BatchOp::Reserve(body) => (
+            Op::reserve,
+            body.into_request()
+                .and_then(|request| Ok(ledger.reserve(now, request)?)),
+        ),
+        BatchOp::Sell(body) => (
+            Op::sell,
+            body.into_request()
+                .and_then(|request| Ok(ledger.sell(now, request)?)),
+        ),
+        BatchOp::Confirm { order_id: raw } => (
+            Op::confirm,
+            order_id(&raw).and_then(|id| Ok(ledger.confirm(now, &id)?)),
+        ),
+        BatchOp::Cancel { order_id: raw } => (
+            Op::cancel,
+            order_id(&raw).and_then(|id| Ok(ledger.cancel(now, &id)?)),
+        ),
+        BatchOp::Refund { order_id: raw } => (
+            Op::refund,
+            order_id(&raw).and_then(|id| Ok(ledger.refund(now, &id)?)),
+        ),
+    }
+}
+
+fn respond(result: Result<(StatusCode, OrderResponse), ApiError>) -> Response {
+    match result {
+        Ok((status, order)) => (status, Json(order)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
+    request_body = OrderRequestBody,
+    responses(
+        (status = 201, description = "Locked (or sold, when `paid`)", body = OrderResponse),
+        (status = 200, description = "The same order again: the first answer, nothing changed", body = OrderResponse),
+        (status = 404, description = "A SKU does not exist", body = ErrorBody),
+        (status = 409, description = "`insufficient_stock`, `halted`, `platform_quota_exceeded` or `order_conflict`", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody)))]
+pub(crate) async fn place(
+    State(shared): State<AppState>,
+    ApiJson(body): ApiJson<OrderRequestBody>,
+) -> Response {
+    let op = if body.paid {
+        BatchOp::Sell(body)
+    } else {
+        BatchOp::Reserve(body)
+    };
+    respond(execute(&shared, op))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/confirm", tag = "orders",
+    params(("order_id" = String, Path, description = "The platform's order id")),
+    responses(
+        (status = 200, description = "Paid: the units are sold", body = OrderResponse),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "`lock_expired` or `invalid_transition`", body = ErrorBody)))]
+pub(crate) async fn confirm(
+    State(shared): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Response {
+    respond(execute(&shared, BatchOp::Confirm { order_id: raw }))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
+    params(("order_id" = String, Path, description = "The platform's order id")),
+    responses(
+        (status = 200, description = "Cancelled (or already expired): the units are available again", body = OrderResponse),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: the order is paid", body = ErrorBody)))]
+pub(crate) async fn cancel(
+    State(shared): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Response {
+    respond(execute(&shared, BatchOp::Cancel { order_id: raw }))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/refund", tag = "orders",
+    params(("order_id" = String, Path, description = "The platform's order id")),
+    responses(
+        (status = 200, description = "Refunded: the units are available again", body = OrderResponse),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: the order is not paid", body = ErrorBody)))]
+pub(crate) async fn refund(
+    State(shared): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Response {
+    respond(execute(&shared, BatchOp::Refund { order_id: raw }))
+}
+
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, description = "The platform's order id")),
+    responses(
+        (status = 200, description = "The order as it is now", body = OrderResponse),
+        (status = 404, description = "No such order, or finished longer ago than the idempotency window", body = ErrorBody)))]
+pub(crate) async fn get(
+    State(shared): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let order_id = order_id(&raw)?;
+    let view = shared
+        .ledger
+        .order(&order_id)
+        .ok_or(LedgerError::OrderNotFound { order_id })?;
+    Ok(Json(OrderResponse::new(view, false)))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/batch", tag = "orders",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One result per operation, in order", body = BatchResponse),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 422, description = "Not a batch, or more than 10,000 operations", body = ErrorBody)))]
+pub(crate) async fn batch(
+    State(shared): State<AppState>,
+    ApiJson(body): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if BATCH_OPS_MAX < body.ops.len() {
+        return Err(ApiError::invalid(format!(
+            "a batch has at most {BATCH_OPS_MAX} operations, got {}",
+            body.ops.len()
+        )));
+    }
+    let results = body
+        .ops
+        .iter()
+        .map(|raw| {
+            let result =
+                decode_json::<BatchOp>(raw.get().as_bytes()).and_then(|op| execute(&shared, op));
+            match result {
+                Ok((status, order)) => BatchResult {
+                    status: status.as_u16(),
+                    order: Some(order),
+                    error: None,
+                },
+                Err(error) => BatchResult {
+                    status: error.status.as_u16(),
+                    order: None,
+                    error: Some(error.body().error),
+                },
+            }
+        })
+        .collect();
+    Ok(Json(BatchResponse { results }))
+}

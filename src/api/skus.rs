@@ -1,0 +1,108 @@
+//! SKU routes: create or update, read, list, restock, halt and resume.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::dto::{PutSkuRequest, RestockRequest, SkuListResponse, SkuResponse};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath};
+use crate::ledger::{LedgerError, SkuId, stock_qty};
+
+fn sku_id(raw: &str) -> Result<SkuId, ApiError> {
+    Ok(SkuId::new(raw)?)
+}
+
+fn read(shared: &AppState, sku: &SkuId) -> Result<Json<SkuResponse>, ApiError> {
+    let view = shared
+        .ledger
+        .sku(sku)
+        .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
+    Ok(Json(view.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/skus", tag = "skus",
+    responses((status = 200, description = "Every SKU, sorted by id", body = SkuListResponse)))]
+pub(crate) async fn list(State(shared): State<AppState>) -> Json<SkuListResponse> {
+    let skus = shared.ledger.skus().into_iter().map(Into::into).collect();
+    Json(SkuListResponse { skus })
+}
+
+#[utoipa::path(get, path = "/api/v1/skus/{sku}", tag = "skus",
+    params(("sku" = String, Path, description = "SKU id")),
+    responses(
+        (status = 200, description = "The SKU", body = SkuResponse),
+        (status = 404, description = "No such SKU", body = ErrorBody)))]
+pub(crate) async fn get(
+    State(shared): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<SkuResponse>, ApiError> {
+    read(&shared, &sku_id(&sku)?)
+}
+
+#[utoipa::path(put, path = "/api/v1/skus/{sku}", tag = "skus",
+    params(("sku" = String, Path, description = "SKU id")),
+    request_body = PutSkuRequest,
+    responses(
+        (status = 200, description = "The SKU after the change", body = SkuResponse),
+        (status = 409, description = "`total` below reserved + locked + sold", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody)))]
+pub(crate) async fn put(
+    State(shared): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(body): ApiJson<PutSkuRequest>,
+) -> Result<Json<SkuResponse>, ApiError> {
+    let sku = sku_id(&sku)?;
+    let update = body.into_update()?;
+    shared.ledger.put_sku(shared.now(), &sku, update)?;
+    read(&shared, &sku)
+}
+
+#[utoipa::path(post, path = "/api/v1/skus/{sku}/restock", tag = "skus",
+    params(("sku" = String, Path, description = "SKU id")),
+    request_body = RestockRequest,
+    responses(
+        (status = 200, description = "The SKU after the restock", body = SkuResponse),
+        (status = 404, description = "No such SKU", body = ErrorBody),
+        (status = 422, description = "`qty` not positive or too large", body = ErrorBody)))]
+pub(crate) async fn restock(
+    State(shared): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(body): ApiJson<RestockRequest>,
+) -> Result<Json<SkuResponse>, ApiError> {
+    let sku = sku_id(&sku)?;
+    let qty = stock_qty("qty", body.qty)?;
+    if qty == 0 {
+        return Err(ApiError::invalid("qty must be at least 1"));
+    }
+    shared.ledger.restock(shared.now(), &sku, qty)?;
+    read(&shared, &sku)
+}
+
+#[utoipa::path(post, path = "/api/v1/skus/{sku}/halt", tag = "skus",
+    params(("sku" = String, Path, description = "SKU id")),
+    responses(
+        (status = 200, description = "New orders for the SKU are refused with `halted`", body = SkuResponse),
+        (status = 404, description = "No such SKU", body = ErrorBody)))]
+pub(crate) async fn halt(
+    State(shared): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<SkuResponse>, ApiError> {
+    let sku = sku_id(&sku)?;
+    shared.ledger.halt(shared.now(), &sku)?;
+    read(&shared, &sku)
+}
+
+#[utoipa::path(post, path = "/api/v1/skus/{sku}/resume", tag = "skus",
+    params(("sku" = String, Path, description = "SKU id")),
+    responses(
+        (status = 200, description = "The SKU takes orders again", body = SkuResponse),
+        (status = 404, description = "No such SKU", body = ErrorBody)))]
+pub(crate) async fn resume(
+    State(shared): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<SkuResponse>, ApiError> {
+    let sku = sku_id(&sku)?;
+    shared.ledger.resume(shared.now(), &sku)?;
+    read(&shared, &sku)
+}

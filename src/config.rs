@@ -1,0 +1,139 @@
+//! Settings: defaults, then a TOML file (`--config`), then environment variables, then flags,
+//! each overriding the one before. Validated before anything binds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ledger::LedgerConfig;
+
+/// The largest request body the server will read when none is configured: 1 MiB.
+pub const BODY_LIMIT_BYTES_DEFAULT: u64 = 1024 * 1024;
+/// The largest request body that may be configured: 64 MiB.
+pub const BODY_LIMIT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where HTTP is served.
+    pub listen: SocketAddr,
+    /// Where the server keeps its data.
+    pub data_dir: PathBuf,
+    /// Requests with a larger body get 413.
+    pub body_limit_bytes: u64,
+    /// How long an order lock lasts when the SKU sets no TTL.
+    pub lock_ttl: Duration,
+    /// How long finished orders are remembered for idempotent retries.
+    pub idempotency_window: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let ledger = LedgerConfig::default();
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
+            lock_ttl: ledger.lock_ttl,
+            idempotency_window: ledger.idempotency_window,
+        }
+    }
+}
+
+impl Config {
+    pub fn ledger(&self) -> LedgerConfig {
+        LedgerConfig {
+            lock_ttl: self.lock_ttl,
+            idempotency_window: self.idempotency_window,
+        }
+    }
+}
+
+/// One layer of settings: every field optional, so layers can be merged.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub body_limit_bytes: Option<u64>,
+    pub lock_ttl_s: Option<u64>,
+    pub idempotency_window_s: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ConfigLayer {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// `self` with every field `over` sets replaced.
+    pub fn merge(self, over: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            listen: over.listen.or(self.listen),
+            data_dir: over.data_dir.or(self.data_dir),
+            body_limit_bytes: over.body_limit_bytes.or(self.body_limit_bytes),
+            lock_ttl_s: over.lock_ttl_s.or(self.lock_ttl_s),
+            idempotency_window_s: over.idempotency_window_s.or(self.idempotency_window_s),
+        }
+    }
+
+    /// The layer over the defaults, validated.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let body_limit_bytes = self.body_limit_bytes.unwrap_or(defaults.body_limit_bytes);
+        if !(1..=BODY_LIMIT_BYTES_MAX).contains(&body_limit_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "body_limit_bytes must be between 1 and {BODY_LIMIT_BYTES_MAX}, got {body_limit_bytes}"
+            )));
+        }
+        let lock_ttl = match self.lock_ttl_s {
+            None => defaults.lock_ttl,
+            Some(seconds) if (1..=86_400).contains(&seconds) => Duration::from_secs(seconds),
+            Some(seconds) => {
+                return Err(ConfigError::Invalid(format!(
+                    "lock_ttl_s must be between 1 and 86400, got {seconds}"
+                )));
+            }
+        };
+        let idempotency_window = match self.idempotency_window_s {
+            None => defaults.idempotency_window,
+            Some(seconds) if (60..=30 * 86_400).contains(&seconds) => Duration::from_secs(seconds),
+            Some(seconds) => {
+                return Err(ConfigError::Invalid(format!(
+                    "idempotency_window_s must be between 60 and 2592000, got {seconds}"
+                )));
+            }
+        };
+        Ok(Config {
+            listen: self.listen.unwrap_or(defaults.listen),
+            data_dir: self.data_dir.unwrap_or(defaults.data_dir),
+            body_limit_bytes,
+            lock_ttl,
+            idempotency_window,
+        })
+    }
+}

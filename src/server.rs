@@ -1,0 +1,114 @@
+//! The server as a whole: builds the ledger and the HTTP application, runs the lock sweeper,
+//! serves a bound listener, and shuts down in order.
+//!
+//! `main` and the tests share [`run`]: it takes a listener that is already bound, the clock,
+//! and a future that resolves when the server should stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, Metrics, Shared};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::ledger::Ledger;
+
+/// How often the sweeper looks for expired locks: a lock is back in `available` at most this
+/// long after its `expires_at`, with no traffic needed.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// How often finished orders past the idempotency window are forgotten.
+pub const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown waits for requests in flight before it gives up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+const _: () = assert!(
+    SWEEP_INTERVAL.as_millis() < 1000,
+    "expiry must land within a second"
+);
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, lets requests in flight
+/// finish (for at most [`SHUTDOWN_GRACE`]) and stops the background tasks.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ledger = Arc::new(Ledger::new(config.ledger()));
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared {
+        ledger: ledger.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    });
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(sweep(ledger, clock, metrics, cancel.clone()));
+
+    let body_limit_bytes = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
+    let app = api::router(shared, body_limit_bytes);
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(serve);
+
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            tracing::info!("Shutting down: no new connections, finishing requests in flight.");
+            cancel.cancel();
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "Requests still in flight after the grace period; dropping them.");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    match result {
+        Ok(served) => served,
+        Err(join_error) => Err(std::io::Error::other(join_error)),
+    }
+}
+
+/// Expires due locks every [`SWEEP_INTERVAL`] and forgets old finished orders every
+/// [`FORGET_INTERVAL`], until cancelled.
+async fn sweep(
+    ledger: Arc<Ledger>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let forget_every = (FORGET_INTERVAL.as_millis() / SWEEP_INTERVAL.as_millis()) as u64;
+    let mut tick_count: u64 = 0;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = clock.now();
+        let expired = ledger.expire_due(now);
+        if !expired.is_empty() {
+            tracing::debug!(count = expired.len(), "Locks expired.");
+            metrics.locks_expired(expired.len() as u64);
+        }
+        tick_count += 1;
+        if tick_count.is_multiple_of(forget_every) {
+            let forgotten_count = ledger.forget_finished(now);
+            if 0 < forgotten_count {
+                tracing::debug!(count = forgotten_count, "Finished orders forgotten.");
+            }
+        }
+    }
+}
