@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -24,12 +24,15 @@ pub(crate) const LOCK_TTL_S_MAX: u64 = 24 * 60 * 60;
 /// Most platform quotas on one SKU.
 pub(crate) const QUOTAS_MAX: usize = 32;
 
-/// RFC 3339 in UTC with milliseconds, as every time in the API is written.
+/// RFC 3339 in UTC with exactly three decimals (`2026-11-25T20:00:00.000Z`), as every time
+/// in the API is written.
 pub(crate) fn rfc3339(timestamp: Timestamp) -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     let nanos = i128::from(timestamp.as_millis()) * 1_000_000;
     OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|time| time.format(&Rfc3339).ok())
+        .and_then(|time| time.format(&format).ok())
         .unwrap_or_default()
 }
 

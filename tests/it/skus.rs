@@ -1,0 +1,140 @@
+//! SKU routes and the service routes (`/healthz`, `/metrics`, `/api/openapi.json`).
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{TestServer, code};
+
+#[tokio::test]
+async fn sku_is_created_updated_restocked_halted_and_listed() {
+    // Goal: the SKU routes keep the stock identity and report every quantity.
+    // Method: create, update, restock, halt and resume one SKU, reading it back each time.
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .put(
+            "/api/v1/skus/LIP-01",
+            json!({"name": "Velvet lipstick #01", "total": 100, "reserved": 10}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["name"], "Velvet lipstick #01");
+    assert_eq!(created["available"], 90);
+    assert_eq!(created["updated_at"], "2026-11-25T12:00:00.000Z");
+
+    let (status, updated) = server
+        .put(
+            "/api/v1/skus/LIP-01",
+            json!({"reserved": 20, "lock_ttl_s": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["total"], 100);
+    assert_eq!(updated["available"], 80);
+    assert_eq!(updated["lock_ttl_s"], 60);
+
+    let (status, restocked) = server
+        .post("/api/v1/skus/LIP-01/restock", json!({"qty": 50}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{restocked}");
+    assert_eq!(restocked["total"], 150);
+    assert_eq!(restocked["available"], 130);
+
+    let (status, halted) = server.post("/api/v1/skus/LIP-01/halt", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(halted["halted"], true);
+    let (status, refused) = server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "o-1", "sku": "LIP-01", "qty": 1, "platform": "douyin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&refused), "halted");
+    let (status, resumed) = server.post("/api/v1/skus/LIP-01/resume", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resumed["halted"], false);
+
+    server.sku("EYE-02", 5).await;
+    let (status, list) = server.get("/api/v1/skus").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["skus"]
+        .as_array()
+        .expect("skus array")
+        .iter()
+        .map(|sku| sku["sku"].as_str().expect("sku id"))
+        .collect();
+    assert_eq!(ids, ["EYE-02", "LIP-01"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn total_below_what_is_committed_is_refused_and_changes_nothing() {
+    // Goal: an update that would make `available` negative is a 409 and changes nothing.
+    // Method: lock 8 of 10 units, then try to set total to 5 and reserved to 5.
+    let server = TestServer::start().await;
+    server.sku("MASK-9", 10).await;
+    let (status, _) = server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "o-1", "sku": "MASK-9", "qty": 8, "platform": "douyin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = server.stock("MASK-9").await;
+    for body in [json!({"total": 5}), json!({"reserved": 5})] {
+        let (status, refused) = server.put("/api/v1/skus/MASK-9", body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert_eq!(code(&refused), "invalid_stock");
+    }
+    assert_eq!(server.stock("MASK-9").await, before);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn service_routes_answer() {
+    // Goal: health, metrics and the OpenAPI document are served and say something true.
+    // Method: place one order and one refused order, then read all three.
+    let server = TestServer::start().await;
+    server.sku("A", 1).await;
+    for order_id in ["o-1", "o-2"] {
+        server
+            .post(
+                "/api/v1/orders",
+                json!({"order_id": order_id, "sku": "A", "qty": 1, "platform": "douyin"}),
+            )
+            .await;
+    }
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["skus"], 1);
+    assert_eq!(health["orders_locked"], 1);
+
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().expect("metrics are text");
+    assert!(
+        metrics.contains(r#"stockpulse_orders_accepted_total{op="reserve"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"stockpulse_orders_refused_total{op="reserve",code="insufficient_stock"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stockpulse_http_request_duration_seconds_bucket"));
+
+    let (status, document) = server.get("/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    for path in [
+        "/api/v1/skus/{sku}",
+        "/api/v1/orders",
+        "/api/v1/orders/batch",
+        "/api/v1/orders/{order_id}/confirm",
+    ] {
+        assert!(document["paths"][path].is_object(), "missing {path}");
+    }
+    server.stop().await;
+}

@@ -1,0 +1,164 @@
+//! `TestServer`: the real server on `127.0.0.1:0` with a temporary data directory and a
+//! manual clock, and a real HTTP client to talk to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use stockpulse::clock::{ManualClock, Timestamp};
+use stockpulse::config::{Config, ConfigLayer};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// 2026-11-25T12:00:00Z: tests start from a fixed instant so times in answers are stable.
+pub const START_MILLIS: u64 = 1_795_608_000_000;
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub clock: ManualClock,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with_config(ConfigLayer::default()).await
+    }
+
+    pub async fn with_config(layer: ConfigLayer) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let config = Config {
+            data_dir: data_dir.path().to_owned(),
+            ..layer.resolve().expect("valid test configuration")
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let address = listener.local_addr().expect("bound address");
+        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let handle = tokio::spawn(stockpulse::server::run(
+            listener,
+            config,
+            Arc::new(clock.clone()),
+            async move {
+                let _ = stop.await;
+            },
+        ));
+        TestServer {
+            address,
+            clock,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET reaches the server");
+        decode(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send_raw(reqwest::Method::POST, path, body.to_string())
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send_raw(reqwest::Method::PUT, path, body.to_string())
+            .await
+    }
+
+    /// Sends `body` as it is, valid JSON or not.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        decode(response).await
+    }
+
+    /// Creates a SKU with `total` units and returns its JSON.
+    pub async fn sku(&self, sku: &str, total: u64) -> Value {
+        let (status, body) = self
+            .put(
+                &format!("/api/v1/skus/{sku}"),
+                serde_json::json!({ "total": total }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn stock(&self, sku: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/skus/{sku}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Polls `check` every 10 ms until it holds or `limit` passes; returns whether it held.
+    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if check().await {
+                return true;
+            }
+            if deadline < tokio::time::Instant::now() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("server task does not panic")
+                .expect("server stops cleanly");
+        }
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The `error.code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
