@@ -27,6 +27,8 @@ pub struct Config {
     pub lock_ttl: Duration,
     /// How long finished orders are remembered for idempotent retries.
     pub idempotency_window: Duration,
+    /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
+    pub demo_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
             lock_ttl: ledger.lock_ttl,
             idempotency_window: ledger.idempotency_window,
+            demo_seed: None,
         }
     }
 }
@@ -134,6 +137,73 @@ impl ConfigLayer {
             body_limit_bytes,
             lock_ttl,
             idempotency_window,
+            demo_seed: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_with_data_under_the_working_directory() {
+        // Goal: with no file, environment or flag, the documented defaults apply.
+        let config = ConfigLayer::default()
+            .resolve()
+            .expect("defaults are valid");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.body_limit_bytes, 1024 * 1024);
+        assert_eq!(config.lock_ttl, Duration::from_secs(900));
+        assert_eq!(config.idempotency_window, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn later_layers_override_earlier_ones_field_by_field() {
+        // Goal: the file sets what the command line leaves unset, and no more.
+        // Method: parse a TOML file layer, merge a command-line layer over it.
+        let file: ConfigLayer =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nlock_ttl_s = 60\n").expect("valid TOML");
+        let command_line = ConfigLayer {
+            lock_ttl_s: Some(30),
+            ..ConfigLayer::default()
+        };
+        let config = file.merge(command_line).resolve().expect("valid");
+        assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        assert_eq!(config.lock_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        // Goal: validation happens before binding and names the setting.
+        let unknown = toml::from_str::<ConfigLayer>("listen_port = 8080\n");
+        assert!(unknown.is_err());
+        for (layer, setting) in [
+            (
+                ConfigLayer {
+                    body_limit_bytes: Some(0),
+                    ..ConfigLayer::default()
+                },
+                "body_limit_bytes",
+            ),
+            (
+                ConfigLayer {
+                    lock_ttl_s: Some(0),
+                    ..ConfigLayer::default()
+                },
+                "lock_ttl_s",
+            ),
+            (
+                ConfigLayer {
+                    idempotency_window_s: Some(1),
+                    ..ConfigLayer::default()
+                },
+                "idempotency_window_s",
+            ),
+        ] {
+            let error = layer.resolve().expect_err("invalid").to_string();
+            assert!(error.contains(setting), "{error}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - `api`: the HTTP edge (JSON in and out, errors, metrics, OpenAPI).
 //! - [`config`]: settings from a TOML file, the environment and flags.
 //! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
+//! - `demo`: the simulated show behind `--demo`.
 //!
 //! `docs/ARCHITECTURE.md` is the map.
 
@@ -16,3 +17,4 @@ pub mod ledger;
 pub mod server;
 
 mod api;
+mod demo;

@@ -32,6 +32,12 @@ struct Args {
     /// [default: 86400].
     #[arg(long, env = "STOCKPULSE_IDEMPOTENCY_WINDOW_S")]
     idempotency_window_s: Option<u64>,
+    /// Simulate a live show with bursty orders, so there is something to watch.
+    #[arg(long)]
+    demo: bool,
+    /// Seed of the demo's random choices, to repeat a run [default: random].
+    #[arg(long, requires = "demo")]
+    demo_seed: Option<u64>,
 }
 
 /// The exit code of a bad configuration (`EX_USAGE`).
@@ -83,7 +89,11 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         lock_ttl_s: args.lock_ttl_s,
         idempotency_window_s: args.idempotency_window_s,
     };
-    file.merge(command_line).resolve()
+    let mut config = file.merge(command_line).resolve()?;
+    if args.demo {
+        config.demo_seed = Some(args.demo_seed.unwrap_or_else(|| fastrand::u64(..)));
+    }
+    Ok(config)
 }
 
 #[tokio::main]

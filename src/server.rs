@@ -47,6 +47,14 @@ pub async fn run(
     });
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    if let Some(seed) = config.demo_seed {
+        tasks.spawn(crate::demo::run(
+            ledger.clone(),
+            clock.clone(),
+            cancel.clone(),
+            seed,
+        ));
+    }
     tasks.spawn(sweep(ledger, clock, metrics, cancel.clone()));
 
     let body_limit_bytes = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
