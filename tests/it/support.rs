@@ -13,23 +13,23 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// 2026-11-25T12:00:00Z: tests start from a fixed instant so times in answers are stable.
-pub const START_MILLIS: u64 = 1_795_608_000_000;
+pub(crate) const START_MILLIS: u64 = 1_795_608_000_000;
 
-pub struct TestServer {
-    pub address: SocketAddr,
-    pub clock: ManualClock,
-    pub client: reqwest::Client,
+pub(crate) struct TestServer {
+    pub(crate) address: SocketAddr,
+    pub(crate) clock: ManualClock,
+    pub(crate) client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     _data_dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         TestServer::with_config(ConfigLayer::default()).await
     }
 
-    pub async fn with_config(layer: ConfigLayer) -> TestServer {
+    pub(crate) async fn with_config(layer: ConfigLayer) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temporary directory");
         let config = Config {
             data_dir: data_dir.path().to_owned(),
@@ -59,11 +59,11 @@ impl TestServer {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .client
             .get(self.url(path))
@@ -73,18 +73,18 @@ impl TestServer {
         decode(response).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send_raw(reqwest::Method::POST, path, body.to_string())
             .await
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send_raw(reqwest::Method::PUT, path, body.to_string())
             .await
     }
 
     /// Sends `body` as it is, valid JSON or not.
-    pub async fn send_raw(
+    pub(crate) async fn send_raw(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -102,7 +102,7 @@ impl TestServer {
     }
 
     /// Creates a SKU with `total` units and returns its JSON.
-    pub async fn sku(&self, sku: &str, total: u64) -> Value {
+    pub(crate) async fn sku(&self, sku: &str, total: u64) -> Value {
         let (status, body) = self
             .put(
                 &format!("/api/v1/skus/{sku}"),
@@ -113,14 +113,14 @@ impl TestServer {
         body
     }
 
-    pub async fn stock(&self, sku: &str) -> Value {
+    pub(crate) async fn stock(&self, sku: &str) -> Value {
         let (status, body) = self.get(&format!("/api/v1/skus/{sku}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     /// Polls `check` every 10 ms until it holds or `limit` passes; returns whether it held.
-    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    pub(crate) async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -138,7 +138,7 @@ impl TestServer {
     }
 
     /// Stops the server and waits for it to finish.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -159,6 +159,6 @@ async fn decode(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// The `error.code` of an error body.
-pub fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
