@@ -5,3 +5,4 @@ mod bad_input;
 mod orders;
 mod skus;
 mod support;
+mod tidy;
