@@ -180,9 +180,23 @@ impl From<SkuView> for SkuResponse {
     }
 }
 
+/// One page of the SKU listing.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct SkuListResponse {
     pub(crate) skus: Vec<SkuResponse>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next: Option<String>,
+}
+
+/// Paging of the SKU listing.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SkuListQuery {
+    /// Only SKUs whose id sorts after this one.
+    pub(crate) after: Option<String>,
+    /// Most SKUs in the page: 1 to 10,000, default 1,000.
+    pub(crate) limit: Option<u32>,
 }
 
 /// One line of an order.

@@ -1,10 +1,11 @@
 //! SKU routes: create or update, read, list, restock, halt and resume.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 
 use super::AppState;
-use super::dto::{PutSkuRequest, RestockRequest, SkuListResponse, SkuResponse};
+use super::dto::{PutSkuRequest, RestockRequest, SkuListQuery, SkuListResponse, SkuResponse};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use crate::ledger::{LedgerError, SkuId, stock_qty};
@@ -21,11 +22,40 @@ fn read(shared: &AppState, sku: &SkuId) -> Result<Json<SkuResponse>, ApiError> {
     Ok(Json(view.into()))
 }
 
+/// Default page size of the SKU listing.
+const LIST_LIMIT_DEFAULT: u32 = 1_000;
+/// Largest page of the SKU listing.
+const LIST_LIMIT_MAX: u32 = 10_000;
+
 #[utoipa::path(get, path = "/api/v1/skus", tag = "skus",
-    responses((status = 200, description = "Every SKU, sorted by id", body = SkuListResponse)))]
-pub(crate) async fn list(State(shared): State<AppState>) -> Json<SkuListResponse> {
-    let skus = shared.ledger.skus().into_iter().map(Into::into).collect();
-    Json(SkuListResponse { skus })
+    params(SkuListQuery),
+    responses(
+        (status = 200, description = "SKUs sorted by id, one page", body = SkuListResponse),
+        (status = 422, description = "Bad paging", body = ErrorBody)))]
+pub(crate) async fn list(
+    State(shared): State<AppState>,
+    query: Result<Query<SkuListQuery>, QueryRejection>,
+) -> Result<Json<SkuListResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if !(1..=LIST_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}"
+        )));
+    }
+    let after = query.after.as_deref().map(sku_id).transpose()?;
+    let limit = limit as usize;
+    // One more than asked tells whether there is a next page.
+    let mut views = shared.ledger.skus_after(after.as_ref(), limit + 1);
+    let next = (limit < views.len()).then(|| {
+        views.truncate(limit);
+        views.last().map(|view| view.stock.sku.to_string())
+    });
+    let skus = views.into_iter().map(Into::into).collect();
+    Ok(Json(SkuListResponse {
+        skus,
+        next: next.flatten(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/skus/{sku}", tag = "skus",

@@ -877,17 +877,24 @@ impl Ledger {
 
     /// Every SKU, sorted by id.
     pub fn skus(&self) -> Vec<SkuView> {
+        self.skus_after(None, usize::MAX)
+    }
+
+    /// At most `limit` SKUs whose id sorts after `after`, sorted by id: one page of a listing.
+    pub fn skus_after(&self, after: Option<&SkuId>, limit: usize) -> Vec<SkuView> {
         let mut views: Vec<SkuView> = self
             .skus
             .iter()
             .flat_map(|stripe| {
                 let map = stripe.0.lock();
                 map.iter()
+                    .filter(|(sku, _)| after.is_none_or(|after| after < *sku))
                     .map(|(sku, entry)| sku_view(sku, entry))
                     .collect::<Vec<_>>()
             })
             .collect();
         views.sort_by(|a, b| a.stock.sku.cmp(&b.stock.sku));
+        views.truncate(limit);
         views
     }
 

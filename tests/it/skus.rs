@@ -64,6 +64,19 @@ async fn sku_is_created_updated_restocked_halted_and_listed() {
         .map(|sku| sku["sku"].as_str().expect("sku id"))
         .collect();
     assert_eq!(ids, ["EYE-02", "LIP-01"]);
+    assert!(list.get("next").is_none());
+
+    let (status, page) = server.get("/api/v1/skus?limit=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["skus"][0]["sku"], "EYE-02");
+    assert_eq!(page["next"], "EYE-02");
+    let (status, page) = server.get("/api/v1/skus?limit=1&after=EYE-02").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["skus"][0]["sku"], "LIP-01");
+    assert!(page.get("next").is_none(), "{page}");
+    let (status, refused) = server.get("/api/v1/skus?limit=0").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code(&refused), "invalid_request");
     server.stop().await;
 }
 

@@ -32,7 +32,10 @@ fn every_rust_file_starts_with_a_module_doc() {
             !text.starts_with("//!")
         })
         .collect();
-    assert!(undocumented.is_empty(), "no `//!` first line: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "no `//!` first line: {undocumented:?}"
+    );
 }
 
 #[test]
@@ -58,5 +61,8 @@ fn the_architecture_map_names_every_module() {
             missing.push(named);
         }
     }
-    assert!(missing.is_empty(), "not in docs/ARCHITECTURE.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in docs/ARCHITECTURE.md: {missing:?}"
+    );
 }
