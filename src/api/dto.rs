@@ -315,7 +315,8 @@ pub(crate) struct BatchRequest {
     pub(crate) ops: Vec<Box<serde_json::value::RawValue>>,
 }
 
-/// One operation of a batch.
+/// One operation of a batch. A `reserve` with `"paid": true` is a `sell`, as in
+/// `POST /api/v1/orders`.
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum BatchOp {

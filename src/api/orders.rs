@@ -14,7 +14,7 @@ use super::dto::{
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, decode_json};
 use super::metrics::Op;
-use crate::ledger::{Answer, LedgerError, OrderId};
+use crate::ledger::{Answer, Fact, LedgerError, OrderId};
 
 /// Most operations in one batch request: enough to amortise a round trip many times over,
 /// small enough that one request never holds a connection for long.
@@ -34,7 +34,10 @@ fn execute(shared: &AppState, op: BatchOp) -> Result<(StatusCode, OrderResponse)
             } else if answer.fact.is_some() {
                 shared.metrics.order_accepted(kind);
             }
-            let created = matches!(kind, Op::reserve | Op::sell) && !answer.replayed;
+            let created = matches!(
+                answer.fact,
+                Some(Fact::OrderReserved { .. } | Fact::OrderSold { .. })
+            );
             let status = if created {
                 StatusCode::CREATED
             } else {
@@ -53,12 +56,12 @@ fn run(shared: &AppState, op: BatchOp) -> (Op, Result<Answer, ApiError>) {
     let now = shared.now();
     let ledger = &shared.ledger;
     match op {
-        BatchOp::Reserve(body) => (
+        BatchOp::Reserve(body) if !body.paid => (
             Op::reserve,
             body.into_request()
                 .and_then(|request| Ok(ledger.reserve(now, request)?)),
         ),
-        BatchOp::Sell(body) => (
+        BatchOp::Reserve(body) | BatchOp::Sell(body) => (
             Op::sell,
             body.into_request()
                 .and_then(|request| Ok(ledger.sell(now, request)?)),
@@ -97,12 +100,7 @@ pub(crate) async fn place(
     State(shared): State<AppState>,
     ApiJson(body): ApiJson<OrderRequestBody>,
 ) -> Response {
-    let op = if body.paid {
-        BatchOp::Sell(body)
-    } else {
-        BatchOp::Reserve(body)
-    };
-    respond(execute(&shared, op))
+    respond(execute(&shared, BatchOp::Reserve(body)))
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/confirm", tag = "orders",
