@@ -550,11 +550,10 @@ impl Ledger {
     pub fn sell(&self, now: Timestamp, request: OrderRequest) -> Result<Answer, LedgerError> {
         let mut stripe = self.order_stripe(&request.order_id).lock();
         if let Some(existing) = stripe.orders.get(&request.order_id) {
-            if !existing.same_content(&request) {
-                return Err(LedgerError::OrderConflict {
-                    order_id: request.order_id,
-                });
+            if existing.origin == Origin::Sell || !existing.same_content(&request) {
+                return replay_creation(existing, &request);
             }
+            // The payment of an order reserved earlier with the same content.
             return self.transition_locked(&mut stripe, now, &request.order_id, Action::Confirm);
         }
         let mut skus = self.lock_skus(&request.lines);
@@ -756,17 +755,24 @@ impl Ledger {
         facts
     }
 
-    /// The earliest lock expiry still pending, if any: the sweeper's next deadline.
+    /// The earliest lock expiry still pending, if any: the sweeper's next deadline. Entries of
+    /// locks already paid, cancelled or expired are dropped on the way.
     pub fn next_expiry(&self) -> Option<Timestamp> {
         self.orders
             .iter()
             .filter_map(|stripe| {
-                stripe
-                    .0
-                    .lock()
-                    .expiries
-                    .peek()
-                    .map(|Reverse((expires_at, _))| *expires_at)
+                let mut stripe = stripe.0.lock();
+                let stripe = &mut *stripe;
+                while let Some(Reverse((expires_at, order_id))) = stripe.expiries.peek() {
+                    let pending = stripe.orders.get(order_id).is_some_and(|entry| {
+                        entry.status == OrderStatus::Locked && entry.expires_at == *expires_at
+                    });
+                    if pending {
+                        return Some(*expires_at);
+                    }
+                    stripe.expiries.pop();
+                }
+                None
             })
             .min()
     }
@@ -1057,7 +1063,11 @@ impl Ledger {
         stocks: &[Stock],
     ) -> Result<(), ReplayError> {
         let mut stripe = self.order_stripe(order_id).lock();
-        if let Some(existing) = stripe.orders.get(order_id) {
+        // A finished order under the same id was forgotten after the idempotency window
+        // before this one was placed (forgetting leaves no fact); a locked one cannot have been.
+        if let Some(existing) = stripe.orders.get(order_id)
+            && !is_finished(existing.status)
+        {
             return Err(ReplayError::BadTransition {
                 kind: fact.kind(),
                 order_id: order_id.clone(),
@@ -1173,6 +1183,16 @@ fn put_sku_entry(
     now: Timestamp,
 ) -> Result<Fact, LedgerError> {
     let mut quantities = entry.quantities;
+    for (field, value) in [("total", update.total), ("reserved", update.reserved)] {
+        if let Some(value) = value
+            && STOCK_QTY_MAX < value
+        {
+            return Err(LedgerError::InvalidStock {
+                sku: sku.clone(),
+                reason: format!("{field} {value} is over the limit of {STOCK_QTY_MAX}"),
+            });
+        }
+    }
     if let Some(total) = update.total {
         quantities.total = total;
     }
@@ -1180,7 +1200,10 @@ fn put_sku_entry(
         quantities.reserved = reserved;
     }
     if quantities.available().is_none() {
-        let committed = quantities.reserved + quantities.locked + quantities.sold;
+        let committed = quantities
+            .reserved
+            .saturating_add(quantities.locked)
+            .saturating_add(quantities.sold);
         return Err(LedgerError::InvalidStock {
             sku: sku.clone(),
             reason: format!(
@@ -1306,7 +1329,7 @@ impl Action {
         match (self, status) {
             (Action::Confirm, Locked) => moving(Movement::LockToSold, Sold, false),
             (Action::Confirm, Expired) => moving(Movement::Sell, Sold, true),
-            (Action::Confirm, Sold) => Step::Replay(Sold),
+            (Action::Confirm, Sold | Refunded) => Step::Replay(Sold),
             (Action::Cancel, Locked) => moving(Movement::Unlock, Cancelled, false),
             (Action::Cancel, Cancelled) => Step::Replay(Cancelled),
             (Action::Cancel, Expired) => Step::Nothing,
