@@ -7,29 +7,38 @@
 //! # Locking
 //!
 //! SKUs live in [`SKU_STRIPES_COUNT`] lock stripes and orders in [`ORDER_STRIPES_COUNT`], each a
-//! `parking_lot::Mutex` around a hash map, chosen by hashing the id. An order operation locks
+//! `parking_lot::Mutex` around a hash table, chosen by hashing the id. An order operation locks
 //! its order's stripe, then the stripes of its SKUs in ascending stripe index, so two
 //! multi-line orders can never wait on each other in a cycle. Nothing takes an order stripe
 //! while holding a SKU stripe. Every critical section is short and never blocks on anything
 //! but another stripe. There is no global lock.
 //!
 //! A hand-written stripe array rather than a concurrent map: an order must hold several SKU
-//! entries at once (all lines or none), and each order stripe keeps its own expiry heap and
-//! idempotency queue beside the map.
+//! entries at once (all lines or none), each order stripe keeps its own expiry heap and
+//! idempotency queue beside the table, and one hash per id serves both the stripe and the
+//! slot.
+//!
+//! # Layout
+//!
+//! `types` (validated values and views), `fact`, `error`, `sku` (a SKU's entry and the
+//! arithmetic of moving units), `order` (an order's entry, its stripe, and which operation
+//! moves it where), `stripe` (tables, keys, guards), `replay` ([`Ledger::apply`]).
 
 mod error;
 mod fact;
+mod order;
+mod replay;
+mod sku;
+mod stripe;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 pub use error::{LedgerError, ReplayError};
@@ -41,6 +50,9 @@ pub use types::{
 };
 
 use crate::clock::Timestamp;
+use order::{Action, OrderEntry, OrderStripe, Origin, Step, is_finished};
+use sku::{Movement, Rules, SkuEntry, SkuSlot, put_sku_entry, sku_view};
+use stripe::{Padded, SkuGuards, SkuKey, SkuTable, stripe_of};
 
 /// SKU lock stripes: a power of two, enough that 2 cores rarely meet on one stripe unless they
 /// sell the same SKU.
@@ -91,326 +103,37 @@ pub struct LedgerCounts {
     pub orders_locked: u64,
 }
 
-/// Pads a stripe to its own cache lines so two cores locking neighbouring stripes do not
-/// fight over one line.
-#[repr(align(128))]
-struct Padded<T>(T);
-
 type Hasher = foldhash::fast::RandomState;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Quantities {
-    total: u64,
-    reserved: u64,
-    locked: u64,
-    sold: u64,
-}
-
-impl Quantities {
-    /// `total - reserved - locked - sold`, or `None` when the invariant does not hold.
-    fn available(self) -> Option<u64> {
-        self.total
-            .checked_sub(self.reserved)?
-            .checked_sub(self.locked)?
-            .checked_sub(self.sold)
-    }
-}
-
-/// What an order operation does to each of its lines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Movement {
-    /// `available` → `locked`.
-    Lock,
-    /// `locked` → `available`.
-    Unlock,
-    /// `locked` → `sold`.
-    LockToSold,
-    /// `available` → `sold`.
-    Sell,
-    /// `sold` → `available`.
-    Refund,
-}
-
-impl Movement {
-    fn takes_available(self) -> bool {
-        matches!(self, Movement::Lock | Movement::Sell)
-    }
-
-    /// The new `(locked, sold)` pair, or `None` on underflow or overflow.
-    fn apply(self, locked: u64, sold: u64, qty: u64) -> Option<(u64, u64)> {
-        Some(match self {
-            Movement::Lock => (locked.checked_add(qty)?, sold),
-            Movement::Unlock => (locked.checked_sub(qty)?, sold),
-            Movement::LockToSold => (locked.checked_sub(qty)?, sold.checked_add(qty)?),
-            Movement::Sell => (locked, sold.checked_add(qty)?),
-            Movement::Refund => (locked, sold.checked_sub(qty)?),
-        })
-    }
-}
-
-/// Whether the business rules (halt, available stock, quota) are enforced: live operations
-/// enforce them, replay only re-does what was already decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rules {
-    Enforce,
-    Replay,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct PlatformTally {
-    platform: Platform,
-    locked: u64,
-    sold: u64,
-}
-
-struct SkuEntry {
-    quantities: Quantities,
-    halted: bool,
-    settings: SkuSettings,
-    /// One entry per platform that ever took this SKU; a handful, so a vector beats a map.
-    platforms: SmallVec<[PlatformTally; 4]>,
-    version: u64,
-    updated_at: Timestamp,
-}
-
-impl SkuEntry {
-    fn new(now: Timestamp) -> Self {
-        SkuEntry {
-            quantities: Quantities::default(),
-            halted: false,
-            settings: SkuSettings {
-                name: String::new(),
-                lock_ttl_ms: None,
-                quotas: Vec::new(),
-            },
-            platforms: SmallVec::new(),
-            version: 0,
-            updated_at: now,
-        }
-    }
-
-    fn stock(&self, sku: &SkuId) -> Stock {
-        let quantities = self.quantities;
-        Stock {
-            sku: sku.clone(),
-            total: quantities.total,
-            reserved: quantities.reserved,
-            locked: quantities.locked,
-            sold: quantities.sold,
-            available: quantities.available().unwrap_or(0),
-            halted: self.halted,
-            version: self.version,
-        }
-    }
-
-    fn tally(&self, platform: &Platform) -> Option<&PlatformTally> {
-        self.platforms
-            .iter()
-            .find(|tally| &tally.platform == platform)
-    }
-
-    fn quota(&self, platform: &Platform) -> Option<u64> {
-        self.settings
-            .quotas
-            .iter()
-            .find(|(quota_platform, _)| quota_platform == platform)
-            .map(|(_, quota)| *quota)
-    }
-
-    /// Refuses a take that the halt, the available stock or the platform's quota forbid.
-    fn check_take(&self, sku: &SkuId, platform: &Platform, qty: u64) -> Result<(), LedgerError> {
-        if self.halted {
-            return Err(LedgerError::Halted { sku: sku.clone() });
-        }
-        let available = self.quantities.available().unwrap_or(0);
-        if available < qty {
-            return Err(LedgerError::InsufficientStock {
-                sku: sku.clone(),
-                available,
-                requested: qty,
-            });
-        }
-        if let Some(quota) = self.quota(platform) {
-            let held = self
-                .tally(platform)
-                .map_or(0, |tally| tally.locked + tally.sold);
-            if quota < held + qty {
-                return Err(LedgerError::PlatformQuotaExceeded {
-                    sku: sku.clone(),
-                    platform: platform.clone(),
-                    quota,
-                    held,
-                    requested: qty,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The quantities and platform tally after `movement`, checked against the invariant.
-    fn plan(
-        &self,
-        platform: &Platform,
-        movement: Movement,
-        qty: u64,
-    ) -> Option<(Quantities, PlatformTally)> {
-        let quantities = self.quantities;
-        let (locked, sold) = movement.apply(quantities.locked, quantities.sold, qty)?;
-        let next = Quantities {
-            locked,
-            sold,
-            ..quantities
-        };
-        next.available()?;
-        let (tally_locked, tally_sold) = match self.tally(platform) {
-            Some(tally) => (tally.locked, tally.sold),
-            None => (0, 0),
-        };
-        let (tally_locked, tally_sold) = movement.apply(tally_locked, tally_sold, qty)?;
-        let tally = PlatformTally {
-            platform: platform.clone(),
-            locked: tally_locked,
-            sold: tally_sold,
-        };
-        Some((next, tally))
-    }
-
-    fn commit(&mut self, quantities: Quantities, tally: PlatformTally, now: Timestamp) {
-        self.quantities = quantities;
-        match self
-            .platforms
-            .iter_mut()
-            .find(|existing| existing.platform == tally.platform)
-        {
-            Some(existing) => *existing = tally,
-            None => self.platforms.push(tally),
-        }
-        self.touch(now);
-    }
-
-    fn touch(&mut self, now: Timestamp) {
-        self.version += 1;
-        self.updated_at = now;
-        debug_assert!(self.quantities.available().is_some());
-        debug_assert_eq!(
-            self.platforms.iter().map(|tally| tally.locked).sum::<u64>(),
-            self.quantities.locked
-        );
-        debug_assert_eq!(
-            self.platforms.iter().map(|tally| tally.sold).sum::<u64>(),
-            self.quantities.sold
-        );
-    }
-}
-
-type SkuMap = HashMap<SkuId, SkuEntry, Hasher>;
-
-/// Which request created an order, so a retry of it gets the first answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    Reserve,
-    Sell,
-}
-
-struct OrderEntry {
-    platform: Platform,
-    room: Option<RoomId>,
-    lines: Lines,
-    status: OrderStatus,
-    origin: Origin,
-    created_at: Timestamp,
-    expires_at: Timestamp,
-    updated_at: Timestamp,
-}
-
-impl OrderEntry {
-    fn same_content(&self, request: &OrderRequest) -> bool {
-        self.platform == request.platform
-            && self.room == request.room
-            && self.lines == request.lines
-    }
-
-    fn view(&self, order_id: &OrderId, status: OrderStatus) -> OrderView {
-        OrderView {
-            order_id: order_id.clone(),
-            platform: self.platform.clone(),
-            room: self.room.clone(),
-            lines: self.lines.clone(),
-            status,
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
-fn is_finished(status: OrderStatus) -> bool {
-    !matches!(status, OrderStatus::Locked)
-}
-
-#[derive(Default)]
-struct OrderStripe {
-    orders: HashMap<OrderId, OrderEntry, Hasher>,
-    /// Locks by expiry, earliest first. Entries whose order moved on are skipped when popped.
-    expiries: BinaryHeap<Reverse<(Timestamp, OrderId)>>,
-    /// Finished orders by the time they finished, oldest first, to forget them after the
-    /// idempotency window. Entries whose order changed since are skipped when popped.
-    finished: VecDeque<(Timestamp, OrderId)>,
-}
-
-impl OrderStripe {
-    fn finish(&mut self, order_id: &OrderId, now: Timestamp) {
-        self.finished.push_back((now, order_id.clone()));
-    }
-}
-
-/// The SKU stripes one operation holds, taken in ascending index order.
-struct SkuGuards<'a> {
-    guards: SmallVec<[(usize, MutexGuard<'a, SkuMap>); 2]>,
-}
-
-impl SkuGuards<'_> {
-    fn entry(&self, stripe: usize, sku: &SkuId) -> Option<&SkuEntry> {
-        self.guards
-            .iter()
-            .find(|(index, _)| *index == stripe)
-            .and_then(|(_, map)| map.get(sku))
-    }
-
-    fn entry_mut(&mut self, stripe: usize, sku: &SkuId) -> Option<&mut SkuEntry> {
-        self.guards
-            .iter_mut()
-            .find(|(index, _)| *index == stripe)
-            .and_then(|(_, map)| map.get_mut(sku))
-    }
+/// What moving an order's lines did.
+struct Moved {
+    /// The stock of each line's SKU after the move, in line order.
+    stocks: Stocks,
+    /// The shortest lock TTL the order's SKUs set, if any sets one.
+    lock_ttl_ms: Option<u64>,
 }
 
 /// The in-memory stock ledger. Share it behind an `Arc`; every method takes `&self`.
 pub struct Ledger {
     config: LedgerConfig,
-    /// Picks stripes; seeded at random so clients cannot aim many ids at one stripe.
+    /// Hashes ids for both the stripe and the slot; seeded at random so clients cannot aim
+    /// many ids at one stripe.
     hasher: Hasher,
-    skus: Box<[Padded<Mutex<SkuMap>>]>,
+    skus: Box<[Padded<Mutex<SkuTable>>]>,
     orders: Box<[Padded<Mutex<OrderStripe>>]>,
 }
 
 impl Ledger {
     pub fn new(config: LedgerConfig) -> Self {
-        let hasher = Hasher::default();
         let skus = (0..SKU_STRIPES_COUNT)
-            .map(|_| Padded(Mutex::new(SkuMap::with_hasher(hasher.clone()))))
+            .map(|_| Padded(Mutex::new(SkuTable::new())))
             .collect();
         let orders = (0..ORDER_STRIPES_COUNT)
-            .map(|_| {
-                Padded(Mutex::new(OrderStripe {
-                    orders: HashMap::with_hasher(hasher.clone()),
-                    ..OrderStripe::default()
-                }))
-            })
+            .map(|_| Padded(Mutex::new(OrderStripe::default())))
             .collect();
         Ledger {
             config,
-            hasher,
+            hasher: Hasher::default(),
             skus,
             orders,
         }
@@ -420,23 +143,32 @@ impl Ledger {
         &self.config
     }
 
-    fn sku_stripe(&self, sku: &SkuId) -> usize {
-        (self.hasher.hash_one(sku) as usize) & (SKU_STRIPES_COUNT - 1)
+    fn sku_key<'a>(&self, sku: &'a SkuId) -> SkuKey<'a> {
+        let hash = self.hasher.hash_one(sku);
+        SkuKey {
+            sku,
+            hash,
+            stripe: stripe_of(hash, SKU_STRIPES_COUNT),
+        }
     }
 
-    fn order_stripe(&self, order_id: &OrderId) -> &Mutex<OrderStripe> {
-        let index = (self.hasher.hash_one(order_id) as usize) & (ORDER_STRIPES_COUNT - 1);
-        &self.orders[index].0
+    fn line_keys<'a>(&self, lines: &'a Lines) -> SmallVec<[SkuKey<'a>; 1]> {
+        lines.iter().map(|line| self.sku_key(&line.sku)).collect()
     }
 
-    /// Locks the stripes of every SKU on `lines`, in ascending index order.
-    fn lock_skus(&self, lines: &Lines) -> SkuGuards<'_> {
-        let mut stripes: SmallVec<[usize; 4]> = lines
-            .iter()
-            .map(|line| self.sku_stripe(&line.sku))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
+    /// The order id's hash and its stripe.
+    fn order_key(&self, order_id: &OrderId) -> (u64, &Mutex<OrderStripe>) {
+        let hash = self.hasher.hash_one(order_id);
+        (hash, &self.orders[stripe_of(hash, ORDER_STRIPES_COUNT)].0)
+    }
+
+    /// Locks the stripes of every SKU in `keys`, in ascending index order.
+    fn lock_skus(&self, keys: &[SkuKey<'_>]) -> SkuGuards<'_> {
+        let mut stripes: SmallVec<[usize; 4]> = keys.iter().map(|key| key.stripe).collect();
+        if 1 < stripes.len() {
+            stripes.sort_unstable();
+            stripes.dedup();
+        }
         SkuGuards {
             guards: stripes
                 .into_iter()
@@ -445,74 +177,87 @@ impl Ledger {
         }
     }
 
-    /// Moves every line of an order, all or nothing, and returns the stocks after.
+    /// Moves every line of an order, all or nothing: plans and checks every line first, then
+    /// commits every line.
+    #[allow(clippy::too_many_arguments)]
     fn move_lines(
         &self,
         skus: &mut SkuGuards<'_>,
-        platform: &Platform,
+        keys: &[SkuKey<'_>],
         lines: &Lines,
+        platform: &Platform,
         movement: Movement,
         rules: Rules,
         now: Timestamp,
-    ) -> Result<Stocks, LedgerError> {
-        let mut plans: SmallVec<[(usize, Quantities, PlatformTally); 1]> = SmallVec::new();
-        for line in lines {
-            let stripe = self.sku_stripe(&line.sku);
-            let entry = skus
-                .entry(stripe, &line.sku)
-                .ok_or_else(|| LedgerError::SkuNotFound {
-                    sku: line.sku.clone(),
-                })?;
+    ) -> Result<Moved, LedgerError> {
+        let mut plans = SmallVec::<[_; 1]>::new();
+        let mut lock_ttl_ms: Option<u64> = None;
+        for (line, key) in lines.iter().zip(keys) {
+            let entry = skus.entry(key).ok_or_else(|| LedgerError::SkuNotFound {
+                sku: line.sku.clone(),
+            })?;
             let qty = line.qty.get();
             if rules == Rules::Enforce && movement.takes_available() {
                 entry.check_take(&line.sku, platform, qty)?;
             }
-            let (quantities, tally) = entry.plan(platform, movement, qty).ok_or_else(|| {
+            let plan = entry.plan(platform, movement, qty).ok_or_else(|| {
                 LedgerError::Invariant(format!(
                     "{movement:?} of {qty} would break the stock identity of sku {}",
                     line.sku
                 ))
             })?;
-            plans.push((stripe, quantities, tally));
+            if let Some(ttl) = entry.settings.lock_ttl_ms {
+                lock_ttl_ms = Some(lock_ttl_ms.map_or(ttl, |shortest| shortest.min(ttl)));
+            }
+            plans.push(plan);
         }
         let mut stocks = Stocks::new();
-        for (line, (stripe, quantities, tally)) in lines.iter().zip(plans) {
+        for (key, (quantities, tally)) in keys.iter().zip(plans) {
             let entry = skus
-                .entry_mut(stripe, &line.sku)
-                .expect("checked in the planning pass under the same guards");
+                .entry_mut(key)
+                .expect("found in the planning pass under the same guards");
             entry.commit(quantities, tally, now);
-            stocks.push(entry.stock(&line.sku));
+            stocks.push(entry.stock(key.sku));
         }
-        Ok(stocks)
-    }
-
-    fn lock_ttl(&self, skus: &SkuGuards<'_>, lines: &Lines) -> Duration {
-        lines
-            .iter()
-            .filter_map(|line| skus.entry(self.sku_stripe(&line.sku), &line.sku))
-            .filter_map(|entry| entry.settings.lock_ttl_ms)
-            .map(Duration::from_millis)
-            .min()
-            .unwrap_or(self.config.lock_ttl)
+        Ok(Moved {
+            stocks,
+            lock_ttl_ms,
+        })
     }
 
     /// Places an order: locks its units until the lock expires.
     pub fn reserve(&self, now: Timestamp, request: OrderRequest) -> Result<Answer, LedgerError> {
-        let mut stripe = self.order_stripe(&request.order_id).lock();
-        if let Some(existing) = stripe.orders.get(&request.order_id) {
+        let (order_hash, stripe) = self.order_key(&request.order_id);
+        let mut stripe = stripe.lock();
+        if let Some(existing) = stripe.get(order_hash, &request.order_id) {
             return replay_creation(existing, &request);
         }
-        let mut skus = self.lock_skus(&request.lines);
-        let expires_at = now.saturating_add(self.lock_ttl(&skus, &request.lines));
-        let stocks = self.move_lines(
+        let keys = self.line_keys(&request.lines);
+        let mut skus = self.lock_skus(&keys);
+        let moved = self.move_lines(
             &mut skus,
-            &request.platform,
+            &keys,
             &request.lines,
+            &request.platform,
             Movement::Lock,
             Rules::Enforce,
             now,
         )?;
         drop(skus);
+        drop(keys);
+        let lock_ttl = moved
+            .lock_ttl_ms
+            .map_or(self.config.lock_ttl, Duration::from_millis);
+        let expires_at = now.saturating_add(lock_ttl);
+        let fact = Fact::OrderReserved {
+            at: now,
+            order_id: request.order_id.clone(),
+            platform: request.platform.clone(),
+            room: request.room.clone(),
+            lines: request.lines.clone(),
+            expires_at,
+            stocks: moved.stocks,
+        };
         let entry = OrderEntry {
             platform: request.platform,
             room: request.room,
@@ -524,20 +269,7 @@ impl Ledger {
             updated_at: now,
         };
         let order = entry.view(&request.order_id, OrderStatus::Locked);
-        stripe
-            .expiries
-            .push(Reverse((expires_at, request.order_id.clone())));
-        stripe.orders.insert(request.order_id, entry);
-        drop(stripe);
-        let fact = Fact::OrderReserved {
-            at: now,
-            order_id: order.order_id.clone(),
-            platform: order.platform.clone(),
-            room: order.room.clone(),
-            lines: order.lines.clone(),
-            expires_at,
-            stocks,
-        };
+        stripe.insert(order_hash, request.order_id, entry);
         Ok(Answer {
             order,
             fact: Some(fact),
@@ -548,24 +280,42 @@ impl Ledger {
     /// Places a paid order: takes its units straight to `sold`. For an order already
     /// reserved with the same content, this is its payment.
     pub fn sell(&self, now: Timestamp, request: OrderRequest) -> Result<Answer, LedgerError> {
-        let mut stripe = self.order_stripe(&request.order_id).lock();
-        if let Some(existing) = stripe.orders.get(&request.order_id) {
+        let (order_hash, stripe) = self.order_key(&request.order_id);
+        let mut stripe = stripe.lock();
+        if let Some(existing) = stripe.get(order_hash, &request.order_id) {
             if existing.origin == Origin::Sell || !existing.same_content(&request) {
                 return replay_creation(existing, &request);
             }
             // The payment of an order reserved earlier with the same content.
-            return self.transition_locked(&mut stripe, now, &request.order_id, Action::Confirm);
+            return self.transition_locked(
+                &mut stripe,
+                order_hash,
+                now,
+                &request.order_id,
+                Action::Confirm,
+            );
         }
-        let mut skus = self.lock_skus(&request.lines);
-        let stocks = self.move_lines(
+        let keys = self.line_keys(&request.lines);
+        let mut skus = self.lock_skus(&keys);
+        let moved = self.move_lines(
             &mut skus,
-            &request.platform,
+            &keys,
             &request.lines,
+            &request.platform,
             Movement::Sell,
             Rules::Enforce,
             now,
         )?;
         drop(skus);
+        drop(keys);
+        let fact = Fact::OrderSold {
+            at: now,
+            order_id: request.order_id.clone(),
+            platform: request.platform.clone(),
+            room: request.room.clone(),
+            lines: request.lines.clone(),
+            stocks: moved.stocks,
+        };
         let entry = OrderEntry {
             platform: request.platform,
             room: request.room,
@@ -577,17 +327,7 @@ impl Ledger {
             updated_at: now,
         };
         let order = entry.view(&request.order_id, OrderStatus::Sold);
-        stripe.finish(&request.order_id, now);
-        stripe.orders.insert(request.order_id, entry);
-        drop(stripe);
-        let fact = Fact::OrderSold {
-            at: now,
-            order_id: order.order_id.clone(),
-            platform: order.platform.clone(),
-            room: order.room.clone(),
-            lines: order.lines.clone(),
-            stocks,
-        };
+        stripe.insert(order_hash, request.order_id, entry);
         Ok(Answer {
             order,
             fact: Some(fact),
@@ -616,18 +356,20 @@ impl Ledger {
         order_id: &OrderId,
         action: Action,
     ) -> Result<Answer, LedgerError> {
-        let mut stripe = self.order_stripe(order_id).lock();
-        self.transition_locked(&mut stripe, now, order_id, action)
+        let (order_hash, stripe) = self.order_key(order_id);
+        let mut stripe = stripe.lock();
+        self.transition_locked(&mut stripe, order_hash, now, order_id, action)
     }
 
     fn transition_locked(
         &self,
         stripe: &mut OrderStripe,
+        order_hash: u64,
         now: Timestamp,
         order_id: &OrderId,
         action: Action,
     ) -> Result<Answer, LedgerError> {
-        let Some(entry) = stripe.orders.get_mut(order_id) else {
+        let Some(entry) = stripe.get_mut(order_hash, order_id) else {
             return Err(LedgerError::OrderNotFound {
                 order_id: order_id.clone(),
             });
@@ -656,12 +398,14 @@ impl Ledger {
                 });
             }
         };
-        let mut skus = self.lock_skus(&entry.lines);
-        let stocks = self
+        let keys = self.line_keys(&entry.lines);
+        let mut skus = self.lock_skus(&keys);
+        let moved = self
             .move_lines(
                 &mut skus,
-                &entry.platform,
+                &keys,
                 &entry.lines,
+                &entry.platform,
                 step.movement,
                 Rules::Enforce,
                 now,
@@ -674,40 +418,16 @@ impl Ledger {
                 (false, error) => error,
             })?;
         drop(skus);
+        drop(keys);
         entry.status = step.status;
         entry.updated_at = now;
         let order = entry.view(order_id, step.status);
         if is_finished(step.status) {
             stripe.finish(order_id, now);
         }
-        let order_id = order_id.clone();
-        let fact = match step.status {
-            OrderStatus::Sold => Fact::OrderConfirmed {
-                at: now,
-                order_id,
-                retaken: step.retaken,
-                stocks,
-            },
-            OrderStatus::Cancelled => Fact::OrderCancelled {
-                at: now,
-                order_id,
-                stocks,
-            },
-            OrderStatus::Expired => Fact::OrderExpired {
-                at: now,
-                order_id,
-                stocks,
-            },
-            OrderStatus::Refunded => Fact::OrderRefunded {
-                at: now,
-                order_id,
-                stocks,
-            },
-            OrderStatus::Locked => unreachable!("no action moves an order back to locked"),
-        };
         Ok(Answer {
             order,
-            fact: Some(fact),
+            fact: Some(transition_fact(now, order_id, &step, moved.stocks)),
             replayed: false,
         })
     }
@@ -716,43 +436,47 @@ impl Ledger {
     pub fn expire_due(&self, now: Timestamp) -> Vec<Fact> {
         let mut facts = Vec::new();
         for stripe in self.orders.iter() {
-            loop {
-                let mut stripe = stripe.0.lock();
-                let mut handled_count = 0;
-                while handled_count < EXPIRE_BATCH_MAX {
-                    let Some(Reverse((expires_at, _))) = stripe.expiries.peek() else {
-                        break;
-                    };
-                    if now < *expires_at {
-                        break;
-                    }
-                    let Some(Reverse((expires_at, order_id))) = stripe.expiries.pop() else {
-                        break;
-                    };
-                    handled_count += 1;
-                    let current = stripe.orders.get(&order_id).is_some_and(|entry| {
-                        entry.status == OrderStatus::Locked && entry.expires_at == expires_at
-                    });
-                    if !current {
-                        continue;
-                    }
-                    match self.transition_locked(&mut stripe, now, &order_id, Action::Expire) {
-                        Ok(Answer {
-                            fact: Some(fact), ..
-                        }) => facts.push(fact),
-                        Ok(_) => {}
-                        Err(error) => {
-                            debug_assert!(false, "expiry of {order_id} failed: {error}");
-                            tracing::error!(%order_id, %error, "Lock expiry failed.");
-                        }
-                    }
-                }
-                if handled_count < EXPIRE_BATCH_MAX {
-                    break;
+            while self.expire_due_in(&mut stripe.0.lock(), now, &mut facts) {}
+        }
+        facts
+    }
+
+    /// Expires up to [`EXPIRE_BATCH_MAX`] due locks of one stripe; returns whether more may be
+    /// due.
+    fn expire_due_in(
+        &self,
+        stripe: &mut OrderStripe,
+        now: Timestamp,
+        facts: &mut Vec<Fact>,
+    ) -> bool {
+        for _ in 0..EXPIRE_BATCH_MAX {
+            let due = stripe
+                .expiries
+                .peek()
+                .is_some_and(|expiry| expiry.expires_at <= now);
+            if !due {
+                return false;
+            }
+            let Some(expiry) = stripe.expiries.pop() else {
+                return false;
+            };
+            let order_hash = self.hasher.hash_one(&expiry.order_id);
+            if !stripe.is_pending(order_hash, &expiry) {
+                continue;
+            }
+            match self.transition_locked(stripe, order_hash, now, &expiry.order_id, Action::Expire)
+            {
+                Ok(Answer {
+                    fact: Some(fact), ..
+                }) => facts.push(fact),
+                Ok(_) => {}
+                Err(error) => {
+                    debug_assert!(false, "expiry of {} failed: {error}", expiry.order_id);
+                    tracing::error!(order_id = %expiry.order_id, %error, "Lock expiry failed.");
                 }
             }
         }
-        facts
+        true
     }
 
     /// The earliest lock expiry still pending, if any: the sweeper's next deadline. Entries of
@@ -762,13 +486,10 @@ impl Ledger {
             .iter()
             .filter_map(|stripe| {
                 let mut stripe = stripe.0.lock();
-                let stripe = &mut *stripe;
-                while let Some(Reverse((expires_at, order_id))) = stripe.expiries.peek() {
-                    let pending = stripe.orders.get(order_id).is_some_and(|entry| {
-                        entry.status == OrderStatus::Locked && entry.expires_at == *expires_at
-                    });
-                    if pending {
-                        return Some(*expires_at);
+                while let Some(expiry) = stripe.expiries.peek() {
+                    let order_hash = self.hasher.hash_one(&expiry.order_id);
+                    if stripe.is_pending(order_hash, expiry) {
+                        return Some(expiry.expires_at);
                     }
                     stripe.expiries.pop();
                 }
@@ -789,11 +510,12 @@ impl Ledger {
                 let Some((finished_at, order_id)) = stripe.finished.pop_front() else {
                     break;
                 };
-                let stale = stripe.orders.get(&order_id).is_some_and(|entry| {
+                let order_hash = self.hasher.hash_one(&order_id);
+                let stale = stripe.get(order_hash, &order_id).is_some_and(|entry| {
                     is_finished(entry.status) && entry.updated_at == finished_at
                 });
                 if stale {
-                    stripe.orders.remove(&order_id);
+                    stripe.remove(order_hash, &order_id);
                     forgotten_count += 1;
                 }
             }
@@ -808,12 +530,24 @@ impl Ledger {
         sku: &SkuId,
         update: SkuUpdate,
     ) -> Result<Fact, LedgerError> {
-        let mut map = self.skus[self.sku_stripe(sku)].0.lock();
-        let created = !map.contains_key(sku);
-        let entry = map.entry(sku.clone()).or_insert_with(|| SkuEntry::new(now));
+        let key = self.sku_key(sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        let created = stripe::find(&table, &key).is_none();
+        if created {
+            let slot = SkuSlot {
+                sku: sku.clone(),
+                hash: key.hash,
+                entry: SkuEntry::new(now),
+            };
+            table.insert_unique(key.hash, slot, |slot| slot.hash);
+        }
+        let entry = stripe::find_mut(&mut table, &key).expect("present or just inserted");
         let result = put_sku_entry(entry, sku, update, now);
-        if result.is_err() && created {
-            map.remove(sku);
+        if result.is_err()
+            && created
+            && let Ok(occupied) = table.find_entry(key.hash, |slot| slot.sku == *sku)
+        {
+            occupied.remove();
         }
         result
     }
@@ -869,19 +603,19 @@ impl Ledger {
         sku: &SkuId,
         operation: impl FnOnce(&mut SkuEntry) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
-        let mut map = self.skus[self.sku_stripe(sku)].0.lock();
-        let entry = map
-            .get_mut(sku)
+        let key = self.sku_key(sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        let entry = stripe::find_mut(&mut table, &key)
             .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
         operation(entry)
     }
 
     pub fn sku(&self, sku: &SkuId) -> Option<SkuView> {
-        let map = self.skus[self.sku_stripe(sku)].0.lock();
-        map.get(sku).map(|entry| sku_view(sku, entry))
+        let key = self.sku_key(sku);
+        let table = self.skus[key.stripe].0.lock();
+        stripe::find(&table, &key).map(|entry| sku_view(sku, entry))
     }
 
-    /// Every SKU, sorted by id.
     pub fn skus(&self) -> Vec<SkuView> {
         self.skus_after(None, usize::MAX)
     }
@@ -892,10 +626,11 @@ impl Ledger {
             .skus
             .iter()
             .flat_map(|stripe| {
-                let map = stripe.0.lock();
-                map.iter()
-                    .filter(|(sku, _)| after.is_none_or(|after| after < *sku))
-                    .map(|(sku, entry)| sku_view(sku, entry))
+                let table = stripe.0.lock();
+                table
+                    .iter()
+                    .filter(|slot| after.is_none_or(|after| *after < slot.sku))
+                    .map(|slot| sku_view(&slot.sku, &slot.entry))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -905,10 +640,10 @@ impl Ledger {
     }
 
     pub fn order(&self, order_id: &OrderId) -> Option<OrderView> {
-        let stripe = self.order_stripe(order_id).lock();
+        let (order_hash, stripe) = self.order_key(order_id);
+        let stripe = stripe.lock();
         stripe
-            .orders
-            .get(order_id)
+            .get(order_hash, order_id)
             .map(|entry| entry.view(order_id, entry.status))
     }
 
@@ -919,348 +654,38 @@ impl Ledger {
         }
         for stripe in self.orders.iter() {
             let stripe = stripe.0.lock();
-            counts.orders += stripe.orders.len() as u64;
-            counts.orders_locked += stripe
-                .orders
-                .values()
-                .filter(|entry| entry.status == OrderStatus::Locked)
-                .count() as u64;
+            counts.orders += stripe.len() as u64;
+            counts.orders_locked += stripe.locked_count() as u64;
         }
         counts
     }
-
-    /// Re-does what `fact` records, without re-deciding it, and checks that the SKUs end where
-    /// the fact says they did.
-    pub fn apply(&self, fact: &Fact) -> Result<(), ReplayError> {
-        match fact {
-            Fact::SkuPut {
-                at,
-                settings,
-                stock,
-            } => {
-                let mut map = self.skus[self.sku_stripe(&stock.sku)].0.lock();
-                let entry = map
-                    .entry(stock.sku.clone())
-                    .or_insert_with(|| SkuEntry::new(*at));
-                entry.settings = settings.clone();
-                entry.quantities.total = stock.total;
-                entry.quantities.reserved = stock.reserved;
-                entry.touch(*at);
-                check_stock(fact, entry, stock)
-            }
-            Fact::Restocked { at, qty, stock } => self.apply_to_sku(fact, stock, |entry| {
-                entry.quantities.total = entry.quantities.total.saturating_add(*qty);
-                entry.touch(*at);
-            }),
-            Fact::Halted { at, stock } | Fact::Resumed { at, stock } => {
-                let halted = matches!(fact, Fact::Halted { .. });
-                self.apply_to_sku(fact, stock, |entry| {
-                    entry.halted = halted;
-                    entry.touch(*at);
-                })
-            }
-            Fact::OrderReserved {
-                at,
-                order_id,
-                platform,
-                room,
-                lines,
-                expires_at,
-                stocks,
-            } => self.apply_creation(
-                fact,
-                *at,
-                order_id,
-                OrderEntry {
-                    platform: platform.clone(),
-                    room: room.clone(),
-                    lines: lines.clone(),
-                    status: OrderStatus::Locked,
-                    origin: Origin::Reserve,
-                    created_at: *at,
-                    expires_at: *expires_at,
-                    updated_at: *at,
-                },
-                stocks,
-            ),
-            Fact::OrderSold {
-                at,
-                order_id,
-                platform,
-                room,
-                lines,
-                stocks,
-            } => self.apply_creation(
-                fact,
-                *at,
-                order_id,
-                OrderEntry {
-                    platform: platform.clone(),
-                    room: room.clone(),
-                    lines: lines.clone(),
-                    status: OrderStatus::Sold,
-                    origin: Origin::Sell,
-                    created_at: *at,
-                    expires_at: *at,
-                    updated_at: *at,
-                },
-                stocks,
-            ),
-            Fact::OrderConfirmed {
-                at,
-                order_id,
-                retaken,
-                stocks,
-            } => {
-                let action = if *retaken {
-                    ReplayStep::Retake
-                } else {
-                    ReplayStep::Confirm
-                };
-                self.apply_transition(fact, *at, order_id, action, stocks)
-            }
-            Fact::OrderCancelled {
-                at,
-                order_id,
-                stocks,
-            } => self.apply_transition(fact, *at, order_id, ReplayStep::Cancel, stocks),
-            Fact::OrderExpired {
-                at,
-                order_id,
-                stocks,
-            } => self.apply_transition(fact, *at, order_id, ReplayStep::Expire, stocks),
-            Fact::OrderRefunded {
-                at,
-                order_id,
-                stocks,
-            } => self.apply_transition(fact, *at, order_id, ReplayStep::Refund, stocks),
-        }
-    }
-
-    fn apply_to_sku(
-        &self,
-        fact: &Fact,
-        stock: &Stock,
-        change: impl FnOnce(&mut SkuEntry),
-    ) -> Result<(), ReplayError> {
-        let mut map = self.skus[self.sku_stripe(&stock.sku)].0.lock();
-        let entry = map
-            .get_mut(&stock.sku)
-            .ok_or_else(|| ReplayError::UnknownSku {
-                kind: fact.kind(),
-                sku: stock.sku.clone(),
-            })?;
-        change(entry);
-        check_stock(fact, entry, stock)
-    }
-
-    fn apply_creation(
-        &self,
-        fact: &Fact,
-        at: Timestamp,
-        order_id: &OrderId,
-        entry: OrderEntry,
-        stocks: &[Stock],
-    ) -> Result<(), ReplayError> {
-        let mut stripe = self.order_stripe(order_id).lock();
-        // A finished order under the same id was forgotten after the idempotency window
-        // before this one was placed (forgetting leaves no fact); a locked one cannot have been.
-        if let Some(existing) = stripe.orders.get(order_id)
-            && !is_finished(existing.status)
-        {
-            return Err(ReplayError::BadTransition {
-                kind: fact.kind(),
-                order_id: order_id.clone(),
-                status: existing.status,
-            });
-        }
-        let movement = match entry.origin {
-            Origin::Reserve => Movement::Lock,
-            Origin::Sell => Movement::Sell,
-        };
-        self.apply_moves(fact, &entry.platform, &entry.lines, movement, at, stocks)?;
-        match entry.status {
-            OrderStatus::Locked => stripe
-                .expiries
-                .push(Reverse((entry.expires_at, order_id.clone()))),
-            _ => stripe.finish(order_id, at),
-        }
-        stripe.orders.insert(order_id.clone(), entry);
-        Ok(())
-    }
-
-    fn apply_transition(
-        &self,
-        fact: &Fact,
-        at: Timestamp,
-        order_id: &OrderId,
-        step: ReplayStep,
-        stocks: &[Stock],
-    ) -> Result<(), ReplayError> {
-        let mut stripe = self.order_stripe(order_id).lock();
-        let entry = stripe
-            .orders
-            .get_mut(order_id)
-            .ok_or_else(|| ReplayError::UnknownOrder {
-                kind: fact.kind(),
-                order_id: order_id.clone(),
-            })?;
-        let (from, movement, to) = step.transition();
-        if entry.status != from {
-            return Err(ReplayError::BadTransition {
-                kind: fact.kind(),
-                order_id: order_id.clone(),
-                status: entry.status,
-            });
-        }
-        self.apply_moves(fact, &entry.platform, &entry.lines, movement, at, stocks)?;
-        entry.status = to;
-        entry.updated_at = at;
-        stripe.finish(order_id, at);
-        Ok(())
-    }
-
-    fn apply_moves(
-        &self,
-        fact: &Fact,
-        platform: &Platform,
-        lines: &Lines,
-        movement: Movement,
-        at: Timestamp,
-        stocks: &[Stock],
-    ) -> Result<(), ReplayError> {
-        let mut skus = self.lock_skus(lines);
-        let actual = self
-            .move_lines(&mut skus, platform, lines, movement, Rules::Replay, at)
-            .map_err(|error| match error {
-                LedgerError::SkuNotFound { sku } => ReplayError::UnknownSku {
-                    kind: fact.kind(),
-                    sku,
-                },
-                error => ReplayError::StockMismatch {
-                    kind: fact.kind(),
-                    sku: lines
-                        .iter()
-                        .next()
-                        .map(|line| line.sku.clone())
-                        .unwrap_or_else(|| SkuId::new("?").expect("a one-character id is valid")),
-                    expected: format!("{stocks:?}"),
-                    actual: error.to_string(),
-                },
-            })?;
-        for (actual, expected) in actual.iter().zip(stocks) {
-            if actual != expected {
-                return Err(ReplayError::StockMismatch {
-                    kind: fact.kind(),
-                    sku: actual.sku.clone(),
-                    expected: format!("{expected:?}"),
-                    actual: format!("{actual:?}"),
-                });
-            }
-        }
-        Ok(())
-    }
 }
 
-fn check_stock(fact: &Fact, entry: &SkuEntry, expected: &Stock) -> Result<(), ReplayError> {
-    let actual = entry.stock(&expected.sku);
-    if &actual == expected {
-        Ok(())
-    } else {
-        Err(ReplayError::StockMismatch {
-            kind: fact.kind(),
-            sku: expected.sku.clone(),
-            expected: format!("{expected:?}"),
-            actual: format!("{actual:?}"),
-        })
-    }
-}
-
-fn put_sku_entry(
-    entry: &mut SkuEntry,
-    sku: &SkuId,
-    update: SkuUpdate,
-    now: Timestamp,
-) -> Result<Fact, LedgerError> {
-    let mut quantities = entry.quantities;
-    for (field, value) in [("total", update.total), ("reserved", update.reserved)] {
-        if let Some(value) = value
-            && STOCK_QTY_MAX < value
-        {
-            return Err(LedgerError::InvalidStock {
-                sku: sku.clone(),
-                reason: format!("{field} {value} is over the limit of {STOCK_QTY_MAX}"),
-            });
-        }
-    }
-    if let Some(total) = update.total {
-        quantities.total = total;
-    }
-    if let Some(reserved) = update.reserved {
-        quantities.reserved = reserved;
-    }
-    if quantities.available().is_none() {
-        let committed = quantities
-            .reserved
-            .saturating_add(quantities.locked)
-            .saturating_add(quantities.sold);
-        return Err(LedgerError::InvalidStock {
-            sku: sku.clone(),
-            reason: format!(
-                "total {} is below reserved {} + locked {} + sold {} = {committed}",
-                quantities.total, quantities.reserved, quantities.locked, quantities.sold
-            ),
-        });
-    }
-    let mut settings = entry.settings.clone();
-    if let Some(name) = update.name {
-        settings.name = name;
-    }
-    if let Some(lock_ttl_ms) = update.lock_ttl_ms {
-        settings.lock_ttl_ms = lock_ttl_ms;
-    }
-    if let Some(mut quotas) = update.quotas {
-        quotas.sort();
-        quotas.dedup_by(|a, b| a.0 == b.0);
-        settings.quotas = quotas;
-    }
-    entry.quantities = quantities;
-    entry.settings = settings;
-    entry.touch(now);
-    Ok(Fact::SkuPut {
-        at: now,
-        settings: entry.settings.clone(),
-        stock: entry.stock(sku),
-    })
-}
-
-fn sku_view(sku: &SkuId, entry: &SkuEntry) -> SkuView {
-    let mut platforms: Vec<PlatformCount> = entry
-        .platforms
-        .iter()
-        .map(|tally| PlatformCount {
-            platform: tally.platform.clone(),
-            locked: tally.locked,
-            sold: tally.sold,
-            quota: entry.quota(&tally.platform),
-        })
-        .collect();
-    for (platform, quota) in &entry.settings.quotas {
-        if entry.tally(platform).is_none() {
-            platforms.push(PlatformCount {
-                platform: platform.clone(),
-                locked: 0,
-                sold: 0,
-                quota: Some(*quota),
-            });
-        }
-    }
-    platforms.sort_by(|a, b| a.platform.cmp(&b.platform));
-    SkuView {
-        stock: entry.stock(sku),
-        settings: entry.settings.clone(),
-        platforms,
-        updated_at: entry.updated_at,
+fn transition_fact(now: Timestamp, order_id: &OrderId, step: &order::Move, stocks: Stocks) -> Fact {
+    let order_id = order_id.clone();
+    match step.status {
+        OrderStatus::Sold => Fact::OrderConfirmed {
+            at: now,
+            order_id,
+            retaken: step.retaken,
+            stocks,
+        },
+        OrderStatus::Cancelled => Fact::OrderCancelled {
+            at: now,
+            order_id,
+            stocks,
+        },
+        OrderStatus::Expired => Fact::OrderExpired {
+            at: now,
+            order_id,
+            stocks,
+        },
+        OrderStatus::Refunded => Fact::OrderRefunded {
+            at: now,
+            order_id,
+            stocks,
+        },
+        OrderStatus::Locked => unreachable!("no action moves an order back to locked"),
     }
 }
 
@@ -1280,88 +705,4 @@ fn replay_creation(existing: &OrderEntry, request: &OrderRequest) -> Result<Answ
         fact: None,
         replayed: true,
     })
-}
-
-/// An operation on an existing order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
-    Confirm,
-    Cancel,
-    Refund,
-    Expire,
-}
-
-struct Move {
-    movement: Movement,
-    status: OrderStatus,
-    /// A payment after expiry that takes the units again.
-    retaken: bool,
-}
-
-enum Step {
-    Move(Move),
-    /// Already done by an earlier call: answer as it was answered, with this status.
-    Replay(OrderStatus),
-    /// Nothing to do, and not an error (cancelling an expired order).
-    Nothing,
-    Refuse,
-}
-
-impl Action {
-    fn verb(self) -> &'static str {
-        match self {
-            Action::Confirm => "confirmed",
-            Action::Cancel => "cancelled",
-            Action::Refund => "refunded",
-            Action::Expire => "expired",
-        }
-    }
-
-    fn step(self, status: OrderStatus) -> Step {
-        use OrderStatus::{Cancelled, Expired, Locked, Refunded, Sold};
-        let moving = |movement, status, retaken| {
-            Step::Move(Move {
-                movement,
-                status,
-                retaken,
-            })
-        };
-        match (self, status) {
-            (Action::Confirm, Locked) => moving(Movement::LockToSold, Sold, false),
-            (Action::Confirm, Expired) => moving(Movement::Sell, Sold, true),
-            (Action::Confirm, Sold | Refunded) => Step::Replay(Sold),
-            (Action::Cancel, Locked) => moving(Movement::Unlock, Cancelled, false),
-            (Action::Cancel, Cancelled) => Step::Replay(Cancelled),
-            (Action::Cancel, Expired) => Step::Nothing,
-            (Action::Refund, Sold) => moving(Movement::Refund, Refunded, false),
-            (Action::Refund, Refunded) => Step::Replay(Refunded),
-            (Action::Expire, Locked) => moving(Movement::Unlock, Expired, false),
-            (Action::Expire, _) => Step::Nothing,
-            (Action::Confirm | Action::Cancel | Action::Refund, _) => Step::Refuse,
-        }
-    }
-}
-
-/// A transition of an existing order, as replay re-does it.
-#[derive(Clone, Copy, Debug)]
-enum ReplayStep {
-    Confirm,
-    Retake,
-    Cancel,
-    Expire,
-    Refund,
-}
-
-impl ReplayStep {
-    /// The status before, the movement, and the status after.
-    fn transition(self) -> (OrderStatus, Movement, OrderStatus) {
-        use OrderStatus::{Cancelled, Expired, Locked, Refunded, Sold};
-        match self {
-            ReplayStep::Confirm => (Locked, Movement::LockToSold, Sold),
-            ReplayStep::Retake => (Expired, Movement::Sell, Sold),
-            ReplayStep::Cancel => (Locked, Movement::Unlock, Cancelled),
-            ReplayStep::Expire => (Locked, Movement::Unlock, Expired),
-            ReplayStep::Refund => (Sold, Movement::Refund, Refunded),
-        }
-    }
 }

@@ -1,0 +1,261 @@
+//! One order's entry in the ledger, the order stripe that holds it with its expiry heap and
+//! its idempotency queue, and the rules of which operation moves an order where.
+
+use std::collections::{BinaryHeap, VecDeque};
+
+use hashbrown::HashTable;
+
+use super::sku::Movement;
+use super::types::{Lines, OrderId, OrderRequest, OrderStatus, OrderView, Platform, RoomId};
+use crate::clock::Timestamp;
+
+/// Which request created an order, so a retry of it gets the first answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    Reserve,
+    Sell,
+}
+
+pub(super) struct OrderEntry {
+    pub(super) platform: Platform,
+    pub(super) room: Option<RoomId>,
+    pub(super) lines: Lines,
+    pub(super) status: OrderStatus,
+    pub(super) origin: Origin,
+    pub(super) created_at: Timestamp,
+    pub(super) expires_at: Timestamp,
+    pub(super) updated_at: Timestamp,
+}
+
+impl OrderEntry {
+    pub(super) fn same_content(&self, request: &OrderRequest) -> bool {
+        self.platform == request.platform
+            && self.room == request.room
+            && self.lines == request.lines
+    }
+
+    pub(super) fn view(&self, order_id: &OrderId, status: OrderStatus) -> OrderView {
+        OrderView {
+            order_id: order_id.clone(),
+            platform: self.platform.clone(),
+            room: self.room.clone(),
+            lines: self.lines.clone(),
+            status,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+pub(super) fn is_finished(status: OrderStatus) -> bool {
+    !matches!(status, OrderStatus::Locked)
+}
+
+/// An order as its stripe's table stores it.
+struct OrderSlot {
+    order_id: OrderId,
+    /// The id's hash, kept so the table can grow without hashing every id again.
+    hash: u64,
+    entry: OrderEntry,
+}
+
+/// A pending lock in the expiry heap. Ordered by `expires_at`, then by the order it was
+/// placed in, never by the id: equal expiries are common in a burst, and comparing
+/// integers keeps a push cheap.
+pub(super) struct Expiry {
+    pub(super) expires_at: Timestamp,
+    sequence: u64,
+    pub(super) order_id: OrderId,
+}
+
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.expires_at, self.sequence) == (other.expires_at, other.sequence)
+    }
+}
+
+impl Eq for Expiry {}
+
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiry {
+    /// Reversed, so that the max-heap `BinaryHeap` pops the earliest expiry first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.expires_at, other.sequence).cmp(&(self.expires_at, self.sequence))
+    }
+}
+
+/// One order stripe: its orders, their pending expiries and their finishing times.
+#[derive(Default)]
+pub(super) struct OrderStripe {
+    orders: HashTable<OrderSlot>,
+    /// Locks by expiry, earliest first. Entries whose order moved on are skipped when popped.
+    pub(super) expiries: BinaryHeap<Expiry>,
+    /// Numbers the expiries pushed, to order equal `expires_at`.
+    expiries_pushed_count: u64,
+    /// Finished orders by the time they finished, oldest first, to forget them after the
+    /// idempotency window. Entries whose order changed since are skipped when popped.
+    pub(super) finished: VecDeque<(Timestamp, OrderId)>,
+}
+
+impl OrderStripe {
+    pub(super) fn get(&self, hash: u64, order_id: &OrderId) -> Option<&OrderEntry> {
+        self.orders
+            .find(hash, |slot| slot.order_id == *order_id)
+            .map(|slot| &slot.entry)
+    }
+
+    pub(super) fn get_mut(&mut self, hash: u64, order_id: &OrderId) -> Option<&mut OrderEntry> {
+        self.orders
+            .find_mut(hash, |slot| slot.order_id == *order_id)
+            .map(|slot| &mut slot.entry)
+    }
+
+    /// Adds an order the caller checked is absent, and schedules its expiry or its
+    /// forgetting.
+    pub(super) fn insert(&mut self, hash: u64, order_id: OrderId, entry: OrderEntry) {
+        if entry.status == OrderStatus::Locked {
+            self.expire_at(entry.expires_at, order_id.clone());
+        } else {
+            self.finish(&order_id, entry.updated_at);
+        }
+        self.orders.insert_unique(
+            hash,
+            OrderSlot {
+                order_id,
+                hash,
+                entry,
+            },
+            |slot| slot.hash,
+        );
+    }
+
+    pub(super) fn remove(&mut self, hash: u64, order_id: &OrderId) {
+        if let Ok(occupied) = self
+            .orders
+            .find_entry(hash, |slot| slot.order_id == *order_id)
+        {
+            occupied.remove();
+        }
+    }
+
+    fn expire_at(&mut self, expires_at: Timestamp, order_id: OrderId) {
+        self.expiries_pushed_count += 1;
+        self.expiries.push(Expiry {
+            expires_at,
+            sequence: self.expiries_pushed_count,
+            order_id,
+        });
+    }
+
+    pub(super) fn finish(&mut self, order_id: &OrderId, now: Timestamp) {
+        self.finished.push_back((now, order_id.clone()));
+    }
+
+    /// Whether `expiry` is still the pending lock of its order.
+    pub(super) fn is_pending(&self, hash: u64, expiry: &Expiry) -> bool {
+        self.get(hash, &expiry.order_id).is_some_and(|entry| {
+            entry.status == OrderStatus::Locked && entry.expires_at == expiry.expires_at
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub(super) fn locked_count(&self) -> usize {
+        self.orders
+            .iter()
+            .filter(|slot| slot.entry.status == OrderStatus::Locked)
+            .count()
+    }
+}
+
+/// An operation on an existing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    Confirm,
+    Cancel,
+    Refund,
+    Expire,
+}
+
+pub(super) struct Move {
+    pub(super) movement: Movement,
+    pub(super) status: OrderStatus,
+    /// A payment after expiry that takes the units again.
+    pub(super) retaken: bool,
+}
+
+pub(super) enum Step {
+    Move(Move),
+    /// Already done by an earlier call: answer as it was answered, with this status.
+    Replay(OrderStatus),
+    /// Nothing to do, and not an error (cancelling an expired order).
+    Nothing,
+    Refuse,
+}
+
+impl Action {
+    pub(super) fn verb(self) -> &'static str {
+        match self {
+            Action::Confirm => "confirmed",
+            Action::Cancel => "cancelled",
+            Action::Refund => "refunded",
+            Action::Expire => "expired",
+        }
+    }
+
+    pub(super) fn step(self, status: OrderStatus) -> Step {
+        use OrderStatus::{Cancelled, Expired, Locked, Refunded, Sold};
+        let moving = |movement, status, retaken| {
+            Step::Move(Move {
+                movement,
+                status,
+                retaken,
+            })
+        };
+        match (self, status) {
+            (Action::Confirm, Locked) => moving(Movement::LockToSold, Sold, false),
+            (Action::Confirm, Expired) => moving(Movement::Sell, Sold, true),
+            (Action::Confirm, Sold | Refunded) => Step::Replay(Sold),
+            (Action::Cancel, Locked) => moving(Movement::Unlock, Cancelled, false),
+            (Action::Cancel, Cancelled) => Step::Replay(Cancelled),
+            (Action::Cancel, Expired) => Step::Nothing,
+            (Action::Refund, Sold) => moving(Movement::Refund, Refunded, false),
+            (Action::Refund, Refunded) => Step::Replay(Refunded),
+            (Action::Expire, Locked) => moving(Movement::Unlock, Expired, false),
+            (Action::Expire, _) => Step::Nothing,
+            (Action::Confirm | Action::Cancel | Action::Refund, _) => Step::Refuse,
+        }
+    }
+}
+
+/// A transition of an existing order, as replay re-does it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ReplayStep {
+    Confirm,
+    Retake,
+    Cancel,
+    Expire,
+    Refund,
+}
+
+impl ReplayStep {
+    /// The status before, the movement, and the status after.
+    pub(super) fn transition(self) -> (OrderStatus, Movement, OrderStatus) {
+        use OrderStatus::{Cancelled, Expired, Locked, Refunded, Sold};
+        match self {
+            ReplayStep::Confirm => (Locked, Movement::LockToSold, Sold),
+            ReplayStep::Retake => (Expired, Movement::Sell, Sold),
+            ReplayStep::Cancel => (Locked, Movement::Unlock, Cancelled),
+            ReplayStep::Expire => (Locked, Movement::Unlock, Expired),
+            ReplayStep::Refund => (Sold, Movement::Refund, Refunded),
+        }
+    }
+}

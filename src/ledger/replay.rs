@@ -1,0 +1,278 @@
+//! Replay: [`Ledger::apply`] re-does what a fact records, with the same movement code the live
+//! operations use, and checks that every SKU ends exactly where the fact says it did.
+
+use super::order::{OrderEntry, Origin, ReplayStep, is_finished};
+use super::sku::{Movement, Rules, SkuEntry, SkuSlot};
+use super::stripe;
+use super::{
+    Fact, Ledger, LedgerError, Lines, OrderId, OrderStatus, Platform, ReplayError, SkuId, Stock,
+};
+use crate::clock::Timestamp;
+
+impl Ledger {
+    /// Re-does what `fact` records, without re-deciding it, and checks that the SKUs end where
+    /// the fact says they did.
+    pub fn apply(&self, fact: &Fact) -> Result<(), ReplayError> {
+        match fact {
+            Fact::SkuPut {
+                at,
+                settings,
+                stock,
+            } => {
+                let key = self.sku_key(&stock.sku);
+                let mut table = self.skus[key.stripe].0.lock();
+                if stripe::find(&table, &key).is_none() {
+                    let slot = SkuSlot {
+                        sku: stock.sku.clone(),
+                        hash: key.hash,
+                        entry: SkuEntry::new(*at),
+                    };
+                    table.insert_unique(key.hash, slot, |slot| slot.hash);
+                }
+                let entry = stripe::find_mut(&mut table, &key).expect("present or just inserted");
+                entry.settings = settings.clone();
+                entry.quantities.total = stock.total;
+                entry.quantities.reserved = stock.reserved;
+                entry.touch(*at);
+                check_stock(fact, entry, stock)
+            }
+            Fact::Restocked { at, qty, stock } => self.apply_to_sku(fact, stock, |entry| {
+                entry.quantities.total = entry.quantities.total.saturating_add(*qty);
+                entry.touch(*at);
+            }),
+            Fact::Halted { at, stock } | Fact::Resumed { at, stock } => {
+                let halted = matches!(fact, Fact::Halted { .. });
+                self.apply_to_sku(fact, stock, |entry| {
+                    entry.halted = halted;
+                    entry.touch(*at);
+                })
+            }
+            Fact::OrderReserved {
+                at,
+                order_id,
+                platform,
+                room,
+                lines,
+                expires_at,
+                stocks,
+            } => self.apply_creation(
+                fact,
+                order_id,
+                OrderEntry {
+                    platform: platform.clone(),
+                    room: room.clone(),
+                    lines: lines.clone(),
+                    status: OrderStatus::Locked,
+                    origin: Origin::Reserve,
+                    created_at: *at,
+                    expires_at: *expires_at,
+                    updated_at: *at,
+                },
+                stocks,
+            ),
+            Fact::OrderSold {
+                at,
+                order_id,
+                platform,
+                room,
+                lines,
+                stocks,
+            } => self.apply_creation(
+                fact,
+                order_id,
+                OrderEntry {
+                    platform: platform.clone(),
+                    room: room.clone(),
+                    lines: lines.clone(),
+                    status: OrderStatus::Sold,
+                    origin: Origin::Sell,
+                    created_at: *at,
+                    expires_at: *at,
+                    updated_at: *at,
+                },
+                stocks,
+            ),
+            Fact::OrderConfirmed {
+                at,
+                order_id,
+                retaken,
+                stocks,
+            } => {
+                let step = if *retaken {
+                    ReplayStep::Retake
+                } else {
+                    ReplayStep::Confirm
+                };
+                self.apply_transition(fact, *at, order_id, step, stocks)
+            }
+            Fact::OrderCancelled {
+                at,
+                order_id,
+                stocks,
+            } => self.apply_transition(fact, *at, order_id, ReplayStep::Cancel, stocks),
+            Fact::OrderExpired {
+                at,
+                order_id,
+                stocks,
+            } => self.apply_transition(fact, *at, order_id, ReplayStep::Expire, stocks),
+            Fact::OrderRefunded {
+                at,
+                order_id,
+                stocks,
+            } => self.apply_transition(fact, *at, order_id, ReplayStep::Refund, stocks),
+        }
+    }
+
+    fn apply_to_sku(
+        &self,
+        fact: &Fact,
+        stock: &Stock,
+        change: impl FnOnce(&mut SkuEntry),
+    ) -> Result<(), ReplayError> {
+        let key = self.sku_key(&stock.sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        let entry = stripe::find_mut(&mut table, &key).ok_or_else(|| ReplayError::UnknownSku {
+            kind: fact.kind(),
+            sku: stock.sku.clone(),
+        })?;
+        change(entry);
+        check_stock(fact, entry, stock)
+    }
+
+    fn apply_creation(
+        &self,
+        fact: &Fact,
+        order_id: &OrderId,
+        entry: OrderEntry,
+        stocks: &[Stock],
+    ) -> Result<(), ReplayError> {
+        let (order_hash, stripe) = self.order_key(order_id);
+        let mut stripe = stripe.lock();
+        // A finished order under the same id was forgotten after the idempotency window
+        // before this one was placed (forgetting leaves no fact); a locked one cannot have been.
+        if let Some(existing) = stripe.get(order_hash, order_id) {
+            if !is_finished(existing.status) {
+                return Err(ReplayError::BadTransition {
+                    kind: fact.kind(),
+                    order_id: order_id.clone(),
+                    status: existing.status,
+                });
+            }
+            stripe.remove(order_hash, order_id);
+        }
+        let movement = match entry.origin {
+            Origin::Reserve => Movement::Lock,
+            Origin::Sell => Movement::Sell,
+        };
+        self.apply_moves(
+            fact,
+            &entry.platform,
+            &entry.lines,
+            movement,
+            entry.created_at,
+            stocks,
+        )?;
+        stripe.insert(order_hash, order_id.clone(), entry);
+        Ok(())
+    }
+
+    fn apply_transition(
+        &self,
+        fact: &Fact,
+        at: Timestamp,
+        order_id: &OrderId,
+        step: ReplayStep,
+        stocks: &[Stock],
+    ) -> Result<(), ReplayError> {
+        let (order_hash, stripe) = self.order_key(order_id);
+        let mut stripe = stripe.lock();
+        let entry =
+            stripe
+                .get_mut(order_hash, order_id)
+                .ok_or_else(|| ReplayError::UnknownOrder {
+                    kind: fact.kind(),
+                    order_id: order_id.clone(),
+                })?;
+        let (from, movement, to) = step.transition();
+        if entry.status != from {
+            return Err(ReplayError::BadTransition {
+                kind: fact.kind(),
+                order_id: order_id.clone(),
+                status: entry.status,
+            });
+        }
+        self.apply_moves(fact, &entry.platform, &entry.lines, movement, at, stocks)?;
+        entry.status = to;
+        entry.updated_at = at;
+        stripe.finish(order_id, at);
+        Ok(())
+    }
+
+    fn apply_moves(
+        &self,
+        fact: &Fact,
+        platform: &Platform,
+        lines: &Lines,
+        movement: Movement,
+        at: Timestamp,
+        stocks: &[Stock],
+    ) -> Result<(), ReplayError> {
+        let keys = self.line_keys(lines);
+        let mut skus = self.lock_skus(&keys);
+        let moved = self
+            .move_lines(
+                &mut skus,
+                &keys,
+                lines,
+                platform,
+                movement,
+                Rules::Replay,
+                at,
+            )
+            .map_err(|error| match error {
+                LedgerError::SkuNotFound { sku } => ReplayError::UnknownSku {
+                    kind: fact.kind(),
+                    sku,
+                },
+                error => ReplayError::StockMismatch {
+                    kind: fact.kind(),
+                    sku: first_sku(lines),
+                    expected: format!("{stocks:?}"),
+                    actual: error.to_string(),
+                },
+            })?;
+        for (actual, expected) in moved.stocks.iter().zip(stocks) {
+            if actual != expected {
+                return Err(ReplayError::StockMismatch {
+                    kind: fact.kind(),
+                    sku: actual.sku.clone(),
+                    expected: format!("{expected:?}"),
+                    actual: format!("{actual:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn first_sku(lines: &Lines) -> SkuId {
+    lines
+        .iter()
+        .next()
+        .map(|line| line.sku.clone())
+        .expect("an order has at least one line")
+}
+
+fn check_stock(fact: &Fact, entry: &SkuEntry, expected: &Stock) -> Result<(), ReplayError> {
+    let actual = entry.stock(&expected.sku);
+    if &actual == expected {
+        Ok(())
+    } else {
+        Err(ReplayError::StockMismatch {
+            kind: fact.kind(),
+            sku: expected.sku.clone(),
+            expected: format!("{expected:?}"),
+            actual: format!("{actual:?}"),
+        })
+    }
+}
