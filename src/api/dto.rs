@@ -288,7 +288,7 @@ impl OrderResponse {
             order_id: view.order_id.to_string(),
             status: view.status.as_str(),
             platform: view.platform.to_string(),
-            room: view.room.map(|room| room.to_string()),
+            room: view.room.as_ref().map(|room| room.to_string()),
             lines: view
                 .lines
                 .iter()

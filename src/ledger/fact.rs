@@ -3,11 +3,14 @@
 //!
 //! Each fact carries the quantities of every SKU it touched *after* the change, so readers
 //! (the push hub, the alert engine) need not read the ledger again, and replay can check that
-//! it arrived where the live operation did.
+//! it arrived where the live operation did. Each order fact carries the whole order (its
+//! platform, room and lines), so a reader can attribute a payment or an expiry to its room.
+
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::types::{Lines, OrderId, Platform, RoomId, SkuSettings, Stock};
+use super::types::{OrderId, OrderRequest, SkuSettings, Stock};
 use crate::clock::Timestamp;
 
 /// The stock of every SKU an order touched, after the change, in the order's line order.
@@ -39,43 +42,37 @@ pub enum Fact {
     /// An order locked its units until `expires_at`.
     OrderReserved {
         at: Timestamp,
-        order_id: OrderId,
-        platform: Platform,
-        room: Option<RoomId>,
-        lines: Lines,
+        order: Arc<OrderRequest>,
         expires_at: Timestamp,
         stocks: Stocks,
     },
     /// A paid order took its units directly (`sell`).
     OrderSold {
         at: Timestamp,
-        order_id: OrderId,
-        platform: Platform,
-        room: Option<RoomId>,
-        lines: Lines,
+        order: Arc<OrderRequest>,
         stocks: Stocks,
     },
     /// A locked order was paid. `retaken` when its lock had expired and the payment took the
     /// units again from `available`.
     OrderConfirmed {
         at: Timestamp,
-        order_id: OrderId,
+        order: Arc<OrderRequest>,
         retaken: bool,
         stocks: Stocks,
     },
     OrderCancelled {
         at: Timestamp,
-        order_id: OrderId,
+        order: Arc<OrderRequest>,
         stocks: Stocks,
     },
     OrderExpired {
         at: Timestamp,
-        order_id: OrderId,
+        order: Arc<OrderRequest>,
         stocks: Stocks,
     },
     OrderRefunded {
         at: Timestamp,
-        order_id: OrderId,
+        order: Arc<OrderRequest>,
         stocks: Stocks,
     },
 }
@@ -112,19 +109,19 @@ impl Fact {
         }
     }
 
-    /// The order this fact belongs to, if any.
+    /// The id of the order this fact belongs to, if any.
     pub fn order_id(&self) -> Option<&OrderId> {
         match self {
             Fact::SkuPut { .. }
             | Fact::Restocked { .. }
             | Fact::Halted { .. }
             | Fact::Resumed { .. } => None,
-            Fact::OrderReserved { order_id, .. }
-            | Fact::OrderSold { order_id, .. }
-            | Fact::OrderConfirmed { order_id, .. }
-            | Fact::OrderCancelled { order_id, .. }
-            | Fact::OrderExpired { order_id, .. }
-            | Fact::OrderRefunded { order_id, .. } => Some(order_id),
+            Fact::OrderReserved { order, .. }
+            | Fact::OrderSold { order, .. }
+            | Fact::OrderConfirmed { order, .. }
+            | Fact::OrderCancelled { order, .. }
+            | Fact::OrderExpired { order, .. }
+            | Fact::OrderRefunded { order, .. } => Some(&order.order_id),
         }
     }
 

@@ -36,6 +36,7 @@ mod types;
 mod tests;
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -249,30 +250,25 @@ impl Ledger {
             .lock_ttl_ms
             .map_or(self.config.lock_ttl, Duration::from_millis);
         let expires_at = now.saturating_add(lock_ttl);
-        let fact = Fact::OrderReserved {
-            at: now,
-            order_id: request.order_id.clone(),
-            platform: request.platform.clone(),
-            room: request.room.clone(),
-            lines: request.lines.clone(),
-            expires_at,
-            stocks: moved.stocks,
-        };
+        let order = Arc::new(request);
         let entry = OrderEntry {
-            platform: request.platform,
-            room: request.room,
-            lines: request.lines,
+            order: order.clone(),
             status: OrderStatus::Locked,
             origin: Origin::Reserve,
             created_at: now,
             expires_at,
             updated_at: now,
         };
-        let order = entry.view(&request.order_id, OrderStatus::Locked);
-        stripe.insert(order_hash, request.order_id, entry);
+        let view = entry.view(OrderStatus::Locked);
+        stripe.insert(order_hash, entry);
         Ok(Answer {
-            order,
-            fact: Some(fact),
+            order: view,
+            fact: Some(Fact::OrderReserved {
+                at: now,
+                order,
+                expires_at,
+                stocks: moved.stocks,
+            }),
             replayed: false,
         })
     }
@@ -308,29 +304,24 @@ impl Ledger {
         )?;
         drop(skus);
         drop(keys);
-        let fact = Fact::OrderSold {
-            at: now,
-            order_id: request.order_id.clone(),
-            platform: request.platform.clone(),
-            room: request.room.clone(),
-            lines: request.lines.clone(),
-            stocks: moved.stocks,
-        };
+        let order = Arc::new(request);
         let entry = OrderEntry {
-            platform: request.platform,
-            room: request.room,
-            lines: request.lines,
+            order: order.clone(),
             status: OrderStatus::Sold,
             origin: Origin::Sell,
             created_at: now,
             expires_at: now,
             updated_at: now,
         };
-        let order = entry.view(&request.order_id, OrderStatus::Sold);
-        stripe.insert(order_hash, request.order_id, entry);
+        let view = entry.view(OrderStatus::Sold);
+        stripe.insert(order_hash, entry);
         Ok(Answer {
-            order,
-            fact: Some(fact),
+            order: view,
+            fact: Some(Fact::OrderSold {
+                at: now,
+                order,
+                stocks: moved.stocks,
+            }),
             replayed: false,
         })
     }
@@ -378,14 +369,14 @@ impl Ledger {
             Step::Move(step) => step,
             Step::Replay(status) => {
                 return Ok(Answer {
-                    order: entry.view(order_id, status),
+                    order: entry.view(status),
                     fact: None,
                     replayed: true,
                 });
             }
             Step::Nothing => {
                 return Ok(Answer {
-                    order: entry.view(order_id, entry.status),
+                    order: entry.view(entry.status),
                     fact: None,
                     replayed: false,
                 });
@@ -398,14 +389,15 @@ impl Ledger {
                 });
             }
         };
-        let keys = self.line_keys(&entry.lines);
+        let order = entry.order.clone();
+        let keys = self.line_keys(&order.lines);
         let mut skus = self.lock_skus(&keys);
         let moved = self
             .move_lines(
                 &mut skus,
                 &keys,
-                &entry.lines,
-                &entry.platform,
+                &order.lines,
+                &order.platform,
                 step.movement,
                 Rules::Enforce,
                 now,
@@ -421,13 +413,13 @@ impl Ledger {
         drop(keys);
         entry.status = step.status;
         entry.updated_at = now;
-        let order = entry.view(order_id, step.status);
+        let view = entry.view(step.status);
         if is_finished(step.status) {
             stripe.finish(order_id, now);
         }
         Ok(Answer {
-            order,
-            fact: Some(transition_fact(now, order_id, &step, moved.stocks)),
+            order: view,
+            fact: Some(transition_fact(now, order, &step, moved.stocks)),
             replayed: false,
         })
     }
@@ -644,7 +636,7 @@ impl Ledger {
         let stripe = stripe.lock();
         stripe
             .get(order_hash, order_id)
-            .map(|entry| entry.view(order_id, entry.status))
+            .map(|entry| entry.view(entry.status))
     }
 
     pub fn counts(&self) -> LedgerCounts {
@@ -661,28 +653,32 @@ impl Ledger {
     }
 }
 
-fn transition_fact(now: Timestamp, order_id: &OrderId, step: &order::Move, stocks: Stocks) -> Fact {
-    let order_id = order_id.clone();
+fn transition_fact(
+    now: Timestamp,
+    order: Arc<OrderRequest>,
+    step: &order::Move,
+    stocks: Stocks,
+) -> Fact {
     match step.status {
         OrderStatus::Sold => Fact::OrderConfirmed {
             at: now,
-            order_id,
+            order,
             retaken: step.retaken,
             stocks,
         },
         OrderStatus::Cancelled => Fact::OrderCancelled {
             at: now,
-            order_id,
+            order,
             stocks,
         },
         OrderStatus::Expired => Fact::OrderExpired {
             at: now,
-            order_id,
+            order,
             stocks,
         },
         OrderStatus::Refunded => Fact::OrderRefunded {
             at: now,
-            order_id,
+            order,
             stocks,
         },
         OrderStatus::Locked => unreachable!("no action moves an order back to locked"),
@@ -701,7 +697,7 @@ fn replay_creation(existing: &OrderEntry, request: &OrderRequest) -> Result<Answ
         Origin::Sell => OrderStatus::Sold,
     };
     Ok(Answer {
-        order: existing.view(&request.order_id, status),
+        order: existing.view(status),
         fact: None,
         replayed: true,
     })

@@ -2,11 +2,13 @@
 //! its idempotency queue, and the rules of which operation moves an order where.
 
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
+use slab::Slab;
 
 use super::sku::Movement;
-use super::types::{Lines, OrderId, OrderRequest, OrderStatus, OrderView, Platform, RoomId};
+use super::types::{OrderId, OrderRequest, OrderStatus, OrderView};
 use crate::clock::Timestamp;
 
 /// Which request created an order, so a retry of it gets the first answer.
@@ -17,9 +19,8 @@ pub(super) enum Origin {
 }
 
 pub(super) struct OrderEntry {
-    pub(super) platform: Platform,
-    pub(super) room: Option<RoomId>,
-    pub(super) lines: Lines,
+    /// The order as it was placed, shared with its facts and views.
+    pub(super) order: Arc<OrderRequest>,
     pub(super) status: OrderStatus,
     pub(super) origin: Origin,
     pub(super) created_at: Timestamp,
@@ -29,17 +30,14 @@ pub(super) struct OrderEntry {
 
 impl OrderEntry {
     pub(super) fn same_content(&self, request: &OrderRequest) -> bool {
-        self.platform == request.platform
-            && self.room == request.room
-            && self.lines == request.lines
+        self.order.platform == request.platform
+            && self.order.room == request.room
+            && self.order.lines == request.lines
     }
 
-    pub(super) fn view(&self, order_id: &OrderId, status: OrderStatus) -> OrderView {
+    pub(super) fn view(&self, status: OrderStatus) -> OrderView {
         OrderView {
-            order_id: order_id.clone(),
-            platform: self.platform.clone(),
-            room: self.room.clone(),
-            lines: self.lines.clone(),
+            order: self.order.clone(),
             status,
             created_at: self.created_at,
             expires_at: self.expires_at,
@@ -52,9 +50,8 @@ pub(super) fn is_finished(status: OrderStatus) -> bool {
     !matches!(status, OrderStatus::Locked)
 }
 
-/// An order as its stripe's table stores it.
+/// An order as its stripe's slab stores it.
 struct OrderSlot {
-    order_id: OrderId,
     /// The id's hash, kept so the table can grow without hashing every id again.
     hash: u64,
     entry: OrderEntry,
@@ -91,9 +88,16 @@ impl Ord for Expiry {
 }
 
 /// One order stripe: its orders, their pending expiries and their finishing times.
+///
+/// Orders live in a slab, appended in arrival order, and a small hash table maps each id's
+/// hash to its slab index. Placing an order writes the next slab slot and four bytes of table,
+/// instead of a whole order into a random bucket of a large table, which keeps a burst of new
+/// orders out of main memory's way.
 #[derive(Default)]
 pub(super) struct OrderStripe {
-    orders: HashTable<OrderSlot>,
+    /// Slab indices, found by the order id's hash.
+    index: HashTable<u32>,
+    orders: Slab<OrderSlot>,
     /// Locks by expiry, earliest first. Entries whose order moved on are skipped when popped.
     pub(super) expiries: BinaryHeap<Expiry>,
     /// Numbers the expiries pushed, to order equal `expires_at`.
@@ -104,43 +108,48 @@ pub(super) struct OrderStripe {
 }
 
 impl OrderStripe {
+    fn find(&self, hash: u64, order_id: &OrderId) -> Option<usize> {
+        let orders = &self.orders;
+        self.index
+            .find(hash, |index| {
+                orders[*index as usize].entry.order.order_id == *order_id
+            })
+            .map(|index| *index as usize)
+    }
+
     pub(super) fn get(&self, hash: u64, order_id: &OrderId) -> Option<&OrderEntry> {
-        self.orders
-            .find(hash, |slot| slot.order_id == *order_id)
-            .map(|slot| &slot.entry)
+        self.find(hash, order_id)
+            .map(|index| &self.orders[index].entry)
     }
 
     pub(super) fn get_mut(&mut self, hash: u64, order_id: &OrderId) -> Option<&mut OrderEntry> {
-        self.orders
-            .find_mut(hash, |slot| slot.order_id == *order_id)
-            .map(|slot| &mut slot.entry)
+        self.find(hash, order_id)
+            .map(|index| &mut self.orders[index].entry)
     }
 
     /// Adds an order the caller checked is absent, and schedules its expiry or its
     /// forgetting.
-    pub(super) fn insert(&mut self, hash: u64, order_id: OrderId, entry: OrderEntry) {
+    pub(super) fn insert(&mut self, hash: u64, entry: OrderEntry) {
+        let order_id = &entry.order.order_id;
         if entry.status == OrderStatus::Locked {
             self.expire_at(entry.expires_at, order_id.clone());
         } else {
-            self.finish(&order_id, entry.updated_at);
+            self.finish(order_id, entry.updated_at);
         }
-        self.orders.insert_unique(
-            hash,
-            OrderSlot {
-                order_id,
-                hash,
-                entry,
-            },
-            |slot| slot.hash,
-        );
+        let index = self.orders.insert(OrderSlot { hash, entry });
+        let index = u32::try_from(index).expect("an order stripe holds fewer than 2^32 orders");
+        let orders = &self.orders;
+        self.index
+            .insert_unique(hash, index, |index| orders[*index as usize].hash);
     }
 
     pub(super) fn remove(&mut self, hash: u64, order_id: &OrderId) {
-        if let Ok(occupied) = self
-            .orders
-            .find_entry(hash, |slot| slot.order_id == *order_id)
-        {
-            occupied.remove();
+        let orders = &self.orders;
+        if let Ok(occupied) = self.index.find_entry(hash, |index| {
+            orders[*index as usize].entry.order.order_id == *order_id
+        }) {
+            let (index, _) = occupied.remove();
+            self.orders.remove(index as usize);
         }
     }
 
@@ -171,7 +180,7 @@ impl OrderStripe {
     pub(super) fn locked_count(&self) -> usize {
         self.orders
             .iter()
-            .filter(|slot| slot.entry.status == OrderStatus::Locked)
+            .filter(|(_, slot)| slot.entry.status == OrderStatus::Locked)
             .count()
     }
 }

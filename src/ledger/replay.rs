@@ -49,19 +49,13 @@ impl Ledger {
             }
             Fact::OrderReserved {
                 at,
-                order_id,
-                platform,
-                room,
-                lines,
+                order,
                 expires_at,
                 stocks,
             } => self.apply_creation(
                 fact,
-                order_id,
                 OrderEntry {
-                    platform: platform.clone(),
-                    room: room.clone(),
-                    lines: lines.clone(),
+                    order: order.clone(),
                     status: OrderStatus::Locked,
                     origin: Origin::Reserve,
                     created_at: *at,
@@ -70,20 +64,10 @@ impl Ledger {
                 },
                 stocks,
             ),
-            Fact::OrderSold {
-                at,
-                order_id,
-                platform,
-                room,
-                lines,
-                stocks,
-            } => self.apply_creation(
+            Fact::OrderSold { at, order, stocks } => self.apply_creation(
                 fact,
-                order_id,
                 OrderEntry {
-                    platform: platform.clone(),
-                    room: room.clone(),
-                    lines: lines.clone(),
+                    order: order.clone(),
                     status: OrderStatus::Sold,
                     origin: Origin::Sell,
                     created_at: *at,
@@ -94,7 +78,7 @@ impl Ledger {
             ),
             Fact::OrderConfirmed {
                 at,
-                order_id,
+                order,
                 retaken,
                 stocks,
             } => {
@@ -103,23 +87,17 @@ impl Ledger {
                 } else {
                     ReplayStep::Confirm
                 };
-                self.apply_transition(fact, *at, order_id, step, stocks)
+                self.apply_transition(fact, *at, &order.order_id, step, stocks)
             }
-            Fact::OrderCancelled {
-                at,
-                order_id,
-                stocks,
-            } => self.apply_transition(fact, *at, order_id, ReplayStep::Cancel, stocks),
-            Fact::OrderExpired {
-                at,
-                order_id,
-                stocks,
-            } => self.apply_transition(fact, *at, order_id, ReplayStep::Expire, stocks),
-            Fact::OrderRefunded {
-                at,
-                order_id,
-                stocks,
-            } => self.apply_transition(fact, *at, order_id, ReplayStep::Refund, stocks),
+            Fact::OrderCancelled { at, order, stocks } => {
+                self.apply_transition(fact, *at, &order.order_id, ReplayStep::Cancel, stocks)
+            }
+            Fact::OrderExpired { at, order, stocks } => {
+                self.apply_transition(fact, *at, &order.order_id, ReplayStep::Expire, stocks)
+            }
+            Fact::OrderRefunded { at, order, stocks } => {
+                self.apply_transition(fact, *at, &order.order_id, ReplayStep::Refund, stocks)
+            }
         }
     }
 
@@ -142,10 +120,10 @@ impl Ledger {
     fn apply_creation(
         &self,
         fact: &Fact,
-        order_id: &OrderId,
         entry: OrderEntry,
         stocks: &[Stock],
     ) -> Result<(), ReplayError> {
+        let order_id = &entry.order.order_id;
         let (order_hash, stripe) = self.order_key(order_id);
         let mut stripe = stripe.lock();
         // A finished order under the same id was forgotten after the idempotency window
@@ -164,15 +142,16 @@ impl Ledger {
             Origin::Reserve => Movement::Lock,
             Origin::Sell => Movement::Sell,
         };
+        let order = &entry.order;
         self.apply_moves(
             fact,
-            &entry.platform,
-            &entry.lines,
+            &order.platform,
+            &order.lines,
             movement,
             entry.created_at,
             stocks,
         )?;
-        stripe.insert(order_hash, order_id.clone(), entry);
+        stripe.insert(order_hash, entry);
         Ok(())
     }
 
@@ -201,7 +180,8 @@ impl Ledger {
                 status: entry.status,
             });
         }
-        self.apply_moves(fact, &entry.platform, &entry.lines, movement, at, stocks)?;
+        let order = entry.order.clone();
+        self.apply_moves(fact, &order.platform, &order.lines, movement, at, stocks)?;
         entry.status = to;
         entry.updated_at = at;
         stripe.finish(order_id, at);

@@ -220,14 +220,14 @@ fn lock_expires_exactly_at_the_default_ttl() {
     assert_eq!(facts.len(), 1);
     let Fact::OrderExpired {
         at: expired_at,
-        order_id: expired_order_id,
+        order,
         stocks,
     } = &facts[0]
     else {
         panic!("expected OrderExpired, got {facts:?}");
     };
     assert_eq!(*expired_at, at(DEFAULT_LOCK_TTL_MS));
-    assert_eq!(expired_order_id, &order_id("o1"));
+    assert_eq!(order.order_id, order_id("o1"));
     assert_eq!(stocks.as_slice(), [stock(&ledger, "A")]);
     assert_eq!(status(&ledger, "o1"), Some(OrderStatus::Expired));
     assert_eq!(quantities(&ledger, "A"), [10, 0, 0, 0, 10]);
@@ -1714,10 +1714,12 @@ impl Model {
     fn order_view(&self, order: usize) -> Option<OrderView> {
         let entry = self.orders.get(&order)?;
         Some(OrderView {
-            order_id: model_order_id(order),
-            platform: model_platform(entry.platform),
-            room: model_room(entry.room),
-            lines: model_lines(&entry.lines),
+            order: std::sync::Arc::new(OrderRequest {
+                order_id: model_order_id(order),
+                platform: model_platform(entry.platform),
+                room: model_room(entry.room),
+                lines: model_lines(&entry.lines),
+            }),
             status: entry.status,
             created_at: at(entry.created_at),
             expires_at: at(entry.expires_at),

@@ -2,6 +2,7 @@
 //! the operations never see an empty id or a zero quantity.
 
 use std::fmt;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use smallvec::SmallVec;
@@ -292,16 +293,23 @@ pub struct SkuView {
     pub updated_at: Timestamp,
 }
 
-/// Everything a reader sees of one order.
+/// Everything a reader sees of one order: the order as it was placed, and where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderView {
-    pub order_id: OrderId,
-    pub platform: Platform,
-    pub room: Option<RoomId>,
-    pub lines: Lines,
+    /// Shared with the ledger's entry and the order's facts: placing an order allocates it
+    /// once, and every later view or fact only counts another reference.
+    pub order: Arc<OrderRequest>,
     pub status: OrderStatus,
     pub created_at: Timestamp,
     /// When the lock runs (or ran) out.
     pub expires_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl std::ops::Deref for OrderView {
+    type Target = OrderRequest;
+
+    fn deref(&self) -> &OrderRequest {
+        &self.order
+    }
 }
