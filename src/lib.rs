@@ -8,12 +8,14 @@
 //! - [`config`]: settings from a TOML file, the environment and flags.
 //! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
 //! - `demo`: the simulated show behind `--demo`.
+//! - [`load`]: the load generator behind `stockpulse-load`; talks to a server only over TCP.
 //!
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod clock;
 pub mod config;
 pub mod ledger;
+pub mod load;
 pub mod server;
 
 mod api;
