@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use stockpulse::clock::{ManualClock, Timestamp};
+use stockpulse::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use stockpulse::config::{Config, ConfigLayer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,7 +29,18 @@ impl TestServer {
         TestServer::with_config(ConfigLayer::default()).await
     }
 
+    /// A server on the machine's clock, for tests that need locks to expire in real time.
+    /// Its `clock` field then moves nothing.
+    pub(crate) async fn start_real_time() -> TestServer {
+        TestServer::with_clock(ConfigLayer::default(), None).await
+    }
+
     pub(crate) async fn with_config(layer: ConfigLayer) -> TestServer {
+        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        TestServer::with_clock(layer, Some(clock)).await
+    }
+
+    async fn with_clock(layer: ConfigLayer, manual: Option<ManualClock>) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temporary directory");
         let config = Config {
             data_dir: data_dir.path().to_owned(),
@@ -39,12 +50,16 @@ impl TestServer {
             .await
             .expect("bind an ephemeral port");
         let address = listener.local_addr().expect("bound address");
-        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        let server_clock: Arc<dyn Clock> = match &manual {
+            Some(clock) => Arc::new(clock.clone()),
+            None => Arc::new(SystemClock),
+        };
+        let clock = manual.unwrap_or_default();
         let (shutdown, stop) = oneshot::channel::<()>();
         let handle = tokio::spawn(stockpulse::server::run(
             listener,
             config,
-            Arc::new(clock.clone()),
+            server_clock,
             async move {
                 let _ = stop.await;
             },
