@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::macros::format_description;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -24,16 +22,86 @@ pub(crate) const LOCK_TTL_S_MAX: u64 = 24 * 60 * 60;
 /// Most platform quotas on one SKU.
 pub(crate) const QUOTAS_MAX: usize = 32;
 
-/// RFC 3339 in UTC with exactly three decimals (`2026-11-25T20:00:00.000Z`), as every time
-/// in the API is written.
-pub(crate) fn rfc3339(timestamp: Timestamp) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    let nanos = i128::from(timestamp.as_millis()) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|time| time.format(&format).ok())
-        .unwrap_or_default()
+/// A time as the API writes it: RFC 3339 in UTC with exactly three decimals
+/// (`2026-11-25T20:00:00.000Z`). Formatted by hand into a stack buffer, without allocating:
+/// every order answer carries two or three of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rfc3339(pub(crate) Timestamp);
+
+impl Rfc3339 {
+    /// The formatted bytes and how many of them are used (24 until the year 10000).
+    fn format(self) -> ([u8; 32], usize) {
+        let millis = self.0.as_millis();
+        let days = millis / 86_400_000;
+        let millis_of_day = millis % 86_400_000;
+        let (year, month, day) = civil_from_days(days);
+        let mut buffer = [0u8; 32];
+        let mut length = 0;
+        let mut push = |value: u64, digits: u32| {
+            for index in (0..digits).rev() {
+                buffer[length] = b'0' + ((value / 10u64.pow(index)) % 10) as u8;
+                length += 1;
+            }
+        };
+        let year_digits = if year < 10_000 { 4 } else { year.ilog10() + 1 };
+        push(year, year_digits);
+        let mut separated = |separator: u8, value: u64, digits: u32, buffer: &mut [u8; 32]| {
+            buffer[length] = separator;
+            length += 1;
+            for index in (0..digits).rev() {
+                buffer[length] = b'0' + ((value / 10u64.pow(index)) % 10) as u8;
+                length += 1;
+            }
+        };
+        separated(b'-', month, 2, &mut buffer);
+        separated(b'-', day, 2, &mut buffer);
+        separated(b'T', millis_of_day / 3_600_000, 2, &mut buffer);
+        separated(b':', millis_of_day / 60_000 % 60, 2, &mut buffer);
+        separated(b':', millis_of_day / 1000 % 60, 2, &mut buffer);
+        separated(b'.', millis_of_day % 1000, 3, &mut buffer);
+        buffer[length] = b'Z';
+        (buffer, length + 1)
+    }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (buffer, length) = self.format();
+        f.write_str(std::str::from_utf8(&buffer[..length]).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (buffer, length) = self.format();
+        let text = std::str::from_utf8(&buffer[..length])
+            .map_err(|_| serde::ser::Error::custom("unformattable time"))?;
+        serializer.serialize_str(text)
+    }
+}
+
+pub(crate) fn rfc3339(timestamp: Timestamp) -> Rfc3339 {
+    Rfc3339(timestamp)
 }
 
 /// Create or update a SKU. Every field is optional on update; a new SKU starts at zero.
@@ -130,7 +198,8 @@ pub(crate) struct SkuResponse {
     pub(crate) platforms: Vec<PlatformResponse>,
     /// Bumped by every change: of two reports of one SKU, the higher version is newer.
     pub(crate) version: u64,
-    pub(crate) updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub(crate) updated_at: Rfc3339,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -272,11 +341,14 @@ pub(crate) struct OrderResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) room: Option<String>,
     pub(crate) lines: Vec<LineBody>,
-    pub(crate) created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub(crate) created_at: Rfc3339,
     /// When the lock runs out; present while the order is locked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) expires_at: Option<String>,
-    pub(crate) updated_at: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub(crate) expires_at: Option<Rfc3339>,
+    #[schema(value_type = String, format = DateTime)]
+    pub(crate) updated_at: Rfc3339,
     /// The same call was made before: this is its answer again, and nothing changed.
     pub(crate) replayed: bool,
 }
@@ -297,9 +369,9 @@ impl OrderResponse {
                     qty: i64::try_from(line.qty.get()).unwrap_or(i64::MAX),
                 })
                 .collect(),
-            created_at: rfc3339(view.created_at),
-            expires_at: locked.then(|| rfc3339(view.expires_at)),
-            updated_at: rfc3339(view.updated_at),
+            created_at: Rfc3339(view.created_at),
+            expires_at: locked.then_some(Rfc3339(view.expires_at)),
+            updated_at: Rfc3339(view.updated_at),
             replayed,
         }
     }
@@ -315,16 +387,93 @@ pub(crate) struct BatchRequest {
     pub(crate) ops: Vec<Box<serde_json::value::RawValue>>,
 }
 
-/// One operation of a batch. A `reserve` with `"paid": true` is a `sell`, as in
-/// `POST /api/v1/orders`.
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+/// One operation of a batch.
 pub(crate) enum BatchOp {
+    /// A `reserve`; with `"paid": true`, a `sell`, as in `POST /api/v1/orders`.
     Reserve(OrderRequestBody),
     Sell(OrderRequestBody),
-    Confirm { order_id: String },
-    Cancel { order_id: String },
-    Refund { order_id: String },
+    Confirm {
+        order_id: String,
+    },
+    Cancel {
+        order_id: String,
+    },
+    Refund {
+        order_id: String,
+    },
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum BatchOpKind {
+    Reserve,
+    Sell,
+    Confirm,
+    Cancel,
+    Refund,
+}
+
+/// One operation of a batch as it arrives: every field of every kind, checked against the
+/// `op` afterwards. A flat struct rather than a tagged enum, so serde decodes it in one pass
+/// instead of buffering each item first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchItem {
+    op: BatchOpKind,
+    order_id: String,
+    sku: Option<String>,
+    qty: Option<i64>,
+    lines: Option<Vec<LineBody>>,
+    platform: Option<String>,
+    room: Option<String>,
+    paid: Option<bool>,
+}
+
+impl BatchItem {
+    pub(crate) fn into_op(self) -> Result<BatchOp, ApiError> {
+        let BatchItem {
+            op,
+            order_id,
+            sku,
+            qty,
+            lines,
+            platform,
+            room,
+            paid,
+        } = self;
+        if matches!(op, BatchOpKind::Reserve | BatchOpKind::Sell) {
+            let platform = platform.ok_or_else(|| ApiError::invalid("missing field `platform`"))?;
+            let body = OrderRequestBody {
+                order_id,
+                sku,
+                qty,
+                lines,
+                platform,
+                room,
+                paid: paid.unwrap_or(false),
+            };
+            return Ok(match op {
+                BatchOpKind::Sell => BatchOp::Sell(body),
+                _ => BatchOp::Reserve(body),
+            });
+        }
+        if sku.is_some()
+            || qty.is_some()
+            || lines.is_some()
+            || platform.is_some()
+            || room.is_some()
+            || paid.is_some()
+        {
+            return Err(ApiError::invalid(
+                "confirm, cancel and refund take only `order_id`",
+            ));
+        }
+        Ok(match op {
+            BatchOpKind::Confirm => BatchOp::Confirm { order_id },
+            BatchOpKind::Cancel => BatchOp::Cancel { order_id },
+            _ => BatchOp::Refund { order_id },
+        })
+    }
 }
 
 /// The result of each operation of a batch, in the order given.
@@ -349,4 +498,41 @@ pub(crate) struct HealthResponse {
     pub(crate) skus: u64,
     pub(crate) orders: u64,
     pub(crate) orders_locked: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use time::OffsetDateTime;
+    use time::macros::format_description;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn rfc3339_matches_the_time_crate(millis in 0u64..253_402_300_800_000) {
+            // Goal: the hand-written formatter writes what the `time` crate writes.
+            // Method: any millisecond from 1970 to the end of year 9999, both formatters.
+            let format = format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+                .expect("in range")
+                .format(&format)
+                .expect("formattable");
+            prop_assert_eq!(Rfc3339(Timestamp::from_millis(millis)).to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn rfc3339_edges() {
+        // Goal: the epoch, a leap day and the last millisecond of a year come out right.
+        for (millis, text) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_798_761_599_999, "2026-12-31T23:59:59.999Z"),
+        ] {
+            assert_eq!(Rfc3339(Timestamp::from_millis(millis)).to_string(), text);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::dto::{
-    BatchOp, BatchRequest, BatchResponse, BatchResult, OrderRequestBody, OrderResponse,
+    BatchItem, BatchOp, BatchRequest, BatchResponse, BatchResult, OrderRequestBody, OrderResponse,
 };
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, decode_json};
@@ -179,8 +179,9 @@ pub(crate) async fn batch(
         .ops
         .iter()
         .map(|raw| {
-            let result =
-                decode_json::<BatchOp>(raw.get().as_bytes()).and_then(|op| execute(&shared, op));
+            let result = decode_json::<BatchItem>(raw.get().as_bytes())
+                .and_then(BatchItem::into_op)
+                .and_then(|op| execute(&shared, op));
             match result {
                 Ok((status, order)) => BatchResult {
                     status: status.as_u16(),

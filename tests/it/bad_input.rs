@@ -415,8 +415,8 @@ async fn a_deeply_nested_body_is_refused_without_harm() {
         .send_raw(Method::POST, "/api/v1/orders/batch", nested)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["results"][0]["status"], 422);
-    assert_eq!(body["results"][0]["error"]["code"], "invalid_request");
+    assert_eq!(body["results"][0]["status"], 400);
+    assert_eq!(body["results"][0]["error"]["code"], "malformed_json");
     let (status, _) = server
         .post(
             "/api/v1/orders",
