@@ -331,16 +331,17 @@ impl OrderRequestBody {
     }
 }
 
-/// An order as an operation left it.
+/// An order as an operation left it. Borrows from the ledger's view of the order, so writing
+/// an answer copies no id.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct OrderResponse {
-    pub(crate) order_id: String,
+pub(crate) struct OrderResponse<'a> {
+    pub(crate) order_id: &'a str,
     /// `locked`, `sold`, `cancelled`, `expired` or `refunded`.
     pub(crate) status: &'static str,
-    pub(crate) platform: String,
+    pub(crate) platform: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) room: Option<String>,
-    pub(crate) lines: Vec<LineBody>,
+    pub(crate) room: Option<&'a str>,
+    pub(crate) lines: Vec<LineResponse<'a>>,
     #[schema(value_type = String, format = DateTime)]
     pub(crate) created_at: Rfc3339,
     /// When the lock runs out; present while the order is locked.
@@ -353,20 +354,27 @@ pub(crate) struct OrderResponse {
     pub(crate) replayed: bool,
 }
 
-impl OrderResponse {
-    pub(crate) fn new(view: OrderView, replayed: bool) -> Self {
+/// One line of an order, in an answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LineResponse<'a> {
+    pub(crate) sku: &'a str,
+    pub(crate) qty: u64,
+}
+
+impl<'a> OrderResponse<'a> {
+    pub(crate) fn new(view: &'a OrderView, replayed: bool) -> Self {
         let locked = view.status == crate::ledger::OrderStatus::Locked;
         OrderResponse {
-            order_id: view.order_id.to_string(),
+            order_id: view.order_id.as_str(),
             status: view.status.as_str(),
-            platform: view.platform.to_string(),
-            room: view.room.as_ref().map(|room| room.to_string()),
+            platform: view.platform.as_str(),
+            room: view.room.as_ref().map(|room| room.as_str()),
             lines: view
                 .lines
                 .iter()
-                .map(|line| LineBody {
-                    sku: line.sku.to_string(),
-                    qty: i64::try_from(line.qty.get()).unwrap_or(i64::MAX),
+                .map(|line| LineResponse {
+                    sku: line.sku.as_str(),
+                    qty: line.qty.get(),
                 })
                 .collect(),
             created_at: Rfc3339(view.created_at),
@@ -478,16 +486,16 @@ impl BatchItem {
 
 /// The result of each operation of a batch, in the order given.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct BatchResponse {
-    pub(crate) results: Vec<BatchResult>,
+pub(crate) struct BatchResponse<'a> {
+    pub(crate) results: Vec<BatchResult<'a>>,
 }
 
 /// The HTTP status the operation would have had alone, and its order or its error.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct BatchResult {
+pub(crate) struct BatchResult<'a> {
     pub(crate) status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) order: Option<OrderResponse>,
+    pub(crate) order: Option<OrderResponse<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<super::error::ErrorDetail>,
 }

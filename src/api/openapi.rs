@@ -4,8 +4,9 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::dto::{
-    BatchRequest, BatchResponse, BatchResult, HealthResponse, LineBody, OrderRequestBody,
-    OrderResponse, PlatformResponse, PutSkuRequest, RestockRequest, SkuListResponse, SkuResponse,
+    BatchRequest, BatchResponse, BatchResult, HealthResponse, LineBody, LineResponse,
+    OrderRequestBody, OrderResponse, PlatformResponse, PutSkuRequest, RestockRequest,
+    SkuListResponse, SkuResponse,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -39,6 +40,7 @@ use super::error::{ErrorBody, ErrorDetail};
         SkuListResponse,
         PlatformResponse,
         LineBody,
+        LineResponse,
         OrderRequestBody,
         OrderResponse,
         BatchRequest,

@@ -14,7 +14,7 @@ use super::dto::{
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, decode_json};
 use super::metrics::Op;
-use crate::ledger::{Answer, Fact, LedgerError, OrderId};
+use crate::ledger::{Answer, Fact, LedgerError, OrderId, OrderView};
 
 /// Most operations in one batch request: enough to amortise a round trip many times over,
 /// small enough that one request never holds a connection for long.
@@ -24,8 +24,15 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     Ok(OrderId::new(raw)?)
 }
 
+/// An answered order operation: its status and the order as it left it.
+struct Done {
+    status: StatusCode,
+    order: OrderView,
+    replayed: bool,
+}
+
 /// Runs one order operation and records it in the metrics.
-fn execute(shared: &AppState, op: BatchOp) -> Result<(StatusCode, OrderResponse), ApiError> {
+fn execute(shared: &AppState, op: BatchOp) -> Result<Done, ApiError> {
     let (kind, result) = run(shared, op);
     match result {
         Ok(answer) => {
@@ -43,7 +50,11 @@ fn execute(shared: &AppState, op: BatchOp) -> Result<(StatusCode, OrderResponse)
             } else {
                 StatusCode::OK
             };
-            Ok((status, OrderResponse::new(answer.order, answer.replayed)))
+            Ok(Done {
+                status,
+                order: answer.order,
+                replayed: answer.replayed,
+            })
         }
         Err(error) => {
             shared.metrics.order_refused(kind, error.code);
@@ -81,9 +92,13 @@ fn run(shared: &AppState, op: BatchOp) -> (Op, Result<Answer, ApiError>) {
     }
 }
 
-fn respond(result: Result<(StatusCode, OrderResponse), ApiError>) -> Response {
+fn respond(result: Result<Done, ApiError>) -> Response {
     match result {
-        Ok((status, order)) => (status, Json(order)).into_response(),
+        Ok(done) => (
+            done.status,
+            Json(OrderResponse::new(&done.order, done.replayed)),
+        )
+            .into_response(),
         Err(error) => error.into_response(),
     }
 }
@@ -150,13 +165,13 @@ pub(crate) async fn refund(
 pub(crate) async fn get(
     State(shared): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-) -> Result<Json<OrderResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let order_id = order_id(&raw)?;
     let view = shared
         .ledger
         .order(&order_id)
         .ok_or(LedgerError::OrderNotFound { order_id })?;
-    Ok(Json(OrderResponse::new(view, false)))
+    Ok(Json(OrderResponse::new(&view, false)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/batch", tag = "orders",
@@ -168,33 +183,36 @@ pub(crate) async fn get(
 pub(crate) async fn batch(
     State(shared): State<AppState>,
     ApiJson(body): ApiJson<BatchRequest>,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     if BATCH_OPS_MAX < body.ops.len() {
         return Err(ApiError::invalid(format!(
             "a batch has at most {BATCH_OPS_MAX} operations, got {}",
             body.ops.len()
         )));
     }
-    let results = body
+    let done: Vec<Result<Done, ApiError>> = body
         .ops
         .iter()
         .map(|raw| {
-            let result = decode_json::<BatchItem>(raw.get().as_bytes())
+            decode_json::<BatchItem>(raw.get().as_bytes())
                 .and_then(BatchItem::into_op)
-                .and_then(|op| execute(&shared, op));
-            match result {
-                Ok((status, order)) => BatchResult {
-                    status: status.as_u16(),
-                    order: Some(order),
-                    error: None,
-                },
-                Err(error) => BatchResult {
-                    status: error.status.as_u16(),
-                    order: None,
-                    error: Some(error.body().error),
-                },
-            }
+                .and_then(|op| execute(&shared, op))
         })
         .collect();
-    Ok(Json(BatchResponse { results }))
+    let results = done
+        .iter()
+        .map(|result| match result {
+            Ok(done) => BatchResult {
+                status: done.status.as_u16(),
+                order: Some(OrderResponse::new(&done.order, done.replayed)),
+                error: None,
+            },
+            Err(error) => BatchResult {
+                status: error.status.as_u16(),
+                order: None,
+                error: Some(error.body().error),
+            },
+        })
+        .collect();
+    Ok(Json(BatchResponse { results }).into_response())
 }
