@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::journal::{JournalConfig, SyncPolicy};
 use crate::ledger::LedgerConfig;
+
+/// Journal segments are 64 MiB unless configured: big enough that rolling is rare, small
+/// enough that a snapshot frees space soon.
+pub const JOURNAL_SEGMENT_MIB_DEFAULT: u64 = 64;
+/// A snapshot every million facts keeps start-up replay around a second.
+pub const SNAPSHOT_EVERY_FACTS_DEFAULT: u64 = 1_000_000;
 
 /// The largest request body the server will read when none is configured: 1 MiB.
 pub const BODY_LIMIT_BYTES_DEFAULT: u64 = 1024 * 1024;
@@ -27,6 +34,14 @@ pub struct Config {
     pub lock_ttl: Duration,
     /// How long finished orders are remembered for idempotent retries.
     pub idempotency_window: Duration,
+    /// When the journal syncs: `always` (the default), every so often, or never.
+    pub journal_sync: SyncPolicy,
+    /// Size of each preallocated journal segment.
+    pub journal_segment_bytes: u64,
+    /// A snapshot is written after this many facts, bounding replay at start-up.
+    pub snapshot_every_facts: u64,
+    /// Cut corrupt journal records instead of refusing to start (`--repair`).
+    pub repair: bool,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
 }
@@ -40,12 +55,25 @@ impl Default for Config {
             body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
             lock_ttl: ledger.lock_ttl,
             idempotency_window: ledger.idempotency_window,
+            journal_sync: SyncPolicy::Always,
+            journal_segment_bytes: JOURNAL_SEGMENT_MIB_DEFAULT * 1024 * 1024,
+            snapshot_every_facts: SNAPSHOT_EVERY_FACTS_DEFAULT,
+            repair: false,
             demo_seed: None,
         }
     }
 }
 
 impl Config {
+    pub fn journal(&self) -> JournalConfig {
+        JournalConfig {
+            directory: self.data_dir.join("journal"),
+            sync: self.journal_sync,
+            segment_bytes: self.journal_segment_bytes,
+            repair: self.repair,
+        }
+    }
+
     pub fn ledger(&self) -> LedgerConfig {
         LedgerConfig {
             lock_ttl: self.lock_ttl,
@@ -63,6 +91,11 @@ pub struct ConfigLayer {
     pub body_limit_bytes: Option<u64>,
     pub lock_ttl_s: Option<u64>,
     pub idempotency_window_s: Option<u64>,
+    /// `always`, `interval` or `never`.
+    pub journal_sync: Option<String>,
+    pub journal_sync_interval_ms: Option<u64>,
+    pub journal_segment_mib: Option<u64>,
+    pub snapshot_every_facts: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +134,12 @@ impl ConfigLayer {
             body_limit_bytes: over.body_limit_bytes.or(self.body_limit_bytes),
             lock_ttl_s: over.lock_ttl_s.or(self.lock_ttl_s),
             idempotency_window_s: over.idempotency_window_s.or(self.idempotency_window_s),
+            journal_sync: over.journal_sync.or(self.journal_sync),
+            journal_sync_interval_ms: over
+                .journal_sync_interval_ms
+                .or(self.journal_sync_interval_ms),
+            journal_segment_mib: over.journal_segment_mib.or(self.journal_segment_mib),
+            snapshot_every_facts: over.snapshot_every_facts.or(self.snapshot_every_facts),
         }
     }
 
@@ -131,12 +170,48 @@ impl ConfigLayer {
                 )));
             }
         };
+        let interval_ms = self.journal_sync_interval_ms.unwrap_or(1000);
+        if !(1..=60_000).contains(&interval_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "journal_sync_interval_ms must be between 1 and 60000, got {interval_ms}"
+            )));
+        }
+        let journal_sync = match self.journal_sync.as_deref() {
+            None | Some("always") => SyncPolicy::Always,
+            Some("interval") => SyncPolicy::Interval(Duration::from_millis(interval_ms)),
+            Some("never") => SyncPolicy::Never,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "journal_sync must be always, interval or never, got {other:?}"
+                )));
+            }
+        };
+        let segment_mib = self
+            .journal_segment_mib
+            .unwrap_or(JOURNAL_SEGMENT_MIB_DEFAULT);
+        if !(1..=4096).contains(&segment_mib) {
+            return Err(ConfigError::Invalid(format!(
+                "journal_segment_mib must be between 1 and 4096, got {segment_mib}"
+            )));
+        }
+        let snapshot_every_facts = self
+            .snapshot_every_facts
+            .unwrap_or(SNAPSHOT_EVERY_FACTS_DEFAULT);
+        if snapshot_every_facts < 1000 {
+            return Err(ConfigError::Invalid(format!(
+                "snapshot_every_facts must be at least 1000, got {snapshot_every_facts}"
+            )));
+        }
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
             body_limit_bytes,
             lock_ttl,
             idempotency_window,
+            journal_sync,
+            journal_segment_bytes: segment_mib * 1024 * 1024,
+            snapshot_every_facts,
+            repair: false,
             demo_seed: None,
         })
     }

@@ -4,6 +4,7 @@
 //!
 //! - [`ledger`]: every SKU's stock and every order's life cycle, in memory, sans I/O.
 //! - [`clock`]: the time the server runs on, injectable for tests.
+//! - [`journal`]: the facts on disk: group commit, snapshots, recovery.
 //! - `api`: the HTTP edge (JSON in and out, errors, metrics, OpenAPI).
 //! - [`config`]: settings from a TOML file, the environment and flags.
 //! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
@@ -14,6 +15,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod journal;
 pub mod ledger;
 pub mod load;
 pub mod server;

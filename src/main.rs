@@ -32,6 +32,23 @@ struct Args {
     /// [default: 86400].
     #[arg(long, env = "STOCKPULSE_IDEMPOTENCY_WINDOW_S")]
     idempotency_window_s: Option<u64>,
+    /// When the journal syncs: always (before acknowledging), interval, or never
+    /// [default: always].
+    #[arg(long, env = "STOCKPULSE_JOURNAL_SYNC")]
+    journal_sync: Option<String>,
+    /// How often the journal syncs under `--journal-sync interval`, in ms [default: 1000].
+    #[arg(long, env = "STOCKPULSE_JOURNAL_SYNC_INTERVAL_MS")]
+    journal_sync_interval_ms: Option<u64>,
+    /// Size of each preallocated journal segment, in MiB [default: 64].
+    #[arg(long, env = "STOCKPULSE_JOURNAL_SEGMENT_MIB")]
+    journal_segment_mib: Option<u64>,
+    /// Write a snapshot after this many facts [default: 1000000].
+    #[arg(long, env = "STOCKPULSE_SNAPSHOT_EVERY_FACTS")]
+    snapshot_every_facts: Option<u64>,
+    /// Start even when the journal is corrupt before its tail: cut it at the first bad
+    /// record, losing what follows.
+    #[arg(long)]
+    repair: bool,
     /// Simulate a live show with bursty orders, so there is something to watch.
     #[arg(long)]
     demo: bool,
@@ -94,8 +111,13 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         body_limit_bytes: args.body_limit_bytes,
         lock_ttl_s: args.lock_ttl_s,
         idempotency_window_s: args.idempotency_window_s,
+        journal_sync: args.journal_sync.clone(),
+        journal_sync_interval_ms: args.journal_sync_interval_ms,
+        journal_segment_mib: args.journal_segment_mib,
+        snapshot_every_facts: args.snapshot_every_facts,
     };
     let mut config = file.merge(command_line).resolve()?;
+    config.repair = args.repair;
     if args.demo {
         config.demo_seed = Some(args.demo_seed.unwrap_or_else(|| fastrand::u64(..)));
     }

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, Metrics, Shared};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::journal::{self, Journal};
 use crate::ledger::Ledger;
 
 /// How often the sweeper looks for expired locks: a lock is back in `available` at most this
@@ -38,12 +39,34 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let ledger = Arc::new(Ledger::new(config.ledger()));
+    let journal_config = config.journal();
+    let ledger_config = config.ledger();
+    let (ledger, journal, recovery) =
+        tokio::task::spawn_blocking(move || journal::open(&journal_config, ledger_config))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+    tracing::info!(
+        snapshot = ?recovery.snapshot_sequence,
+        replayed = recovery.replayed_count,
+        elapsed_ms = recovery.elapsed.as_millis() as u64,
+        "Recovered the ledger."
+    );
+    let journal = Arc::new(journal);
+    // Locks that ran out while the server was down expire now, and the journal records it.
+    let expired = ledger.expire_due(clock.now());
+    if !expired.is_empty() {
+        tracing::info!(
+            count = expired.len(),
+            "Locks expired while the server was down."
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
+        journal: journal.clone(),
     });
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -55,7 +78,16 @@ pub async fn run(
             seed,
         ));
     }
-    tasks.spawn(sweep(ledger, clock, metrics, cancel.clone()));
+    tasks.spawn(sweep(
+        Sweeper {
+            ledger: ledger.clone(),
+            journal: journal.clone(),
+            clock,
+            metrics,
+            snapshot_every_facts: config.snapshot_every_facts,
+        },
+        cancel.clone(),
+    ));
 
     let body_limit_bytes = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
     let app = api::router(shared, body_limit_bytes);
@@ -82,41 +114,66 @@ pub async fn run(
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
+    // Last: a snapshot, so the next start replays nothing, then the journal's final sync.
+    let closing = tokio::task::spawn_blocking(move || {
+        if let Err(error) = journal.snapshot(&ledger) {
+            tracing::error!(%error, "Snapshot at shutdown failed; the journal has everything.");
+        }
+        journal.close();
+    });
+    closing.await.map_err(std::io::Error::other)?;
     match result {
         Ok(served) => served,
         Err(join_error) => Err(std::io::Error::other(join_error)),
     }
 }
 
-/// Expires due locks every [`SWEEP_INTERVAL`] and forgets old finished orders every
-/// [`FORGET_INTERVAL`], until cancelled.
-async fn sweep(
+struct Sweeper {
     ledger: Arc<Ledger>,
+    journal: Arc<Journal>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
+    snapshot_every_facts: u64,
+}
+
+/// Expires due locks every [`SWEEP_INTERVAL`], forgets old finished orders every
+/// [`FORGET_INTERVAL`], and writes a snapshot once enough facts piled up, until cancelled.
+async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let forget_every = (FORGET_INTERVAL.as_millis() / SWEEP_INTERVAL.as_millis()) as u64;
     let mut tick_count: u64 = 0;
+    let mut snapshotting: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let now = clock.now();
-        let expired = ledger.expire_due(now);
+        let now = sweeper.clock.now();
+        let expired = sweeper.ledger.expire_due(now);
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "Locks expired.");
-            metrics.locks_expired(expired.len() as u64);
+            sweeper.metrics.locks_expired(expired.len() as u64);
         }
         tick_count += 1;
         if tick_count.is_multiple_of(forget_every) {
-            let forgotten_count = ledger.forget_finished(now);
+            let forgotten_count = sweeper.ledger.forget_finished(now);
             if 0 < forgotten_count {
                 tracing::debug!(count = forgotten_count, "Finished orders forgotten.");
             }
         }
+        let idle = snapshotting.as_ref().is_none_or(|task| task.is_finished());
+        if idle && sweeper.snapshot_every_facts <= sweeper.journal.since_snapshot() {
+            let ledger = sweeper.ledger.clone();
+            let journal = sweeper.journal.clone();
+            snapshotting = Some(tokio::task::spawn_blocking(move || {
+                if let Err(error) = journal.snapshot(&ledger) {
+                    tracing::error!(%error, "Snapshot failed; the journal keeps everything.");
+                }
+            }));
+        }
+    }
+    if let Some(task) = snapshotting {
+        let _ = task.await;
     }
 }

@@ -14,6 +14,7 @@ mod orders;
 mod skus;
 
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::clock::{Clock, Timestamp};
+use crate::journal::{Journal, SyncPolicy};
 use crate::ledger::Ledger;
 use dto::HealthResponse;
 use error::ApiError;
@@ -34,12 +36,45 @@ pub(crate) struct Shared {
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) journal: Arc<Journal>,
 }
+
+/// How long a write waits for the journal before it answers 503: long enough for any
+/// healthy disk, short enough that a client retries instead of hanging.
+const DURABLE_WAIT_MAX: Duration = Duration::from_secs(5);
 
 impl Shared {
     fn now(&self) -> Timestamp {
         self.clock.now()
     }
+
+    /// Refuses a write up front while the disk refuses the journal's.
+    fn writable(&self) -> Result<(), ApiError> {
+        if self.journal.healthy() {
+            Ok(())
+        } else {
+            Err(storage_unavailable())
+        }
+    }
+
+    /// Waits until everything this request changed is durable under the sync policy.
+    async fn durable(&self) -> Result<(), ApiError> {
+        if self.journal.policy() != SyncPolicy::Always
+            || self.journal.wait_durable(DURABLE_WAIT_MAX).await
+        {
+            Ok(())
+        } else {
+            Err(storage_unavailable())
+        }
+    }
+}
+
+fn storage_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the journal cannot write to disk; nothing was acknowledged, retry later",
+    )
 }
 
 pub(crate) type AppState = Arc<Shared>;

@@ -92,6 +92,20 @@ fn run(shared: &AppState, op: BatchOp) -> (Op, Result<Answer, ApiError>) {
     }
 }
 
+/// Runs one operation and answers once its change is durable.
+async fn one(shared: &AppState, op: BatchOp) -> Response {
+    if let Err(error) = shared.writable() {
+        return error.into_response();
+    }
+    let result = execute(shared, op);
+    if result.is_ok()
+        && let Err(error) = shared.durable().await
+    {
+        return error.into_response();
+    }
+    respond(result)
+}
+
 fn respond(result: Result<Done, ApiError>) -> Response {
     match result {
         Ok(done) => (
@@ -115,7 +129,7 @@ pub(crate) async fn place(
     State(shared): State<AppState>,
     ApiJson(body): ApiJson<OrderRequestBody>,
 ) -> Response {
-    respond(execute(&shared, BatchOp::Reserve(body)))
+    one(&shared, BatchOp::Reserve(body)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/confirm", tag = "orders",
@@ -128,7 +142,7 @@ pub(crate) async fn confirm(
     State(shared): State<AppState>,
     ApiPath(raw): ApiPath<String>,
 ) -> Response {
-    respond(execute(&shared, BatchOp::Confirm { order_id: raw }))
+    one(&shared, BatchOp::Confirm { order_id: raw }).await
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
@@ -141,7 +155,7 @@ pub(crate) async fn cancel(
     State(shared): State<AppState>,
     ApiPath(raw): ApiPath<String>,
 ) -> Response {
-    respond(execute(&shared, BatchOp::Cancel { order_id: raw }))
+    one(&shared, BatchOp::Cancel { order_id: raw }).await
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/refund", tag = "orders",
@@ -154,7 +168,7 @@ pub(crate) async fn refund(
     State(shared): State<AppState>,
     ApiPath(raw): ApiPath<String>,
 ) -> Response {
-    respond(execute(&shared, BatchOp::Refund { order_id: raw }))
+    one(&shared, BatchOp::Refund { order_id: raw }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders",
@@ -179,6 +193,7 @@ pub(crate) async fn get(
     responses(
         (status = 200, description = "One result per operation, in order", body = BatchResponse),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`: the journal cannot write; retry", body = ErrorBody),
         (status = 422, description = "Not a batch, or more than 10,000 operations", body = ErrorBody)))]
 pub(crate) async fn batch(
     State(shared): State<AppState>,
@@ -190,6 +205,7 @@ pub(crate) async fn batch(
             body.ops.len()
         )));
     }
+    shared.writable()?;
     let done: Vec<Result<Done, ApiError>> = body
         .ops
         .iter()
@@ -199,6 +215,9 @@ pub(crate) async fn batch(
                 .and_then(|op| execute(&shared, op))
         })
         .collect();
+    if done.iter().any(Result::is_ok) {
+        shared.durable().await?;
+    }
     let results = done
         .iter()
         .map(|result| match result {

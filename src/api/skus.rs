@@ -84,7 +84,9 @@ pub(crate) async fn put(
 ) -> Result<Json<SkuResponse>, ApiError> {
     let sku = sku_id(&sku)?;
     let update = body.into_update()?;
+    shared.writable()?;
     shared.ledger.put_sku(shared.now(), &sku, update)?;
+    shared.durable().await?;
     read(&shared, &sku)
 }
 
@@ -105,7 +107,9 @@ pub(crate) async fn restock(
     if qty == 0 {
         return Err(ApiError::invalid("qty must be at least 1"));
     }
+    shared.writable()?;
     shared.ledger.restock(shared.now(), &sku, qty)?;
+    shared.durable().await?;
     read(&shared, &sku)
 }
 
@@ -119,7 +123,9 @@ pub(crate) async fn halt(
     ApiPath(sku): ApiPath<String>,
 ) -> Result<Json<SkuResponse>, ApiError> {
     let sku = sku_id(&sku)?;
+    shared.writable()?;
     shared.ledger.halt(shared.now(), &sku)?;
+    shared.durable().await?;
     read(&shared, &sku)
 }
 
@@ -133,6 +139,8 @@ pub(crate) async fn resume(
     ApiPath(sku): ApiPath<String>,
 ) -> Result<Json<SkuResponse>, ApiError> {
     let sku = sku_id(&sku)?;
+    shared.writable()?;
     shared.ledger.resume(shared.now(), &sku)?;
+    shared.durable().await?;
     read(&shared, &sku)
 }

@@ -26,6 +26,7 @@
 
 mod error;
 mod fact;
+mod image;
 mod order;
 mod replay;
 mod sku;
@@ -36,7 +37,7 @@ mod types;
 mod tests;
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -44,6 +45,7 @@ use smallvec::SmallVec;
 
 pub use error::{LedgerError, ReplayError};
 pub use fact::{Fact, Stocks};
+pub use image::{LedgerImage, OrderImage, SkuImage};
 pub use types::{
     ID_BYTES_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX, OrderId, OrderRequest,
     OrderStatus, OrderView, Platform, PlatformCount, Qty, RoomId, STOCK_QTY_MAX, SkuId,
@@ -122,6 +124,15 @@ pub struct Ledger {
     hasher: Hasher,
     skus: Box<[Padded<Mutex<SkuTable>>]>,
     orders: Box<[Padded<Mutex<OrderStripe>>]>,
+    /// Where each fact goes as it happens (the journal); unset while replaying.
+    sink: OnceLock<Arc<dyn FactSink>>,
+}
+
+/// Where facts go the moment they happen. `append` is called with the stripes of the change
+/// still held, so the facts of one SKU arrive in the order they were applied, and a cut
+/// taken with every stripe held sees exactly the facts appended so far. It must not block.
+pub trait FactSink: Send + Sync {
+    fn append(&self, fact: &Fact);
 }
 
 impl Ledger {
@@ -137,6 +148,19 @@ impl Ledger {
             hasher: Hasher::default(),
             skus,
             orders,
+            sink: OnceLock::new(),
+        }
+    }
+
+    /// Sends every fact from now on to `sink`. Replay happens before, without one.
+    /// Returns `false` when a sink was attached already.
+    pub fn attach(&self, sink: Arc<dyn FactSink>) -> bool {
+        self.sink.set(sink).is_ok()
+    }
+
+    fn record(&self, fact: &Fact) {
+        if let Some(sink) = self.sink.get() {
+            sink.append(fact);
         }
     }
 
@@ -244,15 +268,22 @@ impl Ledger {
             Rules::Enforce,
             now,
         )?;
-        drop(skus);
         drop(keys);
         let lock_ttl = moved
             .lock_ttl_ms
             .map_or(self.config.lock_ttl, Duration::from_millis);
         let expires_at = now.saturating_add(lock_ttl);
         let order = Arc::new(request);
-        let entry = OrderEntry {
+        let fact = Fact::OrderReserved {
+            at: now,
             order: order.clone(),
+            expires_at,
+            stocks: moved.stocks,
+        };
+        self.record(&fact);
+        drop(skus);
+        let entry = OrderEntry {
+            order,
             status: OrderStatus::Locked,
             origin: Origin::Reserve,
             created_at: now,
@@ -263,12 +294,7 @@ impl Ledger {
         stripe.insert(order_hash, entry);
         Ok(Answer {
             order: view,
-            fact: Some(Fact::OrderReserved {
-                at: now,
-                order,
-                expires_at,
-                stocks: moved.stocks,
-            }),
+            fact: Some(fact),
             replayed: false,
         })
     }
@@ -302,11 +328,17 @@ impl Ledger {
             Rules::Enforce,
             now,
         )?;
-        drop(skus);
         drop(keys);
         let order = Arc::new(request);
-        let entry = OrderEntry {
+        let fact = Fact::OrderSold {
+            at: now,
             order: order.clone(),
+            stocks: moved.stocks,
+        };
+        self.record(&fact);
+        drop(skus);
+        let entry = OrderEntry {
+            order,
             status: OrderStatus::Sold,
             origin: Origin::Sell,
             created_at: now,
@@ -317,11 +349,7 @@ impl Ledger {
         stripe.insert(order_hash, entry);
         Ok(Answer {
             order: view,
-            fact: Some(Fact::OrderSold {
-                at: now,
-                order,
-                stocks: moved.stocks,
-            }),
+            fact: Some(fact),
             replayed: false,
         })
     }
@@ -409,8 +437,10 @@ impl Ledger {
                 },
                 (false, error) => error,
             })?;
-        drop(skus);
         drop(keys);
+        let fact = transition_fact(now, order, &step, moved.stocks);
+        self.record(&fact);
+        drop(skus);
         entry.status = step.status;
         entry.updated_at = now;
         let view = entry.view(step.status);
@@ -419,7 +449,7 @@ impl Ledger {
         }
         Ok(Answer {
             order: view,
-            fact: Some(transition_fact(now, order, &step, moved.stocks)),
+            fact: Some(fact),
             replayed: false,
         })
     }
@@ -535,11 +565,14 @@ impl Ledger {
         }
         let entry = stripe::find_mut(&mut table, &key).expect("present or just inserted");
         let result = put_sku_entry(entry, sku, update, now);
-        if result.is_err()
-            && created
-            && let Ok(occupied) = table.find_entry(key.hash, |slot| slot.sku == *sku)
-        {
-            occupied.remove();
+        match &result {
+            Ok(fact) => self.record(fact),
+            Err(_) => {
+                if created && let Ok(occupied) = table.find_entry(key.hash, |slot| slot.sku == *sku)
+                {
+                    occupied.remove();
+                }
+            }
         }
         result
     }
@@ -590,16 +623,19 @@ impl Ledger {
         })
     }
 
-    fn with_sku<T>(
+    /// Runs `operation` on one SKU under its stripe lock and records the fact it returns.
+    fn with_sku(
         &self,
         sku: &SkuId,
-        operation: impl FnOnce(&mut SkuEntry) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
+        operation: impl FnOnce(&mut SkuEntry) -> Result<Fact, LedgerError>,
+    ) -> Result<Fact, LedgerError> {
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
         let entry = stripe::find_mut(&mut table, &key)
             .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
-        operation(entry)
+        let fact = operation(entry)?;
+        self.record(&fact);
+        Ok(fact)
     }
 
     pub fn sku(&self, sku: &SkuId) -> Option<SkuView> {

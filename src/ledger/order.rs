@@ -173,6 +173,12 @@ impl OrderStripe {
         })
     }
 
+    pub(super) fn for_each(&self, mut visit: impl FnMut(&OrderEntry)) {
+        for (_, slot) in self.orders.iter() {
+            visit(&slot.entry);
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.orders.len()
     }

@@ -1,0 +1,429 @@
+//! The journal: every fact the ledger produces, appended to checksummed segment files with
+//! group commit, plus snapshots that bound how much of it a restart must replay.
+//!
+//! `open` recovers: the newest valid snapshot, then every journal record after it, with a
+//! torn tail cut off; it returns the rebuilt ledger with the journal attached as its fact
+//! sink. From then on, each fact is queued the moment it is applied (inside its SKU's
+//! critical section, so one SKU's facts keep their order) and the writer thread
+//! (`writer`) makes it durable; `wait_durable` is what an acknowledgement waits on.
+//! `record` is the on-disk format of facts and images, `segment` the file framing.
+//!
+//! The journal never decides anything: replaying it re-does what the ledger decided.
+
+mod record;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use crate::ledger::{Fact, FactSink, Ledger, LedgerConfig};
+
+/// When the journal syncs what it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// After every group of writes, before anything in it is acknowledged.
+    Always,
+    /// Every so often; acknowledged once written (like Redis `appendfsync everysec`).
+    Interval(Duration),
+    /// Never explicitly; the operating system writes back when it likes.
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The journal's own directory (`<data dir>/journal`).
+    pub directory: PathBuf,
+    pub sync: SyncPolicy,
+    /// Size of each preallocated segment.
+    pub segment_bytes: u64,
+    /// Cut corrupt records (and everything after them) instead of refusing to start.
+    pub repair: bool,
+}
+
+/// What recovery did.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// The sequence of the snapshot it started from, if any.
+    pub snapshot_sequence: Option<u64>,
+    /// Journal records replayed after it.
+    pub replayed_count: u64,
+    pub elapsed: Duration,
+    /// Torn or (with repair) corrupt records cut off, with where they were.
+    pub cut: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "journal corrupt in {path} at byte {offset}: {reason}; start with --repair to cut the journal there (losing what follows)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error(
+        "snapshot {path} is unusable: {reason}; start with --repair to recover from an older one"
+    )]
+    Snapshot { path: PathBuf, reason: String },
+}
+
+/// Facts waiting for the writer.
+#[derive(Default)]
+struct Queue {
+    facts: Vec<Fact>,
+    /// The sequence of the last fact queued.
+    submitted: u64,
+    closing: bool,
+}
+
+/// What the ledger's threads, the writer and the waiters share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer when facts arrive.
+    wake: Condvar,
+    /// The highest sequence durable under the policy; acknowledgements wait on it.
+    durable: watch::Sender<u64>,
+    /// The highest sequence written to the file (synced or not).
+    written: AtomicU64,
+    /// False while the disk refuses writes; the API refuses writes meanwhile.
+    healthy: AtomicBool,
+    /// I/O failures seen, for metrics.
+    failures: AtomicU64,
+}
+
+impl FactSink for Shared {
+    fn append(&self, fact: &Fact) {
+        let mut queue = self.queue.lock();
+        queue.facts.push(fact.clone());
+        queue.submitted += 1;
+        drop(queue);
+        self.wake.notify_one();
+    }
+}
+
+/// The handle the server keeps.
+pub struct Journal {
+    shared: Arc<Shared>,
+    directory: PathBuf,
+    policy: SyncPolicy,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The sequence of the newest snapshot.
+    snapshot_sequence: AtomicU64,
+}
+
+impl Journal {
+    /// Whether writes are being accepted by the disk.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// The sequence of the last fact queued.
+    pub fn submitted(&self) -> u64 {
+        self.shared.queue.lock().submitted
+    }
+
+    pub fn durable(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
+    pub fn policy(&self) -> SyncPolicy {
+        self.policy
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Facts queued since the newest snapshot.
+    pub fn since_snapshot(&self) -> u64 {
+        self.submitted()
+            .saturating_sub(self.snapshot_sequence.load(Ordering::Relaxed))
+    }
+
+    /// Waits until every fact queued so far is durable under the policy; `false` when that
+    /// took longer than `limit` (the disk is failing).
+    pub async fn wait_durable(&self, limit: Duration) -> bool {
+        let target = self.submitted();
+        let mut durable = self.shared.durable.subscribe();
+        matches!(
+            tokio::time::timeout(limit, durable.wait_for(|durable| target <= *durable)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Writes a snapshot of `ledger` and deletes the segments and snapshots it makes
+    /// redundant. Blocking: call it from a blocking thread.
+    pub fn snapshot(&self, ledger: &Ledger) -> std::io::Result<u64> {
+        let (image, sequence) = ledger.export(|| self.submitted());
+        let body = record::encode_image(&image);
+        let final_path = segment::snapshot_path(&self.directory, sequence);
+        let temporary = final_path.with_extension("tmp");
+        {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&temporary)?;
+            file.write_all(&segment::snapshot_header(sequence, &body))?;
+            file.write_all(&body)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, &final_path)?;
+        segment::sync_directory(&self.directory)?;
+        self.snapshot_sequence.store(sequence, Ordering::Relaxed);
+        self.prune(sequence)?;
+        tracing::info!(
+            sequence,
+            skus = image.skus.len(),
+            orders = image.orders.len(),
+            "Snapshot written."
+        );
+        Ok(sequence)
+    }
+
+    /// Deletes older snapshots and every segment whose records all precede `sequence`.
+    fn prune(&self, sequence: u64) -> std::io::Result<()> {
+        for (number, path) in segment::list(&self.directory, "snapshot-", ".snap")? {
+            if number < sequence {
+                std::fs::remove_file(path)?;
+            }
+        }
+        let segments = segment::list(&self.directory, "segment-", ".log")?;
+        for pair in segments.windows(2) {
+            let next_first = first_sequence(&pair[1].1)?;
+            if next_first <= sequence + 1 {
+                std::fs::remove_file(&pair[0].1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued, syncs, and stops the writer.
+    pub fn close(&self) {
+        self.shared.queue.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn first_sequence(path: &Path) -> std::io::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = [0u8; 8];
+    file.read_exact_at(&mut bytes, 24)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Recovers the ledger from `config.directory` and starts the journal on it.
+pub fn open(
+    config: &JournalConfig,
+    ledger_config: LedgerConfig,
+) -> Result<(Arc<Ledger>, Journal, Recovery), JournalError> {
+    let started = tokio::time::Instant::now();
+    let directory = &config.directory;
+    let io = |source| JournalError::Io {
+        path: directory.clone(),
+        source,
+    };
+    std::fs::create_dir_all(directory).map_err(io)?;
+    let mut recovery = Recovery::default();
+    let (ledger, mut sequence) = load_snapshot(config, ledger_config, &mut recovery)?;
+    let segments = segment::list(directory, "segment-", ".log").map_err(io)?;
+    let last_index = segments.last().map_or(0, |(index, _)| *index);
+    let mut progress = Progress::new();
+    for (position, (index, path)) in segments.iter().enumerate() {
+        let is_last = position + 1 == segments.len();
+        let scan = segment::scan(path, *index).map_err(|error| JournalError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: error.to_string(),
+        })?;
+        let mut end = scan.end;
+        for (record_sequence, offset, payload) in scan.records {
+            if record_sequence <= sequence {
+                continue;
+            }
+            if record_sequence != sequence + 1 {
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset,
+                    reason: format!(
+                        "sequence {record_sequence} follows {sequence}: records are missing"
+                    ),
+                });
+            }
+            let applied = record::decode_fact(&payload)
+                .map_err(|error| error.to_string())
+                .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()));
+            if let Err(reason) = applied {
+                if !config.repair {
+                    return Err(JournalError::Corrupt {
+                        path: path.clone(),
+                        offset,
+                        reason,
+                    });
+                }
+                end = offset;
+                recovery
+                    .cut
+                    .push(format!("{}: byte {offset}: {reason}", path.display()));
+                break;
+            }
+            sequence = record_sequence;
+            recovery.replayed_count += 1;
+            progress.tick(recovery.replayed_count);
+        }
+        if let Some(damage) = scan.damage {
+            let tolerated = config.repair || (is_last && damage.torn_tail);
+            if !tolerated {
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset: damage.offset,
+                    reason: damage.reason,
+                });
+            }
+            tracing::warn!(path = %path.display(), offset = damage.offset, reason = %damage.reason, "Journal tail cut off.");
+            recovery.cut.push(format!(
+                "{}: byte {}: {}",
+                path.display(),
+                damage.offset,
+                damage.reason
+            ));
+            end = end.min(damage.offset);
+        }
+        if end < scan_length(path).map_err(io)? {
+            // Drop the damaged bytes (and the preallocated zeros) for good.
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|file| file.set_len(end))
+                .map_err(io)?;
+        }
+    }
+    let ledger = Arc::new(ledger);
+    let (durable, _) = watch::channel(sequence);
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            submitted: sequence,
+            ..Queue::default()
+        }),
+        wake: Condvar::new(),
+        durable,
+        written: AtomicU64::new(sequence),
+        healthy: AtomicBool::new(true),
+        failures: AtomicU64::new(0),
+    });
+    let writer = writer::Writer {
+        shared: shared.clone(),
+        directory: directory.clone(),
+        policy: config.sync,
+        segment_bytes: config.segment_bytes,
+        file: None,
+        index: last_index,
+        offset: 0,
+        buffer: Vec::with_capacity(1024 * 1024),
+    };
+    let handle = std::thread::Builder::new()
+        .name("journal-writer".to_owned())
+        .spawn(move || writer.run())
+        .map_err(io)?;
+    ledger.attach(shared.clone());
+    recovery.elapsed = started.elapsed();
+    let journal = Journal {
+        shared,
+        directory: directory.clone(),
+        policy: config.sync,
+        writer: Mutex::new(Some(handle)),
+        snapshot_sequence: AtomicU64::new(recovery.snapshot_sequence.unwrap_or(0)),
+    };
+    Ok((ledger, journal, recovery))
+}
+
+fn scan_length(path: &Path) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// The ledger as of the newest usable snapshot, and that snapshot's sequence.
+fn load_snapshot(
+    config: &JournalConfig,
+    ledger_config: LedgerConfig,
+    recovery: &mut Recovery,
+) -> Result<(Ledger, u64), JournalError> {
+    let snapshots = segment::list(&config.directory, "snapshot-", ".snap").map_err(|source| {
+        JournalError::Io {
+            path: config.directory.clone(),
+            source,
+        }
+    })?;
+    for (_, path) in snapshots.iter().rev() {
+        let loaded = segment::read_snapshot(path).and_then(|(sequence, body)| {
+            let image = record::decode_image(&body).map_err(|error| error.to_string())?;
+            let ledger =
+                Ledger::import(ledger_config.clone(), image).map_err(|error| error.to_string())?;
+            Ok((ledger, sequence))
+        });
+        match loaded {
+            Ok((ledger, sequence)) => {
+                recovery.snapshot_sequence = Some(sequence);
+                return Ok((ledger, sequence));
+            }
+            Err(reason) if config.repair => {
+                tracing::warn!(path = %path.display(), %reason, "Snapshot unusable; trying an older one.");
+                recovery.cut.push(format!("{}: {reason}", path.display()));
+            }
+            Err(reason) => {
+                return Err(JournalError::Snapshot {
+                    path: path.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok((Ledger::new(ledger_config), 0))
+}
+
+/// Logs replay progress once a second when replay takes long.
+struct Progress {
+    started: tokio::time::Instant,
+    last: tokio::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let now = tokio::time::Instant::now();
+        Progress {
+            started: now,
+            last: now,
+        }
+    }
+
+    fn tick(&mut self, replayed_count: u64) {
+        if replayed_count.is_multiple_of(65_536) && Duration::from_secs(1) <= self.last.elapsed() {
+            self.last = tokio::time::Instant::now();
+            tracing::info!(
+                replayed_count,
+                elapsed_s = self.started.elapsed().as_secs(),
+                "Replaying the journal."
+            );
+        }
+    }
+}

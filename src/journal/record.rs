@@ -1,0 +1,491 @@
+//! The journal's record format: its own serde types, versioned, encoded with MessagePack.
+//!
+//! The ledger's types never derive `Serialize`; these do, and converting between the two is
+//! written out here, so a change inside the ledger can never change the bytes on disk by
+//! accident. Decoding validates every id and quantity as the API does: journal bytes are
+//! outside input.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::ledger::{
+    Fact, LedgerImage, Line, Lines, OrderId, OrderImage, OrderRequest, OrderStatus, Platform, Qty,
+    RoomId, SkuId, SkuImage, SkuSettings, Stock, Stocks,
+};
+
+/// Why bytes did not decode into a fact or an image.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DecodeError {
+    #[error("not a valid record: {0}")]
+    Format(#[from] rmp_serde::decode::Error),
+    #[error("invalid value in record: {0}")]
+    Value(String),
+}
+
+fn value<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, DecodeError> {
+    result.map_err(|error| DecodeError::Value(error.to_string()))
+}
+
+#[derive(Serialize, Deserialize)]
+struct StockRecord {
+    sku: String,
+    total: u64,
+    reserved: u64,
+    locked: u64,
+    sold: u64,
+    available: u64,
+    halted: bool,
+    version: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderRecord {
+    order_id: String,
+    platform: String,
+    room: Option<String>,
+    lines: Vec<(String, u32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SettingsRecord {
+    name: String,
+    lock_ttl_ms: Option<u64>,
+    quotas: Vec<(String, u64)>,
+}
+
+/// One fact as the journal stores it. New variants go at the end; existing ones never
+/// change shape (a new shape is a new variant).
+#[derive(Serialize, Deserialize)]
+enum FactRecord {
+    SkuPut {
+        at: u64,
+        settings: SettingsRecord,
+        stock: StockRecord,
+    },
+    Restocked {
+        at: u64,
+        qty: u64,
+        stock: StockRecord,
+    },
+    Halted {
+        at: u64,
+        stock: StockRecord,
+    },
+    Resumed {
+        at: u64,
+        stock: StockRecord,
+    },
+    OrderReserved {
+        at: u64,
+        order: OrderRecord,
+        expires_at: u64,
+        stocks: Vec<StockRecord>,
+    },
+    OrderSold {
+        at: u64,
+        order: OrderRecord,
+        stocks: Vec<StockRecord>,
+    },
+    OrderConfirmed {
+        at: u64,
+        order: OrderRecord,
+        retaken: bool,
+        stocks: Vec<StockRecord>,
+    },
+    OrderCancelled {
+        at: u64,
+        order: OrderRecord,
+        stocks: Vec<StockRecord>,
+    },
+    OrderExpired {
+        at: u64,
+        order: OrderRecord,
+        stocks: Vec<StockRecord>,
+    },
+    OrderRefunded {
+        at: u64,
+        order: OrderRecord,
+        stocks: Vec<StockRecord>,
+    },
+}
+
+fn stock_record(stock: &Stock) -> StockRecord {
+    StockRecord {
+        sku: stock.sku.to_string(),
+        total: stock.total,
+        reserved: stock.reserved,
+        locked: stock.locked,
+        sold: stock.sold,
+        available: stock.available,
+        halted: stock.halted,
+        version: stock.version,
+    }
+}
+
+fn stock(record: StockRecord) -> Result<Stock, DecodeError> {
+    Ok(Stock {
+        sku: value(SkuId::new(&record.sku))?,
+        total: record.total,
+        reserved: record.reserved,
+        locked: record.locked,
+        sold: record.sold,
+        available: record.available,
+        halted: record.halted,
+        version: record.version,
+    })
+}
+
+fn stocks_record(stocks: &[Stock]) -> Vec<StockRecord> {
+    stocks.iter().map(stock_record).collect()
+}
+
+fn stocks(records: Vec<StockRecord>) -> Result<Stocks, DecodeError> {
+    records.into_iter().map(stock).collect()
+}
+
+fn order_record(order: &OrderRequest) -> OrderRecord {
+    OrderRecord {
+        order_id: order.order_id.to_string(),
+        platform: order.platform.to_string(),
+        room: order.room.as_ref().map(|room| room.to_string()),
+        lines: order
+            .lines
+            .iter()
+            .map(|line| (line.sku.to_string(), line.qty.get() as u32))
+            .collect(),
+    }
+}
+
+fn order(record: OrderRecord) -> Result<Arc<OrderRequest>, DecodeError> {
+    let lines = record
+        .lines
+        .into_iter()
+        .map(|(sku, qty)| {
+            Ok(Line {
+                sku: value(SkuId::new(&sku))?,
+                qty: value(Qty::new(i64::from(qty)))?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    Ok(Arc::new(OrderRequest {
+        order_id: value(OrderId::new(&record.order_id))?,
+        platform: value(Platform::new(&record.platform))?,
+        room: record
+            .room
+            .as_deref()
+            .map(RoomId::new)
+            .transpose()
+            .map_err(|error| DecodeError::Value(error.to_string()))?,
+        lines: value(Lines::new(lines))?,
+    }))
+}
+
+fn settings_record(settings: &SkuSettings) -> SettingsRecord {
+    SettingsRecord {
+        name: settings.name.clone(),
+        lock_ttl_ms: settings.lock_ttl_ms,
+        quotas: settings
+            .quotas
+            .iter()
+            .map(|(platform, quota)| (platform.to_string(), *quota))
+            .collect(),
+    }
+}
+
+fn settings(record: SettingsRecord) -> Result<SkuSettings, DecodeError> {
+    Ok(SkuSettings {
+        name: record.name,
+        lock_ttl_ms: record.lock_ttl_ms,
+        quotas: record
+            .quotas
+            .into_iter()
+            .map(|(platform, quota)| Ok((value(Platform::new(&platform))?, quota)))
+            .collect::<Result<_, DecodeError>>()?,
+    })
+}
+
+/// Appends the encoding of `fact` to `buffer`.
+pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
+    let at = fact.at().as_millis();
+    let record = match fact {
+        Fact::SkuPut {
+            settings, stock, ..
+        } => FactRecord::SkuPut {
+            at,
+            settings: settings_record(settings),
+            stock: stock_record(stock),
+        },
+        Fact::Restocked { qty, stock, .. } => FactRecord::Restocked {
+            at,
+            qty: *qty,
+            stock: stock_record(stock),
+        },
+        Fact::Halted { stock, .. } => FactRecord::Halted {
+            at,
+            stock: stock_record(stock),
+        },
+        Fact::Resumed { stock, .. } => FactRecord::Resumed {
+            at,
+            stock: stock_record(stock),
+        },
+        Fact::OrderReserved {
+            order,
+            expires_at,
+            stocks,
+            ..
+        } => FactRecord::OrderReserved {
+            at,
+            order: order_record(order),
+            expires_at: expires_at.as_millis(),
+            stocks: stocks_record(stocks),
+        },
+        Fact::OrderSold { order, stocks, .. } => FactRecord::OrderSold {
+            at,
+            order: order_record(order),
+            stocks: stocks_record(stocks),
+        },
+        Fact::OrderConfirmed {
+            order,
+            retaken,
+            stocks,
+            ..
+        } => FactRecord::OrderConfirmed {
+            at,
+            order: order_record(order),
+            retaken: *retaken,
+            stocks: stocks_record(stocks),
+        },
+        Fact::OrderCancelled { order, stocks, .. } => FactRecord::OrderCancelled {
+            at,
+            order: order_record(order),
+            stocks: stocks_record(stocks),
+        },
+        Fact::OrderExpired { order, stocks, .. } => FactRecord::OrderExpired {
+            at,
+            order: order_record(order),
+            stocks: stocks_record(stocks),
+        },
+        Fact::OrderRefunded { order, stocks, .. } => FactRecord::OrderRefunded {
+            at,
+            order: order_record(order),
+            stocks: stocks_record(stocks),
+        },
+    };
+    rmp_serde::encode::write(buffer, &record).expect("writing to a Vec cannot fail");
+}
+
+pub(super) fn decode_fact(bytes: &[u8]) -> Result<Fact, DecodeError> {
+    let record: FactRecord = rmp_serde::from_slice(bytes)?;
+    let at = Timestamp::from_millis;
+    Ok(match record {
+        FactRecord::SkuPut {
+            at: time,
+            settings: record,
+            stock: stock_,
+        } => Fact::SkuPut {
+            at: at(time),
+            settings: settings(record)?,
+            stock: stock(stock_)?,
+        },
+        FactRecord::Restocked {
+            at: time,
+            qty,
+            stock: stock_,
+        } => Fact::Restocked {
+            at: at(time),
+            qty,
+            stock: stock(stock_)?,
+        },
+        FactRecord::Halted {
+            at: time,
+            stock: stock_,
+        } => Fact::Halted {
+            at: at(time),
+            stock: stock(stock_)?,
+        },
+        FactRecord::Resumed {
+            at: time,
+            stock: stock_,
+        } => Fact::Resumed {
+            at: at(time),
+            stock: stock(stock_)?,
+        },
+        FactRecord::OrderReserved {
+            at: time,
+            order: order_,
+            expires_at,
+            stocks: stocks_,
+        } => Fact::OrderReserved {
+            at: at(time),
+            order: order(order_)?,
+            expires_at: at(expires_at),
+            stocks: stocks(stocks_)?,
+        },
+        FactRecord::OrderSold {
+            at: time,
+            order: order_,
+            stocks: stocks_,
+        } => Fact::OrderSold {
+            at: at(time),
+            order: order(order_)?,
+            stocks: stocks(stocks_)?,
+        },
+        FactRecord::OrderConfirmed {
+            at: time,
+            order: order_,
+            retaken,
+            stocks: stocks_,
+        } => Fact::OrderConfirmed {
+            at: at(time),
+            order: order(order_)?,
+            retaken,
+            stocks: stocks(stocks_)?,
+        },
+        FactRecord::OrderCancelled {
+            at: time,
+            order: order_,
+            stocks: stocks_,
+        } => Fact::OrderCancelled {
+            at: at(time),
+            order: order(order_)?,
+            stocks: stocks(stocks_)?,
+        },
+        FactRecord::OrderExpired {
+            at: time,
+            order: order_,
+            stocks: stocks_,
+        } => Fact::OrderExpired {
+            at: at(time),
+            order: order(order_)?,
+            stocks: stocks(stocks_)?,
+        },
+        FactRecord::OrderRefunded {
+            at: time,
+            order: order_,
+            stocks: stocks_,
+        } => Fact::OrderRefunded {
+            at: at(time),
+            order: order(order_)?,
+            stocks: stocks(stocks_)?,
+        },
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct SkuImageRecord {
+    stock: StockRecord,
+    settings: SettingsRecord,
+    platforms: Vec<(String, u64, u64)>,
+    updated_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderImageRecord {
+    order: OrderRecord,
+    /// `OrderStatus` as a small number: 0 locked, 1 sold, 2 cancelled, 3 expired, 4 refunded.
+    status: u8,
+    sold_at_creation: bool,
+    created_at: u64,
+    expires_at: u64,
+    updated_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ImageRecord {
+    skus: Vec<SkuImageRecord>,
+    orders: Vec<OrderImageRecord>,
+}
+
+fn status_code(status: OrderStatus) -> u8 {
+    match status {
+        OrderStatus::Locked => 0,
+        OrderStatus::Sold => 1,
+        OrderStatus::Cancelled => 2,
+        OrderStatus::Expired => 3,
+        OrderStatus::Refunded => 4,
+    }
+}
+
+fn status(code: u8) -> Result<OrderStatus, DecodeError> {
+    Ok(match code {
+        0 => OrderStatus::Locked,
+        1 => OrderStatus::Sold,
+        2 => OrderStatus::Cancelled,
+        3 => OrderStatus::Expired,
+        4 => OrderStatus::Refunded,
+        other => return Err(DecodeError::Value(format!("unknown order status {other}"))),
+    })
+}
+
+pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
+    let record = ImageRecord {
+        skus: image
+            .skus
+            .iter()
+            .map(|sku| SkuImageRecord {
+                stock: stock_record(&sku.stock),
+                settings: settings_record(&sku.settings),
+                platforms: sku
+                    .platforms
+                    .iter()
+                    .map(|(platform, locked, sold)| (platform.to_string(), *locked, *sold))
+                    .collect(),
+                updated_at: sku.updated_at.as_millis(),
+            })
+            .collect(),
+        orders: image
+            .orders
+            .iter()
+            .map(|order| OrderImageRecord {
+                order: order_record(&order.order),
+                status: status_code(order.status),
+                sold_at_creation: order.sold_at_creation,
+                created_at: order.created_at.as_millis(),
+                expires_at: order.expires_at.as_millis(),
+                updated_at: order.updated_at.as_millis(),
+            })
+            .collect(),
+    };
+    rmp_serde::to_vec(&record).expect("encoding to a Vec cannot fail")
+}
+
+pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
+    let record: ImageRecord = rmp_serde::from_slice(bytes)?;
+    let at = Timestamp::from_millis;
+    Ok(LedgerImage {
+        skus: record
+            .skus
+            .into_iter()
+            .map(|sku| {
+                Ok(SkuImage {
+                    stock: stock(sku.stock)?,
+                    settings: settings(sku.settings)?,
+                    platforms: sku
+                        .platforms
+                        .into_iter()
+                        .map(|(platform, locked, sold)| {
+                            Ok((value(Platform::new(&platform))?, locked, sold))
+                        })
+                        .collect::<Result<_, DecodeError>>()?,
+                    updated_at: at(sku.updated_at),
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?,
+        orders: record
+            .orders
+            .into_iter()
+            .map(|image| {
+                Ok(OrderImage {
+                    order: order(image.order)?,
+                    status: status(image.status)?,
+                    sold_at_creation: image.sold_at_creation,
+                    created_at: at(image.created_at),
+                    expires_at: at(image.expires_at),
+                    updated_at: at(image.updated_at),
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?,
+    })
+}

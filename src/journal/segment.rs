@@ -1,0 +1,256 @@
+//! Segment and snapshot files: their names, headers and record framing, and the scan that
+//! tells a torn tail (a crash mid-write: cut it off) from corruption before the tail (stop).
+//!
+//! A segment is a 32-byte header (`SPJOURNL`, format version, segment index, first sequence)
+//! and then records: `length u32 | crc32c u32 | sequence u64 | payload`, little-endian, where
+//! `length` counts the sequence and the payload, and the checksum covers the length, the
+//! sequence and the payload. Segments are preallocated, so the end of the records is the
+//! first all-zero header.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SPJOURNL";
+pub(super) const SNAPSHOT_MAGIC: &[u8; 8] = b"SPSNAPSH";
+/// Bumped whenever the bytes of a segment or a snapshot change meaning.
+pub(super) const FORMAT_VERSION: u32 = 1;
+pub(super) const SEGMENT_HEADER_BYTES: u64 = 32;
+pub(super) const SNAPSHOT_HEADER_BYTES: usize = 40;
+pub(super) const RECORD_HEADER_BYTES: usize = 8;
+/// The largest record: a 64-line order is a few kilobytes, so anything near this is damage.
+pub(super) const RECORD_BYTES_MAX: u32 = 1024 * 1024;
+
+pub(super) fn segment_path(directory: &Path, index: u64) -> PathBuf {
+    directory.join(format!("segment-{index:016}.log"))
+}
+
+pub(super) fn snapshot_path(directory: &Path, sequence: u64) -> PathBuf {
+    directory.join(format!("snapshot-{sequence:020}.snap"))
+}
+
+/// Numbered files of one kind in `directory`, sorted by number.
+pub(super) fn list(
+    directory: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(directory)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        if let Some(number) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .and_then(|number| number.parse::<u64>().ok())
+        {
+            found.push((number, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+pub(super) fn segment_header(
+    index: u64,
+    first_sequence: u64,
+) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&index.to_le_bytes());
+    header[24..32].copy_from_slice(&first_sequence.to_le_bytes());
+    header
+}
+
+/// Appends one framed record to `buffer`; `payload` is written by `encode`.
+pub(super) fn frame(buffer: &mut Vec<u8>, sequence: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
+    buffer.extend_from_slice(&sequence.to_le_bytes());
+    encode(buffer);
+    let length = u32::try_from(buffer.len() - start - RECORD_HEADER_BYTES)
+        .expect("a record is far smaller than 4 GiB");
+    buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&length.to_le_bytes()),
+        &buffer[start + RECORD_HEADER_BYTES..],
+    );
+    buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What a scan of one segment found.
+pub(super) struct Scan {
+    /// Each record's sequence, offset and payload.
+    pub(super) records: Vec<(u64, u64, Vec<u8>)>,
+    /// Where the valid records end.
+    pub(super) end: u64,
+    pub(super) damage: Option<Damage>,
+}
+
+/// A record that failed its checks.
+pub(super) struct Damage {
+    pub(super) offset: u64,
+    pub(super) reason: String,
+    /// Only zeros follow it: a write cut short by a crash, safe to cut off.
+    pub(super) torn_tail: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ScanError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a journal segment of format version {FORMAT_VERSION}")]
+    Header { path: PathBuf },
+}
+
+/// Reads every valid record of a segment and reports the first damaged one, if any.
+pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> {
+    let io = |source| ScanError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(io)?;
+    let header_ok = SEGMENT_HEADER_BYTES as usize <= bytes.len()
+        && &bytes[..8] == SEGMENT_MAGIC
+        && bytes[8..12] == FORMAT_VERSION.to_le_bytes()
+        && bytes[16..24] == expected_index.to_le_bytes();
+    if !header_ok {
+        return Err(ScanError::Header {
+            path: path.to_owned(),
+        });
+    }
+    let first_sequence = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
+    let mut records = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    let mut expected_sequence = first_sequence;
+    let damage = loop {
+        let all_zero_after = |from: usize| {
+            bytes
+                .get(from..)
+                .is_none_or(|rest| rest.iter().all(|byte| *byte == 0))
+        };
+        if bytes.len() < offset + RECORD_HEADER_BYTES {
+            if all_zero_after(offset) {
+                break None;
+            }
+            break Some((
+                offset,
+                "a record header cut short".to_owned(),
+                offset + RECORD_HEADER_BYTES,
+            ));
+        }
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+        if length == 0 && crc == 0 {
+            if all_zero_after(offset) {
+                break None;
+            }
+            break Some((
+                offset,
+                "an empty record header before more data".to_owned(),
+                offset + RECORD_HEADER_BYTES,
+            ));
+        }
+        let body_start = offset + RECORD_HEADER_BYTES;
+        if !(8..=RECORD_BYTES_MAX).contains(&length) {
+            break Some((offset, format!("a record length of {length}"), body_start));
+        }
+        let body_end = body_start + length as usize;
+        if bytes.len() < body_end {
+            break Some((offset, "a record cut short".to_owned(), bytes.len()));
+        }
+        let actual = crc32c::crc32c_append(
+            crc32c::crc32c(&length.to_le_bytes()),
+            &bytes[body_start..body_end],
+        );
+        if actual != crc {
+            break Some((offset, "a checksum mismatch".to_owned(), body_end));
+        }
+        let sequence = u64::from_le_bytes(
+            bytes[body_start..body_start + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        if sequence != expected_sequence {
+            break Some((
+                offset,
+                format!("sequence {sequence} where {expected_sequence} was due"),
+                body_end,
+            ));
+        }
+        records.push((
+            sequence,
+            offset as u64,
+            bytes[body_start + 8..body_end].to_vec(),
+        ));
+        expected_sequence += 1;
+        offset = body_end;
+    };
+    let damage = damage.map(|(at, reason, extent)| Damage {
+        offset: at as u64,
+        reason,
+        torn_tail: bytes
+            .get(extent..)
+            .is_none_or(|rest| rest.iter().all(|byte| *byte == 0)),
+    });
+    Ok(Scan {
+        records,
+        end: offset as u64,
+        damage,
+    })
+}
+
+/// Reads a snapshot: its sequence and its body, checked.
+pub(super) fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), String> {
+    let mut file = File::open(path).map_err(|error| error.to_string())?;
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    file.read_exact(&mut header)
+        .map_err(|error| format!("header: {error}"))?;
+    if &header[..8] != SNAPSHOT_MAGIC || header[8..12] != FORMAT_VERSION.to_le_bytes() {
+        return Err(format!("not a snapshot of format version {FORMAT_VERSION}"));
+    }
+    let sequence = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    let length = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(header[32..36].try_into().expect("4 bytes"));
+    let file_length = file
+        .seek(SeekFrom::End(0))
+        .map_err(|error| error.to_string())?;
+    if file_length != SNAPSHOT_HEADER_BYTES as u64 + length {
+        return Err(format!(
+            "{file_length} bytes where the header announces {length} of body"
+        ));
+    }
+    file.seek(SeekFrom::Start(SNAPSHOT_HEADER_BYTES as u64))
+        .map_err(|error| error.to_string())?;
+    let mut body = Vec::new();
+    file.read_to_end(&mut body)
+        .map_err(|error| error.to_string())?;
+    if crc32c::crc32c(&body) != crc {
+        return Err("a checksum mismatch".to_owned());
+    }
+    Ok((sequence, body))
+}
+
+pub(super) fn snapshot_header(sequence: u64, body: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    header[..8].copy_from_slice(SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&sequence.to_le_bytes());
+    header[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    header[32..36].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    header
+}
+
+/// Makes a rename or a new file in `directory` durable.
+pub(super) fn sync_directory(directory: &Path) -> std::io::Result<()> {
+    File::open(directory)?.sync_all()
+}

@@ -1,0 +1,184 @@
+//! The writer thread: group commit. It takes every fact waiting in the queue, frames them
+//! into one buffer, writes it with one system call, syncs once (under `always`), and only
+//! then moves the durable watermark that acknowledgements wait on. Segments are preallocated
+//! and rolled at the size limit. An I/O error marks the journal unhealthy and the same bytes
+//! are retried until the disk takes them: nothing after them is written first.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::segment::{self, SEGMENT_HEADER_BYTES};
+use super::{Shared, SyncPolicy, record};
+use crate::ledger::Fact;
+
+/// How long the writer waits before retrying after an I/O error.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) directory: PathBuf,
+    pub(super) policy: SyncPolicy,
+    pub(super) segment_bytes: u64,
+    /// The segment being written, its index and the next write offset.
+    pub(super) file: Option<File>,
+    pub(super) index: u64,
+    pub(super) offset: u64,
+    pub(super) buffer: Vec<u8>,
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        let mut unsynced = false;
+        let mut last_sync = tokio::time::Instant::now();
+        loop {
+            let (facts, first_sequence, closing) = {
+                let mut queue = self.shared.queue.lock();
+                if queue.facts.is_empty() && !queue.closing {
+                    let timeout = match self.policy {
+                        SyncPolicy::Interval(interval) if unsynced => interval,
+                        _ => Duration::from_secs(3600),
+                    };
+                    self.shared.wake.wait_for(&mut queue, timeout);
+                }
+                let facts = std::mem::take(&mut queue.facts);
+                let first_sequence = queue.submitted + 1 - facts.len() as u64;
+                (facts, first_sequence, queue.closing)
+            };
+            if !facts.is_empty() {
+                self.write_batch(&facts, first_sequence);
+                unsynced = true;
+            }
+            let sync_now = match self.policy {
+                SyncPolicy::Always => unsynced,
+                SyncPolicy::Interval(interval) => {
+                    unsynced && (closing || interval <= last_sync.elapsed())
+                }
+                SyncPolicy::Never => closing && unsynced,
+            };
+            if sync_now {
+                self.retry("sync", |writer| match &writer.file {
+                    Some(file) => file.sync_data(),
+                    None => Ok(()),
+                });
+                unsynced = false;
+                last_sync = tokio::time::Instant::now();
+            }
+            if !facts.is_empty() {
+                let last = first_sequence + facts.len() as u64 - 1;
+                self.shared.written.store(last, Ordering::Release);
+                if self.policy != SyncPolicy::Always || !unsynced {
+                    self.shared.durable.send_replace(last);
+                }
+            }
+            if closing && self.shared.queue.lock().facts.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn write_batch(&mut self, facts: &[Fact], first_sequence: u64) {
+        self.buffer.clear();
+        for (position, fact) in facts.iter().enumerate() {
+            let sequence = first_sequence + position as u64;
+            let before = self.buffer.len();
+            segment::frame(&mut self.buffer, sequence, |buffer| {
+                record::encode_fact(fact, buffer)
+            });
+            let needed = self.offset + self.buffer.len() as u64;
+            if self.file.is_none() || self.segment_bytes < needed {
+                // Flush what fits in this segment, then start the next with this record.
+                let record = self.buffer.split_off(before);
+                self.flush();
+                self.roll(sequence);
+                self.buffer = record;
+            }
+        }
+        self.flush();
+    }
+
+    /// Writes the buffer at the current offset.
+    fn flush(&mut self) {
+        if self.buffer.is_empty() || self.file.is_none() {
+            return;
+        }
+        let offset = self.offset;
+        self.retry("write", |writer| {
+            let file = writer.file.as_ref().expect("checked above");
+            file.write_all_at(&writer.buffer, offset)
+        });
+        self.offset += self.buffer.len() as u64;
+        self.buffer.clear();
+    }
+
+    /// Closes the current segment and opens the next, preallocated, starting at `sequence`.
+    fn roll(&mut self, first_sequence: u64) {
+        if let Some(file) = self.file.take() {
+            self.retry_on(&file, "sync", |file| file.sync_data());
+        }
+        let index = self.index + 1;
+        let path = segment::segment_path(&self.directory, index);
+        let segment_bytes = self.segment_bytes;
+        let directory = self.directory.clone();
+        let file = loop {
+            let opened = (|| {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(&path)?;
+                preallocate(&file, segment_bytes)?;
+                file.write_all_at(&segment::segment_header(index, first_sequence), 0)?;
+                file.sync_all()?;
+                segment::sync_directory(&directory)?;
+                Ok::<File, std::io::Error>(file)
+            })();
+            match opened {
+                Ok(file) => break file,
+                Err(error) => self.failed("open a segment", &error),
+            }
+        };
+        self.shared.healthy.store(true, Ordering::Release);
+        self.file = Some(file);
+        self.index = index;
+        self.offset = SEGMENT_HEADER_BYTES;
+    }
+
+    fn retry(&mut self, what: &str, mut operation: impl FnMut(&Writer) -> std::io::Result<()>) {
+        loop {
+            match operation(self) {
+                Ok(()) => {
+                    self.shared.healthy.store(true, Ordering::Release);
+                    return;
+                }
+                Err(error) => self.failed(what, &error),
+            }
+        }
+    }
+
+    fn retry_on(&self, file: &File, what: &str, operation: impl Fn(&File) -> std::io::Result<()>) {
+        while let Err(error) = operation(file) {
+            self.failed(what, &error);
+        }
+        self.shared.healthy.store(true, Ordering::Release);
+    }
+
+    fn failed(&self, what: &str, error: &std::io::Error) {
+        if self.shared.healthy.swap(false, Ordering::AcqRel) {
+            self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, directory = %self.directory.display(), "Journal cannot {what}; refusing writes until it can.");
+        }
+        std::thread::sleep(RETRY_INTERVAL);
+    }
+}
+
+/// Reserves the segment's blocks up front, so a write never waits for the file system to
+/// find space, and a full disk shows when the segment is created rather than mid-record.
+fn preallocate(file: &File, bytes: u64) -> std::io::Result<()> {
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes)
+        .map_err(std::io::Error::from)
+}

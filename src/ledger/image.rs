@@ -1,0 +1,176 @@
+//! A whole ledger as plain values: what a snapshot saves and restores. `Ledger::export` takes
+//! it at a consistent cut, with every stripe held; `Ledger::import` rebuilds a ledger from it
+//! and checks every invariant on the way in.
+
+use std::sync::Arc;
+
+use super::order::{OrderEntry, OrderStripe, Origin};
+use super::sku::{PlatformTally, Quantities, SkuEntry, SkuSlot};
+use super::stripe::{self, SkuTable};
+use super::{
+    Ledger, LedgerConfig, OrderRequest, OrderStatus, Platform, ReplayError, SkuSettings, Stock,
+};
+use crate::clock::Timestamp;
+
+/// Every SKU and every remembered order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerImage {
+    pub skus: Vec<SkuImage>,
+    pub orders: Vec<OrderImage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkuImage {
+    pub stock: Stock,
+    pub settings: SkuSettings,
+    /// (platform, locked, sold) for every platform that ever took this SKU.
+    pub platforms: Vec<(Platform, u64, u64)>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderImage {
+    pub order: Arc<OrderRequest>,
+    pub status: OrderStatus,
+    /// Placed paid (`sell`) rather than reserved.
+    pub sold_at_creation: bool,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Ledger {
+    /// The whole ledger at one instant. Holds every order stripe and then every SKU stripe
+    /// (the usual order) while it copies, and calls `cut` in the middle: with everything
+    /// held, no fact can be half applied, so `cut` reads exactly how many facts the image
+    /// contains (the journal's sequence).
+    pub fn export<T>(&self, cut: impl FnOnce() -> T) -> (LedgerImage, T) {
+        let order_stripes: Vec<_> = self.orders.iter().map(|stripe| stripe.0.lock()).collect();
+        let sku_stripes: Vec<_> = self.skus.iter().map(|stripe| stripe.0.lock()).collect();
+        let position = cut();
+        let mut image = LedgerImage::default();
+        for table in &sku_stripes {
+            for slot in table.iter() {
+                let entry = &slot.entry;
+                image.skus.push(SkuImage {
+                    stock: entry.stock(&slot.sku),
+                    settings: entry.settings.clone(),
+                    platforms: entry
+                        .platforms
+                        .iter()
+                        .map(|tally| (tally.platform.clone(), tally.locked, tally.sold))
+                        .collect(),
+                    updated_at: entry.updated_at,
+                });
+            }
+        }
+        for stripe in &order_stripes {
+            stripe.for_each(|entry| {
+                image.orders.push(OrderImage {
+                    order: entry.order.clone(),
+                    status: entry.status,
+                    sold_at_creation: entry.origin == Origin::Sell,
+                    created_at: entry.created_at,
+                    expires_at: entry.expires_at,
+                    updated_at: entry.updated_at,
+                });
+            });
+        }
+        drop(sku_stripes);
+        drop(order_stripes);
+        image.skus.sort_by(|a, b| a.stock.sku.cmp(&b.stock.sku));
+        image.orders.sort_by(|a, b| {
+            (a.updated_at, &a.order.order_id).cmp(&(b.updated_at, &b.order.order_id))
+        });
+        (image, position)
+    }
+
+    /// A ledger holding exactly `image`, refused when the image breaks an invariant.
+    pub fn import(config: LedgerConfig, image: LedgerImage) -> Result<Ledger, ReplayError> {
+        let ledger = Ledger::new(config);
+        for sku in image.skus {
+            let quantities = Quantities {
+                total: sku.stock.total,
+                reserved: sku.stock.reserved,
+                locked: sku.stock.locked,
+                sold: sku.stock.sold,
+            };
+            let locked: u64 = sku.platforms.iter().map(|(_, locked, _)| locked).sum();
+            let sold: u64 = sku.platforms.iter().map(|(_, _, sold)| sold).sum();
+            let consistent = quantities.available() == Some(sku.stock.available)
+                && locked == quantities.locked
+                && sold == quantities.sold;
+            if !consistent {
+                return Err(ReplayError::StockMismatch {
+                    kind: "snapshot",
+                    sku: sku.stock.sku.clone(),
+                    expected: "available = total - reserved - locked - sold, tallies summing up"
+                        .to_owned(),
+                    actual: format!("{:?} with platforms {:?}", sku.stock, sku.platforms),
+                });
+            }
+            let entry = SkuEntry {
+                quantities,
+                halted: sku.stock.halted,
+                settings: sku.settings,
+                platforms: sku
+                    .platforms
+                    .into_iter()
+                    .map(|(platform, locked, sold)| PlatformTally {
+                        platform,
+                        locked,
+                        sold,
+                    })
+                    .collect(),
+                version: sku.stock.version,
+                updated_at: sku.updated_at,
+            };
+            let key = ledger.sku_key(&sku.stock.sku);
+            let mut table: parking_lot::MutexGuard<'_, SkuTable> = ledger.skus[key.stripe].0.lock();
+            if stripe::find(&table, &key).is_some() {
+                return Err(ReplayError::StockMismatch {
+                    kind: "snapshot",
+                    sku: sku.stock.sku.clone(),
+                    expected: "one entry per SKU".to_owned(),
+                    actual: "a SKU listed twice".to_owned(),
+                });
+            }
+            table.insert_unique(
+                key.hash,
+                SkuSlot {
+                    sku: sku.stock.sku.clone(),
+                    hash: key.hash,
+                    entry,
+                },
+                |slot| slot.hash,
+            );
+        }
+        for order in image.orders {
+            let (order_hash, stripe) = ledger.order_key(&order.order.order_id);
+            let mut stripe: parking_lot::MutexGuard<'_, OrderStripe> = stripe.lock();
+            if stripe.get(order_hash, &order.order.order_id).is_some() {
+                return Err(ReplayError::BadTransition {
+                    kind: "snapshot",
+                    order_id: order.order.order_id.clone(),
+                    status: order.status,
+                });
+            }
+            stripe.insert(
+                order_hash,
+                OrderEntry {
+                    order: order.order,
+                    status: order.status,
+                    origin: if order.sold_at_creation {
+                        Origin::Sell
+                    } else {
+                        Origin::Reserve
+                    },
+                    created_at: order.created_at,
+                    expires_at: order.expires_at,
+                    updated_at: order.updated_at,
+                },
+            );
+        }
+        Ok(ledger)
+    }
+}
