@@ -2,6 +2,7 @@
 //! test starts the real server on an ephemeral port and talks to it over TCP.
 
 mod bad_input;
+mod durability;
 mod load;
 mod orders;
 mod skus;

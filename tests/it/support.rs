@@ -2,6 +2,7 @@
 //! manual clock, and a real HTTP client to talk to it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,10 @@ pub(crate) struct TestServer {
     pub(crate) client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
-    _data_dir: tempfile::TempDir,
+    /// Where the server keeps its journal; kept across restarts by `start_in`.
+    pub(crate) data_dir: PathBuf,
+    /// Deletes the data directory when the last server using it is dropped.
+    _owned_data_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -41,9 +45,21 @@ impl TestServer {
     }
 
     async fn with_clock(layer: ConfigLayer, manual: Option<ManualClock>) -> TestServer {
-        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let owned = tempfile::tempdir().expect("temporary directory");
+        let mut server = TestServer::start_in(owned.path().to_owned(), layer, manual).await;
+        server._owned_data_dir = Some(owned);
+        server
+    }
+
+    /// A server on `data_dir`, which may hold an earlier server's journal: a restart. The
+    /// caller keeps the directory alive.
+    pub(crate) async fn start_in(
+        data_dir: PathBuf,
+        layer: ConfigLayer,
+        manual: Option<ManualClock>,
+    ) -> TestServer {
         let config = Config {
-            data_dir: data_dir.path().to_owned(),
+            data_dir: data_dir.clone(),
             ..layer.resolve().expect("valid test configuration")
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -70,7 +86,8 @@ impl TestServer {
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             handle: Some(handle),
-            _data_dir: data_dir,
+            data_dir,
+            _owned_data_dir: None,
         }
     }
 
@@ -150,6 +167,13 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Stops the server and hands back its data directory (still alive), for a restart.
+    pub(crate) async fn stop_keeping_data(mut self) -> Option<tempfile::TempDir> {
+        let owned = self._owned_data_dir.take();
+        self.stop().await;
+        owned
     }
 
     /// Stops the server and waits for it to finish.
