@@ -163,7 +163,7 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
             }
         }
         let idle = snapshotting.as_ref().is_none_or(|task| task.is_finished());
-        if idle && sweeper.snapshot_every_facts <= sweeper.journal.since_snapshot() {
+        if idle && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts) {
             let ledger = sweeper.ledger.clone();
             let journal = sweeper.journal.clone();
             snapshotting = Some(tokio::task::spawn_blocking(move || {

@@ -7,6 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::sync::atomic::AtomicU64;
+
+use crate::journal::JournalStats;
 use crate::ledger::LedgerCounts;
 
 /// An order operation, as metrics label it.
@@ -52,6 +55,13 @@ pub(crate) struct Metrics {
     skus: Gauge,
     orders: Gauge,
     orders_locked: Gauge,
+    journal_facts: Counter,
+    journal_durable: Gauge,
+    journal_batches: Counter,
+    journal_syncs: Counter,
+    journal_sync_seconds: Counter<f64, AtomicU64>,
+    journal_failures: Counter,
+    journal_healthy: Gauge,
 }
 
 impl Metrics {
@@ -104,8 +114,53 @@ impl Metrics {
             "Orders placed and not yet paid",
             orders_locked.clone(),
         );
+        let journal_facts = Counter::default();
+        registry.register(
+            "journal_facts",
+            "Facts queued for the journal",
+            journal_facts.clone(),
+        );
+        let journal_durable = Gauge::default();
+        registry.register(
+            "journal_durable_sequence",
+            "The last fact durable under the sync policy",
+            journal_durable.clone(),
+        );
+        let journal_batches = Counter::default();
+        registry.register(
+            "journal_batches",
+            "Group commits: writes of everything that was waiting",
+            journal_batches.clone(),
+        );
+        let journal_syncs = Counter::default();
+        registry.register("journal_syncs", "fdatasync calls", journal_syncs.clone());
+        let journal_sync_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "journal_sync_seconds",
+            "Time spent in fdatasync",
+            journal_sync_seconds.clone(),
+        );
+        let journal_failures = Counter::default();
+        registry.register(
+            "journal_failures",
+            "Times the disk refused the journal",
+            journal_failures.clone(),
+        );
+        let journal_healthy = Gauge::default();
+        registry.register(
+            "journal_healthy",
+            "1 while the journal accepts writes, 0 while the disk refuses them",
+            journal_healthy.clone(),
+        );
         Metrics {
             registry,
+            journal_facts,
+            journal_durable,
+            journal_batches,
+            journal_syncs,
+            journal_sync_seconds,
+            journal_failures,
+            journal_healthy,
             orders_accepted,
             orders_refused,
             orders_replayed,
@@ -144,8 +199,23 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The text exposition, with the gauges read from `counts` first.
-    pub(crate) fn render(&self, counts: LedgerCounts) -> String {
+    /// The text exposition, with the gauges read from `counts` and `journal` first.
+    pub(crate) fn render(&self, counts: LedgerCounts, journal: JournalStats) -> String {
+        // Counters only go up: move each to the journal's own running total.
+        let catch_up = |counter: &Counter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        catch_up(&self.journal_facts, journal.submitted);
+        catch_up(&self.journal_batches, journal.batches);
+        catch_up(&self.journal_syncs, journal.syncs);
+        catch_up(&self.journal_failures, journal.failures);
+        let seconds = journal.sync_seconds - self.journal_sync_seconds.get();
+        if 0.0 < seconds {
+            self.journal_sync_seconds.inc_by(seconds);
+        }
+        self.journal_durable
+            .set(i64::try_from(journal.durable).unwrap_or(i64::MAX));
+        self.journal_healthy.set(i64::from(journal.healthy));
         self.skus
             .set(i64::try_from(counts.skus).unwrap_or(i64::MAX));
         self.orders

@@ -107,6 +107,22 @@ struct Shared {
     healthy: AtomicBool,
     /// I/O failures seen, for metrics.
     failures: AtomicU64,
+    /// Batches written, syncs done and the time spent syncing, for metrics.
+    batches: AtomicU64,
+    syncs: AtomicU64,
+    sync_micros: AtomicU64,
+}
+
+/// The journal's counters, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JournalStats {
+    pub submitted: u64,
+    pub durable: u64,
+    pub batches: u64,
+    pub syncs: u64,
+    pub sync_seconds: f64,
+    pub failures: u64,
+    pub healthy: bool,
 }
 
 impl FactSink for Shared {
@@ -127,6 +143,8 @@ pub struct Journal {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The sequence of the newest snapshot.
     snapshot_sequence: AtomicU64,
+    /// SKUs plus orders in the newest snapshot: its cost to write again.
+    snapshot_entries: AtomicU64,
 }
 
 impl Journal {
@@ -148,14 +166,32 @@ impl Journal {
         self.policy
     }
 
-    pub fn failures(&self) -> u64 {
-        self.shared.failures.load(Ordering::Relaxed)
+    pub fn stats(&self) -> JournalStats {
+        let shared = &self.shared;
+        JournalStats {
+            submitted: self.submitted(),
+            durable: self.durable(),
+            batches: shared.batches.load(Ordering::Relaxed),
+            syncs: shared.syncs.load(Ordering::Relaxed),
+            sync_seconds: shared.sync_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            failures: shared.failures.load(Ordering::Relaxed),
+            healthy: self.healthy(),
+        }
     }
 
     /// Facts queued since the newest snapshot.
     pub fn since_snapshot(&self) -> u64 {
         self.submitted()
             .saturating_sub(self.snapshot_sequence.load(Ordering::Relaxed))
+    }
+
+    /// Whether a snapshot is due: `every_facts` facts since the last one, and at least as
+    /// many as the last snapshot held entries. The second rule keeps snapshots of a large
+    /// ledger from coming faster than the facts that justify them, so their cost stays a
+    /// constant share of the work, as Redis does with its AOF rewrite percentage.
+    pub fn snapshot_due(&self, every_facts: u64) -> bool {
+        let threshold = every_facts.max(self.snapshot_entries.load(Ordering::Relaxed));
+        threshold <= self.since_snapshot()
     }
 
     /// Waits until every fact queued so far is durable under the policy; `false` when that
@@ -189,6 +225,10 @@ impl Journal {
         std::fs::rename(&temporary, &final_path)?;
         segment::sync_directory(&self.directory)?;
         self.snapshot_sequence.store(sequence, Ordering::Relaxed);
+        self.snapshot_entries.store(
+            (image.skus.len() + image.orders.len()) as u64,
+            Ordering::Relaxed,
+        );
         self.prune(sequence)?;
         tracing::info!(
             sequence,
@@ -199,8 +239,17 @@ impl Journal {
         Ok(sequence)
     }
 
-    /// Deletes older snapshots and every segment whose records all precede `sequence`.
+    /// Deletes older snapshots and every segment whose records all precede `sequence`,
+    /// once the writer has written up to it (until then the segments on disk are not the
+    /// whole story).
     fn prune(&self, sequence: u64) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.shared.written.load(Ordering::Acquire) < sequence {
+            if deadline < tokio::time::Instant::now() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for (number, path) in segment::list(&self.directory, "snapshot-", ".snap")? {
             if number < sequence {
                 std::fs::remove_file(path)?;
@@ -245,6 +294,16 @@ pub fn open(
         source,
     };
     std::fs::create_dir_all(directory).map_err(io)?;
+    // Segments being prepared when the last run stopped were never used.
+    for entry in std::fs::read_dir(directory).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "prep")
+        {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
+    }
     let mut recovery = Recovery::default();
     let (ledger, mut sequence) = load_snapshot(config, ledger_config, &mut recovery)?;
     let segments = segment::list(directory, "segment-", ".log").map_err(io)?;
@@ -331,6 +390,9 @@ pub fn open(
         written: AtomicU64::new(sequence),
         healthy: AtomicBool::new(true),
         failures: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+        syncs: AtomicU64::new(0),
+        sync_micros: AtomicU64::new(0),
     });
     let writer = writer::Writer {
         shared: shared.clone(),
@@ -341,6 +403,7 @@ pub fn open(
         index: last_index,
         offset: 0,
         buffer: Vec::with_capacity(1024 * 1024),
+        prepared: writer::prepare_in_background(directory, config.segment_bytes),
     };
     let handle = std::thread::Builder::new()
         .name("journal-writer".to_owned())
@@ -354,6 +417,7 @@ pub fn open(
         policy: config.sync,
         writer: Mutex::new(Some(handle)),
         snapshot_sequence: AtomicU64::new(recovery.snapshot_sequence.unwrap_or(0)),
+        snapshot_entries: AtomicU64::new(0),
     };
     Ok((ledger, journal, recovery))
 }

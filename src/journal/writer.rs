@@ -1,12 +1,12 @@
 //! The writer thread: group commit. It takes every fact waiting in the queue, frames them
 //! into one buffer, writes it with one system call, syncs once (under `always`), and only
 //! then moves the durable watermark that acknowledgements wait on. Segments are preallocated
-//! and rolled at the size limit. An I/O error marks the journal unhealthy and the same bytes
+//! zero-filled ahead of time by a helper thread, and rolled at the size limit. An I/O error marks the journal unhealthy and the same bytes
 //! are retried until the disk takes them: nothing after them is written first.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,6 +28,8 @@ pub(super) struct Writer {
     pub(super) index: u64,
     pub(super) offset: u64,
     pub(super) buffer: Vec<u8>,
+    /// The next segment, being zero-filled by a helper thread.
+    pub(super) prepared: Option<std::thread::JoinHandle<std::io::Result<(PathBuf, File)>>>,
 }
 
 impl Writer {
@@ -50,6 +52,7 @@ impl Writer {
             };
             if !facts.is_empty() {
                 self.write_batch(&facts, first_sequence);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 unsynced = true;
             }
             let sync_now = match self.policy {
@@ -60,10 +63,14 @@ impl Writer {
                 SyncPolicy::Never => closing && unsynced,
             };
             if sync_now {
+                let started = tokio::time::Instant::now();
                 self.retry("sync", |writer| match &writer.file {
                     Some(file) => file.sync_data(),
                     None => Ok(()),
                 });
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                self.shared.sync_micros.fetch_add(micros, Ordering::Relaxed);
                 unsynced = false;
                 last_sync = tokio::time::Instant::now();
             }
@@ -121,22 +128,20 @@ impl Writer {
         }
         let index = self.index + 1;
         let path = segment::segment_path(&self.directory, index);
-        let segment_bytes = self.segment_bytes;
-        let directory = self.directory.clone();
         let file = loop {
-            let opened = (|| {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .read(true)
-                    .write(true)
-                    .open(&path)?;
-                preallocate(&file, segment_bytes)?;
+            let prepared = match self.prepared.take() {
+                Some(preparing) => preparing.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other("the segment preparer panicked"))
+                }),
+                None => prepare(&self.directory, self.segment_bytes),
+            };
+            let opened = prepared.and_then(|(prepared_path, file)| {
                 file.write_all_at(&segment::segment_header(index, first_sequence), 0)?;
-                file.sync_all()?;
-                segment::sync_directory(&directory)?;
-                Ok::<File, std::io::Error>(file)
-            })();
+                file.sync_data()?;
+                std::fs::rename(&prepared_path, &path)?;
+                segment::sync_directory(&self.directory)?;
+                Ok(file)
+            });
             match opened {
                 Ok(file) => break file,
                 Err(error) => self.failed("open a segment", &error),
@@ -146,6 +151,8 @@ impl Writer {
         self.file = Some(file);
         self.index = index;
         self.offset = SEGMENT_HEADER_BYTES;
+        // The next segment is zero-filled in the background while this one fills up.
+        self.prepared = prepare_in_background(&self.directory, self.segment_bytes);
     }
 
     fn retry(&mut self, what: &str, mut operation: impl FnMut(&Writer) -> std::io::Result<()>) {
@@ -176,9 +183,40 @@ impl Writer {
     }
 }
 
-/// Reserves the segment's blocks up front, so a write never waits for the file system to
-/// find space, and a full disk shows when the segment is created rather than mid-record.
-fn preallocate(file: &File, bytes: u64) -> std::io::Result<()> {
-    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes)
-        .map_err(std::io::Error::from)
+/// Prepares a segment on a helper thread; `None` if no thread could be started (the writer
+/// then prepares one itself when it rolls).
+pub(super) fn prepare_in_background(
+    directory: &Path,
+    segment_bytes: u64,
+) -> Option<std::thread::JoinHandle<std::io::Result<(PathBuf, File)>>> {
+    let directory = directory.to_owned();
+    std::thread::Builder::new()
+        .name("journal-prepare".to_owned())
+        .spawn(move || prepare(&directory, segment_bytes))
+        .ok()
+}
+
+/// A new segment file, zero-filled and synced, under a temporary name.
+///
+/// Zeros are written rather than only reserved (`fallocate`): blocks that were merely
+/// reserved are "unwritten" extents, and the first write to each makes every `fdatasync`
+/// commit file-system metadata too, half again as slow on this machine (154 µs against
+/// 100 µs). The writer takes the file and names it when it rolls.
+fn prepare(directory: &Path, segment_bytes: u64) -> std::io::Result<(PathBuf, File)> {
+    let path = directory.join(format!("segment-next-{}.prep", std::process::id()));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut offset = 0;
+    while offset < segment_bytes {
+        let length = zeros.len().min((segment_bytes - offset) as usize);
+        file.write_all_at(&zeros[..length], offset)?;
+        offset += length as u64;
+    }
+    file.sync_all()?;
+    Ok((path, file))
 }
