@@ -132,6 +132,12 @@ async fn serve(config: stockpulse::config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // A file-size limit (`ulimit -f`) must make journal writes fail with EFBIG, which the
+    // journal survives and reports, instead of killing the server: listening for SIGXFSZ
+    // replaces its default action (terminate).
+    #[cfg(unix)]
+    let _file_size_signal =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ));
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "Listening.");
     stockpulse::server::run(listener, config, Arc::new(SystemClock), shutdown_signal()).await?;

@@ -106,11 +106,26 @@ struct Binary {
 
 impl Binary {
     async fn start(data_dir: &std::path::Path) -> Binary {
+        Binary::start_with(data_dir, &[], &[]).await
+    }
+
+    /// Starts the binary behind `wrapper` (e.g. `prlimit --fsize=N --`) with `extra` flags.
+    async fn start_with(data_dir: &std::path::Path, wrapper: &[&str], extra: &[&str]) -> Binary {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_stockpulse"))
+        let binary = env!("CARGO_BIN_EXE_stockpulse");
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
+            .args(extra)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -300,5 +315,78 @@ async fn kill_nine_under_load_never_loses_an_acknowledged_operation() {
     assert!(status.success(), "SIGTERM exits 0, got {status}");
     let binary = Binary::start(data_dir.path()).await;
     check_books(&binary.base, &acknowledged, &attempted).await;
+    binary.kill();
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
+    // Goal: when the disk refuses the journal, writes get 503 `storage_unavailable` and
+    // nothing unpersisted is acknowledged; reads go on; writes resume when the disk does, and
+    // what was acknowledged survives a crash after that.
+    // Method: the real binary under a 256 KiB file-size limit (`prlimit --fsize`) with 1 MiB
+    // segments, so no segment can be made; then the limit is lifted on the running process.
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let binary = Binary::start_with(
+        data_dir.path(),
+        &["prlimit", "--fsize=262144:unlimited", "--"],
+        &["--journal-segment-mib", "1"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let put = |total: u64| {
+        client
+            .put(format!("{}/api/v1/skus/A", binary.base))
+            .json(&json!({ "total": total }))
+            .send()
+    };
+    let refused = put(10).await.expect("the server answers");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    let again = put(10).await.expect("the server answers");
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health = client
+        .get(format!("{}/healthz", binary.base))
+        .send()
+        .await
+        .expect("reads keep working");
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let pid = binary.child.id().to_string();
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:unlimited"])
+        .status()
+        .expect("prlimit runs");
+    assert!(lifted.success());
+    let mut accepted = false;
+    for _ in 0..100 {
+        let response = put(20).await.expect("the server answers");
+        if response.status() == StatusCode::OK {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "writes resume once the disk takes them");
+    let order = client
+        .post(format!("{}/api/v1/orders", binary.base))
+        .json(&json!({"order_id": "after", "sku": "A", "qty": 3, "platform": "douyin"}))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(order.status(), StatusCode::CREATED);
+    binary.kill();
+
+    let binary = Binary::start(data_dir.path()).await;
+    let stock: Value = client
+        .get(format!("{}/api/v1/skus/A", binary.base))
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stock["total"], 20, "{stock}");
+    assert_eq!(stock["locked"], 3, "{stock}");
     binary.kill();
 }
