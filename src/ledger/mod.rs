@@ -602,23 +602,22 @@ impl Ledger {
     /// Stops new orders for a SKU until [`Ledger::resume`]. Payments of existing locks and
     /// refunds still go through.
     pub fn halt(&self, now: Timestamp, sku: &SkuId) -> Result<Fact, LedgerError> {
-        self.with_sku(sku, |entry| {
-            entry.halted = true;
-            entry.touch(now);
-            Ok(Fact::Halted {
-                at: now,
-                stock: entry.stock(sku),
-            })
-        })
+        self.set_halted(now, sku, true)
     }
 
     pub fn resume(&self, now: Timestamp, sku: &SkuId) -> Result<Fact, LedgerError> {
+        self.set_halted(now, sku, false)
+    }
+
+    fn set_halted(&self, now: Timestamp, sku: &SkuId, halted: bool) -> Result<Fact, LedgerError> {
         self.with_sku(sku, |entry| {
-            entry.halted = false;
+            entry.halted = halted;
             entry.touch(now);
-            Ok(Fact::Resumed {
-                at: now,
-                stock: entry.stock(sku),
+            let stock = entry.stock(sku);
+            Ok(if halted {
+                Fact::Halted { at: now, stock }
+            } else {
+                Fact::Resumed { at: now, stock }
             })
         })
     }

@@ -7,6 +7,17 @@ use stockpulse::load::{IngestMode, IngestOptions, Progress, ShowOptions, ingest,
 
 use crate::support::TestServer;
 
+/// Units locked across every SKU of the server.
+async fn total_locked(server: &TestServer) -> u64 {
+    let (_, list) = server.get("/api/v1/skus").await;
+    list["skus"]
+        .as_array()
+        .expect("skus")
+        .iter()
+        .map(|sku| sku["locked"].as_u64().expect("locked"))
+        .sum()
+}
+
 fn ingest_options(server: &TestServer, mode: IngestMode) -> IngestOptions {
     IngestOptions {
         target: server.address,
@@ -35,13 +46,7 @@ async fn ingest_single_orders_accounts_for_every_order() {
     assert_eq!(report.failed, 0);
     assert_eq!(report.ack_latency.samples, 2_000);
     assert!(report.ack_latency.p50_us <= report.ack_latency.p99_us);
-    let (_, list) = server.get("/api/v1/skus").await;
-    let locked: u64 = list["skus"]
-        .as_array()
-        .expect("skus")
-        .iter()
-        .map(|sku| sku["locked"].as_u64().expect("locked"))
-        .sum();
+    let locked = total_locked(&server).await;
     assert_eq!(locked, 2_000);
     assert_eq!(
         server.stock("smoke-sku-0").await["locked"]
@@ -73,13 +78,7 @@ async fn ingest_batches_counts_refusals_by_code() {
     assert_eq!(report.accepted + refused, 2_000, "{:?}", report.refused);
     // Half the orders aim at the hot SKU, so most of its 950 extra orders are refused.
     assert!(900 < refused, "{refused}");
-    let (_, list) = server.get("/api/v1/skus").await;
-    let locked: u64 = list["skus"]
-        .as_array()
-        .expect("skus")
-        .iter()
-        .map(|sku| sku["locked"].as_u64().expect("locked"))
-        .sum();
+    let locked = total_locked(&server).await;
     assert_eq!(locked, report.accepted);
     server.stop().await;
 }
