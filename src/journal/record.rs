@@ -5,6 +5,7 @@
 //! accident. Decoding validates every id and quantity as the API does: journal bytes are
 //! outside input.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -29,8 +30,9 @@ fn value<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, DecodeError
 }
 
 #[derive(Serialize, Deserialize)]
-struct StockRecord {
-    sku: String,
+struct StockRecord<'a> {
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
     total: u64,
     reserved: u64,
     locked: u64,
@@ -41,79 +43,102 @@ struct StockRecord {
 }
 
 #[derive(Serialize, Deserialize)]
-struct OrderRecord {
-    order_id: String,
-    platform: String,
-    room: Option<String>,
-    lines: Vec<(String, u32)>,
+struct OrderRecord<'a> {
+    #[serde(borrow)]
+    order_id: Cow<'a, str>,
+    #[serde(borrow)]
+    platform: Cow<'a, str>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    lines: Vec<(Cow<'a, str>, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct SettingsRecord {
-    name: String,
+struct SettingsRecord<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     lock_ttl_ms: Option<u64>,
-    quotas: Vec<(String, u64)>,
+    #[serde(borrow)]
+    quotas: Vec<(Cow<'a, str>, u64)>,
 }
 
 /// One fact as the journal stores it. New variants go at the end; existing ones never
 /// change shape (a new shape is a new variant).
 #[derive(Serialize, Deserialize)]
-enum FactRecord {
+enum FactRecord<'a> {
     SkuPut {
         at: u64,
-        settings: SettingsRecord,
-        stock: StockRecord,
+        #[serde(borrow)]
+        settings: SettingsRecord<'a>,
+        #[serde(borrow)]
+        stock: StockRecord<'a>,
     },
     Restocked {
         at: u64,
         qty: u64,
-        stock: StockRecord,
+        #[serde(borrow)]
+        stock: StockRecord<'a>,
     },
     Halted {
         at: u64,
-        stock: StockRecord,
+        #[serde(borrow)]
+        stock: StockRecord<'a>,
     },
     Resumed {
         at: u64,
-        stock: StockRecord,
+        #[serde(borrow)]
+        stock: StockRecord<'a>,
     },
     OrderReserved {
         at: u64,
-        order: OrderRecord,
+        #[serde(borrow)]
+        order: OrderRecord<'a>,
         expires_at: u64,
-        stocks: Vec<StockRecord>,
+        #[serde(borrow)]
+        stocks: Vec<StockRecord<'a>>,
     },
     OrderSold {
         at: u64,
-        order: OrderRecord,
-        stocks: Vec<StockRecord>,
+        #[serde(borrow)]
+        order: OrderRecord<'a>,
+        #[serde(borrow)]
+        stocks: Vec<StockRecord<'a>>,
     },
     OrderConfirmed {
         at: u64,
-        order: OrderRecord,
+        #[serde(borrow)]
+        order: OrderRecord<'a>,
         retaken: bool,
-        stocks: Vec<StockRecord>,
+        #[serde(borrow)]
+        stocks: Vec<StockRecord<'a>>,
     },
     OrderCancelled {
         at: u64,
-        order: OrderRecord,
-        stocks: Vec<StockRecord>,
+        #[serde(borrow)]
+        order: OrderRecord<'a>,
+        #[serde(borrow)]
+        stocks: Vec<StockRecord<'a>>,
     },
     OrderExpired {
         at: u64,
-        order: OrderRecord,
-        stocks: Vec<StockRecord>,
+        #[serde(borrow)]
+        order: OrderRecord<'a>,
+        #[serde(borrow)]
+        stocks: Vec<StockRecord<'a>>,
     },
     OrderRefunded {
         at: u64,
-        order: OrderRecord,
-        stocks: Vec<StockRecord>,
+        #[serde(borrow)]
+        order: OrderRecord<'a>,
+        #[serde(borrow)]
+        stocks: Vec<StockRecord<'a>>,
     },
 }
 
-fn stock_record(stock: &Stock) -> StockRecord {
+fn stock_record(stock: &Stock) -> StockRecord<'_> {
     StockRecord {
-        sku: stock.sku.to_string(),
+        sku: Cow::Borrowed(stock.sku.as_str()),
         total: stock.total,
         reserved: stock.reserved,
         locked: stock.locked,
@@ -124,7 +149,7 @@ fn stock_record(stock: &Stock) -> StockRecord {
     }
 }
 
-fn stock(record: StockRecord) -> Result<Stock, DecodeError> {
+fn stock(record: StockRecord<'_>) -> Result<Stock, DecodeError> {
     Ok(Stock {
         sku: value(SkuId::new(&record.sku))?,
         total: record.total,
@@ -137,28 +162,28 @@ fn stock(record: StockRecord) -> Result<Stock, DecodeError> {
     })
 }
 
-fn stocks_record(stocks: &[Stock]) -> Vec<StockRecord> {
+fn stocks_record(stocks: &[Stock]) -> Vec<StockRecord<'_>> {
     stocks.iter().map(stock_record).collect()
 }
 
-fn stocks(records: Vec<StockRecord>) -> Result<Stocks, DecodeError> {
+fn stocks(records: Vec<StockRecord<'_>>) -> Result<Stocks, DecodeError> {
     records.into_iter().map(stock).collect()
 }
 
-fn order_record(order: &OrderRequest) -> OrderRecord {
+fn order_record(order: &OrderRequest) -> OrderRecord<'_> {
     OrderRecord {
-        order_id: order.order_id.to_string(),
-        platform: order.platform.to_string(),
-        room: order.room.as_ref().map(|room| room.to_string()),
+        order_id: Cow::Borrowed(order.order_id.as_str()),
+        platform: Cow::Borrowed(order.platform.as_str()),
+        room: order.room.as_ref().map(|room| Cow::Borrowed(room.as_str())),
         lines: order
             .lines
             .iter()
-            .map(|line| (line.sku.to_string(), line.qty.get() as u32))
+            .map(|line| (Cow::Borrowed(line.sku.as_str()), line.qty.get() as u32))
             .collect(),
     }
 }
 
-fn order(record: OrderRecord) -> Result<Arc<OrderRequest>, DecodeError> {
+fn order(record: OrderRecord<'_>) -> Result<Arc<OrderRequest>, DecodeError> {
     let lines = record
         .lines
         .into_iter()
@@ -182,21 +207,21 @@ fn order(record: OrderRecord) -> Result<Arc<OrderRequest>, DecodeError> {
     }))
 }
 
-fn settings_record(settings: &SkuSettings) -> SettingsRecord {
+fn settings_record(settings: &SkuSettings) -> SettingsRecord<'_> {
     SettingsRecord {
-        name: settings.name.clone(),
+        name: Cow::Borrowed(settings.name.as_str()),
         lock_ttl_ms: settings.lock_ttl_ms,
         quotas: settings
             .quotas
             .iter()
-            .map(|(platform, quota)| (platform.to_string(), *quota))
+            .map(|(platform, quota)| (Cow::Borrowed(platform.as_str()), *quota))
             .collect(),
     }
 }
 
-fn settings(record: SettingsRecord) -> Result<SkuSettings, DecodeError> {
+fn settings(record: SettingsRecord<'_>) -> Result<SkuSettings, DecodeError> {
     Ok(SkuSettings {
-        name: record.name,
+        name: record.name.into_owned(),
         lock_ttl_ms: record.lock_ttl_ms,
         quotas: record
             .quotas
@@ -374,16 +399,20 @@ pub(super) fn decode_fact(bytes: &[u8]) -> Result<Fact, DecodeError> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SkuImageRecord {
-    stock: StockRecord,
-    settings: SettingsRecord,
-    platforms: Vec<(String, u64, u64)>,
+struct SkuImageRecord<'a> {
+    #[serde(borrow)]
+    stock: StockRecord<'a>,
+    #[serde(borrow)]
+    settings: SettingsRecord<'a>,
+    #[serde(borrow)]
+    platforms: Vec<(Cow<'a, str>, u64, u64)>,
     updated_at: u64,
 }
 
 #[derive(Serialize, Deserialize)]
-struct OrderImageRecord {
-    order: OrderRecord,
+struct OrderImageRecord<'a> {
+    #[serde(borrow)]
+    order: OrderRecord<'a>,
     /// `OrderStatus` as a small number: 0 locked, 1 sold, 2 cancelled, 3 expired, 4 refunded.
     status: u8,
     sold_at_creation: bool,
@@ -393,9 +422,11 @@ struct OrderImageRecord {
 }
 
 #[derive(Serialize, Deserialize)]
-struct ImageRecord {
-    skus: Vec<SkuImageRecord>,
-    orders: Vec<OrderImageRecord>,
+struct ImageRecord<'a> {
+    #[serde(borrow)]
+    skus: Vec<SkuImageRecord<'a>>,
+    #[serde(borrow)]
+    orders: Vec<OrderImageRecord<'a>>,
 }
 
 fn status_code(status: OrderStatus) -> u8 {
@@ -430,7 +461,9 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                 platforms: sku
                     .platforms
                     .iter()
-                    .map(|(platform, locked, sold)| (platform.to_string(), *locked, *sold))
+                    .map(|(platform, locked, sold)| {
+                        (Cow::Borrowed(platform.as_str()), *locked, *sold)
+                    })
                     .collect(),
                 updated_at: sku.updated_at.as_millis(),
             })
