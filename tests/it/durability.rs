@@ -200,6 +200,17 @@ async fn client_load(base: String, worker: u32, round: u32, acknowledged: Acknow
     }
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 async fn check_books(base: &str, acknowledged: &Acknowledged, attempted: &[String]) {
     let client = reqwest::Client::new();
     let acknowledged = acknowledged.lock().clone();
@@ -232,14 +243,7 @@ async fn check_books(base: &str, acknowledged: &Acknowledged, attempted: &[Strin
             held += qty;
         }
     }
-    let stock: Value = client
-        .get(format!("{base}/api/v1/skus/HOT"))
-        .send()
-        .await
-        .expect("the server answers")
-        .json()
-        .await
-        .expect("JSON");
+    let stock = get_json(&client, &format!("{base}/api/v1/skus/HOT")).await;
     let figure = |name: &str| stock[name].as_u64().expect("a quantity");
     assert_eq!(figure("locked") + figure("sold"), held, "{stock}");
     assert_eq!(
@@ -378,14 +382,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     binary.kill();
 
     let binary = Binary::start(data_dir.path()).await;
-    let stock: Value = client
-        .get(format!("{}/api/v1/skus/A", binary.base))
-        .send()
-        .await
-        .expect("the server answers")
-        .json()
-        .await
-        .expect("JSON");
+    let stock = get_json(&client, &format!("{}/api/v1/skus/A", binary.base)).await;
     assert_eq!(stock["total"], 20, "{stock}");
     assert_eq!(stock["locked"], 3, "{stock}");
     binary.kill();
