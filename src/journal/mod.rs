@@ -316,23 +316,32 @@ pub fn open(
             offset: 0,
             reason: error.to_string(),
         })?;
+        // Decide what to keep before changing any file.
+        if let Some(damage) = &scan.damage {
+            let tolerated = config.repair || (is_last && damage.torn_tail);
+            if !tolerated {
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset: damage.offset,
+                    reason: damage.reason.clone(),
+                });
+            }
+        }
         let mut end = scan.end;
+        let mut cut = false;
         for (record_sequence, offset, payload) in scan.records {
             if record_sequence <= sequence {
                 continue;
             }
-            if record_sequence != sequence + 1 {
-                return Err(JournalError::Corrupt {
-                    path: path.clone(),
-                    offset,
-                    reason: format!(
-                        "sequence {record_sequence} follows {sequence}: records are missing"
-                    ),
-                });
-            }
-            let applied = record::decode_fact(&payload)
-                .map_err(|error| error.to_string())
-                .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()));
+            let applied = if record_sequence == sequence + 1 {
+                record::decode_fact(&payload)
+                    .map_err(|error| error.to_string())
+                    .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()))
+            } else {
+                Err(format!(
+                    "sequence {record_sequence} follows {sequence}: records are missing"
+                ))
+            };
             if let Err(reason) = applied {
                 if !config.repair {
                     return Err(JournalError::Corrupt {
@@ -342,6 +351,7 @@ pub fn open(
                     });
                 }
                 end = offset;
+                cut = true;
                 recovery
                     .cut
                     .push(format!("{}: byte {offset}: {reason}", path.display()));
@@ -352,15 +362,7 @@ pub fn open(
             progress.tick(recovery.replayed_count);
         }
         if let Some(damage) = scan.damage {
-            let tolerated = config.repair || (is_last && damage.torn_tail);
-            if !tolerated {
-                return Err(JournalError::Corrupt {
-                    path: path.clone(),
-                    offset: damage.offset,
-                    reason: damage.reason,
-                });
-            }
-            tracing::warn!(path = %path.display(), offset = damage.offset, reason = %damage.reason, "Journal tail cut off.");
+            tracing::warn!(path = %path.display(), offset = damage.offset, reason = %damage.reason, "Journal cut off at damage.");
             recovery.cut.push(format!(
                 "{}: byte {}: {}",
                 path.display(),
@@ -368,14 +370,30 @@ pub fn open(
                 damage.reason
             ));
             end = end.min(damage.offset);
+            cut = true;
         }
         if end < scan_length(path).map_err(io)? {
             // Drop the damaged bytes (and the preallocated zeros) for good.
             OpenOptions::new()
                 .write(true)
                 .open(path)
-                .and_then(|file| file.set_len(end))
+                .and_then(|file| {
+                    file.set_len(end)?;
+                    file.sync_all()
+                })
                 .map_err(io)?;
+        }
+        if cut && !is_last {
+            // Only repair gets here: what follows a cut cannot be replayed. Keep it aside
+            // for an operator to look at rather than deleting it.
+            for (_, later) in &segments[position + 1..] {
+                let aside = later.with_extension("log.cut");
+                tracing::warn!(path = %later.display(), "Journal segment after the cut set aside.");
+                std::fs::rename(later, &aside).map_err(io)?;
+                recovery.cut.push(format!("{}: set aside", later.display()));
+            }
+            segment::sync_directory(directory).map_err(io)?;
+            break;
         }
     }
     let ledger = Arc::new(ledger);
@@ -438,8 +456,8 @@ fn load_snapshot(
             source,
         }
     })?;
-    for (_, path) in snapshots.iter().rev() {
-        let loaded = segment::read_snapshot(path).and_then(|(sequence, body)| {
+    for (named_sequence, path) in snapshots.iter().rev() {
+        let loaded = segment::read_snapshot(path, *named_sequence).and_then(|(sequence, body)| {
             let image = record::decode_image(&body).map_err(|error| error.to_string())?;
             let ledger =
                 Ledger::import(ledger_config.clone(), image).map_err(|error| error.to_string())?;

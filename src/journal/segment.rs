@@ -195,12 +195,10 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
         expected_sequence += 1;
         offset = body_end;
     };
-    let damage = damage.map(|(at, reason, extent)| Damage {
+    let damage = damage.map(|(at, reason, _extent)| Damage {
         offset: at as u64,
         reason,
-        torn_tail: bytes
-            .get(extent..)
-            .is_none_or(|rest| rest.iter().all(|byte| *byte == 0)),
+        torn_tail: !later_record_exists(&bytes, at + 1, expected_sequence),
     });
     Ok(Scan {
         records,
@@ -210,7 +208,51 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
 }
 
 /// Reads a snapshot: its sequence and its body, checked.
-pub(super) fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), String> {
+/// The largest sequence a file may name: far beyond any real journal, and far enough from
+/// `u64::MAX` that no sum of sequences can overflow.
+pub(super) const SEQUENCE_MAX: u64 = u64::MAX / 4;
+
+/// The checksum of a snapshot: its header's first 32 bytes (magic, version, sequence,
+/// length) and its body, so a flipped bit in the sequence is caught like one in the body.
+fn snapshot_crc(header: &[u8], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[..32]), body)
+}
+
+/// Whether a whole, valid record with a sequence of at least `sequence_min` starts anywhere
+/// from `from` on. After a damaged record, that tells corruption (valid records follow: the
+/// damage is in the middle) from a torn tail (nothing valid follows, whatever the bytes look
+/// like: unsynced pages may come back as zeros or as old contents after a power cut).
+fn later_record_exists(bytes: &[u8], from: usize, sequence_min: u64) -> bool {
+    let mut offset = from;
+    while offset + RECORD_HEADER_BYTES + 8 <= bytes.len() {
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+        if (8..=RECORD_BYTES_MAX).contains(&length) {
+            let body_start = offset + RECORD_HEADER_BYTES;
+            let body_end = body_start + length as usize;
+            if body_end <= bytes.len() {
+                let crc =
+                    u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+                let actual = crc32c::crc32c_append(
+                    crc32c::crc32c(&length.to_le_bytes()),
+                    &bytes[body_start..body_end],
+                );
+                let sequence = u64::from_le_bytes(
+                    bytes[body_start..body_start + 8]
+                        .try_into()
+                        .expect("8 bytes"),
+                );
+                if actual == crc && sequence_min <= sequence {
+                    return true;
+                }
+            }
+        }
+        offset += 1;
+    }
+    false
+}
+
+/// Reads a snapshot whose file name says `named_sequence`: its body, checked.
+pub(super) fn read_snapshot(path: &Path, named_sequence: u64) -> Result<(u64, Vec<u8>), String> {
     let mut file = File::open(path).map_err(|error| error.to_string())?;
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     file.read_exact(&mut header)
@@ -221,10 +263,15 @@ pub(super) fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), String> {
     let sequence = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
     let length = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(header[32..36].try_into().expect("4 bytes"));
+    if sequence != named_sequence || SEQUENCE_MAX < sequence {
+        return Err(format!(
+            "its header says sequence {sequence}, its name {named_sequence}"
+        ));
+    }
     let file_length = file
         .seek(SeekFrom::End(0))
         .map_err(|error| error.to_string())?;
-    if file_length != SNAPSHOT_HEADER_BYTES as u64 + length {
+    if Some(file_length) != (SNAPSHOT_HEADER_BYTES as u64).checked_add(length) {
         return Err(format!(
             "{file_length} bytes where the header announces {length} of body"
         ));
@@ -234,7 +281,7 @@ pub(super) fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), String> {
     let mut body = Vec::new();
     file.read_to_end(&mut body)
         .map_err(|error| error.to_string())?;
-    if crc32c::crc32c(&body) != crc {
+    if snapshot_crc(&header, &body) != crc {
         return Err("a checksum mismatch".to_owned());
     }
     Ok((sequence, body))
@@ -246,7 +293,8 @@ pub(super) fn snapshot_header(sequence: u64, body: &[u8]) -> [u8; SNAPSHOT_HEADE
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&sequence.to_le_bytes());
     header[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    header[32..36].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    let crc = snapshot_crc(&header, body);
+    header[32..36].copy_from_slice(&crc.to_le_bytes());
     header
 }
 

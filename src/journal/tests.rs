@@ -264,3 +264,70 @@ proptest! {
         twin_journal.close();
     }
 }
+
+#[test]
+fn repair_of_an_early_segment_sets_the_later_ones_aside() {
+    // Goal: `--repair` on damage before the last segment starts, keeps what precedes the
+    // damage, and keeps (renamed) what follows it instead of failing half-way.
+    // Method: many small segments; flip a byte in the first; open without and with repair.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (ledger, journal, _) = reopen(directory.path());
+    drive(&ledger, 400, 0);
+    journal.close();
+    let segments = segment::list(directory.path(), "segment-", ".log").expect("listing");
+    assert!(2 < segments.len());
+    let (first_index, first_path) = segments[0].clone();
+    let offsets: Vec<u64> = segment::scan(&first_path, first_index)
+        .expect("scan")
+        .records
+        .iter()
+        .map(|(_, offset, _)| *offset)
+        .collect();
+    damage(&first_path, offsets[3], |bytes, offset| {
+        bytes[offset + 12] ^= 0x40
+    });
+    assert!(open(&config(directory.path()), LedgerConfig::default()).is_err());
+
+    let repaired = JournalConfig {
+        repair: true,
+        ..config(directory.path())
+    };
+    let (_, journal, _) = open(&repaired, LedgerConfig::default()).expect("repair opens");
+    assert_eq!(journal.submitted(), 3);
+    journal.close();
+    let aside = std::fs::read_dir(directory.path())
+        .expect("listing")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().to_string_lossy().ends_with(".log.cut"))
+        })
+        .count();
+    assert_eq!(aside, segments.len() - 1);
+    // The repaired journal opens cleanly from now on.
+    let (_, journal, recovery) = reopen(directory.path());
+    assert!(recovery.cut.is_empty(), "{:?}", recovery.cut);
+    journal.close();
+}
+
+#[test]
+fn a_corrupt_length_before_valid_records_is_corruption_not_a_torn_tail() {
+    // Goal: damage followed by valid records is never silently cut as a torn tail.
+    // Method: make one record's length point past the end of the file, with records after it.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (ledger, journal, _) = reopen(directory.path());
+    drive(&ledger, 20, 0);
+    journal.close();
+    let (path, offsets) = last_segment(directory.path());
+    let victim = offsets[offsets.len() - 10];
+    damage(&path, victim, |bytes, offset| {
+        bytes[offset..offset + 4].copy_from_slice(&(segment::RECORD_BYTES_MAX).to_le_bytes());
+    });
+    let error = open(&config(directory.path()), LedgerConfig::default())
+        .err()
+        .expect("start-up refuses");
+    assert!(
+        error.to_string().contains(&format!("at byte {victim}")),
+        "{error}"
+    );
+}
