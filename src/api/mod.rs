@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::clock::{Clock, Timestamp};
-use crate::journal::{Journal, SyncPolicy};
+use crate::journal::Journal;
 use crate::ledger::Ledger;
 use dto::HealthResponse;
 use error::ApiError;
@@ -57,14 +57,19 @@ impl Shared {
         }
     }
 
-    /// Waits until everything this request changed is durable under the sync policy.
+    /// Waits until everything this request changed is durable under the sync policy:
+    /// synced under `always`, written to the file under `interval` and `never`.
     async fn durable(&self) -> Result<(), ApiError> {
-        if self.journal.policy() != SyncPolicy::Always
-            || self.journal.wait_durable(DURABLE_WAIT_MAX).await
-        {
+        if self.journal.wait_durable(DURABLE_WAIT_MAX).await {
             Ok(())
         } else {
-            Err(storage_unavailable())
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the journal could not make this change durable in time; its outcome is \
+                 unknown: retry with the same order_id (a retried order is answered from \
+                 idempotency), and read the SKU before retrying a restock",
+            ))
         }
     }
 }
@@ -73,7 +78,7 @@ fn storage_unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "storage_unavailable",
-        "the journal cannot write to disk; nothing was acknowledged, retry later",
+        "the journal cannot write to disk; nothing was changed, retry later",
     )
 }
 

@@ -83,6 +83,8 @@ pub enum JournalError {
         "snapshot {path} is unusable: {reason}; start with --repair to recover from an older one"
     )]
     Snapshot { path: PathBuf, reason: String },
+    #[error("another process is using the journal in {path}")]
+    Locked { path: PathBuf },
 }
 
 /// Facts waiting for the writer.
@@ -105,6 +107,8 @@ struct Shared {
     written: AtomicU64,
     /// False while the disk refuses writes; the API refuses writes meanwhile.
     healthy: AtomicBool,
+    /// A sync failed: nothing more is acknowledged until a restart.
+    poisoned: AtomicBool,
     /// I/O failures seen, for metrics.
     failures: AtomicU64,
     /// Batches written, syncs done and the time spent syncing, for metrics.
@@ -145,12 +149,15 @@ pub struct Journal {
     snapshot_sequence: AtomicU64,
     /// SKUs plus orders in the newest snapshot: its cost to write again.
     snapshot_entries: AtomicU64,
+    /// The open `LOCK` file, whose exclusive `flock` keeps a second process out of the
+    /// directory; released by `close`.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 impl Journal {
     /// Whether writes are being accepted by the disk.
     pub fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire)
+        self.shared.healthy.load(Ordering::Acquire) && !self.shared.poisoned.load(Ordering::Acquire)
     }
 
     /// The sequence of the last fact queued.
@@ -265,13 +272,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Writes what is queued, syncs, and stops the writer.
+    /// Writes what is queued, syncs, stops the writer, and releases the directory.
     pub fn close(&self) {
         self.shared.queue.lock().closing = true;
         self.shared.wake.notify_one();
         if let Some(writer) = self.writer.lock().take() {
             let _ = writer.join();
         }
+        self.lock.lock().take();
     }
 }
 
@@ -294,6 +302,17 @@ pub fn open(
         source,
     };
     std::fs::create_dir_all(directory).map_err(io)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(directory.join("LOCK"))
+        .map_err(io)?;
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Err(JournalError::Locked {
+            path: directory.clone(),
+        });
+    }
     // Segments being prepared when the last run stopped were never used.
     for entry in std::fs::read_dir(directory).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -333,7 +352,7 @@ pub fn open(
             if record_sequence <= sequence {
                 continue;
             }
-            let applied = if record_sequence == sequence + 1 {
+            let applied = if sequence.checked_add(1) == Some(record_sequence) {
                 record::decode_fact(&payload)
                     .map_err(|error| error.to_string())
                     .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()))
@@ -407,6 +426,7 @@ pub fn open(
         durable,
         written: AtomicU64::new(sequence),
         healthy: AtomicBool::new(true),
+        poisoned: AtomicBool::new(false),
         failures: AtomicU64::new(0),
         batches: AtomicU64::new(0),
         syncs: AtomicU64::new(0),
@@ -436,6 +456,7 @@ pub fn open(
         writer: Mutex::new(Some(handle)),
         snapshot_sequence: AtomicU64::new(recovery.snapshot_sequence.unwrap_or(0)),
         snapshot_entries: AtomicU64::new(0),
+        lock: Mutex::new(Some(lock)),
     };
     Ok((ledger, journal, recovery))
 }

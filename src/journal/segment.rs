@@ -192,7 +192,7 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
             offset as u64,
             bytes[body_start + 8..body_end].to_vec(),
         ));
-        expected_sequence += 1;
+        expected_sequence = expected_sequence.saturating_add(1);
         offset = body_end;
     };
     let damage = damage.map(|(at, reason, _extent)| Damage {

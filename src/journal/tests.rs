@@ -213,6 +213,21 @@ fn corruption_before_the_tail_stops_start_up_unless_repaired() {
 }
 
 #[test]
+fn a_second_process_cannot_open_the_same_journal() {
+    // Goal: two servers on one data directory would interleave segments; the second one is
+    // refused until the first closes.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (_, journal, _) = reopen(directory.path());
+    let error = open(&config(directory.path()), LedgerConfig::default())
+        .err()
+        .expect("the directory is taken");
+    assert!(error.to_string().contains("another process"), "{error}");
+    journal.close();
+    let (_, journal, _) = reopen(directory.path());
+    journal.close();
+}
+
+#[test]
 fn interval_and_never_policies_still_recover_after_a_clean_close() {
     // Goal: the weaker sync policies lose nothing on a clean close.
     for sync in [

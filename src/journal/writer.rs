@@ -64,10 +64,21 @@ impl Writer {
             };
             if sync_now {
                 let started = tokio::time::Instant::now();
-                self.retry("sync", |writer| match &writer.file {
+                let synced = match &self.file {
                     Some(file) => file.sync_data(),
                     None => Ok(()),
-                });
+                };
+                if let Err(error) = synced {
+                    // After a failed sync the kernel may have dropped the dirty pages and
+                    // reports the next sync clean: nothing written since the last good sync
+                    // can be trusted, so nothing more is acknowledged until a restart reads
+                    // what the disk really holds.
+                    self.shared.poisoned.store(true, Ordering::Release);
+                    self.shared.healthy.store(false, Ordering::Release);
+                    self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, directory = %self.directory.display(), "Journal sync failed; refusing writes until the server is restarted.");
+                    return;
+                }
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
                 self.shared.sync_micros.fetch_add(micros, Ordering::Relaxed);

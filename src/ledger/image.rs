@@ -95,11 +95,14 @@ impl Ledger {
                 locked: sku.stock.locked,
                 sold: sku.stock.sold,
             };
-            let locked: u64 = sku.platforms.iter().map(|(_, locked, _)| locked).sum();
-            let sold: u64 = sku.platforms.iter().map(|(_, _, sold)| sold).sum();
+            let sum = |part: fn(&(Platform, u64, u64)) -> u64| {
+                sku.platforms
+                    .iter()
+                    .try_fold(0u64, |total, tally| total.checked_add(part(tally)))
+            };
             let consistent = quantities.available() == Some(sku.stock.available)
-                && locked == quantities.locked
-                && sold == quantities.sold;
+                && sum(|tally| tally.1) == Some(quantities.locked)
+                && sum(|tally| tally.2) == Some(quantities.sold);
             if !consistent {
                 return Err(ReplayError::StockMismatch {
                     kind: "snapshot",

@@ -2,7 +2,7 @@
 //! operations use, and checks that every SKU ends exactly where the fact says it did.
 
 use super::order::{OrderEntry, Origin, ReplayStep, is_finished};
-use super::sku::{Movement, Rules, SkuEntry, SkuSlot};
+use super::sku::{Movement, Quantities, Rules, SkuEntry, SkuSlot};
 use super::stripe;
 use super::{
     Fact, Ledger, LedgerError, Lines, OrderId, OrderStatus, Platform, ReplayError, SkuId, Stock,
@@ -30,9 +30,21 @@ impl Ledger {
                     table.insert_unique(key.hash, slot, |slot| slot.hash);
                 }
                 let entry = stripe::find_mut(&mut table, &key).expect("present or just inserted");
+                let quantities = Quantities {
+                    total: stock.total,
+                    reserved: stock.reserved,
+                    ..entry.quantities
+                };
+                if quantities.available().is_none() {
+                    return Err(ReplayError::StockMismatch {
+                        kind: fact.kind(),
+                        sku: stock.sku.clone(),
+                        expected: format!("{stock:?}"),
+                        actual: format!("total below reserved + locked + sold: {quantities:?}"),
+                    });
+                }
                 entry.settings = settings.clone();
-                entry.quantities.total = stock.total;
-                entry.quantities.reserved = stock.reserved;
+                entry.quantities = quantities;
                 entry.touch(*at);
                 check_stock(fact, entry, stock)
             }
