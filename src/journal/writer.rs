@@ -93,6 +93,12 @@ impl Writer {
                 }
             }
             if closing && self.shared.queue.lock().facts.is_empty() {
+                // The segment prepared for later is not needed any more.
+                if let Some(Ok(Ok((path, _)))) =
+                    self.prepared.take().map(|preparing| preparing.join())
+                {
+                    let _ = std::fs::remove_file(path);
+                }
                 return;
             }
         }
