@@ -86,8 +86,10 @@ pub(crate) async fn put(
     let update = body.into_update()?;
     shared.writable()?;
     shared.ledger.put_sku(shared.now(), &sku, update)?;
+    // The SKU as this change left it, answered once the change is durable.
+    let answer = read(&shared, &sku)?;
     shared.durable().await?;
-    read(&shared, &sku)
+    Ok(answer)
 }
 
 #[utoipa::path(post, path = "/api/v1/skus/{sku}/restock", tag = "skus",
@@ -109,8 +111,10 @@ pub(crate) async fn restock(
     }
     shared.writable()?;
     shared.ledger.restock(shared.now(), &sku, qty)?;
+    // The SKU as this change left it, answered once the change is durable.
+    let answer = read(&shared, &sku)?;
     shared.durable().await?;
-    read(&shared, &sku)
+    Ok(answer)
 }
 
 #[utoipa::path(post, path = "/api/v1/skus/{sku}/halt", tag = "skus",
@@ -125,8 +129,10 @@ pub(crate) async fn halt(
     let sku = sku_id(&sku)?;
     shared.writable()?;
     shared.ledger.halt(shared.now(), &sku)?;
+    // The SKU as this change left it, answered once the change is durable.
+    let answer = read(&shared, &sku)?;
     shared.durable().await?;
-    read(&shared, &sku)
+    Ok(answer)
 }
 
 #[utoipa::path(post, path = "/api/v1/skus/{sku}/resume", tag = "skus",
@@ -141,6 +147,8 @@ pub(crate) async fn resume(
     let sku = sku_id(&sku)?;
     shared.writable()?;
     shared.ledger.resume(shared.now(), &sku)?;
+    // The SKU as this change left it, answered once the change is durable.
+    let answer = read(&shared, &sku)?;
     shared.durable().await?;
-    read(&shared, &sku)
+    Ok(answer)
 }
