@@ -37,6 +37,9 @@ impl Writer {
         let mut unsynced = false;
         let mut last_sync = tokio::time::Instant::now();
         loop {
+            if self.poisoned() {
+                return;
+            }
             let (facts, first_sequence, closing) = {
                 let mut queue = self.shared.queue.lock();
                 if queue.facts.is_empty() && !queue.closing {
@@ -52,6 +55,10 @@ impl Writer {
             };
             if !facts.is_empty() {
                 self.write_batch(&facts, first_sequence);
+                if self.poisoned() {
+                    // Gave up mid-batch: none of it may be acknowledged.
+                    return;
+                }
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 unsynced = true;
             }
@@ -161,7 +168,12 @@ impl Writer {
             });
             match opened {
                 Ok(file) => break file,
-                Err(error) => self.failed("open a segment", &error),
+                Err(error) => {
+                    self.failed("open a segment", &error);
+                    if self.poisoned() {
+                        return;
+                    }
+                }
             }
         };
         self.shared.healthy.store(true, Ordering::Release);
@@ -179,7 +191,12 @@ impl Writer {
                     self.shared.healthy.store(true, Ordering::Release);
                     return;
                 }
-                Err(error) => self.failed(what, &error),
+                Err(error) => {
+                    self.failed(what, &error);
+                    if self.poisoned() {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -187,6 +204,9 @@ impl Writer {
     fn retry_on(&self, file: &File, what: &str, operation: impl Fn(&File) -> std::io::Result<()>) {
         while let Err(error) = operation(file) {
             self.failed(what, &error);
+            if self.poisoned() {
+                return;
+            }
         }
         self.shared.healthy.store(true, Ordering::Release);
     }
@@ -196,7 +216,18 @@ impl Writer {
             self.shared.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, directory = %self.directory.display(), "Journal cannot {what}; refusing writes until it can.");
         }
+        if self.shared.queue.lock().closing {
+            // Shutting down on a failing disk: stop retrying rather than hang. What is not
+            // written was never acknowledged.
+            tracing::error!(directory = %self.directory.display(), "Journal gives up at shutdown; unwritten changes were never acknowledged.");
+            self.shared.poisoned.store(true, Ordering::Release);
+            return;
+        }
         std::thread::sleep(RETRY_INTERVAL);
+    }
+
+    fn poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
     }
 }
 
