@@ -177,6 +177,9 @@ impl PutSkuRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RestockRequest {
     pub(crate) qty: i64,
+    /// Your id for this restock: sent again (after a timeout or a 503), it is applied once.
+    /// The SKU remembers its latest 64.
+    pub(crate) restock_id: Option<String>,
 }
 
 /// A SKU's stock and settings.

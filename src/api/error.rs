@@ -24,7 +24,7 @@ pub(crate) struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
     /// Stable and machine-readable: `insufficient_stock`, `halted`, `platform_quota_exceeded`,
-    /// `order_conflict`, `lock_expired`, `invalid_transition`, `invalid_stock`,
+    /// `order_conflict`, `restock_conflict`, `lock_expired`, `invalid_transition`, `invalid_stock`,
     /// `sku_not_found`, `order_not_found`, `not_found`, `method_not_allowed`, `malformed_json`,
     /// `invalid_request`, `payload_too_large`, `internal`.
     pub(crate) code: String,
@@ -72,6 +72,7 @@ impl From<LedgerError> for ApiError {
             | LedgerError::Halted { .. }
             | LedgerError::PlatformQuotaExceeded { .. }
             | LedgerError::OrderConflict { .. }
+            | LedgerError::RestockConflict { .. }
             | LedgerError::LockExpired { .. }
             | LedgerError::InvalidTransition { .. }
             | LedgerError::InvalidStock { .. } => StatusCode::CONFLICT,

@@ -8,7 +8,7 @@ use super::AppState;
 use super::dto::{PutSkuRequest, RestockRequest, SkuListQuery, SkuListResponse, SkuResponse};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
-use crate::ledger::{LedgerError, SkuId, stock_qty};
+use crate::ledger::{LedgerError, RestockId, SkuId, stock_qty};
 
 fn sku_id(raw: &str) -> Result<SkuId, ApiError> {
     Ok(SkuId::new(raw)?)
@@ -98,6 +98,7 @@ pub(crate) async fn put(
     responses(
         (status = 200, description = "The SKU after the restock", body = SkuResponse),
         (status = 404, description = "No such SKU", body = ErrorBody),
+        (status = 409, description = "`restock_conflict`: the `restock_id` was used with another `qty`", body = ErrorBody),
         (status = 422, description = "`qty` not positive or too large", body = ErrorBody)))]
 pub(crate) async fn restock(
     State(shared): State<AppState>,
@@ -109,8 +110,18 @@ pub(crate) async fn restock(
     if qty == 0 {
         return Err(ApiError::invalid("qty must be at least 1"));
     }
+    let restock_id = body.restock_id.as_deref().map(RestockId::new).transpose()?;
     shared.writable()?;
-    shared.ledger.restock(shared.now(), &sku, qty)?;
+    match restock_id {
+        Some(restock_id) => {
+            shared
+                .ledger
+                .restock_once(shared.now(), &sku, qty, restock_id)?;
+        }
+        None => {
+            shared.ledger.restock(shared.now(), &sku, qty)?;
+        }
+    }
     // The SKU as this change left it, answered once the change is durable.
     let answer = read(&shared, &sku)?;
     shared.durable().await?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::ledger::{
     Fact, LedgerImage, Line, Lines, OrderId, OrderImage, OrderRequest, OrderStatus, Platform, Qty,
-    RoomId, SkuId, SkuImage, SkuSettings, Stock, Stocks,
+    RestockId, RoomId, SkuId, SkuImage, SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -77,6 +77,8 @@ enum FactRecord<'a> {
     Restocked {
         at: u64,
         qty: u64,
+        #[serde(borrow)]
+        restock_id: Option<Cow<'a, str>>,
         #[serde(borrow)]
         stock: StockRecord<'a>,
     },
@@ -242,9 +244,15 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             settings: settings_record(settings),
             stock: stock_record(stock),
         },
-        Fact::Restocked { qty, stock, .. } => FactRecord::Restocked {
+        Fact::Restocked {
+            qty,
+            restock_id,
+            stock,
+            ..
+        } => FactRecord::Restocked {
             at,
             qty: *qty,
+            restock_id: restock_id.as_ref().map(|id| Cow::Borrowed(id.as_str())),
             stock: stock_record(stock),
         },
         Fact::Halted { stock, .. } => FactRecord::Halted {
@@ -317,10 +325,16 @@ pub(super) fn decode_fact(bytes: &[u8]) -> Result<Fact, DecodeError> {
         FactRecord::Restocked {
             at: time,
             qty,
+            restock_id,
             stock: stock_,
         } => Fact::Restocked {
             at: at(time),
             qty,
+            restock_id: restock_id
+                .as_deref()
+                .map(RestockId::new)
+                .transpose()
+                .map_err(|error| DecodeError::Value(error.to_string()))?,
             stock: stock(stock_)?,
         },
         FactRecord::Halted {
@@ -407,6 +421,8 @@ struct SkuImageRecord<'a> {
     #[serde(borrow)]
     platforms: Vec<(Cow<'a, str>, u64, u64)>,
     updated_at: u64,
+    #[serde(borrow)]
+    restocks: Vec<(Cow<'a, str>, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -466,6 +482,11 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                     })
                     .collect(),
                 updated_at: sku.updated_at.as_millis(),
+                restocks: sku
+                    .restocks
+                    .iter()
+                    .map(|(id, qty)| (Cow::Borrowed(id.as_str()), *qty))
+                    .collect(),
             })
             .collect(),
         orders: image
@@ -503,6 +524,11 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                         })
                         .collect::<Result<_, DecodeError>>()?,
                     updated_at: at(sku.updated_at),
+                    restocks: sku
+                        .restocks
+                        .into_iter()
+                        .map(|(id, qty)| Ok((value(RestockId::new(&id))?, qty)))
+                        .collect::<Result<_, DecodeError>>()?,
                 })
             })
             .collect::<Result<_, DecodeError>>()?,

@@ -50,6 +50,10 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
         ledger.resume(at(offset), &sku(name)).expect("resume");
     }
     ledger.restock(at(offset), &sku("A"), 5).expect("restock");
+    let restock_id = crate::ledger::RestockId::new(&format!("r-{offset}")).expect("valid id");
+    ledger
+        .restock_once(at(offset), &sku("B"), 7, restock_id)
+        .expect("restock");
     for index in offset..offset + count {
         let sku_id = ["A", "B", "C"][(index % 3) as usize];
         let id = format!("o-{index}");

@@ -1,6 +1,6 @@
 //! Why a ledger operation was refused. A refused operation changed nothing.
 
-use super::types::{OrderId, OrderStatus, Platform, SkuId};
+use super::types::{OrderId, OrderStatus, Platform, RestockId, SkuId};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -28,6 +28,8 @@ pub enum LedgerError {
     },
     #[error("order {order_id} exists with different content")]
     OrderConflict { order_id: OrderId },
+    #[error("restock {restock_id} was made with another quantity")]
+    RestockConflict { restock_id: RestockId },
     #[error("the lock of order {order_id} expired and its units are no longer available")]
     LockExpired { order_id: OrderId },
     #[error("order {order_id} is {status}; it cannot be {action}", status = status.as_str())]
@@ -54,6 +56,7 @@ impl LedgerError {
             LedgerError::Halted { .. } => "halted",
             LedgerError::PlatformQuotaExceeded { .. } => "platform_quota_exceeded",
             LedgerError::OrderConflict { .. } => "order_conflict",
+            LedgerError::RestockConflict { .. } => "restock_conflict",
             LedgerError::LockExpired { .. } => "lock_expired",
             LedgerError::InvalidTransition { .. } => "invalid_transition",
             LedgerError::InvalidStock { .. } => "invalid_stock",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::types::{OrderId, OrderRequest, SkuSettings, Stock};
+use super::types::{OrderId, OrderRequest, RestockId, SkuSettings, Stock};
 use crate::clock::Timestamp;
 
 /// The stock of every SKU an order touched, after the change, in the order's line order.
@@ -28,6 +28,8 @@ pub enum Fact {
     Restocked {
         at: Timestamp,
         qty: u64,
+        /// The client's id for it, when it gave one.
+        restock_id: Option<RestockId>,
         stock: Stock,
     },
     /// New orders for the SKU are refused until it is resumed.

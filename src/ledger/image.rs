@@ -8,7 +8,8 @@ use super::order::{OrderEntry, OrderStripe, Origin};
 use super::sku::{PlatformTally, Quantities, SkuEntry, SkuSlot};
 use super::stripe::{self, SkuTable};
 use super::{
-    Ledger, LedgerConfig, OrderRequest, OrderStatus, Platform, ReplayError, SkuSettings, Stock,
+    Ledger, LedgerConfig, OrderRequest, OrderStatus, Platform, ReplayError, RestockId, SkuSettings,
+    Stock,
 };
 use crate::clock::Timestamp;
 
@@ -26,6 +27,8 @@ pub struct SkuImage {
     /// (platform, locked, sold) for every platform that ever took this SKU.
     pub platforms: Vec<(Platform, u64, u64)>,
     pub updated_at: Timestamp,
+    /// The latest restock ids and quantities, oldest first.
+    pub restocks: Vec<(RestockId, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +64,7 @@ impl Ledger {
                         .map(|tally| (tally.platform.clone(), tally.locked, tally.sold))
                         .collect(),
                     updated_at: entry.updated_at,
+                    restocks: entry.restocks.iter().cloned().collect(),
                 });
             }
         }
@@ -127,6 +131,13 @@ impl Ledger {
                     .collect(),
                 version: sku.stock.version,
                 updated_at: sku.updated_at,
+                restocks: sku
+                    .restocks
+                    .into_iter()
+                    .rev()
+                    .take(super::sku::RESTOCKS_REMEMBERED_MAX)
+                    .rev()
+                    .collect(),
             };
             let key = ledger.sku_key(&sku.stock.sku);
             let mut table: parking_lot::MutexGuard<'_, SkuTable> = ledger.skus[key.stripe].0.lock();

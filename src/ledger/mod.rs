@@ -48,7 +48,7 @@ pub use fact::{Fact, Stocks};
 pub use image::{LedgerImage, OrderImage, SkuImage};
 pub use types::{
     ID_BYTES_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX, OrderId, OrderRequest,
-    OrderStatus, OrderView, Platform, PlatformCount, Qty, RoomId, STOCK_QTY_MAX, SkuId,
+    OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId,
     SkuSettings, SkuUpdate, SkuView, Stock, stock_qty,
 };
 
@@ -579,24 +579,32 @@ impl Ledger {
 
     /// Adds `qty` units to `total`.
     pub fn restock(&self, now: Timestamp, sku: &SkuId, qty: u64) -> Result<Fact, LedgerError> {
-        self.with_sku(sku, |entry| {
-            let total = entry
-                .quantities
-                .total
-                .checked_add(qty)
-                .filter(|total| *total <= STOCK_QTY_MAX)
-                .ok_or_else(|| LedgerError::InvalidStock {
-                    sku: sku.clone(),
-                    reason: format!("total would exceed {STOCK_QTY_MAX}"),
-                })?;
-            entry.quantities.total = total;
-            entry.touch(now);
-            Ok(Fact::Restocked {
-                at: now,
-                qty,
-                stock: entry.stock(sku),
-            })
-        })
+        self.with_sku(sku, |entry| restock_entry(entry, sku, qty, None, now))
+    }
+
+    /// Adds `qty` units to `total` once per `restock_id`: a retry of a restock this SKU
+    /// remembers changes nothing and returns `None`; the same id with another quantity is
+    /// `restock_conflict`.
+    pub fn restock_once(
+        &self,
+        now: Timestamp,
+        sku: &SkuId,
+        qty: u64,
+        restock_id: RestockId,
+    ) -> Result<Option<Fact>, LedgerError> {
+        let key = self.sku_key(sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        let entry = stripe::find_mut(&mut table, &key)
+            .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
+        if let Some((_, first_qty)) = entry.restocks.iter().find(|(id, _)| *id == restock_id) {
+            if *first_qty == qty {
+                return Ok(None);
+            }
+            return Err(LedgerError::RestockConflict { restock_id });
+        }
+        let fact = restock_entry(entry, sku, qty, Some(restock_id), now)?;
+        self.record(&fact);
+        Ok(Some(fact))
     }
 
     /// Stops new orders for a SKU until [`Ledger::resume`]. Payments of existing locks and
@@ -686,6 +694,35 @@ impl Ledger {
         }
         counts
     }
+}
+
+fn restock_entry(
+    entry: &mut SkuEntry,
+    sku: &SkuId,
+    qty: u64,
+    restock_id: Option<RestockId>,
+    now: Timestamp,
+) -> Result<Fact, LedgerError> {
+    let total = entry
+        .quantities
+        .total
+        .checked_add(qty)
+        .filter(|total| *total <= STOCK_QTY_MAX)
+        .ok_or_else(|| LedgerError::InvalidStock {
+            sku: sku.clone(),
+            reason: format!("total would exceed {STOCK_QTY_MAX}"),
+        })?;
+    entry.quantities.total = total;
+    if let Some(restock_id) = &restock_id {
+        entry.remember_restock(restock_id.clone(), qty);
+    }
+    entry.touch(now);
+    Ok(Fact::Restocked {
+        at: now,
+        qty,
+        restock_id,
+        stock: entry.stock(sku),
+    })
 }
 
 fn transition_fact(

@@ -48,8 +48,16 @@ impl Ledger {
                 entry.touch(*at);
                 check_stock(fact, entry, stock)
             }
-            Fact::Restocked { at, qty, stock } => self.apply_to_sku(fact, stock, |entry| {
+            Fact::Restocked {
+                at,
+                qty,
+                restock_id,
+                stock,
+            } => self.apply_to_sku(fact, stock, |entry| {
                 entry.quantities.total = entry.quantities.total.saturating_add(*qty);
+                if let Some(restock_id) = restock_id {
+                    entry.remember_restock(restock_id.clone(), *qty);
+                }
                 entry.touch(*at);
             }),
             Fact::Halted { at, stock } | Fact::Resumed { at, stock } => {

@@ -1,12 +1,15 @@
 //! One SKU's entry in the ledger: its quantities, settings and per-platform tallies, and the
 //! arithmetic of moving units between `available`, `locked` and `sold`.
 
+use std::collections::VecDeque;
+
 use smallvec::SmallVec;
 
 use super::error::LedgerError;
 use super::fact::Fact;
 use super::types::{
-    Platform, PlatformCount, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView, Stock,
+    Platform, PlatformCount, RestockId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView,
+    Stock,
 };
 use crate::clock::Timestamp;
 
@@ -83,7 +86,13 @@ pub(super) struct SkuEntry {
     pub(super) platforms: SmallVec<[PlatformTally; 4]>,
     pub(super) version: u64,
     pub(super) updated_at: Timestamp,
+    /// The ids (and quantities) of this SKU's latest restocks, oldest first, at most
+    /// [`RESTOCKS_REMEMBERED_MAX`]: a retried restock is recognised and applied once.
+    pub(super) restocks: VecDeque<(RestockId, u64)>,
 }
+
+/// Restocks remembered per SKU for idempotency: a show restocks a SKU a handful of times.
+pub(super) const RESTOCKS_REMEMBERED_MAX: usize = 64;
 
 impl SkuEntry {
     pub(super) fn new(now: Timestamp) -> Self {
@@ -98,6 +107,7 @@ impl SkuEntry {
             platforms: SmallVec::new(),
             version: 0,
             updated_at: now,
+            restocks: VecDeque::new(),
         }
     }
 
@@ -203,6 +213,14 @@ impl SkuEntry {
             None => self.platforms.push(tally),
         }
         self.touch(now);
+    }
+
+    /// Remembers a restock id, forgetting the oldest beyond the limit.
+    pub(super) fn remember_restock(&mut self, restock_id: RestockId, qty: u64) {
+        if RESTOCKS_REMEMBERED_MAX <= self.restocks.len() {
+            self.restocks.pop_front();
+        }
+        self.restocks.push_back((restock_id, qty));
     }
 
     pub(super) fn touch(&mut self, now: Timestamp) {

@@ -2246,3 +2246,47 @@ fn eight_threads_of_multi_line_orders_never_deadlock_or_split() {
     assert!(0 < stock(&ledger, "M1").available);
     assert!(0 < stock(&ledger, "M3").available);
 }
+
+#[test]
+fn a_restock_with_an_id_is_applied_once_even_after_replay() {
+    // Goal: a retried restock (after a timeout or a 503) adds its units once, and the
+    // memory of it survives replay.
+    // Method: restock twice with one id, once with another quantity; replay the facts into a
+    // fresh ledger and retry there.
+    let ledger = Ledger::new(LedgerConfig::default());
+    let mut facts = vec![
+        ledger
+            .put_sku(at(0), &sku_id("A"), total_update(10))
+            .expect("put_sku"),
+    ];
+    let id = RestockId::new("truck-7").expect("valid id");
+    let first = ledger
+        .restock_once(at(1), &sku_id("A"), 5, id.clone())
+        .expect("restock");
+    facts.extend(first);
+    assert_eq!(
+        ledger
+            .restock_once(at(2), &sku_id("A"), 5, id.clone())
+            .expect("a retry is answered"),
+        None
+    );
+    assert_eq!(
+        ledger
+            .restock_once(at(3), &sku_id("A"), 6, id.clone())
+            .map_err(|error| error.code()),
+        Err("restock_conflict")
+    );
+    assert_eq!(quantities(&ledger, "A")[0], 15);
+
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in &facts {
+        replayed.apply(fact).expect("replays");
+    }
+    assert_eq!(
+        replayed
+            .restock_once(at(4), &sku_id("A"), 5, id)
+            .expect("a retry is answered"),
+        None
+    );
+    assert_eq!(quantities(&replayed, "A")[0], 15);
+}

@@ -111,6 +111,11 @@ identifier!(
     RoomId,
     "room"
 );
+identifier!(
+    /// A client's id for one restock, so a retried restock is applied once.
+    RestockId,
+    "restock_id"
+);
 
 /// A positive quantity on an order line, at most [`LINE_QTY_MAX`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -151,3 +151,31 @@ async fn service_routes_answer() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_restock_with_an_id_counts_once() {
+    // Goal: an operator retrying a restock whose answer was lost does not double the stock.
+    // Method: the same restock twice, then the same id with another quantity.
+    let server = TestServer::start().await;
+    server.sku("A", 10).await;
+    for _ in 0..2 {
+        let (status, stock) = server
+            .post(
+                "/api/v1/skus/A/restock",
+                json!({"qty": 5, "restock_id": "truck-7"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{stock}");
+        assert_eq!(stock["total"], 15);
+    }
+    let (status, refused) = server
+        .post(
+            "/api/v1/skus/A/restock",
+            json!({"qty": 6, "restock_id": "truck-7"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&refused), "restock_conflict");
+    assert_eq!(server.stock("A").await["total"], 15);
+    server.stop().await;
+}
