@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::ledger::{Fact, FactSink, Ledger, LedgerConfig};
 
@@ -105,6 +105,8 @@ struct Shared {
     durable: watch::Sender<u64>,
     /// The highest sequence written to the file (synced or not).
     written: AtomicU64,
+    /// Every batch of facts once it is durable, in order: what readers may publish.
+    published: broadcast::Sender<DurableBatch>,
     /// False while the disk refuses writes; the API refuses writes meanwhile.
     healthy: AtomicBool,
     /// A sync failed: nothing more is acknowledged until a restart.
@@ -116,6 +118,17 @@ struct Shared {
     syncs: AtomicU64,
     sync_micros: AtomicU64,
 }
+
+/// Facts that became durable together, in sequence order starting at `first_sequence`.
+#[derive(Clone, Debug)]
+pub struct DurableBatch {
+    pub first_sequence: u64,
+    pub facts: Arc<[Fact]>,
+}
+
+/// Durable batches a slow reader may fall behind by before it is told it lagged (and must
+/// resynchronise from the ledger).
+pub const PUBLISHED_BATCHES_MAX: usize = 4096;
 
 /// The journal's counters, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,6 +168,11 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// Every batch of facts from now on, each once it is durable, in order.
+    pub fn subscribe(&self) -> broadcast::Receiver<DurableBatch> {
+        self.shared.published.subscribe()
+    }
+
     /// Whether writes are being accepted by the disk.
     pub fn healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire) && !self.shared.poisoned.load(Ordering::Acquire)
@@ -425,6 +443,7 @@ pub fn open(
         wake: Condvar::new(),
         durable,
         written: AtomicU64::new(sequence),
+        published: broadcast::channel(PUBLISHED_BATCHES_MAX).0,
         healthy: AtomicBool::new(true),
         poisoned: AtomicBool::new(false),
         failures: AtomicU64::new(0),

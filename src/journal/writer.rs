@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::segment::{self, SEGMENT_HEADER_BYTES};
-use super::{Shared, SyncPolicy, record};
+use super::{DurableBatch, Shared, SyncPolicy, record};
 use crate::ledger::Fact;
 
 /// How long the writer waits before retrying after an I/O error.
@@ -97,6 +97,13 @@ impl Writer {
                 self.shared.written.store(last, Ordering::Release);
                 if self.policy != SyncPolicy::Always || !unsynced {
                     self.shared.durable.send_replace(last);
+                    // Only now may readers (the push hub) see these facts.
+                    if 0 < self.shared.published.receiver_count() {
+                        let _ = self.shared.published.send(DurableBatch {
+                            first_sequence,
+                            facts: facts.into(),
+                        });
+                    }
                 }
             }
             if closing && self.shared.queue.lock().facts.is_empty() {
