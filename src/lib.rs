@@ -5,6 +5,7 @@
 //! - [`ledger`]: every SKU's stock and every order's life cycle, in memory, sans I/O.
 //! - [`clock`]: the time the server runs on, injectable for tests.
 //! - [`journal`]: the facts on disk: group commit, snapshots, recovery.
+//! - `hub`: topics and the push of every durable stock change to WebSocket sessions.
 //! - `api`: the HTTP edge (JSON in and out, errors, metrics, OpenAPI).
 //! - [`config`]: settings from a TOML file, the environment and flags.
 //! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
@@ -22,3 +23,4 @@ pub mod server;
 
 mod api;
 mod demo;
+mod hub;

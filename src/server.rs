@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, Metrics, Shared};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::hub::{self, Hub};
 use crate::journal::{self, Journal};
 use crate::ledger::Ledger;
 
@@ -62,14 +63,25 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(Metrics::new());
+    let hub = Arc::new(Hub::new(ledger.clone()));
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
         journal: journal.clone(),
+        hub: hub.clone(),
     });
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // The hub publishes what the journal made durable, and nothing else.
+    let feed = journal.subscribe();
+    let hub_cancel = cancel.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = hub::run(hub, feed) => {}
+            () = hub_cancel.cancelled() => {}
+        }
+    });
     if let Some(seed) = config.demo_seed {
         tasks.spawn(crate::demo::run(
             ledger.clone(),

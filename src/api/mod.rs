@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod orders;
 mod skus;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::clock::{Clock, Timestamp};
+use crate::hub::Hub;
 use crate::journal::Journal;
 use crate::ledger::Ledger;
 use dto::HealthResponse;
@@ -37,6 +39,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) journal: Arc<Journal>,
+    pub(crate) hub: Arc<Hub>,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any
@@ -101,6 +104,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
+        .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

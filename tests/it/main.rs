@@ -5,6 +5,7 @@ mod bad_input;
 mod durability;
 mod load;
 mod orders;
+mod push;
 mod skus;
 mod support;
 mod tidy;

@@ -1,0 +1,234 @@
+//! The `/ws` endpoint: one WebSocket session per connection. The session reads client
+//! messages (subscribe, unsubscribe, ping), forwards what the hub queued for it (several
+//! queued messages travel as one frame, an array), sends heartbeats, and closes idle or
+//! abusive clients with a close code that says why.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::hub::{Codec, SESSION_TOPICS_MAX, ServerMessage, Topic};
+
+pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
+pub(crate) const PROTOCOL_MSGPACK: &str = "stockpulse.v1.msgpack";
+/// The largest client message: a subscribe to the most topics fits many times over.
+const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Queued messages sent together in one frame at most.
+const FRAME_MESSAGES_MAX: usize = 256;
+/// A ping goes out this often; a client silent for three of them is closed.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Bad messages a session may send before it is closed.
+const BAD_MESSAGES_MAX: u32 = 20;
+/// Close codes (RFC 6455): going away, policy violation.
+const CLOSE_IDLE: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+
+/// A client message.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Subscribe { topics: Vec<String> },
+    Unsubscribe { topics: Vec<String> },
+    Ping,
+}
+
+pub(crate) async fn upgrade(State(shared): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .protocols([PROTOCOL_JSON, PROTOCOL_MSGPACK])
+        .max_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_frame_size(CLIENT_MESSAGE_BYTES_MAX)
+        // Small buffers: an idle connection should cost kilobytes, not the defaults' 128 KiB.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .on_upgrade(move |socket| session(shared, socket))
+}
+
+async fn session(shared: AppState, socket: WebSocket) {
+    let codec = match socket
+        .protocol()
+        .and_then(|protocol| protocol.to_str().ok())
+    {
+        Some(PROTOCOL_MSGPACK) => Codec::MessagePack,
+        _ => Codec::Json,
+    };
+    let hub = shared.hub.clone();
+    let (link, mut frames) = hub.connect(codec);
+    let (mut sender, mut receiver) = socket.split();
+    let mut topics: Vec<Topic> = Vec::new();
+    let mut bad_messages = 0u32;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut last_heard = Instant::now();
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    loop {
+        tokio::select! {
+            incoming = receiver.next() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    _ => break,
+                };
+                last_heard = Instant::now();
+                let request: Result<ClientMessage, String> = match &message {
+                    Message::Text(text) => serde_json::from_str(text.as_str()).map_err(|error| error.to_string()),
+                    Message::Binary(bytes) => rmp_serde::from_slice(bytes).map_err(|error| error.to_string()),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                let reply = match request {
+                    Ok(request) => handle(&shared, &link, &mut topics, request),
+                    Err(reason) => Err(("invalid_message", reason)),
+                };
+                let reply = match reply {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => continue,
+                    Err((code, reason)) => {
+                        bad_messages += 1;
+                        if BAD_MESSAGES_MAX < bad_messages {
+                            let _ = sender.send(close(CLOSE_POLICY, "too many bad messages")).await;
+                            break;
+                        }
+                        ServerMessage::error(code, &reason).encode(codec)
+                    }
+                };
+                if sender.send(frame_message(codec, reply)).await.is_err() {
+                    break;
+                }
+            }
+            frame = frames.recv() => {
+                let Some(first) = frame else { break };
+                let mut batch = vec![first];
+                while batch.len() < FRAME_MESSAGES_MAX {
+                    match frames.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                if sender.send(frame_message(codec, join(codec, batch))).await.is_err() {
+                    break;
+                }
+            }
+            () = link.wake.notified() => {
+                if link.take_resync() {
+                    // The backlog is stale: drop it and send each topic afresh.
+                    while frames.try_recv().is_ok() {}
+                    hub.subscribe(&link, &topics, true);
+                }
+            }
+            _ = heartbeat.tick() => {
+                if IDLE_TIMEOUT <= last_heard.elapsed() {
+                    let _ = sender.send(close(CLOSE_IDLE, "idle")).await;
+                    break;
+                }
+                if sender.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    hub.disconnect(&link, &topics);
+}
+
+/// Applies one client message; `Ok(Some(bytes))` is a direct reply.
+fn handle(
+    shared: &AppState,
+    link: &std::sync::Arc<crate::hub::SessionLink>,
+    topics: &mut Vec<Topic>,
+    request: ClientMessage,
+) -> Result<Option<Bytes>, (&'static str, String)> {
+    match request {
+        ClientMessage::Ping => Ok(Some(ServerMessage::bare("pong").encode(link.codec))),
+        ClientMessage::Subscribe { topics: names } => {
+            let parsed = parse(&names)?;
+            let fresh: Vec<Topic> = parsed
+                .into_iter()
+                .filter(|topic| !topics.contains(topic))
+                .collect();
+            if SESSION_TOPICS_MAX < topics.len() + fresh.len() {
+                return Err((
+                    "too_many_topics",
+                    format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
+                ));
+            }
+            let missing = shared.hub.subscribe(link, &fresh, false);
+            topics.extend(fresh.into_iter().filter(|topic| !missing.contains(topic)));
+            if let Some(topic) = missing.first() {
+                return Err((
+                    "sku_not_found",
+                    format!("topic {} names no SKU", topic.name()),
+                ));
+            }
+            Ok(None)
+        }
+        ClientMessage::Unsubscribe { topics: names } => {
+            let parsed = parse(&names)?;
+            shared.hub.unsubscribe(link, &parsed);
+            topics.retain(|topic| !parsed.contains(topic));
+            Ok(None)
+        }
+    }
+}
+
+fn parse(names: &[String]) -> Result<Vec<Topic>, (&'static str, String)> {
+    if SESSION_TOPICS_MAX < names.len() {
+        return Err((
+            "too_many_topics",
+            format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
+        ));
+    }
+    names
+        .iter()
+        .map(|name| Topic::parse(name).map_err(|reason| ("invalid_topic", reason)))
+        .collect()
+}
+
+/// One message alone, or several as one array.
+fn join(codec: Codec, mut messages: Vec<Bytes>) -> Bytes {
+    if messages.len() == 1 {
+        return messages.pop().expect("one message");
+    }
+    let length: usize = messages.iter().map(Bytes::len).sum();
+    let mut joined = Vec::with_capacity(length + messages.len() + 8);
+    match codec {
+        Codec::Json => {
+            joined.push(b'[');
+            for (index, message) in messages.iter().enumerate() {
+                if 0 < index {
+                    joined.push(b',');
+                }
+                joined.extend_from_slice(message);
+            }
+            joined.push(b']');
+        }
+        Codec::MessagePack => {
+            let count = u32::try_from(messages.len()).expect("a frame holds few messages");
+            rmp::encode::write_array_len(&mut joined, count).expect("writing to a Vec");
+            for message in &messages {
+                joined.extend_from_slice(message);
+            }
+        }
+    }
+    Bytes::from(joined)
+}
+
+fn frame_message(codec: Codec, bytes: Bytes) -> Message {
+    match codec {
+        Codec::Json => match axum::extract::ws::Utf8Bytes::try_from(bytes) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Text("[]".into()),
+        },
+        Codec::MessagePack => Message::Binary(bytes),
+    }
+}

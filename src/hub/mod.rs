@@ -1,0 +1,246 @@
+//! The push hub: topics, sequence numbers, and the fan-out of every durable stock change to
+//! the sessions subscribed to it.
+//!
+//! The hub reads only durable facts (the journal's feed), so nothing reaches a screen that a
+//! crash could take back. Each change is encoded once per codec and the same bytes are queued
+//! to every subscriber. Every session queue is bounded: a subscriber that cannot keep up is
+//! marked for a resync (a fresh snapshot of its topics replaces the backlog) instead of
+//! slowing the others or growing memory. The hub never awaits while holding its lock.
+//!
+//! Topics so far: `sku:{id}`, the stock of one SKU. Room and alert topics arrive with rooms
+//! and the alert engine.
+
+mod message;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+pub(crate) use message::{Codec, ServerMessage};
+
+use crate::journal::DurableBatch;
+use crate::ledger::{Ledger, SkuId, Stock};
+
+/// Frames a session may have queued before it is marked for a resync.
+pub(crate) const SESSION_QUEUE_FRAMES_MAX: usize = 4096;
+/// Topics one session may follow.
+pub(crate) const SESSION_TOPICS_MAX: usize = 256;
+
+/// A topic's name, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    Sku(SkuId),
+}
+
+impl Topic {
+    pub(crate) fn parse(name: &str) -> Result<Topic, String> {
+        match name.split_once(':') {
+            Some(("sku", id)) => SkuId::new(id)
+                .map(Topic::Sku)
+                .map_err(|error| format!("topic {name:?}: {error}")),
+            _ => Err(format!("unknown topic {name:?}; topics are sku:{{id}}")),
+        }
+    }
+
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Topic::Sku(sku) => format!("sku:{sku}"),
+        }
+    }
+}
+
+/// One subscriber's end: the hub pushes encoded frames, the session's writer sends them.
+pub(crate) struct SessionLink {
+    pub(crate) id: u64,
+    pub(crate) codec: Codec,
+    frames: mpsc::Sender<Bytes>,
+    /// Set when a frame did not fit: the writer replaces the backlog with fresh snapshots.
+    resync: AtomicBool,
+    /// Wakes the writer for a resync.
+    pub(crate) wake: Notify,
+}
+
+impl SessionLink {
+    pub(crate) fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::AcqRel)
+    }
+}
+
+struct TopicState {
+    /// The sequence of the last change published on the topic.
+    sequence: u64,
+    /// The last stock published, for snapshots.
+    stock: Stock,
+    subscribers: Vec<Arc<SessionLink>>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub(crate) struct HubCounters {
+    pub(crate) messages: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) sessions: AtomicU64,
+}
+
+pub(crate) struct Hub {
+    ledger: Arc<Ledger>,
+    topics: Mutex<HashMap<Topic, TopicState>>,
+    next_session: AtomicU64,
+    pub(crate) counters: HubCounters,
+}
+
+impl Hub {
+    pub(crate) fn new(ledger: Arc<Ledger>) -> Hub {
+        Hub {
+            ledger,
+            topics: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            counters: HubCounters::default(),
+        }
+    }
+
+    /// A new session's link and the receiving end of its frame queue.
+    pub(crate) fn connect(&self, codec: Codec) -> (Arc<SessionLink>, mpsc::Receiver<Bytes>) {
+        let (frames, receiver) = mpsc::channel(SESSION_QUEUE_FRAMES_MAX);
+        let link = Arc::new(SessionLink {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            codec,
+            frames,
+            resync: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        (link, receiver)
+    }
+
+    pub(crate) fn disconnect(&self, link: &SessionLink, topics: &[Topic]) {
+        self.unsubscribe(link, topics);
+        self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Subscribes `link` to `topics` and queues a snapshot of each (marked as a resync when
+    /// `resync`). Under the hub's lock, so no change falls between snapshot and stream.
+    /// Returns the topics whose subject does not exist.
+    pub(crate) fn subscribe(
+        &self,
+        link: &Arc<SessionLink>,
+        topics: &[Topic],
+        resync: bool,
+    ) -> Vec<Topic> {
+        let mut missing = Vec::new();
+        let mut states = self.topics.lock();
+        for topic in topics {
+            let state = match states.entry(topic.clone()) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    let Topic::Sku(sku) = topic;
+                    let Some(view) = self.ledger.sku(sku) else {
+                        missing.push(topic.clone());
+                        continue;
+                    };
+                    entry.insert(TopicState {
+                        sequence: 0,
+                        stock: view.stock,
+                        subscribers: Vec::new(),
+                    })
+                }
+            };
+            if !state.subscribers.iter().any(|other| other.id == link.id) {
+                state.subscribers.push(link.clone());
+            }
+            let name = topic.name();
+            let message = ServerMessage::stock(
+                if resync { "resync" } else { "snapshot" },
+                &name,
+                state.sequence,
+                &state.stock,
+            );
+            push(link, message.encode(link.codec), &self.counters);
+        }
+        missing
+    }
+
+    pub(crate) fn unsubscribe(&self, link: &SessionLink, topics: &[Topic]) {
+        let mut states = self.topics.lock();
+        for topic in topics {
+            if let Some(state) = states.get_mut(topic) {
+                state.subscribers.retain(|other| other.id != link.id);
+            }
+        }
+    }
+
+    /// Publishes every stock change of a durable batch, in order.
+    pub(crate) fn publish(&self, batch: &DurableBatch) {
+        let mut states = self.topics.lock();
+        for fact in batch.facts.iter() {
+            for stock in fact.stocks() {
+                let topic = Topic::Sku(stock.sku.clone());
+                let Some(state) = states.get_mut(&topic) else {
+                    // Nobody ever subscribed: a later snapshot reads the ledger.
+                    continue;
+                };
+                state.sequence += 1;
+                state.stock = stock.clone();
+                if state.subscribers.is_empty() {
+                    continue;
+                }
+                let name = topic.name();
+                let message = ServerMessage::stock("stock", &name, state.sequence, stock);
+                let mut encoded: [Option<Bytes>; 2] = [None, None];
+                for link in &state.subscribers {
+                    let bytes = encoded[link.codec as usize]
+                        .get_or_insert_with(|| message.encode(link.codec))
+                        .clone();
+                    push(link, bytes, &self.counters);
+                }
+            }
+        }
+    }
+
+    /// Marks every session for a resync: the hub fell behind the journal's feed.
+    pub(crate) fn resync_everyone(&self) {
+        let states = self.topics.lock();
+        for state in states.values() {
+            for link in &state.subscribers {
+                link.resync.store(true, Ordering::Release);
+                link.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Queues a frame, or marks the session for a resync when its queue is full.
+fn push(link: &SessionLink, bytes: Bytes, counters: &HubCounters) {
+    match link.frames.try_send(bytes) {
+        Ok(()) => {
+            counters.messages.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            if !link.resync.swap(true, Ordering::AcqRel) {
+                counters.resyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            link.wake.notify_one();
+        }
+    }
+}
+
+/// Feeds the hub from the journal until the feed closes.
+pub(crate) async fn run(hub: Arc<Hub>, mut feed: tokio::sync::broadcast::Receiver<DurableBatch>) {
+    loop {
+        match feed.recv().await {
+            Ok(batch) => hub.publish(&batch),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
+                tracing::warn!(
+                    skipped,
+                    "Push hub fell behind the journal; resyncing every session."
+                );
+                hub.resync_everyone();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Live push over `/ws`: a snapshot first, then every durable stock change in order with
+//! consecutive sequence numbers, in JSON or MessagePack, to every subscriber; bad client
+//! messages get an error and the connection stays, a flood of them closes it.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::TestServer;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer, protocol: &str) -> Socket {
+    let mut request = format!("ws://{}/ws", server.address)
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        protocol.parse().expect("a header value"),
+    );
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the handshake succeeds");
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|value| value.to_str().ok()),
+        Some(protocol)
+    );
+    socket
+}
+
+/// The next server messages (a frame may hold several), as JSON values.
+async fn next_messages(socket: &mut Socket) -> Vec<Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the connection is open")
+            .expect("a valid frame");
+        let value: Value = match frame {
+            Message::Text(text) => serde_json::from_str(text.as_str()).expect("JSON"),
+            Message::Binary(bytes) => rmp_serde::from_slice(&bytes).expect("MessagePack"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        };
+        return match value {
+            Value::Array(items) => items,
+            single => vec![single],
+        };
+    }
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .expect("sent");
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_a_snapshot_then_every_change_in_order() {
+    // Goal: snapshot first, then each change made over HTTP, with consecutive sequence
+    // numbers, in JSON and in MessagePack alike.
+    // Method: a JSON and a MessagePack client subscribe to one SKU; five orders change it.
+    let server = TestServer::start().await;
+    server.sku("A", 10).await;
+    let mut json_client = connect(&server, "stockpulse.v1.json").await;
+    let mut msgpack_client = connect(&server, "stockpulse.v1.msgpack").await;
+    send(
+        &mut json_client,
+        json!({"op": "subscribe", "topics": ["sku:A"]}),
+    )
+    .await;
+    msgpack_client
+        .send(Message::Binary(
+            rmp_serde::to_vec_named(&json!({"op": "subscribe", "topics": ["sku:A"]}))
+                .expect("encodes")
+                .into(),
+        ))
+        .await
+        .expect("sent");
+    for client in [&mut json_client, &mut msgpack_client] {
+        let snapshot = next_messages(client).await;
+        assert_eq!(snapshot[0]["type"], "snapshot");
+        assert_eq!(snapshot[0]["topic"], "sku:A");
+        assert_eq!(snapshot[0]["stock"]["available"], 10);
+    }
+    let first_seq = 0;
+    for index in 0..5 {
+        let (status, _) = server
+            .post(
+                "/api/v1/orders",
+                json!({"order_id": format!("o{index}"), "sku": "A", "qty": 1, "platform": "douyin"}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED);
+    }
+    for client in [&mut json_client, &mut msgpack_client] {
+        let mut changes = Vec::new();
+        while changes.len() < 5 {
+            changes.extend(next_messages(client).await);
+        }
+        for (index, change) in changes.iter().enumerate() {
+            assert_eq!(change["type"], "stock");
+            assert_eq!(change["seq"], first_seq + 1 + index as u64);
+            assert_eq!(change["stock"]["locked"], 1 + index as u64);
+            assert_eq!(change["stock"]["available"], 9 - index as u64);
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_subscribers_each_get_all_two_hundred_changes() {
+    // Goal: every change reaches every subscriber, in order, none missing.
+    // Method: 50 clients on one SKU, 200 orders placed concurrently over HTTP; each client
+    // checks it saw sequences 1 to 200 in order.
+    let server = TestServer::start().await;
+    server.sku("HOT", 1_000).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut client = connect(&server, "stockpulse.v1.json").await;
+        send(
+            &mut client,
+            json!({"op": "subscribe", "topics": ["sku:HOT"]}),
+        )
+        .await;
+        assert_eq!(next_messages(&mut client).await[0]["type"], "snapshot");
+        clients.push(client);
+    }
+    let mut orders = Vec::new();
+    for index in 0..200 {
+        let client = server.client.clone();
+        let url = server.url("/api/v1/orders");
+        orders.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"order_id": format!("o{index}"), "sku": "HOT", "qty": 1, "platform": "douyin"}))
+                .send()
+                .await
+                .expect("answered")
+                .status()
+        }));
+    }
+    for order in orders {
+        assert_eq!(order.await.expect("done"), reqwest::StatusCode::CREATED);
+    }
+    for client in &mut clients {
+        let mut seen = Vec::new();
+        while seen.len() < 200 {
+            for message in next_messages(client).await {
+                assert_eq!(message["type"], "stock");
+                seen.push(message["seq"].as_u64().expect("seq"));
+            }
+        }
+        assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_messages_get_errors_and_a_flood_closes_the_connection() {
+    // Goal: a bad message is answered with an error naming the problem and the session goes
+    // on; too many of them close it with a policy-violation close code.
+    let server = TestServer::start().await;
+    server.sku("A", 1).await;
+    let mut client = connect(&server, "stockpulse.v1.json").await;
+    for (message, code) in [
+        ("not json".to_owned(), "invalid_message"),
+        (json!({"op": "teleport"}).to_string(), "invalid_message"),
+        (
+            json!({"op": "subscribe", "topics": ["shelf:A"]}).to_string(),
+            "invalid_topic",
+        ),
+        (
+            json!({"op": "subscribe", "topics": ["sku:NOPE"]}).to_string(),
+            "sku_not_found",
+        ),
+    ] {
+        client
+            .send(Message::Text(message.into()))
+            .await
+            .expect("sent");
+        let reply = next_messages(&mut client).await;
+        assert_eq!(reply[0]["type"], "error");
+        assert_eq!(reply[0]["code"], code);
+    }
+    send(&mut client, json!({"op": "ping"})).await;
+    assert_eq!(next_messages(&mut client).await[0]["type"], "pong");
+
+    for _ in 0..30 {
+        if client.send(Message::Text("junk".into())).await.is_err() {
+            break;
+        }
+    }
+    let mut closed_with = None;
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(5), client.next()).await {
+        match frame {
+            Ok(Message::Close(Some(close))) => {
+                closed_with = Some(u16::from(close.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closed_with, Some(1008));
+    server.stop().await;
+}
