@@ -25,6 +25,9 @@ const FRAME_MESSAGES_MAX: usize = 256;
 /// A ping goes out this often; a client silent for three of them is closed.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long one frame may take to leave: a client that stops reading is dropped after it,
+/// rather than holding its session (and its queue) forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bad messages a session may send before it is closed.
 const BAD_MESSAGES_MAX: u32 = 20;
 /// Close codes (RFC 6455): going away, policy violation.
@@ -103,7 +106,7 @@ async fn session(shared: AppState, socket: WebSocket) {
                         ServerMessage::error(code, &reason).encode(codec)
                     }
                 };
-                if sender.send(frame_message(codec, reply)).await.is_err() {
+                if !send_within(&mut sender, frame_message(codec, reply)).await {
                     break;
                 }
             }
@@ -116,7 +119,7 @@ async fn session(shared: AppState, socket: WebSocket) {
                         Err(_) => break,
                     }
                 }
-                if sender.send(frame_message(codec, join(codec, batch))).await.is_err() {
+                if !send_within(&mut sender, frame_message(codec, join(codec, batch))).await {
                     break;
                 }
             }
@@ -132,13 +135,24 @@ async fn session(shared: AppState, socket: WebSocket) {
                     let _ = sender.send(close(CLOSE_IDLE, "idle")).await;
                     break;
                 }
-                if sender.send(Message::Ping(Bytes::new())).await.is_err() {
+                if !send_within(&mut sender, Message::Ping(Bytes::new())).await {
                     break;
                 }
             }
         }
     }
     hub.disconnect(&link, &topics);
+}
+
+/// Sends one frame; `false` when the connection failed or the client stopped reading.
+async fn send_within(
+    sender: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sender.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Applies one client message; `Ok(Some(bytes))` is a direct reply.
