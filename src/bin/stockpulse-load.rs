@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stockpulse::load::{
-    IngestMode, IngestOptions, ProcessSampler, Progress, ShowOptions, ingest, run_id, show,
+    FanoutOptions, IngestMode, IngestOptions, ProcessSampler, Progress, ShowOptions, fanout,
+    ingest, run_id, show,
 };
 
 /// Drives a stockpulse server over the network, as its clients do, and measures it.
@@ -65,6 +66,16 @@ enum Command {
         /// Stop after this many orders instead.
         #[arg(long)]
         orders: Option<u64>,
+    },
+    /// WebSocket subscribers on one SKU while orders change it at a steady rate.
+    Fanout {
+        #[arg(long, default_value_t = 2000)]
+        subscribers: u32,
+        /// Orders (changes) per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
     },
     /// Replay a live show at speed and check the books balance.
     Show {
@@ -179,6 +190,27 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             };
             let report = ingest(options, sampler).await?;
             (report.table(), serde_json::to_string_pretty(&report)?, true)
+        }
+        Command::Fanout {
+            subscribers,
+            rate,
+            seconds,
+        } => {
+            let options = FanoutOptions {
+                target,
+                subscribers,
+                rate,
+                duration: Duration::from_secs_f64(seconds),
+                run_id: run_id(),
+                progress,
+            };
+            let report = fanout(options, sampler).await?;
+            let complete = report.missing == 0 && report.out_of_order == 0;
+            (
+                report.table(),
+                serde_json::to_string_pretty(&report)?,
+                complete,
+            )
         }
         Command::Show {
             hours,

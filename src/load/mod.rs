@@ -3,10 +3,12 @@
 //!
 //! It shares no code path with the server beyond the wire: requests go out over TCP through
 //! `client`, a minimal HTTP/1.1 client. `ingest` places orders as fast as the server answers;
+//! `fanout` measures order-to-screen latency and completeness over `/ws`;
 //! `show` replays a compressed live show and checks the books balance at the end; `stats`
 //! tallies outcomes and latencies and samples the server's CPU and memory from `/proc`.
 
 mod client;
+mod fanout;
 mod ingest;
 mod show;
 mod stats;
@@ -15,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use client::{ClientError, Connection, Response};
+pub use fanout::{FanoutOptions, FanoutReport, fanout};
 pub use ingest::{IngestMode, IngestOptions, IngestReport, ingest};
 pub use show::{ShowOptions, ShowReport, show};
 pub use stats::{LatencySummary, ProcessSampler, ServerUsage};

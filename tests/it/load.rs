@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use stockpulse::load::{IngestMode, IngestOptions, Progress, ShowOptions, ingest, show};
+use stockpulse::load::{
+    FanoutOptions, IngestMode, IngestOptions, Progress, ShowOptions, fanout, ingest, show,
+};
 
 use crate::support::TestServer;
 
@@ -116,5 +118,27 @@ async fn a_short_show_balances() {
             .unwrap_or(0)
     );
     assert_eq!(report.listings.len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fanout_delivers_every_change_to_every_subscriber() {
+    // Goal: the fan-out scenario runs and sees every change on every subscriber, in order.
+    // Method: 20 subscribers, 100 changes a second for one second.
+    let server = TestServer::start().await;
+    let options = FanoutOptions {
+        target: server.address,
+        subscribers: 20,
+        rate: 100,
+        duration: Duration::from_secs(1),
+        run_id: "smoke".to_owned(),
+        progress: Progress::Quiet,
+    };
+    let report = fanout(options, None).await.expect("the run completes");
+    assert!(50 < report.changes, "{}", report.table());
+    assert_eq!(report.deliveries, report.changes * 20, "{}", report.table());
+    assert_eq!(report.missing, 0);
+    assert_eq!(report.out_of_order, 0);
+    assert_eq!(report.order_to_screen.samples, report.deliveries);
     server.stop().await;
 }
