@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::AppState;
-use crate::hub::{Codec, SESSION_TOPICS_MAX, ServerMessage, Topic};
+use crate::hub::{Codec, Join, SESSION_TOPICS_MAX, ServerMessage, Topic};
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
 pub(crate) const PROTOCOL_MSGPACK: &str = "stockpulse.v1.msgpack";
@@ -38,8 +38,15 @@ const CLOSE_POLICY: u16 = 1008;
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientMessage {
-    Subscribe { topics: Vec<String> },
-    Unsubscribe { topics: Vec<String> },
+    Subscribe {
+        topics: Vec<String>,
+        /// The last sequence seen per topic, to resume after a reconnect.
+        #[serde(default)]
+        since: std::collections::HashMap<String, u64>,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+    },
     Ping,
 }
 
@@ -100,7 +107,8 @@ async fn session(shared: AppState, socket: WebSocket) {
                     Err((code, reason)) => {
                         bad_messages += 1;
                         if BAD_MESSAGES_MAX < bad_messages {
-                            let _ = sender.send(close(CLOSE_POLICY, "too many bad messages")).await;
+                            let _ = send_within(&mut sender, close(CLOSE_POLICY, "too many bad messages")).await;
+                            finish_close(&mut receiver).await;
                             break;
                         }
                         ServerMessage::error(code, &reason).encode(codec)
@@ -127,12 +135,15 @@ async fn session(shared: AppState, socket: WebSocket) {
                 if link.take_resync() {
                     // The backlog is stale: drop it and send each topic afresh.
                     while frames.try_recv().is_ok() {}
-                    hub.subscribe(&link, &topics, true);
+                    let rejoin: Vec<(Topic, Join)> =
+                        topics.iter().map(|topic| (topic.clone(), Join::Resync)).collect();
+                    hub.subscribe(&link, &rejoin);
                 }
             }
             _ = heartbeat.tick() => {
                 if IDLE_TIMEOUT <= last_heard.elapsed() {
-                    let _ = sender.send(close(CLOSE_IDLE, "idle")).await;
+                    let _ = send_within(&mut sender, close(CLOSE_IDLE, "idle")).await;
+                    finish_close(&mut receiver).await;
                     break;
                 }
                 if !send_within(&mut sender, Message::Ping(Bytes::new())).await {
@@ -142,6 +153,18 @@ async fn session(shared: AppState, socket: WebSocket) {
         }
     }
     hub.disconnect(&link, &topics);
+}
+
+/// After sending a close frame, reads (and drops) what the client still sends until its own
+/// close frame arrives, for at most a second: dropping the socket with unread bytes would
+/// reset the connection and lose the close frame on its way.
+async fn finish_close(receiver: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, receiver.next()).await {
+        if matches!(message, Message::Close(_)) {
+            return;
+        }
+    }
 }
 
 /// Sends one frame; `false` when the connection failed or the client stopped reading.
@@ -164,7 +187,16 @@ fn handle(
 ) -> Result<Option<Bytes>, (&'static str, String)> {
     match request {
         ClientMessage::Ping => Ok(Some(ServerMessage::bare("pong").encode(link.codec))),
-        ClientMessage::Subscribe { topics: names } => {
+        ClientMessage::Subscribe {
+            topics: names,
+            since,
+        } => {
+            if SESSION_TOPICS_MAX < since.len() {
+                return Err((
+                    "too_many_topics",
+                    format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
+                ));
+            }
             let parsed = parse(&names)?;
             let fresh: Vec<Topic> = parsed
                 .into_iter()
@@ -176,7 +208,16 @@ fn handle(
                     format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
                 ));
             }
-            let missing = shared.hub.subscribe(link, &fresh, false);
+            let joins: Vec<(Topic, Join)> = fresh
+                .iter()
+                .map(|topic| {
+                    let join = since
+                        .get(&topic.name())
+                        .map_or(Join::Fresh, |seen| Join::Since(*seen));
+                    (topic.clone(), join)
+                })
+                .collect();
+            let missing = shared.hub.subscribe(link, &joins);
             topics.extend(fresh.into_iter().filter(|topic| !missing.contains(topic)));
             if let Some(topic) = missing.first() {
                 return Err((

@@ -29,6 +29,8 @@ use crate::ledger::{Ledger, SkuId, Stock};
 pub(crate) const SESSION_QUEUE_FRAMES_MAX: usize = 4096;
 /// Topics one session may follow.
 pub(crate) const SESSION_TOPICS_MAX: usize = 256;
+/// Changes each topic keeps for resuming clients; an older gap gets a resync snapshot.
+pub(crate) const TOPIC_HISTORY_MAX: usize = 256;
 
 /// A topic's name, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,7 +77,21 @@ struct TopicState {
     sequence: u64,
     /// The last stock published, for snapshots.
     stock: Stock,
+    /// The latest changes, oldest first, the last one at `sequence`.
+    history: std::collections::VecDeque<Stock>,
     subscribers: Vec<Arc<SessionLink>>,
+}
+
+/// How a session joins a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// A fresh subscriber: a snapshot.
+    Fresh,
+    /// A reconnecting client that saw the topic up to this sequence: the missed changes
+    /// from the history, or a resync snapshot when the gap is older than the history.
+    Since(u64),
+    /// A session that fell behind: a resync snapshot.
+    Resync,
 }
 
 /// Counters for `/metrics`.
@@ -122,18 +138,17 @@ impl Hub {
         self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Subscribes `link` to `topics` and queues a snapshot of each (marked as a resync when
-    /// `resync`). Under the hub's lock, so no change falls between snapshot and stream.
-    /// Returns the topics whose subject does not exist.
+    /// Subscribes `link` to `topics` and queues, for each, what `join` asks for. Under the
+    /// hub's lock, so no change falls between that and the stream. Returns the topics whose
+    /// subject does not exist.
     pub(crate) fn subscribe(
         &self,
         link: &Arc<SessionLink>,
-        topics: &[Topic],
-        resync: bool,
+        topics: &[(Topic, Join)],
     ) -> Vec<Topic> {
         let mut missing = Vec::new();
         let mut states = self.topics.lock();
-        for topic in topics {
+        for (topic, join) in topics {
             let state = match states.entry(topic.clone()) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
@@ -145,6 +160,7 @@ impl Hub {
                     entry.insert(TopicState {
                         sequence: 0,
                         stock: view.stock,
+                        history: std::collections::VecDeque::new(),
                         subscribers: Vec::new(),
                     })
                 }
@@ -153,12 +169,23 @@ impl Hub {
                 state.subscribers.push(link.clone());
             }
             let name = topic.name();
-            let message = ServerMessage::stock(
-                if resync { "resync" } else { "snapshot" },
-                &name,
-                state.sequence,
-                &state.stock,
-            );
+            let oldest = state.sequence + 1 - state.history.len() as u64;
+            let kind = match *join {
+                Join::Fresh => "snapshot",
+                Join::Resync => "resync",
+                Join::Since(seen) if seen == state.sequence => continue,
+                Join::Since(seen) if oldest <= seen.saturating_add(1) && seen < state.sequence => {
+                    let skip = (seen + 1 - oldest) as usize;
+                    for (offset, stock) in state.history.iter().enumerate().skip(skip) {
+                        let sequence = oldest + offset as u64;
+                        let message = ServerMessage::stock("stock", &name, sequence, stock);
+                        push(link, message.encode(link.codec), &self.counters);
+                    }
+                    continue;
+                }
+                Join::Since(_) => "resync",
+            };
+            let message = ServerMessage::stock(kind, &name, state.sequence, &state.stock);
             push(link, message.encode(link.codec), &self.counters);
         }
         missing
@@ -183,8 +210,17 @@ impl Hub {
                     // Nobody ever subscribed: a later snapshot reads the ledger.
                     continue;
                 };
+                if stock.version <= state.stock.version {
+                    // The snapshot that created the topic, read from the ledger, already
+                    // showed this change.
+                    continue;
+                }
                 state.sequence += 1;
                 state.stock = stock.clone();
+                if TOPIC_HISTORY_MAX <= state.history.len() {
+                    state.history.pop_front();
+                }
+                state.history.push_back(stock.clone());
                 if state.subscribers.is_empty() {
                     continue;
                 }
