@@ -25,14 +25,14 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
 }
 
 /// An answered order operation: its status and the order as it left it.
-struct Done {
-    status: StatusCode,
-    order: OrderView,
-    replayed: bool,
+pub(super) struct Done {
+    pub(super) status: StatusCode,
+    pub(super) order: OrderView,
+    pub(super) replayed: bool,
 }
 
 /// Runs one order operation and records it in the metrics.
-fn execute(shared: &AppState, op: BatchOp) -> Result<Done, ApiError> {
+pub(super) fn execute(shared: &AppState, op: BatchOp) -> Result<Done, ApiError> {
     let (kind, result) = run(shared, op);
     match result {
         Ok(answer) => {

@@ -10,10 +10,13 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::AppState;
+use super::dto::{BatchOp, LineBody, OrderRequestBody, OrderResponse};
+use super::error::{ApiError, ErrorDetail};
+use super::orders::execute;
 use crate::hub::{Codec, Join, SESSION_TOPICS_MAX, ServerMessage, Topic};
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
@@ -48,7 +51,65 @@ enum ClientMessage {
         topics: Vec<String>,
     },
     Ping,
+    /// Order commands, as `POST /api/v1/orders` and its siblings, with a client `id` that the
+    /// reply repeats. Answered once durable, in the order they were sent.
+    Reserve(OrderCommand),
+    Sell(OrderCommand),
+    Confirm(OrderIdCommand),
+    Cancel(OrderIdCommand),
+    Refund(OrderIdCommand),
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderCommand {
+    id: String,
+    order_id: String,
+    sku: Option<String>,
+    qty: Option<i64>,
+    lines: Option<Vec<LineBody>>,
+    platform: String,
+    room: Option<String>,
+    #[serde(default)]
+    paid: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderIdCommand {
+    id: String,
+    order_id: String,
+}
+
+/// The answer to an order command.
+#[derive(Serialize)]
+struct Reply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<OrderResponse<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
+}
+
+impl Reply<'_> {
+    fn encode(&self, codec: Codec) -> Bytes {
+        match codec {
+            Codec::Json => Bytes::from(serde_json::to_vec(self).expect("replies encode")),
+            Codec::MessagePack => {
+                Bytes::from(rmp_serde::to_vec_named(self).expect("replies encode"))
+            }
+        }
+    }
+}
+
+/// Commands a session may have waiting for durability before more are refused.
+const PENDING_REPLIES_MAX: usize = 10_000;
+
+/// Replies waiting for the journal, in command order: (durable sequence needed, reply).
+type Pending = std::collections::VecDeque<(u64, Bytes)>;
 
 pub(crate) async fn upgrade(State(shared): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
@@ -76,6 +137,8 @@ async fn session(shared: AppState, socket: WebSocket) {
     let mut topics: Vec<Topic> = Vec::new();
     let mut bad_messages = 0u32;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut durable = shared.journal.durable_receiver();
+    let mut pending = Pending::new();
     let mut last_heard = Instant::now();
     let close = |code: u16, reason: &'static str| {
         Message::Close(Some(CloseFrame {
@@ -97,10 +160,34 @@ async fn session(shared: AppState, socket: WebSocket) {
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                let reply = match request {
-                    Ok(request) => handle(&shared, &link, &mut topics, request),
-                    Err(reason) => Err(("invalid_message", reason)),
+                let request = match request {
+                    Ok(request) => request,
+                    Err(reason) => {
+                        bad_messages += 1;
+                        if BAD_MESSAGES_MAX < bad_messages {
+                            let _ = send_within(&mut sender, close(CLOSE_POLICY, "too many bad messages")).await;
+                            finish_close(&mut receiver).await;
+                            break;
+                        }
+                        let reply = ServerMessage::error("invalid_message", &reason).encode(codec);
+                        if !send_within(&mut sender, frame_message(codec, reply)).await {
+                            break;
+                        }
+                        continue;
+                    }
                 };
+                let request = match command(request) {
+                    Ok((id, op)) => {
+                        command_reply(&shared, codec, &mut pending, id, op);
+                        let ready = flush_durable(&mut pending, *durable.borrow());
+                        if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, join(codec, ready))).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(request) => request,
+                };
+                let reply = handle(&shared, &link, &mut topics, request);
                 let reply = match reply {
                     Ok(Some(reply)) => reply,
                     Ok(None) => continue,
@@ -128,6 +215,15 @@ async fn session(shared: AppState, socket: WebSocket) {
                     }
                 }
                 if !send_within(&mut sender, frame_message(codec, join(codec, batch))).await {
+                    break;
+                }
+            }
+            changed = durable.changed(), if !pending.is_empty() => {
+                if changed.is_err() {
+                    break;
+                }
+                let ready = flush_durable(&mut pending, *durable.borrow_and_update());
+                if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, join(codec, ready))).await {
                     break;
                 }
             }
@@ -176,6 +272,108 @@ async fn send_within(
         tokio::time::timeout(SEND_TIMEOUT, sender.send(message)).await,
         Ok(Ok(()))
     )
+}
+
+/// An order command's id and operation, or the message back when it is not a command.
+#[allow(clippy::result_large_err)]
+fn command(request: ClientMessage) -> Result<(String, Result<BatchOp, ApiError>), ClientMessage> {
+    Ok(match request {
+        ClientMessage::Reserve(command) => (command.id.clone(), command.into_op()),
+        ClientMessage::Sell(command) => {
+            let id = command.id.clone();
+            let op = command.into_op().map(|op| match op {
+                BatchOp::Reserve(body) => BatchOp::Sell(body),
+                other => other,
+            });
+            (id, op)
+        }
+        ClientMessage::Confirm(command) => (
+            command.id,
+            Ok(BatchOp::Confirm {
+                order_id: command.order_id,
+            }),
+        ),
+        ClientMessage::Cancel(command) => (
+            command.id,
+            Ok(BatchOp::Cancel {
+                order_id: command.order_id,
+            }),
+        ),
+        ClientMessage::Refund(command) => (
+            command.id,
+            Ok(BatchOp::Refund {
+                order_id: command.order_id,
+            }),
+        ),
+        other => return Err(other),
+    })
+}
+
+impl OrderCommand {
+    fn into_op(self) -> Result<BatchOp, ApiError> {
+        Ok(BatchOp::Reserve(OrderRequestBody {
+            order_id: self.order_id,
+            sku: self.sku,
+            qty: self.qty,
+            lines: self.lines,
+            platform: self.platform,
+            room: self.room,
+            paid: self.paid,
+        }))
+    }
+}
+
+/// Runs one order command and queues its reply behind the journal's sequence at that point.
+fn command_reply(
+    shared: &AppState,
+    codec: Codec,
+    pending: &mut Pending,
+    id: String,
+    op: Result<BatchOp, ApiError>,
+) {
+    let result = if PENDING_REPLIES_MAX <= pending.len() {
+        Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending",
+            format!("at most {PENDING_REPLIES_MAX} commands may wait for their replies"),
+        ))
+    } else {
+        op.and_then(|op| {
+            shared.writable()?;
+            execute(shared, op)
+        })
+    };
+    let reply = match &result {
+        Ok(done) => Reply {
+            kind: "reply",
+            id: &id,
+            status: done.status.as_u16(),
+            order: Some(OrderResponse::new(&done.order, done.replayed)),
+            error: None,
+        },
+        Err(error) => Reply {
+            kind: "reply",
+            id: &id,
+            status: error.status.as_u16(),
+            order: None,
+            error: Some(error.body().error),
+        },
+    };
+    pending.push_back((shared.journal.submitted(), reply.encode(codec)));
+}
+
+/// Takes the replies whose changes are durable now.
+fn flush_durable(pending: &mut Pending, durable: u64) -> Vec<Bytes> {
+    let mut ready = Vec::new();
+    while pending
+        .front()
+        .is_some_and(|(needed, _)| *needed <= durable)
+    {
+        if let Some((_, reply)) = pending.pop_front() {
+            ready.push(reply);
+        }
+    }
+    ready
 }
 
 /// Applies one client message; `Ok(Some(bytes))` is a direct reply.
@@ -233,6 +431,14 @@ fn handle(
             topics.retain(|topic| !parsed.contains(topic));
             Ok(None)
         }
+        ClientMessage::Reserve(_)
+        | ClientMessage::Sell(_)
+        | ClientMessage::Confirm(_)
+        | ClientMessage::Cancel(_)
+        | ClientMessage::Refund(_) => Err((
+            "invalid_message",
+            "an order command is handled before this".to_owned(),
+        )),
     }
 }
 

@@ -187,6 +187,11 @@ impl Journal {
         *self.shared.durable.borrow()
     }
 
+    /// The durable watermark, to wait on for many changes at once (pipelined commands).
+    pub fn durable_receiver(&self) -> watch::Receiver<u64> {
+        self.shared.durable.subscribe()
+    }
+
     pub fn policy(&self) -> SyncPolicy {
         self.policy
     }

@@ -265,3 +265,58 @@ async fn a_reconnecting_client_resumes_from_its_last_sequence_or_resyncs() {
     assert_eq!(resync[0]["seq"], last + 2);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn ten_thousand_pipelined_orders_are_answered_in_order_without_oversell() {
+    // Goal: order commands over the WebSocket follow HTTP's semantics, pipelined.
+    // Method: 10,000 reserves sent without waiting against 5,000 units, plus a bad one;
+    // every reply comes back in order, exactly 5,000 succeed, and the SKU agrees.
+    let server = TestServer::start().await;
+    server.sku("HOT", 5_000).await;
+    let mut client = connect(&server, "stockpulse.v1.json").await;
+    for index in 0..10_000 {
+        send(
+            &mut client,
+            json!({"op": "reserve", "id": format!("c{index}"), "order_id": format!("o{index}"),
+                   "sku": "HOT", "qty": 1, "platform": "douyin"}),
+        )
+        .await;
+    }
+    send(
+        &mut client,
+        json!({"op": "reserve", "id": "bad", "order_id": "x", "sku": "HOT", "qty": 0, "platform": "douyin"}),
+    )
+    .await;
+    let mut replies = Vec::new();
+    while replies.len() < 10_001 {
+        replies.extend(next_messages(&mut client).await);
+    }
+    let mut created = 0;
+    for (index, reply) in replies.iter().take(10_000).enumerate() {
+        assert_eq!(reply["type"], "reply");
+        assert_eq!(
+            reply["id"],
+            format!("c{index}"),
+            "replies come in command order"
+        );
+        match reply["status"].as_u64() {
+            Some(201) => created += 1,
+            Some(409) => assert_eq!(reply["error"]["code"], "insufficient_stock"),
+            other => panic!("unexpected status {other:?}: {reply}"),
+        }
+    }
+    assert_eq!(created, 5_000);
+    assert_eq!(replies[10_000]["status"], 422);
+    let stock = server.stock("HOT").await;
+    assert_eq!(stock["locked"], 5_000);
+    assert_eq!(stock["available"], 0);
+    send(
+        &mut client,
+        json!({"op": "confirm", "id": "pay", "order_id": "o0"}),
+    )
+    .await;
+    let reply = next_messages(&mut client).await;
+    assert_eq!(reply[0]["id"], "pay");
+    assert_eq!(reply[0]["order"]["status"], "sold");
+    server.stop().await;
+}
