@@ -51,6 +51,9 @@ enum Command {
         /// Orders per request in batch mode.
         #[arg(long, default_value_t = 100)]
         batch_size: u32,
+        /// Order commands in flight per connection in WebSocket mode.
+        #[arg(long, default_value_t = 64)]
+        depth: u32,
         /// SKUs the orders spread over.
         #[arg(long, default_value_t = 1000)]
         skus: u32,
@@ -116,6 +119,8 @@ enum Mode {
     Single,
     /// Many orders per HTTP request (`--batch-size`).
     Batch,
+    /// Order commands pipelined over a WebSocket (`--depth` in flight).
+    Ws,
 }
 
 fn main() -> ExitCode {
@@ -167,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             connections,
             mode,
             batch_size,
+            depth,
             skus,
             hot_share,
             stock,
@@ -179,6 +185,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 mode: match mode {
                     Mode::Single => IngestMode::Single,
                     Mode::Batch => IngestMode::Batch { batch_size },
+                    Mode::Ws => IngestMode::WebSocket { depth },
                 },
                 skus_count: skus,
                 hot_share: hot_share.clamp(0.0, 1.0),

@@ -22,6 +22,8 @@ pub enum IngestMode {
     Single,
     /// `batch_size` orders per `POST /api/v1/orders/batch`.
     Batch { batch_size: u32 },
+    /// Order commands over `/ws`, up to `depth` in flight per connection.
+    WebSocket { depth: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -165,13 +167,25 @@ pub async fn ingest(
     });
     let mut workers = Vec::new();
     for _ in 0..options.connections {
-        let connection = Connection::connect(options.target).await?;
         let shared = shared.clone();
+        if let IngestMode::WebSocket { depth } = options.mode {
+            let (socket, _) =
+                tokio_tungstenite::connect_async(format!("ws://{}/ws", options.target))
+                    .await
+                    .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
+            workers.push(tokio::spawn(async move {
+                pipelined(socket, &shared, depth.max(1) as usize).await
+            }));
+            continue;
+        }
+        let connection = Connection::connect(options.target).await?;
         workers.push(tokio::spawn(async move {
             match shared.options.mode {
-                IngestMode::Single => single_orders(connection, &shared).await,
                 IngestMode::Batch { batch_size } => {
                     batches(connection, &shared, u64::from(batch_size.max(1))).await
+                }
+                IngestMode::Single | IngestMode::WebSocket { .. } => {
+                    single_orders(connection, &shared).await
                 }
             }
         }));
@@ -298,4 +312,81 @@ async fn batches(mut connection: Connection, shared: &Shared, batch_size: u64) -
         shared.completed.fetch_add(last - first, Ordering::Relaxed);
     }
     tally
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Order commands over one WebSocket, `depth` in flight: each reply lets the next one go.
+/// Replies come back in command order, so a queue of send times gives each its latency.
+async fn pipelined(mut socket: Socket, shared: &Shared, depth: usize) -> Tally {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut tally = Tally::default();
+    let mut in_flight: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut body = String::with_capacity(256);
+    let mut exhausted = false;
+    loop {
+        while !exhausted && in_flight.len() < depth {
+            let Some(order) = shared.claim(1) else {
+                exhausted = true;
+                break;
+            };
+            body.clear();
+            body.push_str(r#"{"op":"reserve","id":"c","#);
+            let before = body.len();
+            shared.write_order(&mut body, order);
+            body.replace_range(before..before + 1, "");
+            in_flight.push_back(Instant::now());
+            if socket
+                .feed(Message::Text(body.clone().into()))
+                .await
+                .is_err()
+            {
+                tally.failed += in_flight.len() as u64;
+                return tally;
+            }
+        }
+        if socket.flush().await.is_err() || (exhausted && in_flight.is_empty()) {
+            return tally;
+        }
+        let frame = match socket.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            _ => {
+                tally.failed += in_flight.len() as u64;
+                return tally;
+            }
+        };
+        let now = Instant::now();
+        let mut rest = frame.as_str();
+        while let Some(at) = rest.find("\"status\":") {
+            rest = &rest[at + 9..];
+            // A reply's own status is a number; the order inside it has a status word.
+            if !rest.starts_with(|first: char| first.is_ascii_digit()) {
+                continue;
+            }
+            let status: u16 = rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0);
+            if let Some(sent) = in_flight.pop_front() {
+                tally.latency(now.saturating_duration_since(sent));
+            }
+            if (200..300).contains(&status) {
+                tally.accepted += 1;
+            } else {
+                let code = rest
+                    .find("\"code\":\"")
+                    .map(|at| &rest[at + 8..])
+                    .and_then(|code| code.split('"').next())
+                    .unwrap_or("unknown");
+                tally.refused(code);
+            }
+            shared.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

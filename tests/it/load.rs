@@ -60,6 +60,29 @@ async fn ingest_single_orders_accounts_for_every_order() {
 }
 
 #[tokio::test]
+async fn ingest_over_the_websocket_accounts_for_every_order() {
+    // Goal: pipelined WebSocket ingest counts what the server did.
+    // Method: 2,000 orders over 2 connections, 64 in flight, against 20 SKUs of 50 units.
+    let server = TestServer::start().await;
+    let options = IngestOptions {
+        connections: 2,
+        stock_per_sku: 50,
+        ..ingest_options(&server, IngestMode::WebSocket { depth: 64 })
+    };
+    let report = ingest(options, None).await.expect("the run completes");
+    assert_eq!(report.orders, 2_000);
+    assert_eq!(report.ack_latency.samples, 2_000);
+    let refused = report
+        .refused
+        .get("insufficient_stock")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(report.accepted + refused, 2_000, "{:?}", report.refused);
+    assert_eq!(total_locked(&server).await, report.accepted);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn ingest_batches_counts_refusals_by_code() {
     // Goal: batched ingest reports accepted and refused orders by the server's codes.
     // Method: 2,000 orders in batches of 100 against 20 SKUs of 50 units each; what the tool
