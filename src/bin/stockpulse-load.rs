@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stockpulse::load::{
-    FanoutOptions, IngestMode, IngestOptions, ProcessSampler, Progress, ShowOptions, fanout,
-    ingest, run_id, show,
+    FanoutOptions, IdleOptions, IngestMode, IngestOptions, ProcessSampler, Progress, ShowOptions,
+    fanout, idle, ingest, run_id, show,
 };
 
 /// Drives a stockpulse server over the network, as its clients do, and measures it.
@@ -79,6 +79,12 @@ enum Command {
         rate: u32,
         #[arg(long, default_value_t = 30.0)]
         seconds: f64,
+    },
+    /// Idle WebSocket connections, to measure the server's memory per connection (needs the
+    /// server's pid: `--pid` or `--start-server`).
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: u32,
     },
     /// Replay a live show at speed and check the books balance.
     Show {
@@ -218,6 +224,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 serde_json::to_string_pretty(&report)?,
                 complete,
             )
+        }
+        Command::Idle { connections } => {
+            let Some(sampler) = sampler else {
+                anyhow::bail!("idle needs the server's pid: --pid or --start-server");
+            };
+            let options = IdleOptions {
+                target,
+                connections,
+                run_id: run_id(),
+            };
+            let report = idle(options, sampler).await?;
+            (report.table(), serde_json::to_string_pretty(&report)?, true)
         }
         Command::Show {
             hours,

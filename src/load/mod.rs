@@ -3,12 +3,14 @@
 //!
 //! It shares no code path with the server beyond the wire: requests go out over TCP through
 //! `client`, a minimal HTTP/1.1 client. `ingest` places orders as fast as the server answers;
-//! `fanout` measures order-to-screen latency and completeness over `/ws`;
+//! `fanout` measures order-to-screen latency and completeness over `/ws`; `idle` what an
+//! idle WebSocket costs the server;
 //! `show` replays a compressed live show and checks the books balance at the end; `stats`
 //! tallies outcomes and latencies and samples the server's CPU and memory from `/proc`.
 
 mod client;
 mod fanout;
+mod idle;
 mod ingest;
 mod show;
 mod stats;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 pub use client::{ClientError, Connection, Response};
 pub use fanout::{FanoutOptions, FanoutReport, fanout};
+pub use idle::{IdleOptions, IdleReport, idle};
 pub use ingest::{IngestMode, IngestOptions, IngestReport, ingest};
 pub use show::{ShowOptions, ShowReport, show};
 pub use stats::{LatencySummary, ProcessSampler, ServerUsage};
