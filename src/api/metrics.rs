@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 
 use std::sync::atomic::AtomicU64;
 
+use crate::hub::HubStats;
 use crate::journal::JournalStats;
 use crate::ledger::LedgerCounts;
 
@@ -62,6 +63,9 @@ pub(crate) struct Metrics {
     journal_sync_seconds: Counter<f64, AtomicU64>,
     journal_failures: Counter,
     journal_healthy: Gauge,
+    push_messages: Counter,
+    push_resyncs: Counter,
+    push_sessions: Gauge,
 }
 
 impl Metrics {
@@ -152,8 +156,29 @@ impl Metrics {
             "1 while the journal accepts writes, 0 while the disk refuses them",
             journal_healthy.clone(),
         );
+        let push_messages = Counter::default();
+        registry.register(
+            "push_messages",
+            "Messages queued to WebSocket sessions",
+            push_messages.clone(),
+        );
+        let push_resyncs = Counter::default();
+        registry.register(
+            "push_resyncs",
+            "WebSocket sessions resynced because they fell behind",
+            push_resyncs.clone(),
+        );
+        let push_sessions = Gauge::default();
+        registry.register(
+            "push_sessions",
+            "WebSocket sessions connected",
+            push_sessions.clone(),
+        );
         Metrics {
             registry,
+            push_messages,
+            push_resyncs,
+            push_sessions,
             journal_facts,
             journal_durable,
             journal_batches,
@@ -200,7 +225,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read from `counts` and `journal` first.
-    pub(crate) fn render(&self, counts: LedgerCounts, journal: JournalStats) -> String {
+    pub(crate) fn render(
+        &self,
+        counts: LedgerCounts,
+        journal: JournalStats,
+        push: HubStats,
+    ) -> String {
         // Counters only go up: move each to the journal's own running total.
         let catch_up = |counter: &Counter, total: u64| {
             counter.inc_by(total.saturating_sub(counter.get()));
@@ -209,6 +239,10 @@ impl Metrics {
         catch_up(&self.journal_batches, journal.batches);
         catch_up(&self.journal_syncs, journal.syncs);
         catch_up(&self.journal_failures, journal.failures);
+        catch_up(&self.push_messages, push.messages);
+        catch_up(&self.push_resyncs, push.resyncs);
+        self.push_sessions
+            .set(i64::try_from(push.sessions).unwrap_or(i64::MAX));
         let seconds = journal.sync_seconds - self.journal_sync_seconds.get();
         if 0.0 < seconds {
             self.journal_sync_seconds.inc_by(seconds);

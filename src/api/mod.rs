@@ -147,9 +147,11 @@ pub(crate) async fn health(State(shared): State<AppState>) -> Json<HealthRespons
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text exposition", body = String)))]
 pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
-    let text = shared
-        .metrics
-        .render(shared.ledger.counts(), shared.journal.stats());
+    let text = shared.metrics.render(
+        shared.ledger.counts(),
+        shared.journal.stats(),
+        shared.hub.stats(),
+    );
     (
         [(
             header::CONTENT_TYPE,

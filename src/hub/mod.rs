@@ -97,16 +97,27 @@ pub(crate) enum Join {
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub(crate) struct HubCounters {
+    /// Messages queued to sessions.
     pub(crate) messages: AtomicU64,
+    /// Sessions marked for a resync because their queue was full.
     pub(crate) resyncs: AtomicU64,
+    /// Sessions connected now.
     pub(crate) sessions: AtomicU64,
+}
+
+/// A reading of the hub's counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HubStats {
+    pub(crate) messages: u64,
+    pub(crate) resyncs: u64,
+    pub(crate) sessions: u64,
 }
 
 pub(crate) struct Hub {
     ledger: Arc<Ledger>,
     topics: Mutex<HashMap<Topic, TopicState>>,
     next_session: AtomicU64,
-    pub(crate) counters: HubCounters,
+    counters: HubCounters,
 }
 
 impl Hub {
@@ -116,6 +127,14 @@ impl Hub {
             topics: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             counters: HubCounters::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> HubStats {
+        HubStats {
+            messages: self.counters.messages.load(Ordering::Relaxed),
+            resyncs: self.counters.resyncs.load(Ordering::Relaxed),
+            sessions: self.counters.sessions.load(Ordering::Relaxed),
         }
     }
 

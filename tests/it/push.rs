@@ -320,3 +320,64 @@ async fn ten_thousand_pipelined_orders_are_answered_in_order_without_oversell() 
     assert_eq!(reply[0]["order"]["status"], "sold");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_hold_back_the_others() {
+    // Goal: a subscriber that stops reading slows nobody else and loses nobody else's
+    // changes; the hub counts its sessions.
+    // Method: one client subscribes and never reads again; another reads. 20,000 changes
+    // arrive in batches; the reader must see every one, in order.
+    let server = TestServer::start().await;
+    server.sku("HOT", 1_000_000).await;
+    let mut sleeper = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut sleeper,
+        json!({"op": "subscribe", "topics": ["sku:HOT"]}),
+    )
+    .await;
+    let mut reader = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut reader,
+        json!({"op": "subscribe", "topics": ["sku:HOT"]}),
+    )
+    .await;
+    assert_eq!(next_messages(&mut reader).await[0]["type"], "snapshot");
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|text| text.contains("stockpulse_push_sessions 2")),
+        "{metrics}"
+    );
+
+    let changes = 20_000;
+    let reading = tokio::spawn(async move {
+        let mut next = 1;
+        while next <= changes {
+            for message in next_messages(&mut reader).await {
+                assert_eq!(message["seq"], next);
+                next += 1;
+            }
+        }
+        reader
+    });
+    for batch in 0..20 {
+        let ops: Vec<Value> = (0..1_000)
+            .map(|index| {
+                json!({"op": "reserve", "order_id": format!("o{batch}-{index}"), "sku": "HOT",
+                       "qty": 1, "platform": "douyin"})
+            })
+            .collect();
+        let (status, _) = server
+            .post("/api/v1/orders/batch", json!({ "ops": ops }))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+    }
+    let reader = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the reader gets every change")
+        .expect("the reader task ends");
+    drop(reader);
+    drop(sleeper);
+    server.stop().await;
+}
