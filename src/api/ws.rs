@@ -160,17 +160,11 @@ async fn session(shared: AppState, socket: WebSocket) {
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                let request = match request {
+                let request = match request.map_err(|reason| ("invalid_message", reason)) {
                     Ok(request) => request,
-                    Err(reason) => {
+                    Err(refusal) => {
                         bad_messages += 1;
-                        if BAD_MESSAGES_MAX < bad_messages {
-                            let _ = send_within(&mut sender, close(CLOSE_POLICY, "too many bad messages")).await;
-                            finish_close(&mut receiver).await;
-                            break;
-                        }
-                        let reply = ServerMessage::error("invalid_message", &reason).encode(codec);
-                        if !send_within(&mut sender, frame_message(codec, reply)).await {
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
                             break;
                         }
                         continue;
@@ -187,18 +181,15 @@ async fn session(shared: AppState, socket: WebSocket) {
                     }
                     Err(request) => request,
                 };
-                let reply = handle(&shared, &link, &mut topics, request);
-                let reply = match reply {
+                let reply = match handle(&shared, &link, &mut topics, request) {
                     Ok(Some(reply)) => reply,
                     Ok(None) => continue,
-                    Err((code, reason)) => {
+                    Err(refusal) => {
                         bad_messages += 1;
-                        if BAD_MESSAGES_MAX < bad_messages {
-                            let _ = send_within(&mut sender, close(CLOSE_POLICY, "too many bad messages")).await;
-                            finish_close(&mut receiver).await;
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
                             break;
                         }
-                        ServerMessage::error(code, &reason).encode(codec)
+                        continue;
                     }
                 };
                 if !send_within(&mut sender, frame_message(codec, reply)).await {
@@ -249,6 +240,28 @@ async fn session(shared: AppState, socket: WebSocket) {
         }
     }
     hub.disconnect(&link, &topics);
+}
+
+/// Answers a bad client message with an error, or closes the session (policy violation)
+/// once it sent too many; `false` when the session is over.
+async fn refuse(
+    sender: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    receiver: &mut futures_util::stream::SplitStream<WebSocket>,
+    codec: Codec,
+    bad_messages: u32,
+    (code, reason): (&'static str, String),
+) -> bool {
+    if BAD_MESSAGES_MAX < bad_messages {
+        let close = Message::Close(Some(CloseFrame {
+            code: CLOSE_POLICY,
+            reason: "too many bad messages".into(),
+        }));
+        let _ = send_within(sender, close).await;
+        finish_close(receiver).await;
+        return false;
+    }
+    let reply = ServerMessage::error(code, &reason).encode(codec);
+    send_within(sender, frame_message(codec, reply)).await
 }
 
 /// After sending a close frame, reads (and drops) what the client still sends until its own
