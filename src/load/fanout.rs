@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::client::Connection;
 use super::stats::{LatencySummary, ProcessSampler, ServerUsage, Tally, table};
-use super::{LoadError, Progress, create_skus};
+use super::{LoadError, Progress, create_skus, subscriber};
 
 #[derive(Clone, Debug)]
 pub struct FanoutOptions {
@@ -123,16 +123,7 @@ pub async fn fanout(
     let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let mut subscribers = Vec::new();
     for _ in 0..options.subscribers {
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async(format!("ws://{}/ws", options.target))
-                .await
-                .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
-        let subscribe = format!(r#"{{"op":"subscribe","topics":["sku:{sku}"]}}"#);
-        socket
-            .send(Message::Text(subscribe.into()))
-            .await
-            .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
-        subscribers.push(socket);
+        subscribers.push(subscriber(options.target, &sku).await?);
     }
     let server = server.map(|sampler| sampler.restarted());
     let started = Instant::now();

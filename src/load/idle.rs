@@ -4,12 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::stats::{ProcessSampler, table};
-use super::{LoadError, create_skus};
+use super::{LoadError, create_skus, subscriber};
 
 #[derive(Clone, Debug)]
 pub struct IdleOptions {
@@ -52,16 +50,7 @@ pub async fn idle(options: IdleOptions, server: ProcessSampler) -> Result<IdleRe
     let before = server.usage().rss_kib;
     let mut sockets = Vec::with_capacity(options.connections as usize);
     for _ in 0..options.connections {
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async(format!("ws://{}/ws", options.target))
-                .await
-                .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
-        let subscribe = format!(r#"{{"op":"subscribe","topics":["sku:{sku}"]}}"#);
-        socket
-            .send(Message::Text(subscribe.into()))
-            .await
-            .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
-        sockets.push(socket);
+        sockets.push(subscriber(options.target, &sku).await?);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.usage().rss_kib;

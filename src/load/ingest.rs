@@ -314,12 +314,9 @@ async fn batches(mut connection: Connection, shared: &Shared, batch_size: u64) -
     tally
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Order commands over one WebSocket, `depth` in flight: each reply lets the next one go.
 /// Replies come back in command order, so a queue of send times gives each its latency.
-async fn pipelined(mut socket: Socket, shared: &Shared, depth: usize) -> Tally {
+async fn pipelined(mut socket: super::Socket, shared: &Shared, depth: usize) -> Tally {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 

@@ -100,6 +100,28 @@ fn refused(what: String, response: &Response) -> LoadError {
     }
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client subscribed to one SKU's topic.
+async fn subscriber(target: SocketAddr, sku: &str) -> Result<Socket, LoadError> {
+    use futures_util::SinkExt;
+    let failed = |error: tokio_tungstenite::tungstenite::Error| {
+        LoadError::Answer(format!("websocket: {error}"))
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{target}/ws"))
+        .await
+        .map_err(failed)?;
+    let subscribe = format!(r#"{{"op":"subscribe","topics":["sku:{sku}"]}}"#);
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            subscribe.into(),
+        ))
+        .await
+        .map_err(failed)?;
+    Ok(socket)
+}
+
 /// A random run id, so ids of two runs against one server never collide.
 pub fn run_id() -> String {
     format!("r{:08x}", fastrand::u32(..))
