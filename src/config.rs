@@ -42,6 +42,8 @@ pub struct Config {
     pub snapshot_every_facts: u64,
     /// Cut corrupt journal records instead of refusing to start (`--repair`).
     pub repair: bool,
+    /// Bytes a WebSocket session may have queued before it is resynced.
+    pub push_queue_bytes: usize,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
 }
@@ -59,6 +61,7 @@ impl Default for Config {
             journal_segment_bytes: JOURNAL_SEGMENT_MIB_DEFAULT * 1024 * 1024,
             snapshot_every_facts: SNAPSHOT_EVERY_FACTS_DEFAULT,
             repair: false,
+            push_queue_bytes: crate::hub::SESSION_QUEUE_BYTES_DEFAULT,
             demo_seed: None,
         }
     }
@@ -96,6 +99,8 @@ pub struct ConfigLayer {
     pub journal_sync_interval_ms: Option<u64>,
     pub journal_segment_mib: Option<u64>,
     pub snapshot_every_facts: Option<u64>,
+    /// Bytes a WebSocket session may have queued, in KiB.
+    pub push_queue_kib: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +145,7 @@ impl ConfigLayer {
                 .or(self.journal_sync_interval_ms),
             journal_segment_mib: over.journal_segment_mib.or(self.journal_segment_mib),
             snapshot_every_facts: over.snapshot_every_facts.or(self.snapshot_every_facts),
+            push_queue_kib: over.push_queue_kib.or(self.push_queue_kib),
         }
     }
 
@@ -202,6 +208,14 @@ impl ConfigLayer {
                 "snapshot_every_facts must be at least 1000, got {snapshot_every_facts}"
             )));
         }
+        let push_queue_kib = self
+            .push_queue_kib
+            .unwrap_or(defaults.push_queue_bytes as u64 / 1024);
+        if !(16..=1024 * 1024).contains(&push_queue_kib) {
+            return Err(ConfigError::Invalid(format!(
+                "push_queue_kib must be between 16 and 1048576, got {push_queue_kib}"
+            )));
+        }
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
@@ -212,6 +226,7 @@ impl ConfigLayer {
             journal_segment_bytes: segment_mib * 1024 * 1024,
             snapshot_every_facts,
             repair: false,
+            push_queue_bytes: usize::try_from(push_queue_kib * 1024).unwrap_or(usize::MAX),
             demo_seed: None,
         })
     }

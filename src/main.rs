@@ -45,6 +45,9 @@ struct Args {
     /// Write a snapshot after this many facts [default: 1000000].
     #[arg(long, env = "STOCKPULSE_SNAPSHOT_EVERY_FACTS")]
     snapshot_every_facts: Option<u64>,
+    /// Bytes a WebSocket session may have queued before it is resynced, in KiB [default: 1024].
+    #[arg(long, env = "STOCKPULSE_PUSH_QUEUE_KIB")]
+    push_queue_kib: Option<u64>,
     /// Start even when the journal is corrupt before its tail: cut it at the first bad
     /// record, losing what follows.
     #[arg(long)]
@@ -115,6 +118,7 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         journal_sync_interval_ms: args.journal_sync_interval_ms,
         journal_segment_mib: args.journal_segment_mib,
         snapshot_every_facts: args.snapshot_every_facts,
+        push_queue_kib: args.push_queue_kib,
     };
     let mut config = file.merge(command_line).resolve()?;
     config.repair = args.repair;

@@ -63,7 +63,7 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(Metrics::new());
-    let hub = Arc::new(Hub::new(ledger.clone()));
+    let hub = Arc::new(Hub::new(ledger.clone(), config.push_queue_bytes));
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         clock: clock.clone(),

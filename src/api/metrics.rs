@@ -64,6 +64,7 @@ pub(crate) struct Metrics {
     journal_failures: Counter,
     journal_healthy: Gauge,
     push_messages: Counter,
+    push_bytes: Counter,
     push_resyncs: Counter,
     push_sessions: Gauge,
 }
@@ -162,6 +163,12 @@ impl Metrics {
             "Messages queued to WebSocket sessions",
             push_messages.clone(),
         );
+        let push_bytes = Counter::default();
+        registry.register(
+            "push_bytes",
+            "Bytes of messages queued to WebSocket sessions",
+            push_bytes.clone(),
+        );
         let push_resyncs = Counter::default();
         registry.register(
             "push_resyncs",
@@ -177,6 +184,7 @@ impl Metrics {
         Metrics {
             registry,
             push_messages,
+            push_bytes,
             push_resyncs,
             push_sessions,
             journal_facts,
@@ -240,6 +248,7 @@ impl Metrics {
         catch_up(&self.journal_syncs, journal.syncs);
         catch_up(&self.journal_failures, journal.failures);
         catch_up(&self.push_messages, push.messages);
+        catch_up(&self.push_bytes, push.bytes);
         catch_up(&self.push_resyncs, push.resyncs);
         self.push_sessions
             .set(i64::try_from(push.sessions).unwrap_or(i64::MAX));

@@ -36,6 +36,8 @@ const BAD_MESSAGES_MAX: u32 = 20;
 /// Close codes (RFC 6455): going away, policy violation.
 const CLOSE_IDLE: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
+/// A private close code: the client needed too many resyncs to keep up.
+const CLOSE_TOO_SLOW: u16 = 4001;
 
 /// A client message.
 #[derive(Deserialize)]
@@ -198,10 +200,14 @@ async fn session(shared: AppState, socket: WebSocket) {
             }
             frame = frames.recv() => {
                 let Some(first) = frame else { break };
+                link.taken(first.len());
                 let mut batch = vec![first];
                 while batch.len() < FRAME_MESSAGES_MAX {
                     match frames.try_recv() {
-                        Ok(more) => batch.push(more),
+                        Ok(more) => {
+                            link.taken(more.len());
+                            batch.push(more);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -220,8 +226,15 @@ async fn session(shared: AppState, socket: WebSocket) {
             }
             () = link.wake.notified() => {
                 if link.take_resync() {
+                    if !link.resynced() {
+                        let _ = send_within(&mut sender, close(CLOSE_TOO_SLOW, "too slow to follow")).await;
+                        finish_close(&mut receiver).await;
+                        break;
+                    }
                     // The backlog is stale: drop it and send each topic afresh.
-                    while frames.try_recv().is_ok() {}
+                    while let Ok(stale) = frames.try_recv() {
+                        link.taken(stale.len());
+                    }
                     let rejoin: Vec<(Topic, Join)> =
                         topics.iter().map(|topic| (topic.clone(), Join::Resync)).collect();
                     hub.subscribe(&link, &rejoin);

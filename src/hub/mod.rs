@@ -5,7 +5,8 @@
 //! crash could take back. Each change is encoded once per codec and the same bytes are queued
 //! to every subscriber. Every session queue is bounded: a subscriber that cannot keep up is
 //! marked for a resync (a fresh snapshot of its topics replaces the backlog) instead of
-//! slowing the others or growing memory. The hub never awaits while holding its lock.
+//! slowing the others or growing memory, and one that needs too many resyncs is closed. The
+//! hub never awaits while holding its lock.
 //!
 //! Topics so far: `sku:{id}`, the stock of one SKU. Room and alert topics arrive with rooms
 //! and the alert engine.
@@ -14,7 +15,7 @@ mod message;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use axum::body::Bytes;
 use parking_lot::Mutex;
@@ -25,8 +26,14 @@ pub(crate) use message::{Codec, ServerMessage};
 use crate::journal::DurableBatch;
 use crate::ledger::{Ledger, SkuId, Stock};
 
-/// Frames a session may have queued before it is marked for a resync.
-pub(crate) const SESSION_QUEUE_FRAMES_MAX: usize = 4096;
+/// Messages a session may have queued, whatever their size: a backstop behind the byte
+/// limit, which is the one that normally acts.
+pub(crate) const SESSION_QUEUE_FRAMES_MAX: usize = 65_536;
+/// Bytes a session may have queued unless configured otherwise: about five thousand stock
+/// messages.
+pub(crate) const SESSION_QUEUE_BYTES_DEFAULT: usize = 1024 * 1024;
+/// Resyncs a session may need before it is closed as too slow to follow.
+pub(crate) const SESSION_RESYNCS_MAX: u32 = 8;
 /// Topics one session may follow.
 pub(crate) const SESSION_TOPICS_MAX: usize = 256;
 /// Changes each topic keeps for resuming clients; an older gap gets a resync snapshot.
@@ -60,6 +67,11 @@ pub(crate) struct SessionLink {
     pub(crate) id: u64,
     pub(crate) codec: Codec,
     frames: mpsc::Sender<Bytes>,
+    /// Bytes queued and not yet taken by the session's writer.
+    queued_bytes: AtomicUsize,
+    queue_bytes_max: usize,
+    /// Resyncs this session needed so far.
+    resyncs: AtomicU32,
     /// Set when a frame did not fit: the writer replaces the backlog with fresh snapshots.
     resync: AtomicBool,
     /// Wakes the writer for a resync.
@@ -69,6 +81,16 @@ pub(crate) struct SessionLink {
 impl SessionLink {
     pub(crate) fn take_resync(&self) -> bool {
         self.resync.swap(false, Ordering::AcqRel)
+    }
+
+    /// The writer took `bytes` off the queue.
+    pub(crate) fn taken(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Counts one more resync; `false` once the session needed too many to go on.
+    pub(crate) fn resynced(&self) -> bool {
+        self.resyncs.fetch_add(1, Ordering::AcqRel) < SESSION_RESYNCS_MAX
     }
 }
 
@@ -103,12 +125,15 @@ pub(crate) struct HubCounters {
     pub(crate) resyncs: AtomicU64,
     /// Sessions connected now.
     pub(crate) sessions: AtomicU64,
+    /// Bytes of messages queued to sessions.
+    pub(crate) bytes: AtomicU64,
 }
 
 /// A reading of the hub's counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HubStats {
     pub(crate) messages: u64,
+    pub(crate) bytes: u64,
     pub(crate) resyncs: u64,
     pub(crate) sessions: u64,
 }
@@ -118,21 +143,25 @@ pub(crate) struct Hub {
     topics: Mutex<HashMap<Topic, TopicState>>,
     next_session: AtomicU64,
     counters: HubCounters,
+    /// The per-session queue limit, in bytes.
+    queue_bytes_max: usize,
 }
 
 impl Hub {
-    pub(crate) fn new(ledger: Arc<Ledger>) -> Hub {
+    pub(crate) fn new(ledger: Arc<Ledger>, queue_bytes_max: usize) -> Hub {
         Hub {
             ledger,
             topics: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             counters: HubCounters::default(),
+            queue_bytes_max,
         }
     }
 
     pub(crate) fn stats(&self) -> HubStats {
         HubStats {
             messages: self.counters.messages.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
             resyncs: self.counters.resyncs.load(Ordering::Relaxed),
             sessions: self.counters.sessions.load(Ordering::Relaxed),
         }
@@ -145,6 +174,9 @@ impl Hub {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
             codec,
             frames,
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes_max: self.queue_bytes_max,
+            resyncs: AtomicU32::new(0),
             resync: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -270,17 +302,18 @@ impl Hub {
 
 /// Queues a frame, or marks the session for a resync when its queue is full.
 fn push(link: &SessionLink, bytes: Bytes, counters: &HubCounters) {
-    match link.frames.try_send(bytes) {
-        Ok(()) => {
-            counters.messages.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) => {
-            if !link.resync.swap(true, Ordering::AcqRel) {
-                counters.resyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            link.wake.notify_one();
-        }
+    let length = bytes.len();
+    let fits = link.queued_bytes.load(Ordering::Acquire) + length <= link.queue_bytes_max;
+    if fits && link.frames.try_send(bytes).is_ok() {
+        link.queued_bytes.fetch_add(length, Ordering::AcqRel);
+        counters.messages.fetch_add(1, Ordering::Relaxed);
+        counters.bytes.fetch_add(length as u64, Ordering::Relaxed);
+        return;
     }
+    if !link.resync.swap(true, Ordering::AcqRel) {
+        counters.resyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    link.wake.notify_one();
 }
 
 /// Feeds the hub from the journal until the feed closes.
