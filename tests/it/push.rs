@@ -381,3 +381,46 @@ async fn a_client_that_never_reads_does_not_hold_back_the_others() {
     drop(sleeper);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn random_bytes_hurt_only_the_session_that_sends_them() {
+    // Goal: garbage of every shape over the WebSocket gets errors or a close for that
+    // session alone; the server goes on serving others.
+    // Method: a MessagePack client sends 60 random binary and text frames (seeded); then a
+    // fresh client subscribes and follows a change.
+    let server = TestServer::start().await;
+    server.sku("A", 5).await;
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut vandal = connect(&server, "stockpulse.v1.msgpack").await;
+    for _ in 0..60 {
+        let length = rng.usize(0..300);
+        let bytes: Vec<u8> = (0..length).map(|_| rng.u8(..)).collect();
+        let frame = if rng.bool() {
+            Message::Binary(bytes.into())
+        } else {
+            Message::Text(String::from_utf8_lossy(&bytes).into_owned().into())
+        };
+        if vandal.send(frame).await.is_err() {
+            break;
+        }
+    }
+    drop(vandal);
+
+    let mut client = connect(&server, "stockpulse.v1.json").await;
+    send(&mut client, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
+    assert_eq!(
+        next_messages(&mut client).await[0]["type"],
+        "snapshot",
+        "seed {seed}"
+    );
+    server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "o1", "sku": "A", "qty": 1, "platform": "douyin"}),
+        )
+        .await;
+    let change = next_messages(&mut client).await;
+    assert_eq!(change[0]["stock"]["locked"], 1, "seed {seed}");
+    server.stop().await;
+}
