@@ -376,7 +376,9 @@ pub fn open(
                 continue;
             }
             let applied = if sequence.checked_add(1) == Some(record_sequence) {
-                record::decode_fact(&payload)
+                record::decode_fact(&payload, &|order_id| {
+                    ledger.order(order_id).map(|view| view.order)
+                })
                     .map_err(|error| error.to_string())
                     .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()))
             } else {

@@ -109,30 +109,34 @@ enum FactRecord<'a> {
     },
     OrderConfirmed {
         at: u64,
+        /// Only the id: replay finds the order, placed earlier, in the ledger.
         #[serde(borrow)]
-        order: OrderRecord<'a>,
+        order_id: Cow<'a, str>,
         retaken: bool,
         #[serde(borrow)]
         stocks: Vec<StockRecord<'a>>,
     },
     OrderCancelled {
         at: u64,
+        /// Only the id: replay finds the order, placed earlier, in the ledger.
         #[serde(borrow)]
-        order: OrderRecord<'a>,
+        order_id: Cow<'a, str>,
         #[serde(borrow)]
         stocks: Vec<StockRecord<'a>>,
     },
     OrderExpired {
         at: u64,
+        /// Only the id: replay finds the order, placed earlier, in the ledger.
         #[serde(borrow)]
-        order: OrderRecord<'a>,
+        order_id: Cow<'a, str>,
         #[serde(borrow)]
         stocks: Vec<StockRecord<'a>>,
     },
     OrderRefunded {
         at: u64,
+        /// Only the id: replay finds the order, placed earlier, in the ledger.
         #[serde(borrow)]
-        order: OrderRecord<'a>,
+        order_id: Cow<'a, str>,
         #[serde(borrow)]
         stocks: Vec<StockRecord<'a>>,
     },
@@ -286,30 +290,44 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             ..
         } => FactRecord::OrderConfirmed {
             at,
-            order: order_record(order),
+            order_id: Cow::Borrowed(order.order_id.as_str()),
             retaken: *retaken,
             stocks: stocks_record(stocks),
         },
         Fact::OrderCancelled { order, stocks, .. } => FactRecord::OrderCancelled {
             at,
-            order: order_record(order),
+            order_id: Cow::Borrowed(order.order_id.as_str()),
             stocks: stocks_record(stocks),
         },
         Fact::OrderExpired { order, stocks, .. } => FactRecord::OrderExpired {
             at,
-            order: order_record(order),
+            order_id: Cow::Borrowed(order.order_id.as_str()),
             stocks: stocks_record(stocks),
         },
         Fact::OrderRefunded { order, stocks, .. } => FactRecord::OrderRefunded {
             at,
-            order: order_record(order),
+            order_id: Cow::Borrowed(order.order_id.as_str()),
             stocks: stocks_record(stocks),
         },
     };
     rmp_serde::encode::write(buffer, &record).expect("writing to a Vec cannot fail");
 }
 
-pub(super) fn decode_fact(bytes: &[u8]) -> Result<Fact, DecodeError> {
+/// The order a transition record names, as the ledger being rebuilt holds it.
+fn known(
+    order_id: &str,
+    resolve: &dyn Fn(&OrderId) -> Option<Arc<OrderRequest>>,
+) -> Result<Arc<OrderRequest>, DecodeError> {
+    let order_id = value(OrderId::new(order_id))?;
+    resolve(&order_id).ok_or_else(|| DecodeError::Value(format!("order {order_id} is unknown")))
+}
+
+/// Decodes one fact; `resolve` finds the orders that payments, cancellations, expiries
+/// and refunds name (their records carry only the id).
+pub(super) fn decode_fact(
+    bytes: &[u8],
+    resolve: &dyn Fn(&OrderId) -> Option<Arc<OrderRequest>>,
+) -> Result<Fact, DecodeError> {
     let record: FactRecord = rmp_serde::from_slice(bytes)?;
     let at = Timestamp::from_millis;
     Ok(match record {
@@ -373,40 +391,40 @@ pub(super) fn decode_fact(bytes: &[u8]) -> Result<Fact, DecodeError> {
         },
         FactRecord::OrderConfirmed {
             at: time,
-            order: order_,
+            order_id,
             retaken,
             stocks: stocks_,
         } => Fact::OrderConfirmed {
             at: at(time),
-            order: order(order_)?,
+            order: known(&order_id, resolve)?,
             retaken,
             stocks: stocks(stocks_)?,
         },
         FactRecord::OrderCancelled {
             at: time,
-            order: order_,
+            order_id,
             stocks: stocks_,
         } => Fact::OrderCancelled {
             at: at(time),
-            order: order(order_)?,
+            order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
         },
         FactRecord::OrderExpired {
             at: time,
-            order: order_,
+            order_id,
             stocks: stocks_,
         } => Fact::OrderExpired {
             at: at(time),
-            order: order(order_)?,
+            order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
         },
         FactRecord::OrderRefunded {
             at: time,
-            order: order_,
+            order_id,
             stocks: stocks_,
         } => Fact::OrderRefunded {
             at: at(time),
-            order: order(order_)?,
+            order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
         },
     })

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SPJOURNL";
 pub(super) const SNAPSHOT_MAGIC: &[u8; 8] = b"SPSNAPSH";
 /// Bumped whenever the bytes of a segment or a snapshot change meaning.
-pub(super) const FORMAT_VERSION: u32 = 1;
+pub(super) const FORMAT_VERSION: u32 = 2;
 pub(super) const SEGMENT_HEADER_BYTES: u64 = 32;
 pub(super) const SNAPSHOT_HEADER_BYTES: usize = 40;
 pub(super) const RECORD_HEADER_BYTES: usize = 8;

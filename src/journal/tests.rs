@@ -379,7 +379,7 @@ proptest! {
     #[test]
     fn arbitrary_record_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         // Goal: journal bytes are outside input; decoding garbage is an error, never a panic.
-        let _ = record::decode_fact(&bytes);
+        let _ = record::decode_fact(&bytes, &|_| None);
         let _ = record::decode_image(&bytes);
     }
 
