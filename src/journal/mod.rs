@@ -379,8 +379,8 @@ pub fn open(
                 record::decode_fact(&payload, &|order_id| {
                     ledger.order(order_id).map(|view| view.order)
                 })
-                    .map_err(|error| error.to_string())
-                    .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()))
+                .map_err(|error| error.to_string())
+                .and_then(|fact| ledger.apply(&fact).map_err(|error| error.to_string()))
             } else {
                 Err(format!(
                     "sequence {record_sequence} follows {sequence}: records are missing"
