@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use stockpulse::load::{
-    FanoutOptions, IngestMode, IngestOptions, Progress, ShowOptions, fanout, ingest, show,
+    FanoutOptions, IngestMode, IngestOptions, IngestReport, Progress, ShowOptions, fanout, ingest,
+    show,
 };
 
 use crate::support::TestServer;
@@ -18,6 +19,20 @@ async fn total_locked(server: &TestServer) -> u64 {
         .iter()
         .map(|sku| sku["locked"].as_u64().expect("locked"))
         .sum()
+}
+
+/// Checks that 2,000 orders were each accepted or refused for stock, and that what the tool
+/// counts as accepted is exactly what the server holds locked; returns the refusals.
+async fn check_against_the_server(server: &TestServer, report: &IngestReport) -> u64 {
+    assert_eq!(report.orders, 2_000);
+    let refused = report
+        .refused
+        .get("insufficient_stock")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(report.accepted + refused, 2_000, "{:?}", report.refused);
+    assert_eq!(total_locked(server).await, report.accepted);
+    refused
 }
 
 fn ingest_options(server: &TestServer, mode: IngestMode) -> IngestOptions {
@@ -70,15 +85,8 @@ async fn ingest_over_the_websocket_accounts_for_every_order() {
         ..ingest_options(&server, IngestMode::WebSocket { depth: 64 })
     };
     let report = ingest(options, None).await.expect("the run completes");
-    assert_eq!(report.orders, 2_000);
     assert_eq!(report.ack_latency.samples, 2_000);
-    let refused = report
-        .refused
-        .get("insufficient_stock")
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(report.accepted + refused, 2_000, "{:?}", report.refused);
-    assert_eq!(total_locked(&server).await, report.accepted);
+    check_against_the_server(&server, &report).await;
     server.stop().await;
 }
 
@@ -93,18 +101,10 @@ async fn ingest_batches_counts_refusals_by_code() {
         ..ingest_options(&server, IngestMode::Batch { batch_size: 100 })
     };
     let report = ingest(options, None).await.expect("the run completes");
-    assert_eq!(report.orders, 2_000);
     assert_eq!(report.ack_latency.samples, 20);
-    let refused = report
-        .refused
-        .get("insufficient_stock")
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(report.accepted + refused, 2_000, "{:?}", report.refused);
+    let refused = check_against_the_server(&server, &report).await;
     // Half the orders aim at the hot SKU, so most of its 950 extra orders are refused.
     assert!(900 < refused, "{refused}");
-    let locked = total_locked(&server).await;
-    assert_eq!(locked, report.accepted);
     server.stop().await;
 }
 
