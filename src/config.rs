@@ -44,6 +44,9 @@ pub struct Config {
     pub repair: bool,
     /// Bytes a WebSocket session may have queued before it is resynced.
     pub push_queue_bytes: usize,
+    /// The shortest time between two rounds of pushes: under load, changes wait at most
+    /// this long and travel together. Zero sends every round at once.
+    pub push_interval: Duration,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
 }
@@ -62,6 +65,7 @@ impl Default for Config {
             snapshot_every_facts: SNAPSHOT_EVERY_FACTS_DEFAULT,
             repair: false,
             push_queue_bytes: crate::hub::SESSION_QUEUE_BYTES_DEFAULT,
+            push_interval: crate::hub::PUSH_INTERVAL_DEFAULT,
             demo_seed: None,
         }
     }
@@ -101,6 +105,8 @@ pub struct ConfigLayer {
     pub snapshot_every_facts: Option<u64>,
     /// Bytes a WebSocket session may have queued, in KiB.
     pub push_queue_kib: Option<u64>,
+    /// The shortest time between two rounds of pushes, in milliseconds.
+    pub push_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +152,7 @@ impl ConfigLayer {
             journal_segment_mib: over.journal_segment_mib.or(self.journal_segment_mib),
             snapshot_every_facts: over.snapshot_every_facts.or(self.snapshot_every_facts),
             push_queue_kib: over.push_queue_kib.or(self.push_queue_kib),
+            push_interval_ms: over.push_interval_ms.or(self.push_interval_ms),
         }
     }
 
@@ -216,6 +223,15 @@ impl ConfigLayer {
                 "push_queue_kib must be between 16 and 1048576, got {push_queue_kib}"
             )));
         }
+        let push_interval = match self.push_interval_ms {
+            None => defaults.push_interval,
+            Some(ms) if ms <= 1000 => Duration::from_millis(ms),
+            Some(ms) => {
+                return Err(ConfigError::Invalid(format!(
+                    "push_interval_ms must be between 0 and 1000, got {ms}"
+                )));
+            }
+        };
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
@@ -227,6 +243,7 @@ impl ConfigLayer {
             snapshot_every_facts,
             repair: false,
             push_queue_bytes: usize::try_from(push_queue_kib * 1024).unwrap_or(usize::MAX),
+            push_interval,
             demo_seed: None,
         })
     }

@@ -48,6 +48,9 @@ struct Args {
     /// Bytes a WebSocket session may have queued before it is resynced, in KiB [default: 1024].
     #[arg(long, env = "STOCKPULSE_PUSH_QUEUE_KIB")]
     push_queue_kib: Option<u64>,
+    /// The shortest time between two rounds of pushes, in milliseconds [default: 5].
+    #[arg(long, env = "STOCKPULSE_PUSH_INTERVAL_MS")]
+    push_interval_ms: Option<u64>,
     /// Start even when the journal is corrupt before its tail: cut it at the first bad
     /// record, losing what follows.
     #[arg(long)]
@@ -119,6 +122,7 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         journal_segment_mib: args.journal_segment_mib,
         snapshot_every_facts: args.snapshot_every_facts,
         push_queue_kib: args.push_queue_kib,
+        push_interval_ms: args.push_interval_ms,
     };
     let mut config = file.merge(command_line).resolve()?;
     config.repair = args.repair;

@@ -78,7 +78,7 @@ pub async fn run(
     let hub_cancel = cancel.clone();
     tasks.spawn(async move {
         tokio::select! {
-            () = hub::run(hub, feed) => {}
+            () = hub::run(hub, feed, config.push_interval) => {}
             () = hub_cancel.cancelled() => {}
         }
     });

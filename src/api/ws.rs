@@ -17,13 +17,14 @@ use super::AppState;
 use super::dto::{BatchOp, LineBody, OrderRequestBody, OrderResponse};
 use super::error::{ApiError, ErrorDetail};
 use super::orders::execute;
-use crate::hub::{Codec, Join, SESSION_TOPICS_MAX, ServerMessage, Topic};
+use crate::hub::{Chunk, Codec, Join, SESSION_TOPICS_MAX, ServerMessage, Topic};
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
 pub(crate) const PROTOCOL_MSGPACK: &str = "stockpulse.v1.msgpack";
 /// The largest client message: a subscribe to the most topics fits many times over.
 const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
-/// Queued messages sent together in one frame at most.
+/// Queued messages sent together in one frame at most (a chunk is never split, so a frame
+/// may hold a little more).
 const FRAME_MESSAGES_MAX: usize = 256;
 /// A ping goes out this often; a client silent for three of them is closed.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
@@ -176,7 +177,7 @@ async fn session(shared: AppState, socket: WebSocket) {
                     Ok((id, op)) => {
                         command_reply(&shared, codec, &mut pending, id, op);
                         let ready = flush_durable(&mut pending, *durable.borrow());
-                        if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, join(codec, ready))).await {
+                        if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
                             break;
                         }
                         continue;
@@ -200,18 +201,20 @@ async fn session(shared: AppState, socket: WebSocket) {
             }
             frame = frames.recv() => {
                 let Some(first) = frame else { break };
-                link.taken(first.len());
+                link.taken(first.bytes.len());
+                let mut messages = first.messages as usize;
                 let mut batch = vec![first];
-                while batch.len() < FRAME_MESSAGES_MAX {
+                while messages < FRAME_MESSAGES_MAX {
                     match frames.try_recv() {
                         Ok(more) => {
-                            link.taken(more.len());
+                            link.taken(more.bytes.len());
+                            messages += more.messages as usize;
                             batch.push(more);
                         }
                         Err(_) => break,
                     }
                 }
-                if !send_within(&mut sender, frame_message(codec, join(codec, batch))).await {
+                if !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &batch))).await {
                     break;
                 }
             }
@@ -220,7 +223,7 @@ async fn session(shared: AppState, socket: WebSocket) {
                     break;
                 }
                 let ready = flush_durable(&mut pending, *durable.borrow_and_update());
-                if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, join(codec, ready))).await {
+                if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
                     break;
                 }
             }
@@ -233,7 +236,7 @@ async fn session(shared: AppState, socket: WebSocket) {
                     }
                     // The backlog is stale: drop it and send each topic afresh.
                     while let Ok(stale) = frames.try_recv() {
-                        link.taken(stale.len());
+                        link.taken(stale.bytes.len());
                     }
                     let rejoin: Vec<(Topic, Join)> =
                         topics.iter().map(|topic| (topic.clone(), Join::Resync)).collect();
@@ -389,14 +392,14 @@ fn command_reply(
 }
 
 /// Takes the replies whose changes are durable now.
-fn flush_durable(pending: &mut Pending, durable: u64) -> Vec<Bytes> {
+fn flush_durable(pending: &mut Pending, durable: u64) -> Vec<Chunk> {
     let mut ready = Vec::new();
     while pending
         .front()
         .is_some_and(|(needed, _)| *needed <= durable)
     {
         if let Some((_, reply)) = pending.pop_front() {
-            ready.push(reply);
+            ready.push(Chunk::one(reply));
         }
     }
     ready
@@ -479,35 +482,6 @@ fn parse(names: &[String]) -> Result<Vec<Topic>, (&'static str, String)> {
         .iter()
         .map(|name| Topic::parse(name).map_err(|reason| ("invalid_topic", reason)))
         .collect()
-}
-
-/// One message alone, or several as one array.
-fn join(codec: Codec, mut messages: Vec<Bytes>) -> Bytes {
-    if messages.len() == 1 {
-        return messages.pop().expect("one message");
-    }
-    let length: usize = messages.iter().map(Bytes::len).sum();
-    let mut joined = Vec::with_capacity(length + messages.len() + 8);
-    match codec {
-        Codec::Json => {
-            joined.push(b'[');
-            for (index, message) in messages.iter().enumerate() {
-                if 0 < index {
-                    joined.push(b',');
-                }
-                joined.extend_from_slice(message);
-            }
-            joined.push(b']');
-        }
-        Codec::MessagePack => {
-            let count = u32::try_from(messages.len()).expect("a frame holds few messages");
-            rmp::encode::write_array_len(&mut joined, count).expect("writing to a Vec");
-            for message in &messages {
-                joined.extend_from_slice(message);
-            }
-        }
-    }
-    Bytes::from(joined)
 }
 
 fn frame_message(codec: Codec, bytes: Bytes) -> Message {

@@ -96,3 +96,114 @@ impl<'a> ServerMessage<'a> {
         }
     }
 }
+
+/// Encoded messages queued for one session: one message, or several that the writer sends
+/// inside one array frame (JSON: the messages joined by commas, without the brackets;
+/// MessagePack: the messages one after the other, without the array header).
+#[derive(Clone, Debug)]
+pub(crate) struct Chunk {
+    pub(crate) messages: u32,
+    pub(crate) bytes: Bytes,
+}
+
+impl Chunk {
+    pub(crate) fn one(bytes: Bytes) -> Chunk {
+        Chunk { messages: 1, bytes }
+    }
+
+    /// Several encoded messages as one chunk.
+    pub(crate) fn join(codec: Codec, messages: impl IntoIterator<Item = Bytes>) -> Chunk {
+        let mut joined = Vec::new();
+        let mut count = 0u32;
+        for message in messages {
+            if codec == Codec::Json && 0 < count {
+                joined.push(b',');
+            }
+            joined.extend_from_slice(&message);
+            count += 1;
+        }
+        Chunk {
+            messages: count,
+            bytes: Bytes::from(joined),
+        }
+    }
+
+    /// The payload of one frame: a single message as it is, several as one array.
+    pub(crate) fn frame(codec: Codec, chunks: &[Chunk]) -> Bytes {
+        let count: u32 = chunks.iter().map(|chunk| chunk.messages).sum();
+        if let [chunk] = chunks
+            && chunk.messages == 1
+        {
+            return chunk.bytes.clone();
+        }
+        let length: usize = chunks.iter().map(|chunk| chunk.bytes.len()).sum();
+        let mut frame = Vec::with_capacity(length + chunks.len() + 8);
+        match codec {
+            Codec::Json => {
+                frame.push(b'[');
+                for (index, chunk) in chunks.iter().enumerate() {
+                    if 0 < index {
+                        frame.push(b',');
+                    }
+                    frame.extend_from_slice(&chunk.bytes);
+                }
+                frame.push(b']');
+            }
+            Codec::MessagePack => {
+                rmp::encode::write_array_len(&mut frame, count).expect("writing to a Vec");
+                for chunk in chunks {
+                    frame.extend_from_slice(&chunk.bytes);
+                }
+            }
+        }
+        Bytes::from(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> serde_json::Value {
+        serde_json::json!({"type": "stock", "seq": seq})
+    }
+
+    fn encoded(codec: Codec, seq: u64) -> Bytes {
+        match codec {
+            Codec::Json => Bytes::from(serde_json::to_vec(&message(seq)).expect("encodes")),
+            Codec::MessagePack => {
+                Bytes::from(rmp_serde::to_vec_named(&message(seq)).expect("encodes"))
+            }
+        }
+    }
+
+    fn decoded(codec: Codec, frame: &[u8]) -> serde_json::Value {
+        match codec {
+            Codec::Json => serde_json::from_slice(frame).expect("a JSON frame"),
+            Codec::MessagePack => rmp_serde::from_slice(frame).expect("a MessagePack frame"),
+        }
+    }
+
+    #[test]
+    fn one_message_travels_alone_and_several_chunks_make_one_flat_array() {
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let alone = Chunk::frame(codec, &[Chunk::one(encoded(codec, 1))]);
+            assert_eq!(decoded(codec, &alone), message(1));
+
+            let chunks = [
+                Chunk::join(codec, [encoded(codec, 1), encoded(codec, 2)]),
+                Chunk::one(encoded(codec, 3)),
+                Chunk::join(codec, [encoded(codec, 4)]),
+            ];
+            let frame = Chunk::frame(codec, &chunks);
+            let expected: Vec<_> = (1..=4).map(message).collect();
+            assert_eq!(decoded(codec, &frame), serde_json::Value::from(expected));
+
+            let pair = Chunk::frame(codec, &chunks[..1]);
+            assert_eq!(
+                decoded(codec, &pair),
+                serde_json::Value::from(vec![message(1), message(2)])
+            );
+        }
+    }
+}

@@ -2,8 +2,11 @@
 //! the sessions subscribed to it.
 //!
 //! The hub reads only durable facts (the journal's feed), so nothing reaches a screen that a
-//! crash could take back. Each change is encoded once per codec and the same bytes are queued
-//! to every subscriber. Every session queue is bounded: a subscriber that cannot keep up is
+//! crash could take back. It publishes in rounds: everything the feed holds when a round
+//! starts goes out together, and under load rounds are at least the push interval apart, so
+//! a busy topic sends a subscriber one chunk of several changes rather than one write per
+//! change. Each round's changes of a topic are encoded once per codec and the same bytes are
+//! queued to every subscriber. Every session queue is bounded: a subscriber that cannot keep up is
 //! marked for a resync (a fresh snapshot of its topics replaces the backlog) instead of
 //! slowing the others or growing memory, and one that needs too many resyncs is closed. The
 //! hub never awaits while holding its lock.
@@ -17,11 +20,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use axum::body::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-pub(crate) use message::{Codec, ServerMessage};
+pub(crate) use message::{Chunk, Codec, ServerMessage};
 
 use crate::journal::DurableBatch;
 use crate::ledger::{Ledger, SkuId, Stock};
@@ -38,6 +40,10 @@ pub(crate) const SESSION_RESYNCS_MAX: u32 = 8;
 pub(crate) const SESSION_TOPICS_MAX: usize = 256;
 /// Changes each topic keeps for resuming clients; an older gap gets a resync snapshot.
 pub(crate) const TOPIC_HISTORY_MAX: usize = 256;
+/// The shortest time between two publishing rounds unless configured otherwise. A change
+/// arriving after a quiet spell goes out at once; under load, changes wait at most this long
+/// and travel together.
+pub(crate) const PUSH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A topic's name, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -66,7 +72,7 @@ impl Topic {
 pub(crate) struct SessionLink {
     pub(crate) id: u64,
     pub(crate) codec: Codec,
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<Chunk>,
     /// Bytes queued and not yet taken by the session's writer.
     queued_bytes: AtomicUsize,
     queue_bytes_max: usize,
@@ -101,6 +107,8 @@ struct TopicState {
     stock: Stock,
     /// The latest changes, oldest first, the last one at `sequence`.
     history: std::collections::VecDeque<Stock>,
+    /// The changes of the round being published, when the topic has subscribers.
+    round: Vec<Stock>,
     subscribers: Vec<Arc<SessionLink>>,
 }
 
@@ -168,7 +176,7 @@ impl Hub {
     }
 
     /// A new session's link and the receiving end of its frame queue.
-    pub(crate) fn connect(&self, codec: Codec) -> (Arc<SessionLink>, mpsc::Receiver<Bytes>) {
+    pub(crate) fn connect(&self, codec: Codec) -> (Arc<SessionLink>, mpsc::Receiver<Chunk>) {
         let (frames, receiver) = mpsc::channel(SESSION_QUEUE_FRAMES_MAX);
         let link = Arc::new(SessionLink {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
@@ -212,6 +220,7 @@ impl Hub {
                         sequence: 0,
                         stock: view.stock,
                         history: std::collections::VecDeque::new(),
+                        round: Vec::new(),
                         subscribers: Vec::new(),
                     })
                 }
@@ -230,14 +239,14 @@ impl Hub {
                     for (offset, stock) in state.history.iter().enumerate().skip(skip) {
                         let sequence = oldest + offset as u64;
                         let message = ServerMessage::stock("stock", &name, sequence, stock);
-                        push(link, message.encode(link.codec), &self.counters);
+                        push(link, Chunk::one(message.encode(link.codec)), &self.counters);
                     }
                     continue;
                 }
                 Join::Since(_) => "resync",
             };
             let message = ServerMessage::stock(kind, &name, state.sequence, &state.stock);
-            push(link, message.encode(link.codec), &self.counters);
+            push(link, Chunk::one(message.encode(link.codec)), &self.counters);
         }
         missing
     }
@@ -251,10 +260,11 @@ impl Hub {
         }
     }
 
-    /// Publishes every stock change of a durable batch, in order.
-    pub(crate) fn publish(&self, batch: &DurableBatch) {
+    /// Publishes every stock change of some durable batches, in order: one round.
+    pub(crate) fn publish(&self, batches: &[DurableBatch]) {
         let mut states = self.topics.lock();
-        for fact in batch.facts.iter() {
+        let mut touched = Vec::new();
+        for fact in batches.iter().flat_map(|batch| batch.facts.iter()) {
             for stock in fact.stocks() {
                 let topic = Topic::Sku(stock.sku.clone());
                 let Some(state) = states.get_mut(&topic) else {
@@ -275,23 +285,53 @@ impl Hub {
                 if state.subscribers.is_empty() {
                     continue;
                 }
-                let name = topic.name();
-                let message = ServerMessage::stock("stock", &name, state.sequence, stock);
-                let mut encoded: [Option<Bytes>; 2] = [None, None];
-                for link in &state.subscribers {
-                    let bytes = encoded[link.codec as usize]
-                        .get_or_insert_with(|| message.encode(link.codec))
-                        .clone();
-                    push(link, bytes, &self.counters);
+                if state.round.is_empty() {
+                    touched.push(topic);
                 }
+                state.round.push(stock.clone());
             }
+        }
+        for topic in touched {
+            let Some(state) = states.get_mut(&topic) else {
+                continue;
+            };
+            let name = topic.name();
+            let first = state.sequence + 1 - state.round.len() as u64;
+            let mut encoded: [Option<Chunk>; 2] = [None, None];
+            for link in &state.subscribers {
+                let chunk = encoded[link.codec as usize]
+                    .get_or_insert_with(|| {
+                        Chunk::join(
+                            link.codec,
+                            state.round.iter().enumerate().map(|(offset, stock)| {
+                                let sequence = first + offset as u64;
+                                ServerMessage::stock("stock", &name, sequence, stock)
+                                    .encode(link.codec)
+                            }),
+                        )
+                    })
+                    .clone();
+                push(link, chunk, &self.counters);
+            }
+            state.round.clear();
         }
     }
 
-    /// Marks every session for a resync: the hub fell behind the journal's feed.
+    /// Marks every session for a resync: the hub fell behind the journal's feed, so each
+    /// topic takes its state from the ledger again, and its history, which now has a gap,
+    /// is dropped.
     pub(crate) fn resync_everyone(&self) {
-        let states = self.topics.lock();
-        for state in states.values() {
+        let mut states = self.topics.lock();
+        for (topic, state) in states.iter_mut() {
+            let Topic::Sku(sku) = topic;
+            if let Some(view) = self.ledger.sku(sku)
+                && state.stock.version < view.stock.version
+            {
+                state.sequence += 1;
+                state.stock = view.stock;
+                state.history.clear();
+            }
+            state.round.clear();
             for link in &state.subscribers {
                 link.resync.store(true, Ordering::Release);
                 link.wake.notify_one();
@@ -300,13 +340,14 @@ impl Hub {
     }
 }
 
-/// Queues a frame, or marks the session for a resync when its queue is full.
-fn push(link: &SessionLink, bytes: Bytes, counters: &HubCounters) {
-    let length = bytes.len();
+/// Queues a chunk, or marks the session for a resync when its queue is full.
+fn push(link: &SessionLink, chunk: Chunk, counters: &HubCounters) {
+    let length = chunk.bytes.len();
+    let messages = u64::from(chunk.messages);
     let fits = link.queued_bytes.load(Ordering::Acquire) + length <= link.queue_bytes_max;
-    if fits && link.frames.try_send(bytes).is_ok() {
+    if fits && link.frames.try_send(chunk).is_ok() {
         link.queued_bytes.fetch_add(length, Ordering::AcqRel);
-        counters.messages.fetch_add(1, Ordering::Relaxed);
+        counters.messages.fetch_add(messages, Ordering::Relaxed);
         counters.bytes.fetch_add(length as u64, Ordering::Relaxed);
         return;
     }
@@ -316,19 +357,47 @@ fn push(link: &SessionLink, bytes: Bytes, counters: &HubCounters) {
     link.wake.notify_one();
 }
 
-/// Feeds the hub from the journal until the feed closes.
-pub(crate) async fn run(hub: Arc<Hub>, mut feed: tokio::sync::broadcast::Receiver<DurableBatch>) {
+/// Feeds the hub from the journal until the feed closes: each round publishes whatever the
+/// feed holds, and the next starts no sooner than `interval` after it.
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    mut feed: tokio::sync::broadcast::Receiver<DurableBatch>,
+    interval: std::time::Duration,
+) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let mut round = Vec::new();
+    let mut last_round = tokio::time::Instant::now() - interval;
     loop {
+        let mut lagged = false;
         match feed.recv().await {
-            Ok(batch) => hub.publish(&batch),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
-                tracing::warn!(
-                    skipped,
-                    "Push hub fell behind the journal; resyncing every session."
-                );
-                hub.resync_everyone();
+            Ok(batch) => round.push(batch),
+            Err(RecvError::Lagged(_)) => lagged = true,
+            Err(RecvError::Closed) => return,
+        }
+        // Under load, let the changes gather until the interval since the last round is over.
+        tokio::time::sleep_until(last_round + interval).await;
+        let mut closed = false;
+        loop {
+            match feed.try_recv() {
+                Ok(batch) => round.push(batch),
+                Err(TryRecvError::Lagged(_)) => lagged = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => {
+                    closed = true;
+                    break;
+                }
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+        if lagged {
+            tracing::warn!("Push hub fell behind the journal; resyncing every session.");
+            hub.resync_everyone();
+        } else {
+            hub.publish(&round);
+        }
+        round.clear();
+        last_round = tokio::time::Instant::now();
+        if closed {
+            return;
         }
     }
 }

@@ -3,20 +3,19 @@
 //! its change), completeness (every sequence number seen by every subscriber) and the worst
 //! subscriber's lag.
 //!
-//! One connection places the orders one after the other, so the n-th change of the SKU is
-//! the n-th order, and its send time is known.
+//! One WebSocket pipelines the orders, so the n-th change of the SKU is the n-th order, and
+//! its send time is known.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use parking_lot::Mutex;
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::client::Connection;
 use super::stats::{LatencySummary, ProcessSampler, ServerUsage, Tally, table};
 use super::{LoadError, Progress, create_skus, subscriber};
 
@@ -87,6 +86,30 @@ impl FanoutReport {
     }
 }
 
+/// When each order was sent, written by the one order connection before it sends.
+struct SendTimes {
+    nanos: Box<[AtomicU64]>,
+    /// Orders recorded so far.
+    count: AtomicU64,
+}
+
+impl SendTimes {
+    fn record(&self, epoch: Instant, index: u64) {
+        let nanos = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos[index as usize].store(nanos, Ordering::Release);
+        self.count.store(index + 1, Ordering::Release);
+    }
+
+    /// The send time of the order that made change `seq` (1-based).
+    fn get(&self, epoch: Instant, seq: u64) -> Option<Instant> {
+        if seq == 0 || self.count.load(Ordering::Acquire) < seq {
+            return None;
+        }
+        let nanos = self.nanos.get(seq as usize - 1)?.load(Ordering::Acquire);
+        Some(epoch + Duration::from_nanos(nanos))
+    }
+}
+
 /// What one subscriber saw.
 struct Seen {
     tally: Tally,
@@ -106,8 +129,8 @@ fn sequences(frame: &str, found: &mut Vec<(u64, bool)>) {
             return;
         };
         rest = &rest[seq_at + 6..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(seq) = digits.parse() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(seq) = rest[..digits].parse() {
             found.push((seq, resync));
         }
     }
@@ -119,8 +142,14 @@ pub async fn fanout(
 ) -> Result<FanoutReport, LoadError> {
     let sku = format!("{}-fanout", options.run_id);
     create_skus(options.target, std::slice::from_ref(&sku), 1_000_000_000).await?;
-    // Send times of the orders, by the sequence number their change will carry.
-    let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    // Send times of the orders (nanoseconds after `epoch`), by the sequence number their
+    // change will carry, read by every subscriber without a lock.
+    let epoch = Instant::now();
+    let capacity = (f64::from(options.rate) * options.duration.as_secs_f64() * 1.1) as usize + 64;
+    let sent_at: Arc<SendTimes> = Arc::new(SendTimes {
+        nanos: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+        count: AtomicU64::new(0),
+    });
     let mut subscribers = Vec::new();
     for _ in 0..options.subscribers {
         subscribers.push(subscriber(options.target, &sku).await?);
@@ -133,7 +162,7 @@ pub async fn fanout(
         let sent_at = sent_at.clone();
         readers.push(tokio::spawn(async move {
             let mut seen = Seen {
-                tally: Tally::default(),
+                tally: Tally::coarse(),
                 deliveries: 0,
                 out_of_order: 0,
                 resyncs: 0,
@@ -162,8 +191,8 @@ pub async fn fanout(
                     }
                     last = Some(seq);
                     seen.deliveries += 1;
-                    if let Some(sent) = sent_at.lock().get(seq as usize - 1) {
-                        seen.tally.latency(now.saturating_duration_since(*sent));
+                    if let Some(sent) = sent_at.get(epoch, seq) {
+                        seen.tally.latency(now.saturating_duration_since(sent));
                     }
                 }
             }
@@ -172,28 +201,40 @@ pub async fn fanout(
     }
     let progress = options.progress.spawn("changes", {
         let sent_at = sent_at.clone();
-        move || sent_at.lock().len() as u64
+        move || sent_at.count.load(Ordering::Acquire)
     });
     // Subscribers got their snapshots at sequence 0; orders now make changes 1, 2, ...
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut orders = Connection::connect(options.target).await?;
+    // One WebSocket places the orders without waiting for answers, so the rate holds however
+    // long a sync takes, and the server applies them in the order they were sent.
+    let (orders, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", options.target))
+        .await
+        .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
+    let (mut orders, mut answers) = orders.split();
+    let refusals = tokio::spawn(async move {
+        let mut refused = 0u64;
+        while let Some(Ok(answer)) = answers.next().await {
+            if let Message::Text(text) = answer {
+                refused += text.matches("\"error\"").count() as u64;
+            }
+        }
+        refused
+    });
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(
         1.0 / f64::from(options.rate.max(1)),
     ));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut changes = 0u64;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && (changes as usize) < sent_at.nanos.len() {
         ticker.tick().await;
-        let body = format!(
-            r#"{{"order_id":"{sku}-{changes}","sku":"{sku}","qty":1,"platform":"douyin"}}"#
+        let command = format!(
+            r#"{{"op":"reserve","id":"{changes}","order_id":"{sku}-{changes}","sku":"{sku}","qty":1,"platform":"douyin"}}"#
         );
-        sent_at.lock().push(Instant::now());
-        let response = orders
-            .request("POST", "/api/v1/orders", body.as_bytes())
-            .await?;
-        if !response.is_success() {
-            return Err(super::refused("placing an order".to_owned(), &response));
-        }
+        sent_at.record(epoch, changes);
+        orders
+            .send(Message::Text(command.into()))
+            .await
+            .map_err(|error| LoadError::Answer(format!("websocket: {error}")))?;
         changes += 1;
     }
     let changes_seconds = started.elapsed().as_secs_f64();
@@ -213,6 +254,13 @@ pub async fn fanout(
         tally.merge(seen.tally);
     }
     progress.abort();
+    let _ = orders.close().await;
+    let refused = refusals.await.unwrap_or(0);
+    if 0 < refused {
+        return Err(LoadError::Answer(format!(
+            "the server refused {refused} orders"
+        )));
+    }
     let expected = changes * u64::from(options.subscribers);
     Ok(FanoutReport {
         subscribers: options.subscribers,

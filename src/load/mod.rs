@@ -109,9 +109,17 @@ async fn subscriber(target: SocketAddr, sku: &str) -> Result<Socket, LoadError> 
     let failed = |error: tokio_tungstenite::tungstenite::Error| {
         LoadError::Answer(format!("websocket: {error}"))
     };
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{target}/ws"))
-        .await
-        .map_err(failed)?;
+    // A small read buffer: the default 128 KiB is zeroed on every read, which at thousands of
+    // subscribers costs the tool more than the frames do.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{target}/ws"),
+        Some(config),
+        false,
+    )
+    .await
+    .map_err(failed)?;
     let subscribe = format!(r#"{{"op":"subscribe","topics":["sku:{sku}"]}}"#);
     socket
         .send(tokio_tungstenite::tungstenite::Message::Text(

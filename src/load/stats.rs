@@ -34,6 +34,16 @@ impl Default for Tally {
 }
 
 impl Tally {
+    /// A tally with two significant digits of latency: small enough to keep one for each of
+    /// thousands of subscribers.
+    pub(super) fn coarse() -> Tally {
+        Tally {
+            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
+                .expect("valid histogram bounds"),
+            ..Tally::default()
+        }
+    }
+
     pub(super) fn latency(&mut self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency_us
@@ -50,7 +60,7 @@ impl Tally {
         for (code, count) in other.refused {
             *self.refused.entry(code).or_default() += count;
         }
-        // Both histograms share bounds, so adding cannot fail.
+        // Both histograms share bounds, so adding cannot fail; a finer one takes a coarser.
         let _ = self.latency_us.add(&other.latency_us);
     }
 
