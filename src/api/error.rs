@@ -65,11 +65,14 @@ impl From<InvalidValue> for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
         let status = match &error {
-            LedgerError::SkuNotFound { .. } | LedgerError::OrderNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            LedgerError::SkuNotFound { .. }
+            | LedgerError::OrderNotFound { .. }
+            | LedgerError::RoomNotFound { .. }
+            | LedgerError::ListingNotFound { .. } => StatusCode::NOT_FOUND,
+            LedgerError::InvalidRoom { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             LedgerError::InsufficientStock { .. }
             | LedgerError::Halted { .. }
+            | LedgerError::ListingHalted { .. }
             | LedgerError::PlatformQuotaExceeded { .. }
             | LedgerError::OrderConflict { .. }
             | LedgerError::RestockConflict { .. }

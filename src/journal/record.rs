@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Fact, LedgerImage, Line, Lines, OrderId, OrderImage, OrderRequest, OrderStatus, Platform, Qty,
-    RestockId, RoomId, SkuId, SkuImage, SkuSettings, Stock, Stocks,
+    Fact, LedgerImage, Line, Lines, Listing, ListingTally, OrderId, OrderImage, OrderRequest,
+    OrderStatus, PlanPoint, Platform, Policy, Qty, RestockId, Room, RoomId, Series, SkuId,
+    SkuImage, SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -140,6 +141,209 @@ enum FactRecord<'a> {
         #[serde(borrow)]
         stocks: Vec<StockRecord<'a>>,
     },
+    RoomPut {
+        at: u64,
+        #[serde(borrow)]
+        room: RoomRecord<'a>,
+    },
+    ListingHalted {
+        at: u64,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
+        #[serde(borrow)]
+        sku: Cow<'a, str>,
+        auto: bool,
+    },
+    ListingResumed {
+        at: u64,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
+        #[serde(borrow)]
+        sku: Cow<'a, str>,
+    },
+}
+
+/// A listing's policy, field by field (see `ledger::Policy`).
+#[derive(Serialize, Deserialize)]
+struct PolicyRecord {
+    yellow: u32,
+    orange: u32,
+    red: u32,
+    coverage: u32,
+    lead_time_ms: u64,
+    tighten_share: u32,
+    tighten_within_ms: u64,
+    tighten_factor: u32,
+    relax_share: u32,
+    relax_after_ms: u64,
+    relax_factor: u32,
+    hysteresis: u32,
+    dwell_ms: u64,
+    velocity_window_ms: u64,
+    auto_halt: bool,
+    hot: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ListingRecord<'a> {
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
+    forecast: u64,
+    /// (elapsed ms, share in thousandths) per plan point.
+    plan: Vec<(u64, u32)>,
+    policy: PolicyRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoomRecord<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    starts_at: u64,
+    ends_at: u64,
+    #[serde(borrow)]
+    listings: Vec<ListingRecord<'a>>,
+}
+
+/// What one room listing of a SKU consumed, in a snapshot.
+#[derive(Serialize, Deserialize)]
+struct TallyRecord<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+    halted: bool,
+    consumed: u64,
+    series_starts_at: u64,
+    series_bucket_ms: u64,
+    series_buckets: u64,
+    series: Vec<u64>,
+}
+
+fn policy_record(policy: &Policy) -> PolicyRecord {
+    PolicyRecord {
+        yellow: policy.yellow,
+        orange: policy.orange,
+        red: policy.red,
+        coverage: policy.coverage,
+        lead_time_ms: policy.lead_time_ms,
+        tighten_share: policy.tighten_share,
+        tighten_within_ms: policy.tighten_within_ms,
+        tighten_factor: policy.tighten_factor,
+        relax_share: policy.relax_share,
+        relax_after_ms: policy.relax_after_ms,
+        relax_factor: policy.relax_factor,
+        hysteresis: policy.hysteresis,
+        dwell_ms: policy.dwell_ms,
+        velocity_window_ms: policy.velocity_window_ms,
+        auto_halt: policy.auto_halt,
+        hot: policy.hot,
+    }
+}
+
+fn policy(record: PolicyRecord) -> Policy {
+    Policy {
+        yellow: record.yellow,
+        orange: record.orange,
+        red: record.red,
+        coverage: record.coverage,
+        lead_time_ms: record.lead_time_ms,
+        tighten_share: record.tighten_share,
+        tighten_within_ms: record.tighten_within_ms,
+        tighten_factor: record.tighten_factor,
+        relax_share: record.relax_share,
+        relax_after_ms: record.relax_after_ms,
+        relax_factor: record.relax_factor,
+        hysteresis: record.hysteresis,
+        dwell_ms: record.dwell_ms,
+        velocity_window_ms: record.velocity_window_ms,
+        auto_halt: record.auto_halt,
+        hot: record.hot,
+    }
+}
+
+fn room_record(room: &Room) -> RoomRecord<'_> {
+    RoomRecord {
+        id: Cow::Borrowed(room.id.as_str()),
+        name: Cow::Borrowed(&room.name),
+        starts_at: room.starts_at.as_millis(),
+        ends_at: room.ends_at.as_millis(),
+        listings: room
+            .listings
+            .iter()
+            .map(|listing| ListingRecord {
+                sku: Cow::Borrowed(listing.sku.as_str()),
+                forecast: listing.forecast,
+                plan: listing
+                    .plan
+                    .iter()
+                    .map(|point| (point.elapsed_ms, point.share))
+                    .collect(),
+                policy: policy_record(&listing.policy),
+            })
+            .collect(),
+    }
+}
+
+fn room(record: RoomRecord<'_>) -> Result<Arc<Room>, DecodeError> {
+    let room = Room {
+        id: value(RoomId::new(&record.id))?,
+        name: record.name.into_owned(),
+        starts_at: Timestamp::from_millis(record.starts_at),
+        ends_at: Timestamp::from_millis(record.ends_at),
+        listings: record
+            .listings
+            .into_iter()
+            .map(|listing| {
+                Ok(Listing {
+                    sku: value(SkuId::new(&listing.sku))?,
+                    forecast: listing.forecast,
+                    plan: listing
+                        .plan
+                        .into_iter()
+                        .map(|(elapsed_ms, share)| PlanPoint { elapsed_ms, share })
+                        .collect(),
+                    policy: policy(listing.policy),
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?,
+    };
+    value(room.validate())?;
+    Ok(Arc::new(room))
+}
+
+fn tally_record(tally: &ListingTally) -> TallyRecord<'_> {
+    TallyRecord {
+        room: Cow::Borrowed(tally.room.as_str()),
+        halted: tally.halted,
+        consumed: tally.consumed,
+        series_starts_at: tally.series.starts_at.as_millis(),
+        series_bucket_ms: tally.series.bucket_ms,
+        series_buckets: tally.series.buckets,
+        series: tally.series.points.clone(),
+    }
+}
+
+fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
+    let sane = 0 < record.series_bucket_ms
+        && 0 < record.series_buckets
+        && record.series.len() as u64 <= record.series_buckets;
+    if !sane {
+        return Err(DecodeError::Value(format!(
+            "the consumption series of room {} does not fit its show",
+            record.room
+        )));
+    }
+    Ok(ListingTally {
+        room: value(RoomId::new(&record.room))?,
+        halted: record.halted,
+        consumed: record.consumed,
+        series: Series {
+            starts_at: Timestamp::from_millis(record.series_starts_at),
+            bucket_ms: record.series_bucket_ms,
+            buckets: record.series_buckets,
+            points: record.series,
+        },
+    })
 }
 
 fn stock_record(stock: &Stock) -> StockRecord<'_> {
@@ -309,6 +513,23 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             order_id: Cow::Borrowed(order.order_id.as_str()),
             stocks: stocks_record(stocks),
         },
+        Fact::RoomPut { room, .. } => FactRecord::RoomPut {
+            at,
+            room: room_record(room),
+        },
+        Fact::ListingHalted {
+            room, sku, auto, ..
+        } => FactRecord::ListingHalted {
+            at,
+            room: Cow::Borrowed(room.as_str()),
+            sku: Cow::Borrowed(sku.as_str()),
+            auto: *auto,
+        },
+        Fact::ListingResumed { room, sku, .. } => FactRecord::ListingResumed {
+            at,
+            room: Cow::Borrowed(room.as_str()),
+            sku: Cow::Borrowed(sku.as_str()),
+        },
     };
     rmp_serde::encode::write(buffer, &record).expect("writing to a Vec cannot fail");
 }
@@ -427,6 +648,33 @@ pub(super) fn decode_fact(
             order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
         },
+        FactRecord::RoomPut {
+            at: time,
+            room: record,
+        } => Fact::RoomPut {
+            at: at(time),
+            room: room(record)?,
+        },
+        FactRecord::ListingHalted {
+            at: time,
+            room,
+            sku,
+            auto,
+        } => Fact::ListingHalted {
+            at: at(time),
+            room: value(RoomId::new(&room))?,
+            sku: value(SkuId::new(&sku))?,
+            auto,
+        },
+        FactRecord::ListingResumed {
+            at: time,
+            room,
+            sku,
+        } => Fact::ListingResumed {
+            at: at(time),
+            room: value(RoomId::new(&room))?,
+            sku: value(SkuId::new(&sku))?,
+        },
     })
 }
 
@@ -441,6 +689,8 @@ struct SkuImageRecord<'a> {
     updated_at: u64,
     #[serde(borrow)]
     restocks: Vec<(Cow<'a, str>, u64)>,
+    #[serde(borrow, default)]
+    listings: Vec<TallyRecord<'a>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -461,6 +711,8 @@ struct ImageRecord<'a> {
     skus: Vec<SkuImageRecord<'a>>,
     #[serde(borrow)]
     orders: Vec<OrderImageRecord<'a>>,
+    #[serde(borrow, default)]
+    rooms: Vec<RoomRecord<'a>>,
 }
 
 fn status_code(status: OrderStatus) -> u8 {
@@ -505,8 +757,10 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                     .iter()
                     .map(|(id, qty)| (Cow::Borrowed(id.as_str()), *qty))
                     .collect(),
+                listings: sku.listings.iter().map(tally_record).collect(),
             })
             .collect(),
+        rooms: image.rooms.iter().map(|room| room_record(room)).collect(),
         orders: image
             .orders
             .iter()
@@ -547,6 +801,11 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                         .into_iter()
                         .map(|(id, qty)| Ok((value(RestockId::new(&id))?, qty)))
                         .collect::<Result<_, DecodeError>>()?,
+                    listings: sku
+                        .listings
+                        .into_iter()
+                        .map(tally)
+                        .collect::<Result<_, DecodeError>>()?,
                 })
             })
             .collect::<Result<_, DecodeError>>()?,
@@ -563,6 +822,11 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                     updated_at: at(image.updated_at),
                 })
             })
+            .collect::<Result<_, DecodeError>>()?,
+        rooms: record
+            .rooms
+            .into_iter()
+            .map(room)
             .collect::<Result<_, DecodeError>>()?,
     })
 }

@@ -1,6 +1,6 @@
 //! Why a ledger operation was refused. A refused operation changed nothing.
 
-use super::types::{OrderId, OrderStatus, Platform, RestockId, SkuId};
+use super::types::{OrderId, OrderStatus, Platform, RestockId, RoomId, SkuId};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -16,6 +16,14 @@ pub enum LedgerError {
     },
     #[error("sku {sku} is halted")]
     Halted { sku: SkuId },
+    #[error("sku {sku} is halted in room {room}")]
+    ListingHalted { room: RoomId, sku: SkuId },
+    #[error("room {room}: {reason}")]
+    InvalidRoom { room: RoomId, reason: String },
+    #[error("room {room} does not exist")]
+    RoomNotFound { room: RoomId },
+    #[error("room {room} does not list sku {sku}")]
+    ListingNotFound { room: RoomId, sku: SkuId },
     #[error(
         "platform {platform} may hold {quota} of sku {sku} and holds {held}; {requested} requested"
     )]
@@ -53,7 +61,10 @@ impl LedgerError {
             LedgerError::SkuNotFound { .. } => "sku_not_found",
             LedgerError::OrderNotFound { .. } => "order_not_found",
             LedgerError::InsufficientStock { .. } => "insufficient_stock",
-            LedgerError::Halted { .. } => "halted",
+            LedgerError::Halted { .. } | LedgerError::ListingHalted { .. } => "halted",
+            LedgerError::RoomNotFound { .. } => "room_not_found",
+            LedgerError::InvalidRoom { .. } => "invalid_room",
+            LedgerError::ListingNotFound { .. } => "listing_not_found",
             LedgerError::PlatformQuotaExceeded { .. } => "platform_quota_exceeded",
             LedgerError::OrderConflict { .. } => "order_conflict",
             LedgerError::RestockConflict { .. } => "restock_conflict",
@@ -81,6 +92,8 @@ pub enum ReplayError {
         order_id: OrderId,
         status: OrderStatus,
     },
+    #[error("{kind} could not be re-done: {reason}")]
+    Refused { kind: &'static str, reason: String },
     #[error("{kind} left sku {sku} at {actual:?}, the fact says {expected:?}")]
     StockMismatch {
         kind: &'static str,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::types::{OrderId, OrderRequest, RestockId, SkuSettings, Stock};
+use super::room::Room;
+use super::types::{OrderId, OrderRequest, RestockId, RoomId, SkuId, SkuSettings, Stock};
 use crate::clock::Timestamp;
 
 /// The stock of every SKU an order touched, after the change, in the order's line order.
@@ -77,6 +78,24 @@ pub enum Fact {
         order: Arc<OrderRequest>,
         stocks: Stocks,
     },
+    /// A room was created or its schedule or line-up changed.
+    RoomPut {
+        at: Timestamp,
+        room: Arc<Room>,
+    },
+    /// Orders naming the room are refused for the SKU until it is resumed; `auto` when the
+    /// alert engine halted it at red.
+    ListingHalted {
+        at: Timestamp,
+        room: RoomId,
+        sku: SkuId,
+        auto: bool,
+    },
+    ListingResumed {
+        at: Timestamp,
+        room: RoomId,
+        sku: SkuId,
+    },
 }
 
 impl Fact {
@@ -91,7 +110,10 @@ impl Fact {
             | Fact::OrderConfirmed { at, .. }
             | Fact::OrderCancelled { at, .. }
             | Fact::OrderExpired { at, .. }
-            | Fact::OrderRefunded { at, .. } => *at,
+            | Fact::OrderRefunded { at, .. }
+            | Fact::RoomPut { at, .. }
+            | Fact::ListingHalted { at, .. }
+            | Fact::ListingResumed { at, .. } => *at,
         }
     }
 
@@ -108,6 +130,7 @@ impl Fact {
             | Fact::OrderCancelled { stocks, .. }
             | Fact::OrderExpired { stocks, .. }
             | Fact::OrderRefunded { stocks, .. } => stocks,
+            Fact::RoomPut { .. } | Fact::ListingHalted { .. } | Fact::ListingResumed { .. } => &[],
         }
     }
 
@@ -117,7 +140,10 @@ impl Fact {
             Fact::SkuPut { .. }
             | Fact::Restocked { .. }
             | Fact::Halted { .. }
-            | Fact::Resumed { .. } => None,
+            | Fact::Resumed { .. }
+            | Fact::RoomPut { .. }
+            | Fact::ListingHalted { .. }
+            | Fact::ListingResumed { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -140,6 +166,9 @@ impl Fact {
             Fact::OrderCancelled { .. } => "order_cancelled",
             Fact::OrderExpired { .. } => "order_expired",
             Fact::OrderRefunded { .. } => "order_refunded",
+            Fact::RoomPut { .. } => "room_put",
+            Fact::ListingHalted { .. } => "listing_halted",
+            Fact::ListingResumed { .. } => "listing_resumed",
         }
     }
 }

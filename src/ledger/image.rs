@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::order::{OrderEntry, OrderStripe, Origin};
+use super::room::{ListingTally, Room};
 use super::sku::{PlatformTally, Quantities, SkuEntry, SkuSlot};
 use super::stripe::{self, SkuTable};
 use super::{
@@ -18,6 +19,7 @@ use crate::clock::Timestamp;
 pub struct LedgerImage {
     pub skus: Vec<SkuImage>,
     pub orders: Vec<OrderImage>,
+    pub rooms: Vec<Arc<Room>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct SkuImage {
     pub updated_at: Timestamp,
     /// The latest restock ids and quantities, oldest first.
     pub restocks: Vec<(RestockId, u64)>,
+    /// What each room listing of this SKU consumed.
+    pub listings: Vec<ListingTally>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +55,10 @@ impl Ledger {
         let order_stripes: Vec<_> = self.orders.iter().map(|stripe| stripe.0.lock()).collect();
         let sku_stripes: Vec<_> = self.skus.iter().map(|stripe| stripe.0.lock()).collect();
         let position = cut();
-        let mut image = LedgerImage::default();
+        let mut image = LedgerImage {
+            rooms: self.rooms.read().values().cloned().collect(),
+            ..LedgerImage::default()
+        };
         for table in &sku_stripes {
             for slot in table.iter() {
                 let entry = &slot.entry;
@@ -65,6 +72,7 @@ impl Ledger {
                         .collect(),
                     updated_at: entry.updated_at,
                     restocks: entry.restocks.iter().cloned().collect(),
+                    listings: entry.listings.clone(),
                 });
             }
         }
@@ -138,6 +146,7 @@ impl Ledger {
                     .take(super::sku::RESTOCKS_REMEMBERED_MAX)
                     .rev()
                     .collect(),
+                listings: sku.listings,
             };
             let key = ledger.sku_key(&sku.stock.sku);
             let mut table: parking_lot::MutexGuard<'_, SkuTable> = ledger.skus[key.stripe].0.lock();
@@ -159,6 +168,11 @@ impl Ledger {
                 |slot| slot.hash,
             );
         }
+        let mut rooms = ledger.rooms.write();
+        for room in image.rooms {
+            rooms.insert(room.id.clone(), room);
+        }
+        drop(rooms);
         for order in image.orders {
             let (order_hash, stripe) = ledger.order_key(&order.order.order_id);
             let mut stripe: parking_lot::MutexGuard<'_, OrderStripe> = stripe.lock();

@@ -29,6 +29,7 @@ mod fact;
 mod image;
 mod order;
 mod replay;
+mod room;
 mod sku;
 mod stripe;
 mod types;
@@ -40,12 +41,18 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use std::collections::BTreeMap;
+
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 pub use error::{LedgerError, ReplayError};
 pub use fact::{Fact, Stocks};
 pub use image::{LedgerImage, OrderImage, SkuImage};
+pub use room::{
+    Listing, ListingState, ListingTally, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX,
+    Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series,
+};
 pub use types::{
     ID_BYTES_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX, OrderId, OrderRequest,
     OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId,
@@ -126,6 +133,11 @@ pub struct Ledger {
     orders: Box<[Padded<Mutex<OrderStripe>>]>,
     /// Where each fact goes as it happens (the journal); unset while replaying.
     sink: OnceLock<Arc<dyn FactSink>>,
+    /// Every room by id. Taken last (after any stripe) and never held while taking another
+    /// lock.
+    rooms: RwLock<BTreeMap<RoomId, Arc<Room>>>,
+    /// Serialises room changes, which touch several SKUs and the room map; taken first.
+    room_writes: Mutex<()>,
 }
 
 /// Where facts go the moment they happen. `append` is called with the stripes of the change
@@ -149,6 +161,8 @@ impl Ledger {
             skus,
             orders,
             sink: OnceLock::new(),
+            rooms: RwLock::new(BTreeMap::new()),
+            room_writes: Mutex::new(()),
         }
     }
 
@@ -209,12 +223,12 @@ impl Ledger {
         &self,
         skus: &mut SkuGuards<'_>,
         keys: &[SkuKey<'_>],
-        lines: &Lines,
-        platform: &Platform,
+        order: &OrderRequest,
         movement: Movement,
         rules: Rules,
         now: Timestamp,
     ) -> Result<Moved, LedgerError> {
+        let (lines, platform) = (&order.lines, &order.platform);
         let mut plans = SmallVec::<[_; 1]>::new();
         let mut lock_ttl_ms: Option<u64> = None;
         for (line, key) in lines.iter().zip(keys) {
@@ -224,6 +238,14 @@ impl Ledger {
             let qty = line.qty.get();
             if rules == Rules::Enforce && movement.takes_available() {
                 entry.check_take(&line.sku, platform, qty)?;
+                if let Some(room) = &order.room
+                    && entry.listing(room).is_some_and(|tally| tally.halted)
+                {
+                    return Err(LedgerError::ListingHalted {
+                        room: room.clone(),
+                        sku: line.sku.clone(),
+                    });
+                }
             }
             let plan = entry.plan(platform, movement, qty).ok_or_else(|| {
                 LedgerError::Invariant(format!(
@@ -237,11 +259,17 @@ impl Ledger {
             plans.push(plan);
         }
         let mut stocks = Stocks::new();
-        for (key, (quantities, tally)) in keys.iter().zip(plans) {
+        for ((key, line), (quantities, tally)) in keys.iter().zip(lines.iter()).zip(plans) {
             let entry = skus
                 .entry_mut(key)
                 .expect("found in the planning pass under the same guards");
             entry.commit(quantities, tally, now);
+            if let Some(room) = &order.room
+                && let Some(listing) = entry.listing_mut(room)
+            {
+                let (taken, released) = movement.consumption(line.qty.get());
+                listing.consume(now, taken, released);
+            }
             stocks.push(entry.stock(key.sku));
         }
         Ok(Moved {
@@ -262,8 +290,7 @@ impl Ledger {
         let moved = self.move_lines(
             &mut skus,
             &keys,
-            &request.lines,
-            &request.platform,
+            &request,
             Movement::Lock,
             Rules::Enforce,
             now,
@@ -322,8 +349,7 @@ impl Ledger {
         let moved = self.move_lines(
             &mut skus,
             &keys,
-            &request.lines,
-            &request.platform,
+            &request,
             Movement::Sell,
             Rules::Enforce,
             now,
@@ -421,15 +447,7 @@ impl Ledger {
         let keys = self.line_keys(&order.lines);
         let mut skus = self.lock_skus(&keys);
         let moved = self
-            .move_lines(
-                &mut skus,
-                &keys,
-                &order.lines,
-                &order.platform,
-                step.movement,
-                Rules::Enforce,
-                now,
-            )
+            .move_lines(&mut skus, &keys, &order, step.movement, Rules::Enforce, now)
             .map_err(|error| match (step.retaken, error) {
                 (true, LedgerError::Invariant(message)) => LedgerError::Invariant(message),
                 (true, _) => LedgerError::LockExpired {
@@ -643,6 +661,169 @@ impl Ledger {
         let fact = operation(entry)?;
         self.record(&fact);
         Ok(fact)
+    }
+
+    /// Creates a room or changes its schedule and line-up. Every listed SKU must exist. A
+    /// listing that stays keeps what it consumed; a listing dropped from the line-up forgets it.
+    pub fn put_room(&self, now: Timestamp, room: Room) -> Result<Fact, LedgerError> {
+        room.validate().map_err(|error| LedgerError::InvalidRoom {
+            room: room.id.clone(),
+            reason: error.to_string(),
+        })?;
+        let fact = self.put_room_at(now, Arc::new(room), true)?;
+        Ok(fact)
+    }
+
+    /// Puts a room; `record` is false when replaying.
+    fn put_room_at(
+        &self,
+        now: Timestamp,
+        room: Arc<Room>,
+        record: bool,
+    ) -> Result<Fact, LedgerError> {
+        let _writing = self.room_writes.lock();
+        let previous = self.rooms.read().get(&room.id).cloned();
+        let mut skus: Vec<&SkuId> = room.listings.iter().map(|listing| &listing.sku).collect();
+        if let Some(previous) = &previous {
+            for listing in &previous.listings {
+                if !skus.contains(&&listing.sku) {
+                    skus.push(&listing.sku);
+                }
+            }
+        }
+        let keys: Vec<SkuKey<'_>> = skus.iter().map(|sku| self.sku_key(sku)).collect();
+        let mut guards = self.lock_skus(&keys);
+        for (key, listing) in keys.iter().zip(&room.listings) {
+            if guards.entry(key).is_none() {
+                return Err(LedgerError::SkuNotFound {
+                    sku: listing.sku.clone(),
+                });
+            }
+        }
+        for (index, key) in keys.iter().enumerate() {
+            let Some(entry) = guards.entry_mut(key) else {
+                continue;
+            };
+            if index < room.listings.len() {
+                match entry.listing_mut(&room.id) {
+                    Some(tally) => tally.reschedule(&room, now),
+                    None => entry.listings.push(ListingTally::new(&room)),
+                }
+            } else {
+                entry.listings.retain(|tally| tally.room != room.id);
+            }
+        }
+        let fact = Fact::RoomPut {
+            at: now,
+            room: room.clone(),
+        };
+        if record {
+            self.record(&fact);
+        }
+        self.rooms.write().insert(room.id.clone(), room);
+        drop(guards);
+        Ok(fact)
+    }
+
+    /// Refuses orders naming `room` for `sku` until [`Ledger::resume_listing`]. `auto` when
+    /// the alert engine halts it.
+    pub fn halt_listing(
+        &self,
+        now: Timestamp,
+        room: &RoomId,
+        sku: &SkuId,
+        auto: bool,
+    ) -> Result<Fact, LedgerError> {
+        self.set_listing_halted(now, room, sku, Some(auto), true)
+    }
+
+    pub fn resume_listing(
+        &self,
+        now: Timestamp,
+        room: &RoomId,
+        sku: &SkuId,
+    ) -> Result<Fact, LedgerError> {
+        self.set_listing_halted(now, room, sku, None, true)
+    }
+
+    /// Halts (`Some(auto)`) or resumes (`None`) a listing; `record` is false when replaying.
+    fn set_listing_halted(
+        &self,
+        now: Timestamp,
+        room: &RoomId,
+        sku: &SkuId,
+        halt: Option<bool>,
+        record: bool,
+    ) -> Result<Fact, LedgerError> {
+        let listed = self
+            .rooms
+            .read()
+            .get(room)
+            .map(|spec| spec.listing(sku).is_some());
+        match listed {
+            None => return Err(LedgerError::RoomNotFound { room: room.clone() }),
+            Some(false) => {
+                return Err(LedgerError::ListingNotFound {
+                    room: room.clone(),
+                    sku: sku.clone(),
+                });
+            }
+            Some(true) => {}
+        }
+        let key = self.sku_key(sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        let tally = stripe::find_mut(&mut table, &key)
+            .and_then(|entry| entry.listing_mut(room))
+            .ok_or_else(|| LedgerError::ListingNotFound {
+                room: room.clone(),
+                sku: sku.clone(),
+            })?;
+        tally.halted = halt.is_some();
+        let fact = match halt {
+            Some(auto) => Fact::ListingHalted {
+                at: now,
+                room: room.clone(),
+                sku: sku.clone(),
+                auto,
+            },
+            None => Fact::ListingResumed {
+                at: now,
+                room: room.clone(),
+                sku: sku.clone(),
+            },
+        };
+        if record {
+            self.record(&fact);
+        }
+        Ok(fact)
+    }
+
+    /// Every room, by id.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.read().values().cloned().collect()
+    }
+
+    /// A room with every listing's tally and stock, each read under its SKU's stripe.
+    pub fn room(&self, room: &RoomId) -> Option<RoomState> {
+        let spec = self.rooms.read().get(room).cloned()?;
+        let listings = spec
+            .listings
+            .iter()
+            .filter_map(|listing| {
+                let key = self.sku_key(&listing.sku);
+                let table = self.skus[key.stripe].0.lock();
+                let entry = stripe::find(&table, &key)?;
+                Some(ListingState {
+                    listing: listing.clone(),
+                    tally: entry.listing(room)?.clone(),
+                    stock: entry.stock(&listing.sku),
+                })
+            })
+            .collect();
+        Some(RoomState {
+            room: spec,
+            listings,
+        })
     }
 
     pub fn sku(&self, sku: &SkuId) -> Option<SkuView> {

@@ -5,7 +5,7 @@ use super::order::{OrderEntry, Origin, ReplayStep, is_finished};
 use super::sku::{Movement, Quantities, Rules, SkuEntry, SkuSlot};
 use super::stripe;
 use super::{
-    Fact, Ledger, LedgerError, Lines, OrderId, OrderStatus, Platform, ReplayError, SkuId, Stock,
+    Fact, Ledger, LedgerError, Lines, OrderId, OrderRequest, OrderStatus, ReplayError, SkuId, Stock,
 };
 use crate::clock::Timestamp;
 
@@ -66,6 +66,25 @@ impl Ledger {
                     entry.halted = halted;
                     entry.touch(*at);
                 })
+            }
+            Fact::RoomPut { at, room } => self
+                .put_room_at(*at, room.clone(), false)
+                .map(drop)
+                .map_err(|error| ReplayError::Refused {
+                    kind: fact.kind(),
+                    reason: error.to_string(),
+                }),
+            Fact::ListingHalted { at, room, sku, .. } | Fact::ListingResumed { at, room, sku } => {
+                let halt = match fact {
+                    Fact::ListingHalted { auto, .. } => Some(*auto),
+                    _ => None,
+                };
+                self.set_listing_halted(*at, room, sku, halt, false)
+                    .map(drop)
+                    .map_err(|error| ReplayError::Refused {
+                        kind: fact.kind(),
+                        reason: error.to_string(),
+                    })
             }
             Fact::OrderReserved {
                 at,
@@ -163,14 +182,7 @@ impl Ledger {
             Origin::Sell => Movement::Sell,
         };
         let order = &entry.order;
-        self.apply_moves(
-            fact,
-            &order.platform,
-            &order.lines,
-            movement,
-            entry.created_at,
-            stocks,
-        )?;
+        self.apply_moves(fact, order, movement, entry.created_at, stocks)?;
         stripe.insert(order_hash, entry);
         Ok(())
     }
@@ -201,7 +213,7 @@ impl Ledger {
             });
         }
         let order = entry.order.clone();
-        self.apply_moves(fact, &order.platform, &order.lines, movement, at, stocks)?;
+        self.apply_moves(fact, &order, movement, at, stocks)?;
         entry.status = to;
         entry.updated_at = at;
         stripe.finish(order_id, at);
@@ -211,24 +223,15 @@ impl Ledger {
     fn apply_moves(
         &self,
         fact: &Fact,
-        platform: &Platform,
-        lines: &Lines,
+        order: &OrderRequest,
         movement: Movement,
         at: Timestamp,
         stocks: &[Stock],
     ) -> Result<(), ReplayError> {
-        let keys = self.line_keys(lines);
+        let keys = self.line_keys(&order.lines);
         let mut skus = self.lock_skus(&keys);
         let moved = self
-            .move_lines(
-                &mut skus,
-                &keys,
-                lines,
-                platform,
-                movement,
-                Rules::Replay,
-                at,
-            )
+            .move_lines(&mut skus, &keys, order, movement, Rules::Replay, at)
             .map_err(|error| match error {
                 LedgerError::SkuNotFound { sku } => ReplayError::UnknownSku {
                     kind: fact.kind(),
@@ -236,7 +239,7 @@ impl Ledger {
                 },
                 error => ReplayError::StockMismatch {
                     kind: fact.kind(),
-                    sku: first_sku(lines),
+                    sku: first_sku(&order.lines),
                     expected: format!("{stocks:?}"),
                     actual: error.to_string(),
                 },

@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 
 use super::error::LedgerError;
 use super::fact::Fact;
+use super::room::ListingTally;
 use super::types::{
     Platform, PlatformCount, RestockId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView,
     Stock,
@@ -51,6 +52,15 @@ impl Movement {
         matches!(self, Movement::Lock | Movement::Sell)
     }
 
+    /// Units this movement adds to, and takes from, a listing's consumption (locked + sold).
+    pub(super) fn consumption(self, qty: u64) -> (u64, u64) {
+        match self {
+            Movement::Lock | Movement::Sell => (qty, 0),
+            Movement::LockToSold => (0, 0),
+            Movement::Unlock | Movement::Refund => (0, qty),
+        }
+    }
+
     /// The new `(locked, sold)` pair, or `None` on underflow or overflow.
     pub(super) fn apply(self, locked: u64, sold: u64, qty: u64) -> Option<(u64, u64)> {
         Some(match self {
@@ -89,6 +99,8 @@ pub(super) struct SkuEntry {
     /// The ids (and quantities) of this SKU's latest restocks, oldest first, at most
     /// [`RESTOCKS_REMEMBERED_MAX`]: a retried restock is recognised and applied once.
     pub(super) restocks: VecDeque<(RestockId, u64)>,
+    /// What each room listing this SKU consumed; a handful at most.
+    pub(super) listings: Vec<ListingTally>,
 }
 
 /// Restocks remembered per SKU for idempotency: a show restocks a SKU a handful of times.
@@ -108,6 +120,7 @@ impl SkuEntry {
             version: 0,
             updated_at: now,
             restocks: VecDeque::new(),
+            listings: Vec::new(),
         }
     }
 
@@ -123,6 +136,14 @@ impl SkuEntry {
             halted: self.halted,
             version: self.version,
         }
+    }
+
+    pub(super) fn listing(&self, room: &super::RoomId) -> Option<&ListingTally> {
+        self.listings.iter().find(|tally| &tally.room == room)
+    }
+
+    pub(super) fn listing_mut(&mut self, room: &super::RoomId) -> Option<&mut ListingTally> {
+        self.listings.iter_mut().find(|tally| &tally.room == room)
     }
 
     pub(super) fn tally(&self, platform: &Platform) -> Option<&PlatformTally> {

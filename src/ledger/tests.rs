@@ -2290,3 +2290,200 @@ fn a_restock_with_an_id_is_applied_once_even_after_replay() {
     );
     assert_eq!(quantities(&replayed, "A")[0], 15);
 }
+
+fn room_id(value: &str) -> RoomId {
+    RoomId::new(value).expect("a valid room id")
+}
+
+/// A one-hour room starting at `at(0)` that lists each `(sku, forecast)`.
+fn room(id: &str, listings: &[(&str, u64)]) -> Room {
+    Room {
+        id: room_id(id),
+        name: format!("show {id}"),
+        starts_at: at(0),
+        ends_at: at(60 * MINUTE_MS),
+        listings: listings
+            .iter()
+            .map(|(sku, forecast)| Listing {
+                sku: sku_id(sku),
+                forecast: *forecast,
+                plan: Vec::new(),
+                policy: Policy::default(),
+            })
+            .collect(),
+    }
+}
+
+fn in_room(order: &str, room: &str, items: &[(&str, i64)]) -> OrderRequest {
+    OrderRequest {
+        room: Some(room_id(room)),
+        ..request(order, "douyin", items)
+    }
+}
+
+fn consumed(ledger: &Ledger, room: &str, sku: &str) -> u64 {
+    let state = ledger.room(&room_id(room)).expect("the room exists");
+    state
+        .listings
+        .iter()
+        .find(|listing| listing.listing.sku == sku_id(sku))
+        .expect("the sku is listed")
+        .tally
+        .consumed
+}
+
+#[test]
+fn room_orders_count_toward_their_listing_and_releases_count_back() {
+    // Goal: consumed = locked + sold by orders naming the room: reserve and sell add, a
+    // payment moves nothing, cancel, expiry and refund give back; other rooms' orders and
+    // orders naming no room do not count; the series records the value per bucket.
+    let ledger = ledger_with_skus(&[("A", 100), ("B", 100)]);
+    let mut facts = Vec::new();
+    facts.push(
+        ledger
+            .put_room(at(0), room("r1", &[("A", 50)]))
+            .expect("put_room"),
+    );
+    let mut run = |answer: Result<Answer, LedgerError>| {
+        let answer = answer.expect("the operation succeeds");
+        facts.extend(answer.fact);
+    };
+    run(ledger.reserve(at(1_000), in_room("o1", "r1", &[("A", 3), ("B", 2)])));
+    run(ledger.sell(at(2_000), in_room("o2", "r1", &[("A", 4)])));
+    run(ledger.reserve(at(3_000), in_room("o3", "r2", &[("A", 5)])));
+    run(ledger.reserve(at(3_000), request("o4", "douyin", &[("A", 6)])));
+    assert_eq!(consumed(&ledger, "r1", "A"), 7);
+    run(ledger.confirm(at(11_000), &order_id("o1")));
+    assert_eq!(consumed(&ledger, "r1", "A"), 7);
+    run(ledger.refund(at(12_000), &order_id("o2")));
+    assert_eq!(consumed(&ledger, "r1", "A"), 3);
+    run(ledger.reserve(at(13_000), in_room("o5", "r1", &[("A", 10)])));
+    run(ledger.cancel(at(14_000), &order_id("o5")));
+    run(ledger.reserve(at(15_000), in_room("o6", "r1", &[("A", 1)])));
+    facts.extend(ledger.expire_due(at(15_000 + DEFAULT_LOCK_TTL_MS)));
+    assert_eq!(consumed(&ledger, "r1", "A"), 3);
+
+    let state = ledger.room(&room_id("r1")).expect("the room exists");
+    let series = &state.listings[0].tally.series;
+    assert_eq!(series.bucket_ms, SERIES_BUCKET_MS);
+    // Buckets of 5 s: 7 after 2 s, 3 after the refund at 12 s, 3 after the cancel at 14 s.
+    assert_eq!(series.points[..4], [7, 7, 3, 4]);
+    assert_eq!(
+        series.at_bucket(series.bucket(at(15_000 + DEFAULT_LOCK_TTL_MS))),
+        3
+    );
+
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in ledger_sku_facts(&ledger) {
+        replayed.apply(&fact).expect("sku facts replay");
+    }
+    for fact in &facts {
+        replayed.apply(fact).expect("every fact replays");
+    }
+    assert_eq!(replayed.room(&room_id("r1")), ledger.room(&room_id("r1")));
+}
+
+/// The facts that created every SKU of `ledger`, as they stand now (for replays that start
+/// from the SKUs).
+fn ledger_sku_facts(ledger: &Ledger) -> Vec<Fact> {
+    ledger
+        .skus()
+        .into_iter()
+        .map(|view| Fact::SkuPut {
+            at: at(0),
+            settings: view.settings.clone(),
+            stock: Stock {
+                locked: 0,
+                sold: 0,
+                available: view.stock.total - view.stock.reserved,
+                version: 1,
+                ..view.stock
+            },
+        })
+        .collect()
+}
+
+#[test]
+fn a_halted_listing_refuses_orders_naming_its_room_only() {
+    // Goal: halting a listing refuses new orders for it in that room with `halted`, leaves
+    // other rooms, orders without a room and payments alone, and resuming lifts it.
+    let ledger = ledger_with_skus(&[("A", 100)]);
+    ledger
+        .put_room(at(0), room("r1", &[("A", 50)]))
+        .expect("put_room");
+    ledger
+        .reserve(at(1), in_room("o1", "r1", &[("A", 1)]))
+        .expect("reserve");
+    ledger
+        .halt_listing(at(2), &room_id("r1"), &sku_id("A"), true)
+        .expect("halt");
+    let refused = ledger.reserve(at(3), in_room("o2", "r1", &[("A", 1)]));
+    assert!(
+        matches!(refused, Err(LedgerError::ListingHalted { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(refused.unwrap_err().code(), "halted");
+    ledger
+        .reserve(at(3), in_room("o3", "r2", &[("A", 1)]))
+        .expect("another room");
+    ledger
+        .reserve(at(3), request("o4", "douyin", &[("A", 1)]))
+        .expect("no room");
+    ledger
+        .confirm(at(4), &order_id("o1"))
+        .expect("a payment goes through");
+    assert_eq!(
+        ledger.halt_listing(at(5), &room_id("r9"), &sku_id("A"), false),
+        Err(LedgerError::RoomNotFound {
+            room: room_id("r9")
+        })
+    );
+    assert!(matches!(
+        ledger.halt_listing(at(5), &room_id("r1"), &sku_id("B"), false),
+        Err(LedgerError::ListingNotFound { .. })
+    ));
+    ledger
+        .resume_listing(at(6), &room_id("r1"), &sku_id("A"))
+        .expect("resume");
+    ledger
+        .reserve(at(7), in_room("o2", "r1", &[("A", 1)]))
+        .expect("resumed");
+    assert_eq!(consumed(&ledger, "r1", "A"), 2);
+}
+
+#[test]
+fn rooms_need_existing_skus_and_a_valid_schedule_and_survive_a_snapshot() {
+    // Goal: a room listing an unknown SKU or ending before it starts is refused and changes
+    // nothing; a re-put keeps what a staying listing consumed and drops a removed one; an
+    // export/import round trip keeps rooms and tallies.
+    let ledger = ledger_with_skus(&[("A", 100), ("B", 100)]);
+    assert!(matches!(
+        ledger.put_room(at(0), room("r1", &[("A", 10), ("X", 10)])),
+        Err(LedgerError::SkuNotFound { .. })
+    ));
+    let mut backwards = room("r1", &[("A", 10)]);
+    backwards.ends_at = backwards.starts_at;
+    assert!(matches!(
+        ledger.put_room(at(0), backwards),
+        Err(LedgerError::InvalidRoom { .. })
+    ));
+    assert!(ledger.rooms().is_empty());
+    ledger
+        .put_room(at(0), room("r1", &[("A", 10), ("B", 10)]))
+        .expect("put_room");
+    ledger
+        .reserve(at(1), in_room("o1", "r1", &[("A", 2), ("B", 3)]))
+        .expect("reserve");
+    ledger
+        .put_room(at(2), room("r1", &[("A", 20)]))
+        .expect("re-put");
+    assert_eq!(consumed(&ledger, "r1", "A"), 2);
+    let state = ledger.room(&room_id("r1")).expect("the room");
+    assert_eq!(state.listings.len(), 1);
+    assert_eq!(state.listings[0].listing.forecast, 20);
+
+    let (image, ()) = ledger.export(|| ());
+    let imported = Ledger::import(LedgerConfig::default(), image).expect("import");
+    assert_eq!(imported.room(&room_id("r1")), ledger.room(&room_id("r1")));
+    assert_eq!(imported.rooms(), ledger.rooms());
+}

@@ -37,6 +37,8 @@ pub enum InvalidValue {
     },
     #[error("an order needs at least one line")]
     NoLines,
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
     #[error("an order has at most {ORDER_LINES_MAX} lines, got {count}")]
     TooManyLines { count: usize },
     #[error("sku {sku} appears on more than one line")]

@@ -1,0 +1,353 @@
+//! Rooms and listings: a scheduled show, the SKUs it sells with their forecast, plan and alert
+//! policy, and what each listing consumed (locked + sold by orders naming the room), kept as a
+//! series of time buckets for the whole show.
+//!
+//! The ledger keeps a listing's tally inside its SKU's entry, so an order's lines update it in
+//! the same critical section that moves the units, replay rebuilds it from the facts, and a
+//! snapshot carries it. A listing halted for its room refuses orders naming that room.
+
+use super::types::{InvalidValue, RoomId, SkuId, Stock};
+use crate::clock::Timestamp;
+
+/// The longest show: two days.
+pub const SHOW_MS_MAX: u64 = 2 * 86_400_000;
+/// Listings one room may hold.
+pub const ROOM_LISTINGS_MAX: usize = 200;
+/// Plan points one listing may give.
+pub const PLAN_POINTS_MAX: usize = 200;
+/// The consumption series' bucket, unless the show is so long that it would need more than
+/// [`SERIES_POINTS_MAX`] of them.
+pub const SERIES_BUCKET_MS: u64 = 5_000;
+pub const SERIES_POINTS_MAX: u64 = 4_096;
+
+/// A listing's alert policy. Shares and factors are in thousandths (800 = 80 %, 1200 = 1.2×),
+/// durations in milliseconds, so the policy is exact and comparable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Consumed shares of the forecast at which each level starts.
+    pub yellow: u32,
+    pub orange: u32,
+    pub red: u32,
+    /// Yellow when available stock is below this factor × the forecast demand still to come.
+    pub coverage: u32,
+    /// How long a restock takes to arrive; raises the coverage factor (see the alert engine).
+    pub lead_time_ms: u64,
+    /// Selling at least this share within `tighten_within_ms` of the start tightens the
+    /// thresholds by `tighten_factor`.
+    pub tighten_share: u32,
+    pub tighten_within_ms: u64,
+    pub tighten_factor: u32,
+    /// Selling less than this share after `relax_after_ms` relaxes them by `relax_factor`.
+    pub relax_share: u32,
+    pub relax_after_ms: u64,
+    pub relax_factor: u32,
+    /// A level goes down only once the numbers are this far (a share of the forecast, or
+    /// of the coverage) below its threshold, and only after `dwell_ms` at the level.
+    pub hysteresis: u32,
+    pub dwell_ms: u64,
+    /// The window the sales velocity is measured over.
+    pub velocity_window_ms: u64,
+    /// Red halts the listing in its room.
+    pub auto_halt: bool,
+    /// A hot product: its alerts go to more channels.
+    pub hot: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            yellow: 800,
+            orange: 1000,
+            red: 1200,
+            coverage: 1200,
+            lead_time_ms: 0,
+            tighten_share: 400,
+            tighten_within_ms: 30 * 60_000,
+            tighten_factor: 850,
+            relax_share: 100,
+            relax_after_ms: 60 * 60_000,
+            relax_factor: 1150,
+            hysteresis: 50,
+            dwell_ms: 30_000,
+            velocity_window_ms: 120_000,
+            auto_halt: false,
+            hot: false,
+        }
+    }
+}
+
+impl Policy {
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let invalid = |field: &'static str, value: u64| InvalidValue::Invalid {
+            field,
+            reason: format!("{value} is out of range"),
+        };
+        if !(1..=100_000).contains(&self.yellow) {
+            return Err(invalid("policy.yellow", self.yellow.into()));
+        }
+        if self.orange < self.yellow || 100_000 < self.orange {
+            return Err(invalid("policy.orange", self.orange.into()));
+        }
+        if self.red < self.orange || 100_000 < self.red {
+            return Err(invalid("policy.red", self.red.into()));
+        }
+        if 100_000 < self.coverage {
+            return Err(invalid("policy.coverage", self.coverage.into()));
+        }
+        for (field, factor) in [
+            ("policy.tighten_factor", self.tighten_factor),
+            ("policy.relax_factor", self.relax_factor),
+        ] {
+            if !(100..=10_000).contains(&factor) {
+                return Err(invalid(field, factor.into()));
+            }
+        }
+        for (field, share) in [
+            ("policy.tighten_share", self.tighten_share),
+            ("policy.relax_share", self.relax_share),
+            ("policy.hysteresis", self.hysteresis),
+        ] {
+            if 100_000 < share {
+                return Err(invalid(field, share.into()));
+            }
+        }
+        for (field, ms) in [
+            ("policy.lead_time", self.lead_time_ms),
+            ("policy.tighten_within", self.tighten_within_ms),
+            ("policy.relax_after", self.relax_after_ms),
+            ("policy.dwell", self.dwell_ms),
+        ] {
+            if SHOW_MS_MAX < ms {
+                return Err(invalid(field, ms / 1000));
+            }
+        }
+        if !(1_000..=SHOW_MS_MAX).contains(&self.velocity_window_ms) {
+            return Err(invalid(
+                "policy.velocity_window",
+                self.velocity_window_ms / 1000,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One point of a plan curve: by `elapsed_ms` into the show, `share` (thousandths) of the
+/// forecast is expected to be consumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanPoint {
+    pub elapsed_ms: u64,
+    pub share: u32,
+}
+
+/// One SKU in one room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub sku: SkuId,
+    /// Units expected to sell in the show.
+    pub forecast: u64,
+    /// The plan curve; empty means linear over the show.
+    pub plan: Vec<PlanPoint>,
+    pub policy: Policy,
+}
+
+/// A scheduled live show and its line-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: String,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub listings: Vec<Listing>,
+}
+
+impl Room {
+    /// Checks the schedule, the line-up and every listing's plan and policy.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let show_ms = self.show_ms();
+        if self.ends_at <= self.starts_at || SHOW_MS_MAX < show_ms {
+            return Err(InvalidValue::Invalid {
+                field: "ends_at",
+                reason: "must be after starts_at, and a show lasts at most two days".to_owned(),
+            });
+        }
+        if ROOM_LISTINGS_MAX < self.listings.len() {
+            return Err(InvalidValue::Invalid {
+                field: "listings",
+                reason: format!("a room holds at most {ROOM_LISTINGS_MAX} listings"),
+            });
+        }
+        for (index, listing) in self.listings.iter().enumerate() {
+            if self.listings[..index]
+                .iter()
+                .any(|other| other.sku == listing.sku)
+            {
+                return Err(InvalidValue::Invalid {
+                    field: "listings",
+                    reason: format!("sku {} is listed twice", listing.sku),
+                });
+            }
+            if !(1..=super::STOCK_QTY_MAX).contains(&listing.forecast) {
+                return Err(InvalidValue::Invalid {
+                    field: "forecast",
+                    reason: format!(
+                        "must be between 1 and {}, got {}",
+                        super::STOCK_QTY_MAX,
+                        listing.forecast
+                    ),
+                });
+            }
+            if PLAN_POINTS_MAX < listing.plan.len() {
+                return Err(InvalidValue::Invalid {
+                    field: "plan",
+                    reason: format!("a plan has at most {PLAN_POINTS_MAX} points"),
+                });
+            }
+            let ordered = listing.plan.windows(2).all(|pair| {
+                pair[0].elapsed_ms < pair[1].elapsed_ms && pair[0].share <= pair[1].share
+            });
+            let in_show = listing
+                .plan
+                .iter()
+                .all(|point| point.elapsed_ms <= show_ms && point.share <= 100_000);
+            if !ordered || !in_show {
+                return Err(InvalidValue::Invalid {
+                    field: "plan",
+                    reason: "points must be within the show, in time order, with shares that \
+                             never go down"
+                        .to_owned(),
+                });
+            }
+            listing.policy.validate()?;
+        }
+        Ok(())
+    }
+
+    pub fn show_ms(&self) -> u64 {
+        self.ends_at
+            .as_millis()
+            .saturating_sub(self.starts_at.as_millis())
+    }
+
+    /// The consumption series' bucket for this show.
+    pub fn bucket_ms(&self) -> u64 {
+        SERIES_BUCKET_MS.max(self.show_ms().div_ceil(SERIES_POINTS_MAX))
+    }
+
+    pub fn listing(&self, sku: &SkuId) -> Option<&Listing> {
+        self.listings.iter().find(|listing| &listing.sku == sku)
+    }
+}
+
+/// What a listing consumed, kept in its SKU's entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingTally {
+    pub room: RoomId,
+    /// Orders naming the room are refused for this SKU.
+    pub halted: bool,
+    /// Locked + sold by orders naming the room, now.
+    pub consumed: u64,
+    pub series: Series,
+}
+
+/// `consumed` at the end of each bucket of the show, from its start up to the last change.
+/// Changes before the start count in the first bucket, after the end in the last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Series {
+    pub starts_at: Timestamp,
+    pub bucket_ms: u64,
+    pub buckets: u64,
+    pub points: Vec<u64>,
+}
+
+impl Series {
+    pub fn for_room(room: &Room) -> Series {
+        let bucket_ms = room.bucket_ms();
+        Series {
+            starts_at: room.starts_at,
+            bucket_ms,
+            buckets: room.show_ms().div_ceil(bucket_ms).max(1),
+            points: Vec::new(),
+        }
+    }
+
+    /// The bucket `at` falls in.
+    pub fn bucket(&self, at: Timestamp) -> usize {
+        let elapsed = at.as_millis().saturating_sub(self.starts_at.as_millis());
+        (elapsed / self.bucket_ms).min(self.buckets - 1) as usize
+    }
+
+    /// Records that `consumed` is the value at `at`.
+    pub fn record(&mut self, at: Timestamp, consumed: u64) {
+        let bucket = self.bucket(at);
+        let last = self.points.last().copied().unwrap_or(0);
+        if self.points.len() <= bucket {
+            self.points.resize(bucket + 1, last);
+        }
+        self.points[bucket] = consumed;
+    }
+
+    /// Consumed at the end of `bucket`, for any bucket up to now.
+    pub fn at_bucket(&self, bucket: usize) -> u64 {
+        match self.points.get(bucket) {
+            Some(consumed) => *consumed,
+            None => self.points.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// Consumed at time `at`, as well as the buckets tell it: the value at the end of the
+    /// bucket before `at`'s (or 0 before the first).
+    pub fn before(&self, at: Timestamp) -> u64 {
+        match self.bucket(at).checked_sub(1) {
+            Some(previous) => self.at_bucket(previous),
+            None => 0,
+        }
+    }
+}
+
+impl ListingTally {
+    pub fn new(room: &Room) -> ListingTally {
+        ListingTally {
+            room: room.id.clone(),
+            halted: false,
+            consumed: 0,
+            series: Series::for_room(room),
+        }
+    }
+
+    /// Adds `delta` (units taken, or given back when negative) at `at`.
+    pub(super) fn consume(&mut self, at: Timestamp, taken: u64, released: u64) {
+        self.consumed = self.consumed.saturating_add(taken).saturating_sub(released);
+        self.series.record(at, self.consumed);
+    }
+
+    /// The tally under a new schedule: the consumed count stays; the series restarts when
+    /// the show moved or its bucket changed.
+    pub(super) fn reschedule(&mut self, room: &Room, at: Timestamp) {
+        let series = Series::for_room(room);
+        if series.starts_at != self.series.starts_at || series.bucket_ms != self.series.bucket_ms {
+            self.series = series;
+            if 0 < self.consumed {
+                self.series.record(at, self.consumed);
+            }
+        } else {
+            self.series.buckets = series.buckets;
+            let last = self.series.buckets as usize;
+            self.series.points.truncate(last);
+        }
+    }
+}
+
+/// A listing as read: its spec, its tally and its SKU's stock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingState {
+    pub listing: Listing,
+    pub tally: ListingTally,
+    pub stock: Stock,
+}
+
+/// A room as read: the spec and every listing's state, in line-up order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomState {
+    pub room: std::sync::Arc<Room>,
+    pub listings: Vec<ListingState>,
+}
