@@ -14,6 +14,7 @@
 //!
 //! `docs/ARCHITECTURE.md` is the map.
 
+pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod journal;

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::clock::Timestamp;
 use crate::ledger::{
     Line, Lines, OrderId, OrderRequest, OrderView, Platform, Qty, RoomId, SkuId, SkuUpdate,
     SkuView, Stock, stock_qty,
@@ -22,87 +21,7 @@ pub(crate) const LOCK_TTL_S_MAX: u64 = 24 * 60 * 60;
 /// Most platform quotas on one SKU.
 pub(crate) const QUOTAS_MAX: usize = 32;
 
-/// A time as the API writes it: RFC 3339 in UTC with exactly three decimals
-/// (`2026-11-25T20:00:00.000Z`). Formatted by hand into a stack buffer, without allocating:
-/// every order answer carries two or three of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Rfc3339(pub(crate) Timestamp);
-
-impl Rfc3339 {
-    /// The formatted bytes and how many of them are used (24 until the year 10000).
-    fn format(self) -> ([u8; 32], usize) {
-        let millis = self.0.as_millis();
-        let days = millis / 86_400_000;
-        let millis_of_day = millis % 86_400_000;
-        let (year, month, day) = civil_from_days(days);
-        let mut buffer = [0u8; 32];
-        let mut length = 0;
-        let mut push = |value: u64, digits: u32| {
-            for index in (0..digits).rev() {
-                buffer[length] = b'0' + ((value / 10u64.pow(index)) % 10) as u8;
-                length += 1;
-            }
-        };
-        let year_digits = if year < 10_000 { 4 } else { year.ilog10() + 1 };
-        push(year, year_digits);
-        let mut separated = |separator: u8, value: u64, digits: u32, buffer: &mut [u8; 32]| {
-            buffer[length] = separator;
-            length += 1;
-            for index in (0..digits).rev() {
-                buffer[length] = b'0' + ((value / 10u64.pow(index)) % 10) as u8;
-                length += 1;
-            }
-        };
-        separated(b'-', month, 2, &mut buffer);
-        separated(b'-', day, 2, &mut buffer);
-        separated(b'T', millis_of_day / 3_600_000, 2, &mut buffer);
-        separated(b':', millis_of_day / 60_000 % 60, 2, &mut buffer);
-        separated(b':', millis_of_day / 1000 % 60, 2, &mut buffer);
-        separated(b'.', millis_of_day % 1000, 3, &mut buffer);
-        buffer[length] = b'Z';
-        (buffer, length + 1)
-    }
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (buffer, length) = self.format();
-        f.write_str(std::str::from_utf8(&buffer[..length]).map_err(|_| std::fmt::Error)?)
-    }
-}
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (buffer, length) = self.format();
-        let text = std::str::from_utf8(&buffer[..length])
-            .map_err(|_| serde::ser::Error::custom("unformattable time"))?;
-        serializer.serialize_str(text)
-    }
-}
-
-pub(crate) fn rfc3339(timestamp: Timestamp) -> Rfc3339 {
-    Rfc3339(timestamp)
-}
+pub(crate) use crate::clock::{Rfc3339, rfc3339};
 
 /// Create or update a SKU. Every field is optional on update; a new SKU starts at zero.
 #[derive(Deserialize, ToSchema)]
@@ -513,6 +432,7 @@ pub(crate) struct HealthResponse {
 
 #[cfg(test)]
 mod tests {
+    use crate::clock::Timestamp;
     use proptest::prelude::*;
     use time::OffsetDateTime;
     use time::macros::format_description;

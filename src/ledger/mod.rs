@@ -803,6 +803,24 @@ impl Ledger {
         self.rooms.read().values().cloned().collect()
     }
 
+    /// One room's schedule and line-up.
+    pub fn rooms_get(&self, room: &RoomId) -> Option<Arc<Room>> {
+        self.rooms.read().get(room).cloned()
+    }
+
+    /// One listing of a room with its tally and stock.
+    pub fn listing(&self, room: &RoomId, sku: &SkuId) -> Option<ListingState> {
+        let listing = self.rooms.read().get(room)?.listing(sku)?.clone();
+        let key = self.sku_key(sku);
+        let table = self.skus[key.stripe].0.lock();
+        let entry = stripe::find(&table, &key)?;
+        Some(ListingState {
+            tally: entry.listing(room)?.clone(),
+            stock: entry.stock(sku),
+            listing,
+        })
+    }
+
     /// A room with every listing's tally and stock, each read under its SKU's stripe.
     pub fn room(&self, room: &RoomId) -> Option<RoomState> {
         let spec = self.rooms.read().get(room).cloned()?;

@@ -1,0 +1,380 @@
+//! The alert engine at run time: it keeps each listing's last decided level, reads durable
+//! facts (after the hub published their stock changes), re-evaluates the listings they touch,
+//! and returns what changed as room events: stock, level changes (which are also alerts),
+//! hints, curve points, halts. A tick re-evaluates every listing, because levels also move
+//! with time (the plan advances, a dwell ends). Red on an `auto_halt` listing halts it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::rules::{self, Hint, Level, LevelState, Reason};
+use super::view::{self, HintView, RoomView};
+use crate::clock::{Rfc3339, Timestamp};
+use crate::ledger::{Fact, Ledger, ListingState, RoomId, SkuId, Stock};
+
+/// Alerts kept for the alerts topic's snapshot and `GET /api/v1/alerts`.
+pub const RECENT_ALERTS_MAX: usize = 500;
+
+/// A level change of one listing: an alert.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    pub id: u64,
+    pub room: String,
+    pub sku: String,
+    pub from: Level,
+    pub to: Level,
+    pub at: Rfc3339,
+    pub reasons: Vec<Reason>,
+    pub hot: bool,
+    pub consumed: u64,
+    pub forecast: u64,
+    pub available: u64,
+}
+
+/// A listing's hint changed (`hint` is `null` when there is nothing to do).
+#[derive(Clone, Debug, Serialize)]
+pub struct HintChange {
+    pub room: String,
+    pub sku: String,
+    pub level: Level,
+    pub hint: Option<HintView>,
+    pub at: Rfc3339,
+}
+
+/// The consumption curve grew: consumed at the end of `bucket`, and the plan there.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub room: String,
+    pub sku: String,
+    pub bucket: usize,
+    pub actual: u64,
+    pub at: Rfc3339,
+}
+
+/// A listing was halted or resumed in its room.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListingChange {
+    pub room: String,
+    pub sku: String,
+    pub halted: bool,
+    /// Halted by the engine at red, rather than by an operator.
+    pub auto: bool,
+    pub at: Rfc3339,
+}
+
+/// Something a room's subscribers (and, for alerts, the alerts topic) must see.
+#[derive(Clone, Debug)]
+pub enum RoomEvent {
+    Stock {
+        room: RoomId,
+        stock: Stock,
+    },
+    Level {
+        room: RoomId,
+        alert: Arc<Alert>,
+    },
+    Hint {
+        room: RoomId,
+        change: HintChange,
+    },
+    Point {
+        room: RoomId,
+        point: Point,
+    },
+    Listing {
+        room: RoomId,
+        change: ListingChange,
+    },
+    /// The room was created or changed: its whole view.
+    Room {
+        room: RoomId,
+        view: Box<RoomView>,
+    },
+}
+
+impl RoomEvent {
+    pub fn room(&self) -> &RoomId {
+        match self {
+            RoomEvent::Stock { room, .. }
+            | RoomEvent::Level { room, .. }
+            | RoomEvent::Hint { room, .. }
+            | RoomEvent::Point { room, .. }
+            | RoomEvent::Listing { room, .. }
+            | RoomEvent::Room { room, .. } => room,
+        }
+    }
+}
+
+/// What the engine remembers of one listing.
+struct Live {
+    state: LevelState,
+    hint: Option<Hint>,
+    /// The last curve point sent: (bucket, consumed).
+    point: (usize, u64),
+    stock_version: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: HashMap<(RoomId, SkuId), Live>,
+    /// The rooms listing each SKU.
+    listed: HashMap<SkuId, Vec<RoomId>>,
+    next_alert: u64,
+    recent: VecDeque<Arc<Alert>>,
+}
+
+pub struct Engine {
+    ledger: Arc<Ledger>,
+    inner: Mutex<Inner>,
+}
+
+impl Engine {
+    /// An engine for the rooms the ledger holds (after recovery); levels start from the
+    /// numbers, with no memory of the levels before a restart.
+    pub fn new(ledger: Arc<Ledger>) -> Engine {
+        let engine = Engine {
+            ledger,
+            inner: Mutex::new(Inner {
+                next_alert: 1,
+                ..Inner::default()
+            }),
+        };
+        {
+            let mut inner = engine.inner.lock();
+            for room in engine.ledger.rooms() {
+                for listing in &room.listings {
+                    inner
+                        .listed
+                        .entry(listing.sku.clone())
+                        .or_default()
+                        .push(room.id.clone());
+                }
+            }
+        }
+        engine
+    }
+
+    /// Re-evaluates what `facts` touched and returns what changed, in order.
+    pub fn observe<'a>(
+        &self,
+        facts: impl IntoIterator<Item = &'a Fact>,
+        now: Timestamp,
+    ) -> Vec<RoomEvent> {
+        let mut inner = self.inner.lock();
+        let mut events = Vec::new();
+        let mut touched: Vec<(RoomId, SkuId)> = Vec::new();
+        let mut seen: HashSet<(RoomId, SkuId)> = HashSet::new();
+        let mut touch = |room: &RoomId, sku: &SkuId, touched: &mut Vec<(RoomId, SkuId)>| {
+            let key = (room.clone(), sku.clone());
+            if seen.insert(key.clone()) {
+                touched.push(key);
+            }
+        };
+        for fact in facts {
+            match fact {
+                Fact::RoomPut { room, .. } => {
+                    for rooms in inner.listed.values_mut() {
+                        rooms.retain(|listed| listed != &room.id);
+                    }
+                    inner.listed.retain(|_, rooms| !rooms.is_empty());
+                    inner.live.retain(|(listed_room, sku), _| {
+                        listed_room != &room.id || room.listing(sku).is_some()
+                    });
+                    for listing in &room.listings {
+                        inner
+                            .listed
+                            .entry(listing.sku.clone())
+                            .or_default()
+                            .push(room.id.clone());
+                        touch(&room.id, &listing.sku, &mut touched);
+                    }
+                    if let Some(view) = self.view_locked(&inner, &room.id, now) {
+                        events.push(RoomEvent::Room {
+                            room: room.id.clone(),
+                            view: Box::new(view),
+                        });
+                    }
+                }
+                Fact::ListingHalted { at, room, sku, .. }
+                | Fact::ListingResumed { at, room, sku } => {
+                    let auto = matches!(fact, Fact::ListingHalted { auto: true, .. });
+                    events.push(RoomEvent::Listing {
+                        room: room.clone(),
+                        change: ListingChange {
+                            room: room.as_str().to_owned(),
+                            sku: sku.as_str().to_owned(),
+                            halted: matches!(fact, Fact::ListingHalted { .. }),
+                            auto,
+                            at: Rfc3339(*at),
+                        },
+                    });
+                    touch(room, sku, &mut touched);
+                }
+                _ => {
+                    for stock in fact.stocks() {
+                        if let Some(rooms) = inner.listed.get(&stock.sku) {
+                            for room in rooms.clone() {
+                                touch(&room, &stock.sku, &mut touched);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (room, sku) in touched {
+            self.evaluate(&mut inner, &room, &sku, now, &mut events);
+        }
+        events
+    }
+
+    /// Re-evaluates every listing: levels move with time too.
+    pub fn tick(&self, now: Timestamp) -> Vec<RoomEvent> {
+        let mut inner = self.inner.lock();
+        let mut events = Vec::new();
+        let listings: Vec<(RoomId, SkuId)> = inner
+            .listed
+            .iter()
+            .flat_map(|(sku, rooms)| rooms.iter().map(|room| (room.clone(), sku.clone())))
+            .collect();
+        for (room, sku) in listings {
+            self.evaluate(&mut inner, &room, &sku, now, &mut events);
+        }
+        events
+    }
+
+    fn evaluate(
+        &self,
+        inner: &mut Inner,
+        room_id: &RoomId,
+        sku: &SkuId,
+        now: Timestamp,
+        events: &mut Vec<RoomEvent>,
+    ) {
+        let Some(room) = self.ledger.rooms_get(room_id) else {
+            return;
+        };
+        let Some(state) = self.ledger.listing(room_id, sku) else {
+            return;
+        };
+        let key = (room_id.clone(), sku.clone());
+        let previous = inner.live.get(&key).map(|live| live.state);
+        let evaluation = rules::evaluate(&view::inputs(&room, &state, now), previous);
+        let bucket = state.tally.series.bucket(now);
+        let point = (bucket, state.tally.consumed);
+        let live = inner.live.entry(key).or_insert(Live {
+            state: LevelState {
+                level: Level::Green,
+                since: now,
+            },
+            hint: None,
+            point: (usize::MAX, u64::MAX),
+            stock_version: 0,
+        });
+        if live.stock_version != state.stock.version {
+            live.stock_version = state.stock.version;
+            events.push(RoomEvent::Stock {
+                room: room_id.clone(),
+                stock: state.stock.clone(),
+            });
+        }
+        if live.point != point && room.starts_at <= now {
+            live.point = point;
+            events.push(RoomEvent::Point {
+                room: room_id.clone(),
+                point: Point {
+                    room: room_id.as_str().to_owned(),
+                    sku: sku.as_str().to_owned(),
+                    bucket,
+                    actual: state.tally.consumed,
+                    at: Rfc3339(now),
+                },
+            });
+        }
+        let from = live.state.level;
+        if evaluation.level != from {
+            live.state = LevelState {
+                level: evaluation.level,
+                since: now,
+            };
+            let alert = Arc::new(Alert {
+                id: inner.next_alert,
+                room: room_id.as_str().to_owned(),
+                sku: sku.as_str().to_owned(),
+                from,
+                to: evaluation.level,
+                at: Rfc3339(now),
+                reasons: evaluation.reasons.clone(),
+                hot: state.listing.policy.hot,
+                consumed: state.tally.consumed,
+                forecast: state.listing.forecast,
+                available: state.stock.available,
+            });
+            inner.next_alert += 1;
+            if RECENT_ALERTS_MAX <= inner.recent.len() {
+                inner.recent.pop_front();
+            }
+            inner.recent.push_back(alert.clone());
+            events.push(RoomEvent::Level {
+                room: room_id.clone(),
+                alert,
+            });
+            let halt = evaluation.level == Level::Red
+                && state.listing.policy.auto_halt
+                && !state.tally.halted;
+            if halt && let Err(error) = self.ledger.halt_listing(now, room_id, sku, true) {
+                tracing::warn!(room = %room_id, %sku, %error, "Auto-halt failed.");
+            }
+        }
+        let live = inner
+            .live
+            .get_mut(&(room_id.clone(), sku.clone()))
+            .expect("inserted above");
+        if live.hint != evaluation.hint {
+            live.hint = evaluation.hint;
+            events.push(RoomEvent::Hint {
+                room: room_id.clone(),
+                change: HintChange {
+                    room: room_id.as_str().to_owned(),
+                    sku: sku.as_str().to_owned(),
+                    level: evaluation.level,
+                    hint: evaluation.hint.map(HintView::from),
+                    at: Rfc3339(now),
+                },
+            });
+        }
+    }
+
+    /// The room as screens see it now.
+    pub fn room_view(&self, room: &RoomId, now: Timestamp) -> Option<RoomView> {
+        let inner = self.inner.lock();
+        self.view_locked(&inner, room, now)
+    }
+
+    fn view_locked(&self, inner: &Inner, room: &RoomId, now: Timestamp) -> Option<RoomView> {
+        let state = self.ledger.room(room)?;
+        Some(view::room_view(
+            &state,
+            now,
+            |listing: &ListingState| {
+                inner
+                    .live
+                    .get(&(room.clone(), listing.listing.sku.clone()))
+                    .map(|live| live.state)
+            },
+            |listing: &ListingState| {
+                self.ledger
+                    .sku(&listing.listing.sku)
+                    .map(|view| view.settings.name)
+                    .unwrap_or_default()
+            },
+        ))
+    }
+
+    /// The latest alerts, oldest first.
+    pub fn recent_alerts(&self) -> Vec<Arc<Alert>> {
+        self.inner.lock().recent.iter().cloned().collect()
+    }
+}

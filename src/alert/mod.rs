@@ -1,0 +1,18 @@
+//! The alert engine: listing levels, dynamic thresholds, the sell-out forecast and the host's
+//! hints. `rules` is pure (inputs and a clock reading in, a decision out); `engine` keeps each
+//! listing's last decided level and turns durable facts into level changes, hints and curve
+//! points for the push hub.
+
+mod engine;
+mod rules;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Alert, Engine, HintChange, ListingChange, Point, RECENT_ALERTS_MAX, RoomEvent};
+pub use rules::{
+    Adjustment, Evaluation, Forecast, Hint, Inputs, Level, LevelState, Reason, Thresholds,
+    evaluate, forecast, plan_share, thresholds,
+};
+pub use view::{ListingView, RoomView};

@@ -1,0 +1,371 @@
+//! The rules one at a time, with figures computed by hand, and the engine over a real
+//! ledger with a manual clock: a three-hour show runs in milliseconds.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::clock::Timestamp;
+use crate::ledger::{
+    Ledger, LedgerConfig, Line, Lines, Listing, OrderId, OrderRequest, PlanPoint, Platform, Policy,
+    Qty, Room, RoomId, Series, SkuId, SkuUpdate,
+};
+
+const T0: u64 = 1_800_000_000_000;
+const MINUTE: u64 = 60_000;
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms)
+}
+
+/// A three-hour show from `T0` listing sku `A` with a forecast of 1,000.
+fn show(policy: Policy) -> Room {
+    Room {
+        id: RoomId::new("r1").expect("room id"),
+        name: "show".to_owned(),
+        starts_at: at(0),
+        ends_at: at(180 * MINUTE),
+        listings: vec![Listing {
+            sku: SkuId::new("A").expect("sku id"),
+            forecast: 1000,
+            plan: Vec::new(),
+            policy,
+        }],
+    }
+}
+
+/// The series after consumption reached each `(ms into the show, consumed)`.
+fn series(room: &Room, steps: &[(u64, u64)]) -> Series {
+    let mut series = Series::for_room(room);
+    for (ms, consumed) in steps {
+        series.record(at(*ms), *consumed);
+    }
+    series
+}
+
+/// Evaluates listing A of `room` at `now_ms` with `consumed` (reached at `now_ms` unless the
+/// series says otherwise) and `available`.
+fn judge(
+    room: &Room,
+    series: &Series,
+    consumed: u64,
+    available: u64,
+    now_ms: u64,
+    previous: Option<LevelState>,
+) -> Evaluation {
+    evaluate(
+        &Inputs {
+            room,
+            listing: &room.listings[0],
+            consumed,
+            available,
+            series,
+            now: at(now_ms),
+        },
+        previous,
+    )
+}
+
+fn simple(room: &Room, consumed: u64, available: u64, now_ms: u64) -> Evaluation {
+    let series = series(room, &[(now_ms, consumed)]);
+    judge(room, &series, consumed, available, now_ms, None)
+}
+
+fn rules_of(evaluation: &Evaluation) -> Vec<&'static str> {
+    evaluation
+        .reasons
+        .iter()
+        .map(|reason| reason.rule)
+        .collect()
+}
+
+#[test]
+fn shares_of_the_forecast_give_yellow_orange_and_red() {
+    // Goal: 80 %, 100 % and 120 % of the forecast consumed give yellow, orange and red, one
+    // unit below each gives the level under it; nothing available is red whatever the share.
+    let room = show(Policy::default());
+    let plenty = 100_000;
+    let minute_90 = 90 * MINUTE;
+    assert_eq!(simple(&room, 799, plenty, minute_90).level, Level::Green);
+    let yellow = simple(&room, 800, plenty, minute_90);
+    assert_eq!(yellow.level, Level::Yellow);
+    assert_eq!(yellow.reasons[0].rule, "consumed_share");
+    assert_eq!(yellow.reasons[0].threshold, 0.8);
+    assert_eq!(simple(&room, 999, plenty, minute_90).level, Level::Yellow);
+    assert_eq!(simple(&room, 1000, plenty, minute_90).level, Level::Orange);
+    assert_eq!(simple(&room, 1199, plenty, minute_90).level, Level::Orange);
+    let red = simple(&room, 1200, plenty, minute_90);
+    assert_eq!(red.level, Level::Red);
+    assert_eq!(red.hint, Some(Hint::StopSelling));
+    assert_eq!(
+        simple(&room, 1000, plenty, minute_90).hint,
+        Some(Hint::SlowThePace)
+    );
+    let sold_out = simple(&room, 850, 0, minute_90);
+    assert_eq!(sold_out.level, Level::Red);
+    assert_eq!(
+        rules_of(&sold_out),
+        ["sold_out", "consumed_share", "coverage"]
+    );
+}
+
+#[test]
+fn too_little_stock_for_the_demand_still_to_come_is_yellow_and_lead_time_raises_the_cover() {
+    // Goal: at 90 of 180 minutes with a linear plan, 500 units are still to come; yellow
+    // below 1.2 × 500 = 600 available. A 90-minute lead time (half the show) makes the
+    // factor 1.2 × 1.5 = 1.8, so 601 available is yellow too (below 900).
+    let room = show(Policy::default());
+    let minute_90 = 90 * MINUTE;
+    let short = simple(&room, 300, 599, minute_90);
+    assert_eq!(short.level, Level::Yellow);
+    assert_eq!(rules_of(&short), ["coverage"]);
+    assert!((short.reasons[0].threshold - 600.0).abs() < 1e-6);
+    assert_eq!(simple(&room, 300, 601, minute_90).level, Level::Green);
+
+    let slow_supply = show(Policy {
+        lead_time_ms: 90 * MINUTE,
+        ..Policy::default()
+    });
+    let evaluation = simple(&slow_supply, 300, 601, minute_90);
+    assert!((evaluation.thresholds.coverage - 1.8).abs() < 1e-9);
+    assert_eq!(evaluation.level, Level::Yellow);
+    assert_eq!(
+        simple(&slow_supply, 300, 901, minute_90).level,
+        Level::Green
+    );
+}
+
+#[test]
+fn selling_far_ahead_of_plan_early_tightens_the_thresholds_for_the_rest_of_the_show() {
+    // Goal: 40 % of the forecast within the first 30 minutes multiplies the shares by 0.85
+    // (yellow at 68 %), also after the 30 minutes; 39 % does not.
+    let room = show(Policy::default());
+    let plenty = 100_000;
+    let ahead = series(&room, &[(20 * MINUTE, 400), (40 * MINUTE, 700)]);
+    let evaluation = judge(&room, &ahead, 700, plenty, 40 * MINUTE, None);
+    assert_eq!(evaluation.thresholds.adjustment, Adjustment::Tightened);
+    assert!((evaluation.thresholds.yellow - 0.68).abs() < 1e-9);
+    assert_eq!(evaluation.level, Level::Yellow);
+    assert!(rules_of(&evaluation).contains(&"tightened"));
+
+    let on_plan = series(&room, &[(20 * MINUTE, 390), (40 * MINUTE, 700)]);
+    let evaluation = judge(&room, &on_plan, 700, plenty, 40 * MINUTE, None);
+    assert_eq!(evaluation.thresholds.adjustment, Adjustment::None);
+    assert_eq!(evaluation.level, Level::Green);
+}
+
+#[test]
+fn selling_far_behind_plan_after_an_hour_relaxes_the_thresholds_and_asks_for_interaction() {
+    // Goal: under 10 % after 60 minutes divides the coverage by 1.15. At 61 minutes the
+    // demand still to come is 1000 × 119/180 = 661.1; relaxed, 700 available cover
+    // 1.2 / 1.15 × 661.1 = 689.9; at 59 minutes, unrelaxed, 700 is short of 806.7.
+    let room = show(Policy::default());
+    let relaxed = simple(&room, 90, 700, 61 * MINUTE);
+    assert_eq!(relaxed.thresholds.adjustment, Adjustment::Relaxed);
+    assert!((relaxed.thresholds.yellow - 0.92).abs() < 1e-9);
+    assert_eq!(relaxed.level, Level::Green);
+    assert_eq!(relaxed.hint, Some(Hint::AddInteraction));
+    let before_the_hour = simple(&room, 90, 700, 59 * MINUTE);
+    assert_eq!(before_the_hour.thresholds.adjustment, Adjustment::None);
+    assert_eq!(before_the_hour.level, Level::Yellow);
+    assert_eq!(
+        simple(&room, 100, 700, 61 * MINUTE).thresholds.adjustment,
+        Adjustment::None
+    );
+}
+
+#[test]
+fn a_level_goes_down_only_past_the_margin_and_after_the_dwell_time() {
+    // Goal: orange (100 %) does not drop at 98 % (within the 5 % margin), drops at 94 % only
+    // once 30 s passed at orange, and then to yellow.
+    let room = show(Policy::default());
+    let plenty = 100_000;
+    let orange_since = LevelState {
+        level: Level::Orange,
+        since: at(90 * MINUTE),
+    };
+    let within_margin = simple_with(&room, 980, plenty, 90 * MINUTE + 60_000, orange_since);
+    assert_eq!(within_margin.raw_level, Level::Yellow);
+    assert_eq!(within_margin.level, Level::Orange);
+    assert!(rules_of(&within_margin).contains(&"hysteresis"));
+    let too_soon = simple_with(&room, 940, plenty, 90 * MINUTE + 10_000, orange_since);
+    assert_eq!(too_soon.level, Level::Orange);
+    assert!(rules_of(&too_soon).contains(&"dwell"));
+    let later = simple_with(&room, 940, plenty, 90 * MINUTE + 30_000, orange_since);
+    assert_eq!(later.level, Level::Yellow);
+}
+
+fn simple_with(
+    room: &Room,
+    consumed: u64,
+    available: u64,
+    now_ms: u64,
+    previous: LevelState,
+) -> Evaluation {
+    let series = series(room, &[(now_ms, consumed)]);
+    judge(room, &series, consumed, available, now_ms, Some(previous))
+}
+
+#[test]
+fn oscillating_cancels_around_a_threshold_do_not_flap() {
+    // Goal: consumption bouncing between 1,001 and 985 every 5 s (orders and cancels around
+    // the orange threshold) for ten minutes makes exactly one transition, up to orange.
+    let room = show(Policy::default());
+    let mut state: Option<LevelState> = None;
+    let mut transitions = Vec::new();
+    for step in 0..120u64 {
+        let now = 90 * MINUTE + step * 5_000;
+        let consumed = if step % 2 == 0 { 1001 } else { 985 };
+        let evaluation = simple_with_option(&room, consumed, 100_000, now, state);
+        if state.map(|state| state.level) != Some(evaluation.level) {
+            transitions.push(evaluation.level);
+            state = Some(LevelState {
+                level: evaluation.level,
+                since: at(now),
+            });
+        }
+    }
+    assert_eq!(transitions, [Level::Orange]);
+}
+
+fn simple_with_option(
+    room: &Room,
+    consumed: u64,
+    available: u64,
+    now_ms: u64,
+    previous: Option<LevelState>,
+) -> Evaluation {
+    let series = series(room, &[(now_ms, consumed)]);
+    judge(room, &series, consumed, available, now_ms, previous)
+}
+
+#[test]
+fn velocity_sell_out_and_restock_suggestion_match_figures_computed_by_hand() {
+    // Goal: 100 consumed by 10:00 and 160 by 12:00 is 60 units in the 2-minute window: 30 a
+    // minute. 300 available run out in 10 minutes (at 22:00). The 168 minutes left sell
+    // 30 × 168 = 5,040; with the 1.2 cover that is 6,048, minus the 300 available: 5,748.
+    let room = show(Policy::default());
+    let history = series(
+        &room,
+        &[(10 * MINUTE - 1_000, 100), (12 * MINUTE - 1_000, 160)],
+    );
+    let evaluation = judge(&room, &history, 160, 300, 12 * MINUTE, None);
+    let forecast = evaluation.forecast;
+    assert!(
+        (forecast.velocity_per_min - 30.0).abs() < 1e-9,
+        "{forecast:?}"
+    );
+    assert_eq!(forecast.sellout_at, Some(at(22 * MINUTE)));
+    assert!((forecast.demand_to_end - 5040.0).abs() < 1e-6);
+    assert_eq!(forecast.suggested_restock, 5748);
+    assert!(forecast.restock_arrives_in_time);
+    assert!((forecast.plan_share - 12.0 / 180.0).abs() < 1e-9);
+
+    let slow_supply = show(Policy {
+        lead_time_ms: 170 * MINUTE,
+        ..Policy::default()
+    });
+    let evaluation = judge(&slow_supply, &history, 160, 300, 12 * MINUTE, None);
+    assert!(!evaluation.forecast.restock_arrives_in_time);
+    // Nothing sold in the window: no velocity, no sell-out time.
+    let quiet = judge(&room, &history, 160, 300, 20 * MINUTE, None);
+    assert_eq!(quiet.forecast.velocity_per_min, 0.0);
+    assert_eq!(quiet.forecast.sellout_at, None);
+}
+
+#[test]
+fn a_plan_curve_is_followed_point_to_point_and_flat_after_its_last_point() {
+    // Goal: plan points (60 min, 50 %) and (120 min, 90 %): 25 % at 30 minutes, 70 % at 90,
+    // 90 % from 120 on; no plan is linear.
+    let mut room = show(Policy::default());
+    room.listings[0].plan = vec![
+        PlanPoint {
+            elapsed_ms: 60 * MINUTE,
+            share: 500,
+        },
+        PlanPoint {
+            elapsed_ms: 120 * MINUTE,
+            share: 900,
+        },
+    ];
+    let listing = &room.listings[0];
+    assert!((plan_share(&room, listing, 30 * MINUTE) - 0.25).abs() < 1e-9);
+    assert!((plan_share(&room, listing, 90 * MINUTE) - 0.70).abs() < 1e-9);
+    assert!((plan_share(&room, listing, 150 * MINUTE) - 0.90).abs() < 1e-9);
+    let linear = show(Policy::default());
+    assert!((plan_share(&linear, &linear.listings[0], 45 * MINUTE) - 0.25).abs() < 1e-9);
+}
+
+fn order(id: &str, room: &RoomId, qty: i64) -> OrderRequest {
+    OrderRequest {
+        order_id: OrderId::new(id).expect("order id"),
+        platform: Platform::new("douyin").expect("platform"),
+        room: Some(room.clone()),
+        lines: Lines::new([Line {
+            sku: SkuId::new("A").expect("sku"),
+            qty: Qty::new(qty).expect("qty"),
+        }])
+        .expect("lines"),
+    }
+}
+
+#[test]
+fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed() {
+    // Goal: orders through a real ledger move the listing green → yellow → orange → red, the
+    // engine reports each change once with its reasons, halts the auto-halt listing at red,
+    // and the ledger then refuses orders for it in that room until it is resumed.
+    let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
+    let sku = SkuId::new("A").expect("sku");
+    ledger
+        .put_sku(
+            at(0),
+            &sku,
+            SkuUpdate {
+                total: Some(100_000),
+                ..SkuUpdate::default()
+            },
+        )
+        .expect("sku");
+    let room = show(Policy {
+        auto_halt: true,
+        ..Policy::default()
+    });
+    let room_id = room.id.clone();
+    let put = ledger.put_room(at(0), room).expect("room");
+    let engine = Engine::new(ledger.clone());
+    let mut levels = Vec::new();
+    let mut record = |events: Vec<RoomEvent>| {
+        for event in events {
+            if let RoomEvent::Level { alert, .. } = event {
+                assert!(!alert.reasons.is_empty());
+                levels.push(alert.to);
+            }
+        }
+    };
+    record(engine.observe([&put], at(0)));
+    let mut now = 90 * MINUTE;
+    for (index, qty) in [300, 500, 200, 150, 50].into_iter().enumerate() {
+        now += 1_000;
+        let answer = ledger
+            .sell(at(now), order(&format!("o{index}"), &room_id, qty))
+            .expect("sell");
+        record(engine.observe(answer.fact.as_ref(), at(now)));
+        record(engine.tick(at(now)));
+    }
+    assert_eq!(levels, [Level::Yellow, Level::Orange, Level::Red]);
+    let state = ledger.listing(&room_id, &sku).expect("listing");
+    assert!(state.tally.halted);
+    let refused = ledger.sell(at(now + 1), order("late", &room_id, 1));
+    assert_eq!(
+        refused.map(|_| ()).map_err(|error| error.code()),
+        Err("halted")
+    );
+    ledger
+        .resume_listing(at(now + 2), &room_id, &sku)
+        .expect("resume");
+    ledger
+        .sell(at(now + 3), order("after", &room_id, 1))
+        .expect("resumed");
+    let view = engine.room_view(&room_id, at(now + 4)).expect("view");
+    assert_eq!(view.listings[0].level, Level::Red);
+    assert_eq!(view.listings[0].consumed, 1201);
+}

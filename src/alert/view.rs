@@ -1,0 +1,266 @@
+//! A room as screens and the API read it: every listing with its stock, level, reasons,
+//! thresholds, forecast, hint and consumption curve (actual and plan) from the start of the
+//! show. Built from the ledger's room state and the rules; serialised as JSON or MessagePack.
+
+use serde::Serialize;
+
+use super::rules::{self, Evaluation, Hint, Inputs, LevelState};
+use crate::clock::{Rfc3339, Timestamp};
+use crate::ledger::{ListingState, Policy, Room, RoomState};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomView {
+    pub room: String,
+    pub name: String,
+    pub starts_at: Rfc3339,
+    pub ends_at: Rfc3339,
+    /// The server's time when this view was taken.
+    pub now: Rfc3339,
+    pub elapsed_s: u64,
+    pub remaining_s: u64,
+    pub totals: Totals,
+    pub listings: Vec<ListingView>,
+}
+
+/// Sums over the listings.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Totals {
+    pub forecast: u64,
+    pub consumed: u64,
+    pub available: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ListingView {
+    pub sku: String,
+    pub name: String,
+    pub forecast: u64,
+    /// Locked + sold by orders naming this room.
+    pub consumed: u64,
+    /// Halted in this room (orders naming it are refused).
+    pub halted: bool,
+    pub stock: StockFigures,
+    pub level: rules::Level,
+    pub reasons: Vec<rules::Reason>,
+    pub thresholds: rules::Thresholds,
+    pub projection: Projection,
+    pub hint: Option<HintView>,
+    pub policy: PolicyView,
+    pub series: SeriesView,
+}
+
+/// The SKU's pool quantities (shared by every room and platform).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StockFigures {
+    pub total: u64,
+    pub reserved: u64,
+    pub locked: u64,
+    pub sold: u64,
+    pub available: u64,
+    pub halted: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Projection {
+    pub velocity_per_min: f64,
+    /// When the stock runs out at this velocity; `null` when nothing sells.
+    pub sellout_at: Option<Rfc3339>,
+    /// Seconds from now to the sell-out.
+    pub sellout_in_s: Option<u64>,
+    pub demand_to_end: f64,
+    pub suggested_restock: u64,
+    pub restock_arrives_in_time: bool,
+    pub plan_share: f64,
+    pub consumed_share: f64,
+}
+
+/// A hint with its wording in both languages.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct HintView {
+    pub key: &'static str,
+    #[serde(rename = "zh-CN")]
+    pub zh_cn: &'static str,
+    pub en: &'static str,
+}
+
+impl From<Hint> for HintView {
+    fn from(hint: Hint) -> Self {
+        let (zh_cn, en) = hint.text();
+        HintView {
+            key: hint.key(),
+            zh_cn,
+            en,
+        }
+    }
+}
+
+/// A listing's policy in API units: shares and factors as decimals, durations in seconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PolicyView {
+    pub yellow: f64,
+    pub orange: f64,
+    pub red: f64,
+    pub coverage: f64,
+    pub lead_time_s: u64,
+    pub tighten_share: f64,
+    pub tighten_within_s: u64,
+    pub tighten_factor: f64,
+    pub relax_share: f64,
+    pub relax_after_s: u64,
+    pub relax_factor: f64,
+    pub hysteresis: f64,
+    pub dwell_s: u64,
+    pub velocity_window_s: u64,
+    pub auto_halt: bool,
+    pub hot: bool,
+}
+
+impl From<&Policy> for PolicyView {
+    fn from(policy: &Policy) -> Self {
+        let decimal = |thousandths: u32| f64::from(thousandths) / 1000.0;
+        PolicyView {
+            yellow: decimal(policy.yellow),
+            orange: decimal(policy.orange),
+            red: decimal(policy.red),
+            coverage: decimal(policy.coverage),
+            lead_time_s: policy.lead_time_ms / 1000,
+            tighten_share: decimal(policy.tighten_share),
+            tighten_within_s: policy.tighten_within_ms / 1000,
+            tighten_factor: decimal(policy.tighten_factor),
+            relax_share: decimal(policy.relax_share),
+            relax_after_s: policy.relax_after_ms / 1000,
+            relax_factor: decimal(policy.relax_factor),
+            hysteresis: decimal(policy.hysteresis),
+            dwell_s: policy.dwell_ms / 1000,
+            velocity_window_s: policy.velocity_window_ms / 1000,
+            auto_halt: policy.auto_halt,
+            hot: policy.hot,
+        }
+    }
+}
+
+/// The consumption curve: `actual[i]` is consumed at the end of bucket `i` (up to now),
+/// `plan[i]` what the plan expects by then, for every bucket of the show.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesView {
+    pub bucket_s: f64,
+    pub actual: Vec<u64>,
+    pub plan: Vec<u64>,
+}
+
+/// The inputs of the rules for one listing of `room` at `now`.
+pub(super) fn inputs<'a>(room: &'a Room, state: &'a ListingState, now: Timestamp) -> Inputs<'a> {
+    Inputs {
+        room,
+        listing: &state.listing,
+        consumed: state.tally.consumed,
+        available: state.stock.available,
+        series: &state.tally.series,
+        now,
+    }
+}
+
+/// The plan curve of a listing, in units, at the end of each bucket of the show.
+pub(super) fn plan_units(room: &Room, state: &ListingState) -> Vec<u64> {
+    let series = &state.tally.series;
+    let show_ms = room.show_ms();
+    (1..=series.buckets)
+        .map(|bucket| {
+            let elapsed = (bucket * series.bucket_ms).min(show_ms);
+            let share = rules::plan_share(room, &state.listing, elapsed);
+            (share * state.listing.forecast as f64).round() as u64
+        })
+        .collect()
+}
+
+/// One listing's view, given its evaluation and its SKU's name.
+pub(super) fn listing_view(
+    room: &Room,
+    state: &ListingState,
+    evaluation: Evaluation,
+    name: String,
+    now: Timestamp,
+) -> ListingView {
+    let series = &state.tally.series;
+    let current = if now < room.starts_at {
+        0
+    } else {
+        series.bucket(now) + 1
+    };
+    let actual = (0..current.max(series.points.len()))
+        .map(|bucket| series.at_bucket(bucket))
+        .collect();
+    let forecast = evaluation.forecast;
+    let stock = &state.stock;
+    ListingView {
+        sku: state.listing.sku.as_str().to_owned(),
+        name,
+        forecast: state.listing.forecast,
+        consumed: state.tally.consumed,
+        halted: state.tally.halted,
+        stock: StockFigures {
+            total: stock.total,
+            reserved: stock.reserved,
+            locked: stock.locked,
+            sold: stock.sold,
+            available: stock.available,
+            halted: stock.halted,
+        },
+        level: evaluation.level,
+        reasons: evaluation.reasons,
+        thresholds: evaluation.thresholds,
+        projection: Projection {
+            velocity_per_min: forecast.velocity_per_min,
+            sellout_at: forecast.sellout_at.map(Rfc3339),
+            sellout_in_s: forecast
+                .sellout_at
+                .map(|at| at.saturating_since(now).as_secs()),
+            demand_to_end: forecast.demand_to_end,
+            suggested_restock: forecast.suggested_restock,
+            restock_arrives_in_time: forecast.restock_arrives_in_time,
+            plan_share: forecast.plan_share,
+            consumed_share: forecast.consumed_share,
+        },
+        hint: evaluation.hint.map(HintView::from),
+        policy: PolicyView::from(&state.listing.policy),
+        series: SeriesView {
+            bucket_s: series.bucket_ms as f64 / 1000.0,
+            actual,
+            plan: plan_units(room, state),
+        },
+    }
+}
+
+/// The whole room's view; `level_of` gives each listing's last decided level.
+pub(super) fn room_view(
+    state: &RoomState,
+    now: Timestamp,
+    level_of: impl Fn(&ListingState) -> Option<LevelState>,
+    name_of: impl Fn(&ListingState) -> String,
+) -> RoomView {
+    let room = &state.room;
+    let listings: Vec<ListingView> = state
+        .listings
+        .iter()
+        .map(|listing| {
+            let evaluation = rules::evaluate(&inputs(room, listing, now), level_of(listing));
+            listing_view(room, listing, evaluation, name_of(listing), now)
+        })
+        .collect();
+    let totals = Totals {
+        forecast: listings.iter().map(|listing| listing.forecast).sum(),
+        consumed: listings.iter().map(|listing| listing.consumed).sum(),
+        available: listings.iter().map(|listing| listing.stock.available).sum(),
+    };
+    RoomView {
+        room: room.id.as_str().to_owned(),
+        name: room.name.clone(),
+        starts_at: Rfc3339(room.starts_at),
+        ends_at: Rfc3339(room.ends_at),
+        now: Rfc3339(now),
+        elapsed_s: now.saturating_since(room.starts_at).as_secs(),
+        remaining_s: room.ends_at.saturating_since(now).as_secs(),
+        totals,
+        listings,
+    }
+}
