@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::Engine;
 use crate::api::{self, Metrics, Shared};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -63,13 +64,20 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(Metrics::new());
-    let hub = Arc::new(Hub::new(ledger.clone(), config.push_queue_bytes));
+    let engine = Arc::new(Engine::new(ledger.clone()));
+    let hub = Arc::new(Hub::new(
+        ledger.clone(),
+        engine.clone(),
+        clock.clone(),
+        config.push_queue_bytes,
+    ));
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
         journal: journal.clone(),
         hub: hub.clone(),
+        engine,
     });
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();

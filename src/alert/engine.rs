@@ -114,7 +114,6 @@ struct Live {
     hint: Option<Hint>,
     /// The last curve point sent: (bucket, consumed).
     point: (usize, u64),
-    stock_version: u64,
 }
 
 #[derive(Default)]
@@ -215,10 +214,16 @@ impl Engine {
                 }
                 _ => {
                     for stock in fact.stocks() {
-                        if let Some(rooms) = inner.listed.get(&stock.sku) {
-                            for room in rooms.clone() {
-                                touch(&room, &stock.sku, &mut touched);
-                            }
+                        let Some(rooms) = inner.listed.get(&stock.sku) else {
+                            continue;
+                        };
+                        for room in rooms {
+                            // Every stock change of a listed SKU, in order, on its rooms.
+                            events.push(RoomEvent::Stock {
+                                room: room.clone(),
+                                stock: stock.clone(),
+                            });
+                            touch(room, &stock.sku, &mut touched);
                         }
                     }
                 }
@@ -271,15 +276,7 @@ impl Engine {
             },
             hint: None,
             point: (usize::MAX, u64::MAX),
-            stock_version: 0,
         });
-        if live.stock_version != state.stock.version {
-            live.stock_version = state.stock.version;
-            events.push(RoomEvent::Stock {
-                room: room_id.clone(),
-                stock: state.stock.clone(),
-            });
-        }
         if live.point != point && room.starts_at <= now {
             live.point = point;
             events.push(RoomEvent::Point {

@@ -11,6 +11,7 @@ mod extract;
 mod metrics;
 mod openapi;
 mod orders;
+mod rooms;
 mod skus;
 mod ws;
 
@@ -40,6 +41,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) journal: Arc<Journal>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) engine: Arc<crate::alert::Engine>,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any
@@ -95,6 +97,11 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/skus/{sku}/restock", post(skus::restock))
         .route("/skus/{sku}/halt", post(skus::halt))
         .route("/skus/{sku}/resume", post(skus::resume))
+        .route("/rooms", get(rooms::list))
+        .route("/rooms/{room}", get(rooms::get).put(rooms::put))
+        .route("/rooms/{room}/listings/{sku}/halt", post(rooms::halt))
+        .route("/rooms/{room}/listings/{sku}/resume", post(rooms::resume))
+        .route("/alerts", get(rooms::alerts))
         .route("/orders", post(orders::place))
         .route("/orders/batch", post(orders::batch))
         .route("/orders/{order_id}", get(orders::get))

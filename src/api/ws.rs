@@ -447,10 +447,16 @@ fn handle(
             let missing = shared.hub.subscribe(link, &joins);
             topics.extend(fresh.into_iter().filter(|topic| !missing.contains(topic)));
             if let Some(topic) = missing.first() {
-                return Err((
-                    "sku_not_found",
-                    format!("topic {} names no SKU", topic.name()),
-                ));
+                return Err(match topic {
+                    Topic::Room(_) => (
+                        "room_not_found",
+                        format!("topic {} names no room", topic.name()),
+                    ),
+                    _ => (
+                        "sku_not_found",
+                        format!("topic {} names no SKU", topic.name()),
+                    ),
+                });
             }
             Ok(None)
         }

@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use serde::Serialize;
 
+use crate::alert::{Alert, RoomEvent, RoomView};
 use crate::ledger::Stock;
 
 /// The encoding a session chose at the handshake.
@@ -95,6 +96,112 @@ impl<'a> ServerMessage<'a> {
             }
         }
     }
+}
+
+/// A message whose body's fields sit beside `type`, `topic` and `seq`.
+#[derive(Serialize)]
+struct Flat<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    topic: &'a str,
+    seq: u64,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// A message with one named body field: `{"type", "topic", "seq", "<name>": body}`.
+#[derive(Serialize)]
+struct Named<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    topic: &'a str,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<&'a T>,
+}
+
+fn encode<T: Serialize>(message: &T, codec: Codec) -> Bytes {
+    match codec {
+        Codec::Json => Bytes::from(serde_json::to_vec(message).expect("messages encode")),
+        Codec::MessagePack => {
+            Bytes::from(rmp_serde::to_vec_named(message).expect("messages encode"))
+        }
+    }
+}
+
+fn flat<T: Serialize>(kind: &str, topic: &str, seq: u64, body: &T, codec: Codec) -> Bytes {
+    encode(
+        &Flat {
+            kind,
+            topic,
+            seq,
+            body,
+        },
+        codec,
+    )
+}
+
+/// A room event as its room topic carries it: `stock`, `level`, `hint`, `point`, `listing`
+/// or `room` (the whole room again, after it changed).
+pub(crate) fn event(topic: &str, seq: u64, event: &RoomEvent, codec: Codec) -> Bytes {
+    match event {
+        RoomEvent::Stock { stock, .. } => {
+            ServerMessage::stock("stock", topic, seq, stock).encode(codec)
+        }
+        RoomEvent::Level { alert, .. } => flat("level", topic, seq, alert.as_ref(), codec),
+        RoomEvent::Hint { change, .. } => flat("hint", topic, seq, change, codec),
+        RoomEvent::Point { point, .. } => flat("point", topic, seq, point, codec),
+        RoomEvent::Listing { change, .. } => flat("listing", topic, seq, change, codec),
+        RoomEvent::Room { view, .. } => room("room", topic, seq, Some(view.as_ref()), codec),
+    }
+}
+
+/// A level change as the alerts topic carries it.
+pub(crate) fn alert(topic: &str, seq: u64, alert: &Alert, codec: Codec) -> Bytes {
+    flat("alert", topic, seq, alert, codec)
+}
+
+/// A room's whole view (`snapshot`, `resync` or `room`); `null` once the room is gone.
+pub(crate) fn room(
+    kind: &str,
+    topic: &str,
+    seq: u64,
+    view: Option<&RoomView>,
+    codec: Codec,
+) -> Bytes {
+    encode(
+        &Named {
+            kind,
+            topic,
+            seq,
+            room: Some(&view),
+            alerts: None,
+        },
+        codec,
+    )
+}
+
+/// The alerts topic's snapshot: the latest alerts, oldest first.
+pub(crate) fn alerts(
+    kind: &str,
+    topic: &str,
+    seq: u64,
+    alerts: &[std::sync::Arc<Alert>],
+    codec: Codec,
+) -> Bytes {
+    let alerts: Vec<&Alert> = alerts.iter().map(AsRef::as_ref).collect();
+    encode(
+        &Named {
+            kind,
+            topic,
+            seq,
+            room: None,
+            alerts: Some(&alerts),
+        },
+        codec,
+    )
 }
 
 /// Encoded messages queued for one session: one message, or several that the writer sends

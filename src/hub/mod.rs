@@ -11,13 +11,16 @@
 //! slowing the others or growing memory, and one that needs too many resyncs is closed. The
 //! hub never awaits while holding its lock.
 //!
-//! Topics so far: `sku:{id}`, the stock of one SKU. Room and alert topics arrive with rooms
-//! and the alert engine.
+//! Topics: `sku:{id}`, the stock of one SKU; `room:{id}`, a room's listings (their stock,
+//! levels, hints, curve points and halts, from the alert engine, which runs right after each
+//! round); `alerts`, every level change of every room.
 
 mod message;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use axum::body::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
@@ -25,8 +28,10 @@ use tokio::sync::{Notify, mpsc};
 
 pub(crate) use message::{Chunk, Codec, ServerMessage};
 
+use crate::alert::{Alert, Engine, RoomEvent};
+use crate::clock::Clock;
 use crate::journal::DurableBatch;
-use crate::ledger::{Ledger, SkuId, Stock};
+use crate::ledger::{Ledger, RoomId, SkuId, Stock};
 
 /// Messages a session may have queued, whatever their size: a backstop behind the byte
 /// limit, which is the one that normally acts.
@@ -40,6 +45,8 @@ pub(crate) const SESSION_RESYNCS_MAX: u32 = 8;
 pub(crate) const SESSION_TOPICS_MAX: usize = 256;
 /// Changes each topic keeps for resuming clients; an older gap gets a resync snapshot.
 pub(crate) const TOPIC_HISTORY_MAX: usize = 256;
+/// How often the alert engine re-evaluates every listing, for the changes time alone makes.
+pub(crate) const ALERT_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The shortest time between two publishing rounds unless configured otherwise. A change
 /// arriving after a quiet spell goes out at once; under load, changes wait at most this long
 /// and travel together.
@@ -49,6 +56,8 @@ pub(crate) const PUSH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duratio
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Topic {
     Sku(SkuId),
+    Room(RoomId),
+    Alerts,
 }
 
 impl Topic {
@@ -57,13 +66,41 @@ impl Topic {
             Some(("sku", id)) => SkuId::new(id)
                 .map(Topic::Sku)
                 .map_err(|error| format!("topic {name:?}: {error}")),
-            _ => Err(format!("unknown topic {name:?}; topics are sku:{{id}}")),
+            Some(("room", id)) => RoomId::new(id)
+                .map(Topic::Room)
+                .map_err(|error| format!("topic {name:?}: {error}")),
+            None if name == "alerts" => Ok(Topic::Alerts),
+            _ => Err(format!(
+                "unknown topic {name:?}; topics are sku:{{id}}, room:{{id}} and alerts"
+            )),
         }
     }
 
     pub(crate) fn name(&self) -> String {
         match self {
             Topic::Sku(sku) => format!("sku:{sku}"),
+            Topic::Room(room) => format!("room:{room}"),
+            Topic::Alerts => "alerts".to_owned(),
+        }
+    }
+}
+
+/// One change on a topic.
+#[derive(Clone, Debug)]
+enum Payload {
+    Stock(Stock),
+    Event(Arc<RoomEvent>),
+    Alert(Arc<Alert>),
+}
+
+impl Payload {
+    fn encode(&self, topic: &str, sequence: u64, codec: Codec) -> Bytes {
+        match self {
+            Payload::Stock(stock) => {
+                ServerMessage::stock("stock", topic, sequence, stock).encode(codec)
+            }
+            Payload::Event(event) => message::event(topic, sequence, event, codec),
+            Payload::Alert(alert) => message::alert(topic, sequence, alert, codec),
         }
     }
 }
@@ -103,13 +140,41 @@ impl SessionLink {
 struct TopicState {
     /// The sequence of the last change published on the topic.
     sequence: u64,
-    /// The last stock published, for snapshots.
-    stock: Stock,
+    /// For a SKU topic, the last stock published, for snapshots. Room and alert snapshots are
+    /// read from the alert engine.
+    stock: Option<Stock>,
     /// The latest changes, oldest first, the last one at `sequence`.
-    history: std::collections::VecDeque<Stock>,
+    history: std::collections::VecDeque<Payload>,
     /// The changes of the round being published, when the topic has subscribers.
-    round: Vec<Stock>,
+    round: Vec<Payload>,
     subscribers: Vec<Arc<SessionLink>>,
+}
+
+impl TopicState {
+    fn new(stock: Option<Stock>) -> TopicState {
+        TopicState {
+            sequence: 0,
+            stock,
+            history: std::collections::VecDeque::new(),
+            round: Vec::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Adds a change: the next sequence number, the history, and the round when somebody
+    /// listens. `true` when the topic joined the round with it.
+    fn stage(&mut self, payload: Payload) -> bool {
+        self.sequence += 1;
+        if TOPIC_HISTORY_MAX <= self.history.len() {
+            self.history.pop_front();
+        }
+        self.history.push_back(payload.clone());
+        if self.subscribers.is_empty() {
+            return false;
+        }
+        self.round.push(payload);
+        self.round.len() == 1
+    }
 }
 
 /// How a session joins a topic.
@@ -148,6 +213,8 @@ pub(crate) struct HubStats {
 
 pub(crate) struct Hub {
     ledger: Arc<Ledger>,
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
     topics: Mutex<HashMap<Topic, TopicState>>,
     next_session: AtomicU64,
     counters: HubCounters,
@@ -156,9 +223,16 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    pub(crate) fn new(ledger: Arc<Ledger>, queue_bytes_max: usize) -> Hub {
+    pub(crate) fn new(
+        ledger: Arc<Ledger>,
+        engine: Arc<Engine>,
+        clock: Arc<dyn Clock>,
+        queue_bytes_max: usize,
+    ) -> Hub {
         Hub {
             ledger,
+            engine,
+            clock,
             topics: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             counters: HubCounters::default(),
@@ -211,18 +285,21 @@ impl Hub {
             let state = match states.entry(topic.clone()) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
-                    let Topic::Sku(sku) = topic;
-                    let Some(view) = self.ledger.sku(sku) else {
-                        missing.push(topic.clone());
-                        continue;
+                    let stock = match topic {
+                        Topic::Sku(sku) => match self.ledger.sku(sku) {
+                            Some(view) => Some(view.stock),
+                            None => {
+                                missing.push(topic.clone());
+                                continue;
+                            }
+                        },
+                        Topic::Room(room) if self.ledger.rooms_get(room).is_none() => {
+                            missing.push(topic.clone());
+                            continue;
+                        }
+                        Topic::Room(_) | Topic::Alerts => None,
                     };
-                    entry.insert(TopicState {
-                        sequence: 0,
-                        stock: view.stock,
-                        history: std::collections::VecDeque::new(),
-                        round: Vec::new(),
-                        subscribers: Vec::new(),
-                    })
+                    entry.insert(TopicState::new(stock))
                 }
             };
             if !state.subscribers.iter().any(|other| other.id == link.id) {
@@ -236,17 +313,28 @@ impl Hub {
                 Join::Since(seen) if seen == state.sequence => continue,
                 Join::Since(seen) if oldest <= seen.saturating_add(1) && seen < state.sequence => {
                     let skip = (seen + 1 - oldest) as usize;
-                    for (offset, stock) in state.history.iter().enumerate().skip(skip) {
-                        let sequence = oldest + offset as u64;
-                        let message = ServerMessage::stock("stock", &name, sequence, stock);
-                        push(link, Chunk::one(message.encode(link.codec)), &self.counters);
+                    for (offset, payload) in state.history.iter().enumerate().skip(skip) {
+                        let bytes = payload.encode(&name, oldest + offset as u64, link.codec);
+                        push(link, Chunk::one(bytes), &self.counters);
                     }
                     continue;
                 }
                 Join::Since(_) => "resync",
             };
-            let message = ServerMessage::stock(kind, &name, state.sequence, &state.stock);
-            push(link, Chunk::one(message.encode(link.codec)), &self.counters);
+            let bytes = match (topic, &state.stock) {
+                (Topic::Sku(_), Some(stock)) => {
+                    ServerMessage::stock(kind, &name, state.sequence, stock).encode(link.codec)
+                }
+                (Topic::Room(room), _) => {
+                    let view = self.engine.room_view(room, self.clock.now());
+                    message::room(kind, &name, state.sequence, view.as_ref(), link.codec)
+                }
+                _ => {
+                    let alerts = self.engine.recent_alerts();
+                    message::alerts(kind, &name, state.sequence, &alerts, link.codec)
+                }
+            };
+            push(link, Chunk::one(bytes), &self.counters);
         }
         missing
     }
@@ -260,37 +348,75 @@ impl Hub {
         }
     }
 
-    /// Publishes every stock change of some durable batches, in order: one round.
+    /// Publishes one round: every stock change of some durable batches, in order, then what
+    /// the alert engine made of them.
     pub(crate) fn publish(&self, batches: &[DurableBatch]) {
+        let facts = batches.iter().flat_map(|batch| batch.facts.iter());
+        let events = self.engine.observe(facts.clone(), self.clock.now());
         let mut states = self.topics.lock();
         let mut touched = Vec::new();
-        for fact in batches.iter().flat_map(|batch| batch.facts.iter()) {
+        for fact in facts {
             for stock in fact.stocks() {
                 let topic = Topic::Sku(stock.sku.clone());
                 let Some(state) = states.get_mut(&topic) else {
                     // Nobody ever subscribed: a later snapshot reads the ledger.
                     continue;
                 };
-                if stock.version <= state.stock.version {
+                if state
+                    .stock
+                    .as_ref()
+                    .is_some_and(|last| stock.version <= last.version)
+                {
                     // The snapshot that created the topic, read from the ledger, already
                     // showed this change.
                     continue;
                 }
-                state.sequence += 1;
-                state.stock = stock.clone();
-                if TOPIC_HISTORY_MAX <= state.history.len() {
-                    state.history.pop_front();
-                }
-                state.history.push_back(stock.clone());
-                if state.subscribers.is_empty() {
-                    continue;
-                }
-                if state.round.is_empty() {
+                state.stock = Some(stock.clone());
+                if state.stage(Payload::Stock(stock.clone())) {
                     touched.push(topic);
                 }
-                state.round.push(stock.clone());
             }
         }
+        self.stage_events(&mut states, events, &mut touched);
+        self.flush(&mut states, touched);
+    }
+
+    /// Publishes what the alert engine's tick found: levels also move with time.
+    pub(crate) fn tick(&self) {
+        let events = self.engine.tick(self.clock.now());
+        if events.is_empty() {
+            return;
+        }
+        let mut states = self.topics.lock();
+        let mut touched = Vec::new();
+        self.stage_events(&mut states, events, &mut touched);
+        self.flush(&mut states, touched);
+    }
+
+    fn stage_events(
+        &self,
+        states: &mut HashMap<Topic, TopicState>,
+        events: Vec<RoomEvent>,
+        touched: &mut Vec<Topic>,
+    ) {
+        for event in events {
+            if let RoomEvent::Level { alert, .. } = &event
+                && let Some(state) = states.get_mut(&Topic::Alerts)
+                && state.stage(Payload::Alert(alert.clone()))
+            {
+                touched.push(Topic::Alerts);
+            }
+            let topic = Topic::Room(event.room().clone());
+            if let Some(state) = states.get_mut(&topic)
+                && state.stage(Payload::Event(Arc::new(event)))
+            {
+                touched.push(topic);
+            }
+        }
+    }
+
+    /// Sends each touched topic's round to its subscribers, encoded once per codec.
+    fn flush(&self, states: &mut HashMap<Topic, TopicState>, touched: Vec<Topic>) {
         for topic in touched {
             let Some(state) = states.get_mut(&topic) else {
                 continue;
@@ -303,10 +429,8 @@ impl Hub {
                     .get_or_insert_with(|| {
                         Chunk::join(
                             link.codec,
-                            state.round.iter().enumerate().map(|(offset, stock)| {
-                                let sequence = first + offset as u64;
-                                ServerMessage::stock("stock", &name, sequence, stock)
-                                    .encode(link.codec)
+                            state.round.iter().enumerate().map(|(offset, payload)| {
+                                payload.encode(&name, first + offset as u64, link.codec)
                             }),
                         )
                     })
@@ -323,14 +447,18 @@ impl Hub {
     pub(crate) fn resync_everyone(&self) {
         let mut states = self.topics.lock();
         for (topic, state) in states.iter_mut() {
-            let Topic::Sku(sku) = topic;
-            if let Some(view) = self.ledger.sku(sku)
-                && state.stock.version < view.stock.version
+            if let Topic::Sku(sku) = topic
+                && let Some(view) = self.ledger.sku(sku)
+                && state
+                    .stock
+                    .as_ref()
+                    .is_some_and(|last| last.version < view.stock.version)
             {
                 state.sequence += 1;
-                state.stock = view.stock;
-                state.history.clear();
+                state.stock = Some(view.stock);
             }
+            // Room and alert changes may have been missed too.
+            state.history.clear();
             state.round.clear();
             for link in &state.subscribers {
                 link.resync.store(true, Ordering::Release);
@@ -367,12 +495,20 @@ pub(crate) async fn run(
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut round = Vec::new();
     let mut last_round = tokio::time::Instant::now() - interval;
+    let mut ticker = tokio::time::interval(ALERT_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut lagged = false;
-        match feed.recv().await {
-            Ok(batch) => round.push(batch),
-            Err(RecvError::Lagged(_)) => lagged = true,
-            Err(RecvError::Closed) => return,
+        tokio::select! {
+            received = feed.recv() => match received {
+                Ok(batch) => round.push(batch),
+                Err(RecvError::Lagged(_)) => lagged = true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = ticker.tick() => {
+                hub.tick();
+                continue;
+            }
         }
         // Under load, let the changes gather until the interval since the last round is over.
         tokio::time::sleep_until(last_round + interval).await;

@@ -49,6 +49,31 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
             .expect("put_sku");
         ledger.resume(at(offset), &sku(name)).expect("resume");
     }
+    let room = crate::ledger::Room {
+        id: show(),
+        name: "show".to_owned(),
+        starts_at: at(0),
+        ends_at: at(3 * 3_600_000),
+        listings: ["A", "B"]
+            .into_iter()
+            .map(|name| crate::ledger::Listing {
+                sku: sku(name),
+                forecast: 500,
+                plan: vec![crate::ledger::PlanPoint {
+                    elapsed_ms: 3_600_000,
+                    share: 600,
+                }],
+                policy: crate::ledger::Policy {
+                    auto_halt: true,
+                    ..crate::ledger::Policy::default()
+                },
+            })
+            .collect(),
+    };
+    ledger.put_room(at(offset), room).expect("put_room");
+    ledger
+        .resume_listing(at(offset), &show(), &sku("A"))
+        .expect("resume listing");
     ledger.restock(at(offset), &sku("A"), 5).expect("restock");
     let restock_id = crate::ledger::RestockId::new(&format!("r-{offset}")).expect("valid id");
     ledger
@@ -58,9 +83,11 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
         let sku_id = ["A", "B", "C"][(index % 3) as usize];
         let id = format!("o-{index}");
         let now = at(index);
-        ledger
-            .reserve(now, order(&id, sku_id, 1 + (index % 4) as i64))
-            .expect("reserve");
+        let mut request = order(&id, sku_id, 1 + (index % 4) as i64);
+        if index % 2 == 0 {
+            request.room = Some(show());
+        }
+        ledger.reserve(now, request).expect("reserve");
         let order_id = OrderId::new(&id).expect("valid id");
         match index % 5 {
             0 | 1 => {
@@ -77,6 +104,20 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
         }
     }
     ledger.halt(at(offset + count), &sku("C")).expect("halt");
+    let end = at(offset + count);
+    ledger
+        .halt_listing(end, &show(), &sku("A"), true)
+        .expect("halt listing");
+    ledger
+        .halt_listing(end, &show(), &sku("B"), false)
+        .expect("halt listing");
+    ledger
+        .resume_listing(end, &show(), &sku("B"))
+        .expect("resume listing");
+}
+
+fn show() -> crate::ledger::RoomId {
+    crate::ledger::RoomId::new("show").expect("valid room")
 }
 
 fn assert_same(left: &Ledger, right: &Ledger) {

@@ -6,6 +6,7 @@ mod durability;
 mod load;
 mod orders;
 mod push;
+mod rooms;
 mod skus;
 mod support;
 mod tidy;

@@ -11,10 +11,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::TestServer;
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(server: &TestServer, protocol: &str) -> Socket {
+pub(crate) async fn connect(server: &TestServer, protocol: &str) -> Socket {
     let mut request = format!("ws://{}/ws", server.address)
         .into_client_request()
         .expect("a request");
@@ -36,7 +36,7 @@ async fn connect(server: &TestServer, protocol: &str) -> Socket {
 }
 
 /// The next server messages (a frame may hold several), as JSON values.
-async fn next_messages(socket: &mut Socket) -> Vec<Value> {
+pub(crate) async fn next_messages(socket: &mut Socket) -> Vec<Value> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await
@@ -56,7 +56,7 @@ async fn next_messages(socket: &mut Socket) -> Vec<Value> {
     }
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub(crate) async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::Text(message.to_string().into()))
         .await

@@ -1,0 +1,394 @@
+//! Room routes: create or change a room (schedule, line-up, forecasts, plans and alert
+//! policies), read one with every listing's level, reasons, thresholds, forecast and curve,
+//! list them, halt and resume a listing; and the alert feed.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339 as Rfc3339Format;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath};
+use crate::alert::{Alert, RoomView};
+use crate::clock::{Rfc3339, Timestamp};
+use crate::ledger::{
+    LedgerError, Listing, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX, Room, RoomId,
+    SkuId,
+};
+
+/// Longest room name accepted, in bytes.
+const ROOM_NAME_BYTES_MAX: usize = 256;
+
+/// Create or change a room. Every listing's `policy` field is optional; missing ones take
+/// the defaults.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutRoomRequest {
+    name: Option<String>,
+    /// RFC 3339.
+    starts_at: String,
+    /// RFC 3339, after `starts_at`; a show lasts at most two days.
+    ends_at: String,
+    listings: Vec<ListingBody>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListingBody {
+    sku: String,
+    /// Units expected to sell in this show.
+    forecast: i64,
+    /// The plan curve: the share of the forecast expected by each point; linear when absent.
+    #[serde(default)]
+    plan: Vec<PlanPointBody>,
+    #[serde(default)]
+    policy: PolicyBody,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanPointBody {
+    /// Seconds into the show.
+    elapsed_s: u64,
+    /// Share of the forecast consumed by then (0.5 = 50 %).
+    share: f64,
+}
+
+/// A listing's alert policy; see `docs/ALERTS.md` for every rule.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyBody {
+    /// Shares of the forecast consumed at which yellow, orange and red start (0.8, 1.0, 1.2).
+    yellow: Option<f64>,
+    orange: Option<f64>,
+    red: Option<f64>,
+    /// Yellow when available < coverage × the forecast demand still to come (1.2).
+    coverage: Option<f64>,
+    /// Replenishment lead time in seconds (0); raises the coverage factor.
+    lead_time_s: Option<u64>,
+    /// Tighten the thresholds when `tighten_share` is sold within `tighten_within_s`
+    /// (0.4 within 1800 s), by `tighten_factor` (0.85).
+    tighten_share: Option<f64>,
+    tighten_within_s: Option<u64>,
+    tighten_factor: Option<f64>,
+    /// Relax them when under `relax_share` after `relax_after_s` (0.1 after 3600 s), by
+    /// `relax_factor` (1.15).
+    relax_share: Option<f64>,
+    relax_after_s: Option<u64>,
+    relax_factor: Option<f64>,
+    /// A level goes down only this far past its threshold (0.05) and after `dwell_s` (30).
+    hysteresis: Option<f64>,
+    dwell_s: Option<u64>,
+    /// The window the sales velocity is measured over, in seconds (120).
+    velocity_window_s: Option<u64>,
+    /// Halt the listing in this room at red (false).
+    auto_halt: Option<bool>,
+    /// A hot product: its alerts go to more channels (false).
+    hot: Option<bool>,
+}
+
+fn thousandths(field: &'static str, value: f64) -> Result<u32, ApiError> {
+    if !value.is_finite() || !(0.0..=100.0).contains(&value) {
+        return Err(ApiError::invalid(format!(
+            "{field} must be a number between 0 and 100, got {value}"
+        )));
+    }
+    Ok((value * 1000.0).round() as u32)
+}
+
+fn millis(field: &'static str, seconds: u64) -> Result<u64, ApiError> {
+    seconds
+        .checked_mul(1000)
+        .filter(|ms| *ms <= crate::ledger::SHOW_MS_MAX)
+        .ok_or_else(|| ApiError::invalid(format!("{field} must be at most two days")))
+}
+
+impl PolicyBody {
+    fn into_policy(self) -> Result<Policy, ApiError> {
+        let defaults = Policy::default();
+        let share = |field, value: Option<f64>, default| match value {
+            Some(value) => thousandths(field, value),
+            None => Ok(default),
+        };
+        let duration = |field, value: Option<u64>, default| match value {
+            Some(value) => millis(field, value),
+            None => Ok(default),
+        };
+        let policy = Policy {
+            yellow: share("policy.yellow", self.yellow, defaults.yellow)?,
+            orange: share("policy.orange", self.orange, defaults.orange)?,
+            red: share("policy.red", self.red, defaults.red)?,
+            coverage: share("policy.coverage", self.coverage, defaults.coverage)?,
+            lead_time_ms: duration(
+                "policy.lead_time_s",
+                self.lead_time_s,
+                defaults.lead_time_ms,
+            )?,
+            tighten_share: share(
+                "policy.tighten_share",
+                self.tighten_share,
+                defaults.tighten_share,
+            )?,
+            tighten_within_ms: duration(
+                "policy.tighten_within_s",
+                self.tighten_within_s,
+                defaults.tighten_within_ms,
+            )?,
+            tighten_factor: share(
+                "policy.tighten_factor",
+                self.tighten_factor,
+                defaults.tighten_factor,
+            )?,
+            relax_share: share("policy.relax_share", self.relax_share, defaults.relax_share)?,
+            relax_after_ms: duration(
+                "policy.relax_after_s",
+                self.relax_after_s,
+                defaults.relax_after_ms,
+            )?,
+            relax_factor: share(
+                "policy.relax_factor",
+                self.relax_factor,
+                defaults.relax_factor,
+            )?,
+            hysteresis: share("policy.hysteresis", self.hysteresis, defaults.hysteresis)?,
+            dwell_ms: duration("policy.dwell_s", self.dwell_s, defaults.dwell_ms)?,
+            velocity_window_ms: duration(
+                "policy.velocity_window_s",
+                self.velocity_window_s,
+                defaults.velocity_window_ms,
+            )?,
+            auto_halt: self.auto_halt.unwrap_or(defaults.auto_halt),
+            hot: self.hot.unwrap_or(defaults.hot),
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+}
+
+fn parse_time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339Format).map_err(|error| {
+        ApiError::invalid(format!(
+            "{field} must be an RFC 3339 time, got {text:?}: {error}"
+        ))
+    })?;
+    let millis = parsed.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(millis)
+        .map(Timestamp::from_millis)
+        .map_err(|_| ApiError::invalid(format!("{field} must be after 1970")))
+}
+
+impl PutRoomRequest {
+    fn into_room(self, id: RoomId) -> Result<Room, ApiError> {
+        let name = self.name.unwrap_or_default();
+        if ROOM_NAME_BYTES_MAX < name.len() || name.chars().any(char::is_control) {
+            return Err(ApiError::invalid(format!(
+                "name must be at most {ROOM_NAME_BYTES_MAX} bytes, without control characters"
+            )));
+        }
+        if ROOM_LISTINGS_MAX < self.listings.len() {
+            return Err(ApiError::invalid(format!(
+                "a room holds at most {ROOM_LISTINGS_MAX} listings"
+            )));
+        }
+        let starts_at = parse_time("starts_at", &self.starts_at)?;
+        let ends_at = parse_time("ends_at", &self.ends_at)?;
+        let listings = self
+            .listings
+            .into_iter()
+            .map(|listing| {
+                if PLAN_POINTS_MAX < listing.plan.len() {
+                    return Err(ApiError::invalid(format!(
+                        "a plan has at most {PLAN_POINTS_MAX} points"
+                    )));
+                }
+                let forecast = u64::try_from(listing.forecast)
+                    .ok()
+                    .filter(|forecast| 0 < *forecast)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "forecast must be at least 1, got {}",
+                            listing.forecast
+                        ))
+                    })?;
+                Ok(Listing {
+                    sku: SkuId::new(&listing.sku)?,
+                    forecast,
+                    plan: listing
+                        .plan
+                        .into_iter()
+                        .map(|point| {
+                            Ok(PlanPoint {
+                                elapsed_ms: millis("plan.elapsed_s", point.elapsed_s)?,
+                                share: thousandths("plan.share", point.share)?,
+                            })
+                        })
+                        .collect::<Result<_, ApiError>>()?,
+                    policy: listing.policy.into_policy()?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let room = Room {
+            id,
+            name,
+            starts_at,
+            ends_at,
+            listings,
+        };
+        room.validate()?;
+        Ok(room)
+    }
+}
+
+fn room_id(raw: &str) -> Result<RoomId, ApiError> {
+    Ok(RoomId::new(raw)?)
+}
+
+fn view(shared: &AppState, room: &RoomId) -> Result<Json<RoomView>, ApiError> {
+    shared
+        .engine
+        .room_view(room, shared.now())
+        .map(Json)
+        .ok_or_else(|| LedgerError::RoomNotFound { room: room.clone() }.into())
+}
+
+#[utoipa::path(put, path = "/api/v1/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path, description = "Room id")),
+    request_body = PutRoomRequest,
+    responses(
+        (status = 200, description = "The room with every listing's stock, level, reasons, thresholds, forecast and curve (docs/ALERTS.md)"),
+        (status = 404, description = "A listed SKU does not exist", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody)))]
+pub(crate) async fn put(
+    State(shared): State<AppState>,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<PutRoomRequest>,
+) -> Result<Json<RoomView>, ApiError> {
+    let id = room_id(&room)?;
+    let room = body.into_room(id.clone())?;
+    shared.writable()?;
+    shared.ledger.put_room(shared.now(), room)?;
+    let answer = view(&shared, &id)?;
+    shared.durable().await?;
+    Ok(answer)
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The room with every listing's stock, level, reasons, thresholds, forecast and curve (docs/ALERTS.md)"),
+        (status = 404, description = "No such room", body = ErrorBody)))]
+pub(crate) async fn get(
+    State(shared): State<AppState>,
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<RoomView>, ApiError> {
+    view(&shared, &room_id(&room)?)
+}
+
+/// One room in the listing of rooms.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RoomSummary {
+    room: String,
+    name: String,
+    #[schema(value_type = String)]
+    starts_at: Rfc3339,
+    #[schema(value_type = String)]
+    ends_at: Rfc3339,
+    listings: Vec<ListingSummary>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ListingSummary {
+    sku: String,
+    /// `green`, `yellow`, `orange` or `red`.
+    level: String,
+    halted: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RoomListResponse {
+    rooms: Vec<RoomSummary>,
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms",
+    responses((status = 200, description = "Every room, by id, with each listing's level", body = RoomListResponse)))]
+pub(crate) async fn list(State(shared): State<AppState>) -> Json<RoomListResponse> {
+    let now = shared.now();
+    let rooms = shared
+        .ledger
+        .rooms()
+        .iter()
+        .filter_map(|room| shared.engine.room_view(&room.id, now))
+        .map(|view| RoomSummary {
+            room: view.room,
+            name: view.name,
+            starts_at: view.starts_at,
+            ends_at: view.ends_at,
+            listings: view
+                .listings
+                .into_iter()
+                .map(|listing| ListingSummary {
+                    sku: listing.sku,
+                    level: listing.level.as_str().to_owned(),
+                    halted: listing.halted,
+                })
+                .collect(),
+        })
+        .collect();
+    Json(RoomListResponse { rooms })
+}
+
+#[utoipa::path(post, path = "/api/v1/rooms/{room}/listings/{sku}/halt", tag = "rooms",
+    params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
+    responses(
+        (status = 200, description = "The room; orders naming it are refused for the SKU with `halted`"),
+        (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody)))]
+pub(crate) async fn halt(
+    State(shared): State<AppState>,
+    ApiPath((room, sku)): ApiPath<(String, String)>,
+) -> Result<Json<RoomView>, ApiError> {
+    set_halted(shared, room, sku, true).await
+}
+
+#[utoipa::path(post, path = "/api/v1/rooms/{room}/listings/{sku}/resume", tag = "rooms",
+    params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
+    responses(
+        (status = 200, description = "The room; orders naming it are taken for the SKU again"),
+        (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody)))]
+pub(crate) async fn resume(
+    State(shared): State<AppState>,
+    ApiPath((room, sku)): ApiPath<(String, String)>,
+) -> Result<Json<RoomView>, ApiError> {
+    set_halted(shared, room, sku, false).await
+}
+
+async fn set_halted(
+    shared: AppState,
+    room: String,
+    sku: String,
+    halted: bool,
+) -> Result<Json<RoomView>, ApiError> {
+    let room = room_id(&room)?;
+    let sku = SkuId::new(&sku)?;
+    shared.writable()?;
+    if halted {
+        shared
+            .ledger
+            .halt_listing(shared.now(), &room, &sku, false)?;
+    } else {
+        shared.ledger.resume_listing(shared.now(), &room, &sku)?;
+    }
+    let answer = view(&shared, &room)?;
+    shared.durable().await?;
+    Ok(answer)
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    responses((status = 200, description = "The latest level changes of every listing, oldest first")))]
+pub(crate) async fn alerts(State(shared): State<AppState>) -> Json<serde_json::Value> {
+    let alerts = shared.engine.recent_alerts();
+    let alerts: Vec<&Alert> = alerts.iter().map(AsRef::as_ref).collect();
+    Json(serde_json::json!({ "alerts": alerts }))
+}
