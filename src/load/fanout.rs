@@ -118,20 +118,39 @@ struct Seen {
     resyncs: u64,
 }
 
-/// The `seq` of each message in a JSON frame (one object or an array), read without
-/// parsing the whole frame: the tool must not spend the CPU the server needs.
-fn sequences(frame: &str, found: &mut Vec<(u64, bool)>) {
-    let mut rest = frame;
-    while let Some(start) = rest.find("\"type\":\"") {
-        rest = &rest[start + 8..];
-        let resync = rest.starts_with("resync") || rest.starts_with("snapshot");
-        let Some(seq_at) = rest.find("\"seq\":") else {
-            return;
-        };
-        rest = &rest[seq_at + 6..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if let Ok(seq) = rest[..digits].parse() {
-            found.push((seq, resync));
+/// Finds the fields the readers look for, built once: the tool must not spend the CPU the
+/// server needs.
+struct Fields {
+    kind: memchr::memmem::Finder<'static>,
+    seq: memchr::memmem::Finder<'static>,
+}
+
+impl Fields {
+    fn new() -> Fields {
+        Fields {
+            kind: memchr::memmem::Finder::new(b"\"type\":\""),
+            seq: memchr::memmem::Finder::new(b"\"seq\":"),
+        }
+    }
+
+    /// The `seq` of each message in a JSON frame (one object or an array), and whether it
+    /// is a fresh state (snapshot or resync), read without parsing the whole frame.
+    fn sequences(&self, frame: &[u8], found: &mut Vec<(u64, bool)>) {
+        let mut rest = frame;
+        while let Some(start) = self.kind.find(rest) {
+            rest = &rest[start + 8..];
+            let fresh = rest.starts_with(b"resync") || rest.starts_with(b"snapshot");
+            let Some(seq_at) = self.seq.find(rest) else {
+                return;
+            };
+            rest = &rest[seq_at + 6..];
+            let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
+            let seq = rest[..digits]
+                .iter()
+                .fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+            if 0 < digits {
+                found.push((seq, fresh));
+            }
         }
     }
 }
@@ -169,14 +188,25 @@ pub async fn fanout(
             };
             let mut last: Option<u64> = None;
             let mut found = Vec::new();
-            let linger = deadline + Duration::from_secs(2);
-            while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(linger, socket.next()).await {
+            let fields = Fields::new();
+            // One timer for the whole run, not one per frame.
+            let linger = tokio::time::sleep_until(deadline + Duration::from_secs(2));
+            tokio::pin!(linger);
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    frame = socket.next() => frame,
+                    () = &mut linger => break,
+                };
+                let Some(Ok(frame)) = frame else {
+                    break;
+                };
                 let Message::Text(text) = frame else {
                     continue;
                 };
                 let now = Instant::now();
                 found.clear();
-                sequences(text.as_str(), &mut found);
+                fields.sequences(text.as_bytes(), &mut found);
                 for (seq, fresh_state) in found.drain(..) {
                     if fresh_state {
                         if last.is_some() {
