@@ -64,7 +64,7 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(ledger.clone()));
+    let engine = Arc::new(Engine::new(ledger.clone(), clock.now()));
     let hub = Arc::new(Hub::new(
         ledger.clone(),
         engine.clone(),

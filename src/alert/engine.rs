@@ -131,9 +131,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for the rooms the ledger holds (after recovery); levels start from the
-    /// numbers, with no memory of the levels before a restart.
-    pub fn new(ledger: Arc<Ledger>) -> Engine {
+    /// An engine for the rooms the ledger holds (after recovery). Each listing's level is
+    /// decided from the numbers at `now`, silently: a restart raises no alert and halts
+    /// nothing by itself.
+    pub fn new(ledger: Arc<Ledger>, now: Timestamp) -> Engine {
         let engine = Engine {
             ledger,
             inner: Mutex::new(Inner {
@@ -141,19 +142,47 @@ impl Engine {
                 ..Inner::default()
             }),
         };
-        {
-            let mut inner = engine.inner.lock();
-            for room in engine.ledger.rooms() {
-                for listing in &room.listings {
-                    inner
-                        .listed
-                        .entry(listing.sku.clone())
-                        .or_default()
-                        .push(room.id.clone());
+        engine.reload(now);
+        engine
+    }
+
+    /// Takes the rooms from the ledger again and decides each listing's level silently:
+    /// at start-up, and when the hub missed facts (so rooms may have changed unseen).
+    pub fn reload(&self, now: Timestamp) {
+        let mut inner = self.inner.lock();
+        inner.listed.clear();
+        let mut listings = HashSet::new();
+        for room in self.ledger.rooms() {
+            for listing in &room.listings {
+                inner
+                    .listed
+                    .entry(listing.sku.clone())
+                    .or_default()
+                    .push(room.id.clone());
+                listings.insert((room.id.clone(), listing.sku.clone()));
+                let Some(state) = self.ledger.listing(&room.id, &listing.sku) else {
+                    continue;
+                };
+                let key = (room.id.clone(), listing.sku.clone());
+                let previous = inner.live.get(&key).map(|live| live.state);
+                let evaluation = rules::evaluate(&view::inputs(&room, &state, now), previous);
+                let live = inner.live.entry(key).or_insert(Live {
+                    state: LevelState {
+                        level: evaluation.level,
+                        since: now,
+                    },
+                    hint: evaluation.hint,
+                    point: (state.tally.series.bucket(now), state.tally.consumed),
+                });
+                if live.state.level != evaluation.level {
+                    live.state = LevelState {
+                        level: evaluation.level,
+                        since: now,
+                    };
                 }
             }
         }
-        engine
+        inner.live.retain(|key, _| listings.contains(key));
     }
 
     /// Re-evaluates what `facts` touched and returns what changed, in order.
@@ -318,7 +347,9 @@ impl Engine {
                 room: room_id.clone(),
                 alert,
             });
+            // Only a change seen live halts: a first evaluation (a new room) does not.
             let halt = evaluation.level == Level::Red
+                && previous.is_some()
                 && state.listing.policy.auto_halt
                 && !state.tally.halted;
             if halt && let Err(error) = self.ledger.halt_listing(now, room_id, sku, true) {
@@ -350,11 +381,28 @@ impl Engine {
         self.view_locked(&inner, room, now)
     }
 
+    /// The room without its curves: for listings of rooms.
+    pub fn room_summary(&self, room: &RoomId, now: Timestamp) -> Option<RoomView> {
+        let inner = self.inner.lock();
+        self.build_view(&inner, room, now, false)
+    }
+
     fn view_locked(&self, inner: &Inner, room: &RoomId, now: Timestamp) -> Option<RoomView> {
+        self.build_view(inner, room, now, true)
+    }
+
+    fn build_view(
+        &self,
+        inner: &Inner,
+        room: &RoomId,
+        now: Timestamp,
+        curves: bool,
+    ) -> Option<RoomView> {
         let state = self.ledger.room(room)?;
         Some(view::room_view(
             &state,
             now,
+            curves,
             |listing: &ListingState| {
                 inner
                     .live

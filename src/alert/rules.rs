@@ -70,6 +70,9 @@ pub struct Thresholds {
     pub red: f64,
     pub coverage: f64,
     pub adjustment: Adjustment,
+    /// The share of the forecast sold in the show by the tightening deadline (or now, when
+    /// that is earlier): what the dynamic rule measured.
+    pub early_share: f64,
 }
 
 /// One rule that holds the level where it is, with its numbers.
@@ -194,15 +197,6 @@ pub fn plan_share(room: &Room, listing: &Listing, elapsed_ms: u64) -> f64 {
     share(previous.1)
 }
 
-/// Consumption at time `at`, as the series' buckets tell it: the value at the start of the
-/// bucket `at` falls in.
-fn consumed_at(series: &Series, at: Timestamp, consumed_now: u64, now: Timestamp) -> u64 {
-    if series.bucket(now) <= series.bucket(at) {
-        return consumed_now;
-    }
-    series.before(at)
-}
-
 /// The thresholds in force for `inputs`.
 pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {
     let policy = &inputs.listing.policy;
@@ -215,7 +209,10 @@ pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {
     let mark = room
         .starts_at
         .saturating_add(Duration::from_millis(policy.tighten_within_ms));
-    let by_mark = consumed_at(inputs.series, mark, inputs.consumed, inputs.now) as f64;
+    let by_mark = inputs
+        .series
+        .interpolate(mark, inputs.now, inputs.consumed)
+        .saturating_sub(inputs.series.before_start) as f64;
     let adjustment = if share(policy.tighten_share) <= by_mark / forecast {
         Adjustment::Tightened
     } else if policy.relax_after_ms <= elapsed
@@ -237,6 +234,7 @@ pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {
         red: share(policy.red) * factor,
         coverage: share(policy.coverage) * lead / factor,
         adjustment,
+        early_share: by_mark / forecast,
     }
 }
 
@@ -314,7 +312,7 @@ pub fn forecast(inputs: &Inputs<'_>, thresholds: &Thresholds) -> Forecast {
         0.0
     } else {
         let from = Timestamp::from_millis(now.as_millis() - window);
-        let before = consumed_at(inputs.series, from, inputs.consumed, now);
+        let before = inputs.series.interpolate(from, now, inputs.consumed);
         inputs.consumed.saturating_sub(before) as f64 / minutes(window)
     };
     let left_ms = room.ends_at.as_millis().saturating_sub(now.as_millis());
@@ -404,11 +402,11 @@ pub fn evaluate(inputs: &Inputs<'_>, previous: Option<LevelState>) -> Evaluation
         Adjustment::Tightened => reasons.push(Reason {
             rule: "tightened",
             level,
-            value: share(policy.tighten_share),
-            threshold: share(policy.tighten_factor),
+            value: thresholds.early_share,
+            threshold: share(policy.tighten_share),
             text: format!(
                 "{:.0} % of the forecast sold within {} min: thresholds × {:.2}",
-                share(policy.tighten_share) * 100.0,
+                thresholds.early_share * 100.0,
                 policy.tighten_within_ms / 60_000,
                 share(policy.tighten_factor)
             ),

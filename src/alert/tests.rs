@@ -331,7 +331,7 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
     });
     let room_id = room.id.clone();
     let put = ledger.put_room(at(0), room).expect("room");
-    let engine = Engine::new(ledger.clone());
+    let engine = Engine::new(ledger.clone(), at(0));
     let mut levels = Vec::new();
     let mut record = |events: Vec<RoomEvent>| {
         for event in events {
@@ -368,4 +368,80 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
     let view = engine.room_view(&room_id, at(now + 4)).expect("view");
     assert_eq!(view.listings[0].level, Level::Red);
     assert_eq!(view.listings[0].consumed, 1201);
+}
+
+#[test]
+fn units_taken_before_the_show_are_not_sales_velocity() {
+    // Goal: 500 units presold before the start, 20 sold in the first minute: velocity is
+    // 20 a minute, not 520.
+    let room = show(Policy::default());
+    let mut presold = Series::for_room(&room);
+    presold.record(Timestamp::from_millis(T0 - MINUTE), 500);
+    presold.record(at(MINUTE - 1_000), 520);
+    let evaluation = judge(&room, &presold, 520, 10_000, MINUTE, None);
+    assert!(
+        (evaluation.forecast.velocity_per_min - 20.0).abs() < 1e-9,
+        "{:?}",
+        evaluation.forecast
+    );
+}
+
+#[test]
+fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
+    // Goal: an engine started over a ledger whose listing is already red raises no alert
+    // and halts nothing; rooms put while the engine was not watching are taken in by
+    // `reload`, and their next change is reported.
+    let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
+    let sku = SkuId::new("A").expect("sku");
+    ledger
+        .put_sku(
+            at(0),
+            &sku,
+            SkuUpdate {
+                total: Some(100_000),
+                ..SkuUpdate::default()
+            },
+        )
+        .expect("sku");
+    let room = show(Policy {
+        auto_halt: true,
+        ..Policy::default()
+    });
+    let room_id = room.id.clone();
+    let engine = Engine::new(ledger.clone(), at(0));
+    ledger.put_room(at(0), room).expect("room");
+    ledger
+        .sell(at(90 * MINUTE), order("o1", &room_id, 1300))
+        .expect("sell");
+    assert!(
+        engine.tick(at(90 * MINUTE)).is_empty(),
+        "the room is not watched yet"
+    );
+    engine.reload(at(90 * MINUTE));
+    let restarted = Engine::new(ledger.clone(), at(90 * MINUTE));
+    for engine in [&engine, &restarted] {
+        let events = engine.tick(at(90 * MINUTE + 1_000));
+        assert!(
+            !events
+                .iter()
+                .any(|event| matches!(event, RoomEvent::Level { .. })),
+            "{events:?}"
+        );
+    }
+    assert!(
+        !ledger
+            .listing(&room_id, &sku)
+            .expect("listing")
+            .tally
+            .halted
+    );
+    let answer = ledger
+        .sell(at(90 * MINUTE + 2_000), order("o2", &room_id, 1))
+        .expect("sell");
+    let events = engine.observe(answer.fact.as_ref(), at(90 * MINUTE + 2_000));
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, RoomEvent::Stock { .. }))
+    );
 }

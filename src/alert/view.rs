@@ -139,13 +139,15 @@ impl From<&Policy> for PolicyView {
     }
 }
 
-/// The consumption curve: `actual[i]` is consumed at the end of bucket `i` (up to now),
-/// `plan[i]` what the plan expects by then, for every bucket of the show.
+/// The consumption curve: `actual[i]` is consumed at the end of bucket `i` (up to now, from
+/// `before_start`, what was taken before the show); `plan` the planned curve as the corners
+/// of a line, `[seconds into the show, units]`, from the start to the end of the show.
 #[derive(Clone, Debug, Serialize)]
 pub struct SeriesView {
     pub bucket_s: f64,
+    pub before_start: u64,
     pub actual: Vec<u64>,
-    pub plan: Vec<u64>,
+    pub plan: Vec<(u64, u64)>,
 }
 
 /// The inputs of the rules for one listing of `room` at `now`.
@@ -160,17 +162,24 @@ pub(super) fn inputs<'a>(room: &'a Room, state: &'a ListingState, now: Timestamp
     }
 }
 
-/// The plan curve of a listing, in units, at the end of each bucket of the show.
-pub(super) fn plan_units(room: &Room, state: &ListingState) -> Vec<u64> {
-    let series = &state.tally.series;
+/// The plan curve of a listing, in units, as the corners of a line from the start of the
+/// show to its end.
+pub(super) fn plan_units(room: &Room, state: &ListingState) -> Vec<(u64, u64)> {
     let show_ms = room.show_ms();
-    (1..=series.buckets)
-        .map(|bucket| {
-            let elapsed = (bucket * series.bucket_ms).min(show_ms);
-            let share = rules::plan_share(room, &state.listing, elapsed);
-            (share * state.listing.forecast as f64).round() as u64
-        })
-        .collect()
+    let listing = &state.listing;
+    let units = |elapsed_ms: u64| {
+        (rules::plan_share(room, listing, elapsed_ms) * listing.forecast as f64).round() as u64
+    };
+    let mut corners = vec![(0, 0)];
+    corners.extend(
+        listing
+            .plan
+            .iter()
+            .filter(|point| 0 < point.elapsed_ms && point.elapsed_ms < show_ms)
+            .map(|point| (point.elapsed_ms / 1000, units(point.elapsed_ms))),
+    );
+    corners.push((show_ms / 1000, units(show_ms)));
+    corners
 }
 
 /// One listing's view, given its evaluation and its SKU's name.
@@ -180,6 +189,7 @@ pub(super) fn listing_view(
     evaluation: Evaluation,
     name: String,
     now: Timestamp,
+    curves: bool,
 ) -> ListingView {
     let series = &state.tally.series;
     let current = if now < room.starts_at {
@@ -187,9 +197,13 @@ pub(super) fn listing_view(
     } else {
         series.bucket(now) + 1
     };
-    let actual = (0..current.max(series.points.len()))
-        .map(|bucket| series.at_bucket(bucket))
-        .collect();
+    let actual = if curves {
+        (0..current.max(series.points.len()))
+            .map(|bucket| series.at_bucket(bucket))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let forecast = evaluation.forecast;
     let stock = &state.stock;
     ListingView {
@@ -225,8 +239,13 @@ pub(super) fn listing_view(
         policy: PolicyView::from(&state.listing.policy),
         series: SeriesView {
             bucket_s: series.bucket_ms as f64 / 1000.0,
+            before_start: series.before_start,
             actual,
-            plan: plan_units(room, state),
+            plan: if curves {
+                plan_units(room, state)
+            } else {
+                Vec::new()
+            },
         },
     }
 }
@@ -235,6 +254,7 @@ pub(super) fn listing_view(
 pub(super) fn room_view(
     state: &RoomState,
     now: Timestamp,
+    curves: bool,
     level_of: impl Fn(&ListingState) -> Option<LevelState>,
     name_of: impl Fn(&ListingState) -> String,
 ) -> RoomView {
@@ -244,7 +264,7 @@ pub(super) fn room_view(
         .iter()
         .map(|listing| {
             let evaluation = rules::evaluate(&inputs(room, listing, now), level_of(listing));
-            listing_view(room, listing, evaluation, name_of(listing), now)
+            listing_view(room, listing, evaluation, name_of(listing), now, curves)
         })
         .collect();
     let totals = Totals {

@@ -320,7 +320,7 @@ pub(crate) async fn list(State(shared): State<AppState>) -> Json<RoomListRespons
         .ledger
         .rooms()
         .iter()
-        .filter_map(|room| shared.engine.room_view(&room.id, now))
+        .filter_map(|room| shared.engine.room_summary(&room.id, now))
         .map(|view| RoomSummary {
             room: view.room,
             name: view.name,

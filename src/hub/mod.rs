@@ -315,7 +315,7 @@ impl Hub {
                     let skip = (seen + 1 - oldest) as usize;
                     for (offset, payload) in state.history.iter().enumerate().skip(skip) {
                         let bytes = payload.encode(&name, oldest + offset as u64, link.codec);
-                        push(link, Chunk::one(bytes), &self.counters);
+                        push(link, Chunk::one(bytes), &self.counters, Fit::Bounded);
                     }
                     continue;
                 }
@@ -334,7 +334,9 @@ impl Hub {
                     message::alerts(kind, &name, state.sequence, &alerts, link.codec)
                 }
             };
-            push(link, Chunk::one(bytes), &self.counters);
+            // A snapshot always fits: it replaces a backlog, and a large room's may be larger
+            // than the queue's limit by itself.
+            push(link, Chunk::one(bytes), &self.counters, Fit::Always);
         }
         missing
     }
@@ -352,8 +354,10 @@ impl Hub {
     /// the alert engine made of them.
     pub(crate) fn publish(&self, batches: &[DurableBatch]) {
         let facts = batches.iter().flat_map(|batch| batch.facts.iter());
-        let events = self.engine.observe(facts.clone(), self.clock.now());
         let mut states = self.topics.lock();
+        // Under the hub's lock, so a subscriber's snapshot is either before all of it or
+        // after all of it.
+        let events = self.engine.observe(facts.clone(), self.clock.now());
         let mut touched = Vec::new();
         for fact in facts {
             for stock in fact.stocks() {
@@ -383,11 +387,11 @@ impl Hub {
 
     /// Publishes what the alert engine's tick found: levels also move with time.
     pub(crate) fn tick(&self) {
+        let mut states = self.topics.lock();
         let events = self.engine.tick(self.clock.now());
         if events.is_empty() {
             return;
         }
-        let mut states = self.topics.lock();
         let mut touched = Vec::new();
         self.stage_events(&mut states, events, &mut touched);
         self.flush(&mut states, touched);
@@ -435,7 +439,7 @@ impl Hub {
                         )
                     })
                     .clone();
-                push(link, chunk, &self.counters);
+                push(link, chunk, &self.counters, Fit::Bounded);
             }
             state.round.clear();
         }
@@ -446,6 +450,7 @@ impl Hub {
     /// is dropped.
     pub(crate) fn resync_everyone(&self) {
         let mut states = self.topics.lock();
+        self.engine.reload(self.clock.now());
         for (topic, state) in states.iter_mut() {
             if let Topic::Sku(sku) = topic
                 && let Some(view) = self.ledger.sku(sku)
@@ -468,11 +473,19 @@ impl Hub {
     }
 }
 
+/// Whether a chunk must fit in the session's queue limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Bounded,
+    Always,
+}
+
 /// Queues a chunk, or marks the session for a resync when its queue is full.
-fn push(link: &SessionLink, chunk: Chunk, counters: &HubCounters) {
+fn push(link: &SessionLink, chunk: Chunk, counters: &HubCounters, fit: Fit) {
     let length = chunk.bytes.len();
     let messages = u64::from(chunk.messages);
-    let fits = link.queued_bytes.load(Ordering::Acquire) + length <= link.queue_bytes_max;
+    let fits = fit == Fit::Always
+        || link.queued_bytes.load(Ordering::Acquire) + length <= link.queue_bytes_max;
     if fits && link.frames.try_send(chunk).is_ok() {
         link.queued_bytes.fetch_add(length, Ordering::AcqRel);
         counters.messages.fetch_add(messages, Ordering::Relaxed);

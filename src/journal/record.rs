@@ -217,6 +217,8 @@ struct TallyRecord<'a> {
     series_bucket_ms: u64,
     series_buckets: u64,
     series: Vec<u64>,
+    #[serde(default)]
+    series_before_start: u64,
 }
 
 fn policy_record(policy: &Policy) -> PolicyRecord {
@@ -320,12 +322,13 @@ fn tally_record(tally: &ListingTally) -> TallyRecord<'_> {
         series_bucket_ms: tally.series.bucket_ms,
         series_buckets: tally.series.buckets,
         series: tally.series.points.clone(),
+        series_before_start: tally.series.before_start,
     }
 }
 
 fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
-    let sane = 0 < record.series_bucket_ms
-        && 0 < record.series_buckets
+    let sane = (1..=crate::ledger::SHOW_MS_MAX).contains(&record.series_bucket_ms)
+        && (1..=crate::ledger::SERIES_POINTS_MAX).contains(&record.series_buckets)
         && record.series.len() as u64 <= record.series_buckets;
     if !sane {
         return Err(DecodeError::Value(format!(
@@ -341,6 +344,7 @@ fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
             starts_at: Timestamp::from_millis(record.series_starts_at),
             bucket_ms: record.series_bucket_ms,
             buckets: record.series_buckets,
+            before_start: record.series_before_start,
             points: record.series,
         },
     })

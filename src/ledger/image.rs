@@ -54,11 +54,13 @@ impl Ledger {
     pub fn export<T>(&self, cut: impl FnOnce() -> T) -> (LedgerImage, T) {
         let order_stripes: Vec<_> = self.orders.iter().map(|stripe| stripe.0.lock()).collect();
         let sku_stripes: Vec<_> = self.skus.iter().map(|stripe| stripe.0.lock()).collect();
+        let rooms = self.rooms.read();
         let position = cut();
         let mut image = LedgerImage {
-            rooms: self.rooms.read().values().cloned().collect(),
+            rooms: rooms.values().cloned().collect(),
             ..LedgerImage::default()
         };
+        drop(rooms);
         for table in &sku_stripes {
             for slot in table.iter() {
                 let entry = &slot.entry;
@@ -95,6 +97,47 @@ impl Ledger {
             (a.updated_at, &a.order.order_id).cmp(&(b.updated_at, &b.order.order_id))
         });
         (image, position)
+    }
+
+    /// Checks that every room listing has its tally in its SKU, on the room's schedule, and
+    /// that every tally belongs to a listing.
+    fn check_listings(&self) -> Result<(), ReplayError> {
+        let rooms = self.rooms.read();
+        let mut tallies = 0usize;
+        for stripe in self.skus.iter() {
+            let table = stripe.0.lock();
+            for slot in table.iter() {
+                for tally in &slot.entry.listings {
+                    tallies += 1;
+                    let expected = rooms
+                        .get(&tally.room)
+                        .filter(|room| room.listing(&slot.sku).is_some())
+                        .map(|room| super::room::Series::for_room(room));
+                    let fits = expected.is_some_and(|series| {
+                        series.starts_at == tally.series.starts_at
+                            && series.bucket_ms == tally.series.bucket_ms
+                            && series.buckets == tally.series.buckets
+                    });
+                    if !fits {
+                        return Err(ReplayError::Refused {
+                            kind: "snapshot",
+                            reason: format!(
+                                "sku {} has a tally for room {} that does not list it on that schedule",
+                                slot.sku, tally.room
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let listings: usize = rooms.values().map(|room| room.listings.len()).sum();
+        if listings != tallies {
+            return Err(ReplayError::Refused {
+                kind: "snapshot",
+                reason: format!("{listings} room listings but {tallies} tallies"),
+            });
+        }
+        Ok(())
     }
 
     /// A ledger holding exactly `image`, refused when the image breaks an invariant.
@@ -173,6 +216,7 @@ impl Ledger {
             rooms.insert(room.id.clone(), room);
         }
         drop(rooms);
+        ledger.check_listings()?;
         for order in image.orders {
             let (order_hash, stripe) = ledger.order_key(&order.order.order_id);
             let mut stripe: parking_lot::MutexGuard<'_, OrderStripe> = stripe.lock();

@@ -717,10 +717,14 @@ impl Ledger {
             at: now,
             room: room.clone(),
         };
+        // Inserted and recorded under the room map's lock, which a snapshot holds across its
+        // cut: the image has the room exactly when its fact is before the cut.
+        let mut rooms = self.rooms.write();
+        rooms.insert(room.id.clone(), room);
         if record {
             self.record(&fact);
         }
-        self.rooms.write().insert(room.id.clone(), room);
+        drop(rooms);
         drop(guards);
         Ok(fact)
     }

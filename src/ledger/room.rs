@@ -218,6 +218,15 @@ impl Room {
                 });
             }
             listing.policy.validate()?;
+            if listing.policy.velocity_window_ms < 2 * self.bucket_ms() {
+                return Err(InvalidValue::Invalid {
+                    field: "policy.velocity_window",
+                    reason: format!(
+                        "must cover at least two buckets of the consumption curve ({} s)",
+                        2 * self.bucket_ms() / 1000
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -250,12 +259,15 @@ pub struct ListingTally {
 }
 
 /// `consumed` at the end of each bucket of the show, from its start up to the last change.
-/// Changes before the start count in the first bucket, after the end in the last.
+/// Changes before the start count in the first bucket (and in `before_start`), after the end
+/// in the last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Series {
     pub starts_at: Timestamp,
     pub bucket_ms: u64,
     pub buckets: u64,
+    /// Consumed when the show started: what was taken before it.
+    pub before_start: u64,
     pub points: Vec<u64>,
 }
 
@@ -266,6 +278,7 @@ impl Series {
             starts_at: room.starts_at,
             bucket_ms,
             buckets: room.show_ms().div_ceil(bucket_ms).max(1),
+            before_start: 0,
             points: Vec::new(),
         }
     }
@@ -276,31 +289,81 @@ impl Series {
         (elapsed / self.bucket_ms).min(self.buckets - 1) as usize
     }
 
-    /// Records that `consumed` is the value at `at`.
+    /// Records that `consumed` is the value at `at`. A change stamped earlier than one
+    /// already recorded (clocks read before a lock) also holds for every later bucket.
     pub fn record(&mut self, at: Timestamp, consumed: u64) {
+        if at < self.starts_at {
+            self.before_start = consumed;
+        }
         let bucket = self.bucket(at);
-        let last = self.points.last().copied().unwrap_or(0);
+        let last = self.points.last().copied().unwrap_or(self.before_start);
         if self.points.len() <= bucket {
             self.points.resize(bucket + 1, last);
         }
-        self.points[bucket] = consumed;
+        for point in &mut self.points[bucket..] {
+            *point = consumed;
+        }
     }
 
     /// Consumed at the end of `bucket`, for any bucket up to now.
     pub fn at_bucket(&self, bucket: usize) -> u64 {
         match self.points.get(bucket) {
             Some(consumed) => *consumed,
-            None => self.points.last().copied().unwrap_or(0),
+            None => self.points.last().copied().unwrap_or(self.before_start),
         }
     }
 
-    /// Consumed at time `at`, as well as the buckets tell it: the value at the end of the
-    /// bucket before `at`'s (or 0 before the first).
+    /// Consumed at the start of `at`'s bucket: at the end of the bucket before, or when the
+    /// show started.
     pub fn before(&self, at: Timestamp) -> u64 {
         match self.bucket(at).checked_sub(1) {
             Some(previous) => self.at_bucket(previous),
-            None => 0,
+            None => self.before_start,
         }
+    }
+
+    /// Consumed at `at`, reading the curve as straight between bucket ends; `now` and
+    /// `consumed_now` close the bucket in progress.
+    pub fn interpolate(&self, at: Timestamp, now: Timestamp, consumed_now: u64) -> u64 {
+        if now <= at {
+            return consumed_now;
+        }
+        if at <= self.starts_at {
+            return self.before_start;
+        }
+        let bucket = self.bucket(at);
+        let bucket_start = self.starts_at.as_millis() + bucket as u64 * self.bucket_ms;
+        let (end_ms, end_value) = if bucket == self.bucket(now) {
+            (now.as_millis(), consumed_now)
+        } else {
+            (bucket_start + self.bucket_ms, self.at_bucket(bucket))
+        };
+        let start_value = self.before(at);
+        let span = end_ms.saturating_sub(bucket_start).max(1);
+        let into = at.as_millis().saturating_sub(bucket_start).min(span);
+        let delta = end_value as f64 - start_value as f64;
+        (start_value as f64 + delta * into as f64 / span as f64).round() as u64
+    }
+
+    /// The same curve over another schedule: values resampled into the new buckets, and
+    /// when the start moved, every bucket up to `at` holding `consumed`.
+    fn resampled(&self, mut into: Series, at: Timestamp, consumed: u64) -> Series {
+        into.before_start = self.before_start;
+        if into.starts_at == self.starts_at {
+            let recorded_ms = self.points.len() as u64 * self.bucket_ms;
+            let count = recorded_ms.div_ceil(into.bucket_ms).min(into.buckets);
+            into.points = (0..count)
+                .map(|bucket| {
+                    let end_ms = (bucket + 1) * into.bucket_ms;
+                    let old = end_ms.div_ceil(self.bucket_ms).saturating_sub(1);
+                    self.at_bucket(old as usize)
+                })
+                .collect();
+        } else if 0 < consumed {
+            into.before_start = consumed;
+            into.record(at, consumed);
+        }
+        into
     }
 }
 
@@ -314,25 +377,21 @@ impl ListingTally {
         }
     }
 
-    /// Adds `delta` (units taken, or given back when negative) at `at`.
+    /// Adds what a movement took and gives back, at `at`.
     pub(super) fn consume(&mut self, at: Timestamp, taken: u64, released: u64) {
         self.consumed = self.consumed.saturating_add(taken).saturating_sub(released);
         self.series.record(at, self.consumed);
     }
 
-    /// The tally under a new schedule: the consumed count stays; the series restarts when
-    /// the show moved or its bucket changed.
+    /// The tally under a new schedule: the consumed count stays, and the curve is carried
+    /// over into the new buckets (from the new start, when the start moved).
     pub(super) fn reschedule(&mut self, room: &Room, at: Timestamp) {
         let series = Series::for_room(room);
-        if series.starts_at != self.series.starts_at || series.bucket_ms != self.series.bucket_ms {
-            self.series = series;
-            if 0 < self.consumed {
-                self.series.record(at, self.consumed);
-            }
-        } else {
-            self.series.buckets = series.buckets;
-            let last = self.series.buckets as usize;
-            self.series.points.truncate(last);
+        if series.starts_at != self.series.starts_at
+            || series.bucket_ms != self.series.bucket_ms
+            || series.buckets != self.series.buckets
+        {
+            self.series = self.series.resampled(series, at, self.consumed);
         }
     }
 }

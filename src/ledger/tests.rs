@@ -2487,3 +2487,110 @@ fn rooms_need_existing_skus_and_a_valid_schedule_and_survive_a_snapshot() {
     assert_eq!(imported.room(&room_id("r1")), ledger.room(&room_id("r1")));
     assert_eq!(imported.rooms(), ledger.rooms());
 }
+
+#[test]
+fn the_consumption_curve_takes_late_stamps_keeps_presales_apart_and_survives_a_new_schedule() {
+    // Goal: a change stamped before one already recorded holds for every later bucket; what
+    // was taken before the show is its baseline; stretching the show (new bucket size) keeps
+    // the curve, resampled; moving the start restarts it from what is consumed now.
+    let show = room("r1", &[("A", 100)]);
+    let mut series = Series::for_room(&show);
+    series.record(at(0).saturating_add(Duration::from_millis(0)), 0);
+    series.record(at(12_000), 10);
+    series.record(at(3_000), 13);
+    assert_eq!(series.points, [13, 13, 13]);
+
+    let mut presold = Series::for_room(&Room {
+        starts_at: at(60_000),
+        ..show.clone()
+    });
+    presold.record(at(0), 500);
+    assert_eq!(presold.before_start, 500);
+    presold.record(at(68_000), 520);
+    assert_eq!(presold.interpolate(at(60_000), at(68_000), 520), 500);
+    // Halfway between the start of the bucket (500) and now (520).
+    assert_eq!(presold.interpolate(at(66_500), at(68_000), 520), 510);
+
+    let ledger = ledger_with_skus(&[("A", 1_000)]);
+    ledger.put_room(at(0), show.clone()).expect("put_room");
+    ledger
+        .sell(at(10 * MINUTE_MS), in_room("o1", "r1", &[("A", 450)]))
+        .expect("sell");
+    let before = ledger
+        .listing(&room_id("r1"), &sku_id("A"))
+        .expect("listing");
+    let stretched = Room {
+        ends_at: at(6 * 60 * MINUTE_MS),
+        ..show.clone()
+    };
+    ledger
+        .put_room(at(100 * MINUTE_MS), stretched)
+        .expect("re-put");
+    let after = ledger
+        .listing(&room_id("r1"), &sku_id("A"))
+        .expect("listing");
+    assert!(before.tally.series.bucket_ms < after.tally.series.bucket_ms);
+    let minute_5 = at(5 * MINUTE_MS);
+    let minute_11 = at(11 * MINUTE_MS);
+    assert_eq!(
+        after
+            .tally
+            .series
+            .at_bucket(after.tally.series.bucket(minute_5)),
+        0
+    );
+    assert_eq!(
+        after
+            .tally
+            .series
+            .at_bucket(after.tally.series.bucket(minute_11)),
+        450
+    );
+
+    let moved = Room {
+        starts_at: at(120 * MINUTE_MS),
+        ends_at: at(240 * MINUTE_MS),
+        ..show
+    };
+    ledger.put_room(at(100 * MINUTE_MS), moved).expect("moved");
+    let after = ledger
+        .listing(&room_id("r1"), &sku_id("A"))
+        .expect("listing");
+    assert_eq!(after.tally.series.before_start, 450);
+    assert_eq!(after.tally.consumed, 450);
+}
+
+#[test]
+fn a_snapshot_whose_tallies_do_not_match_its_rooms_is_refused() {
+    // Goal: import checks both ways: every listing has its tally on the room's schedule,
+    // and every tally belongs to a listing.
+    let ledger = ledger_with_skus(&[("A", 100), ("B", 100)]);
+    ledger
+        .put_room(at(0), room("r1", &[("A", 10)]))
+        .expect("put_room");
+    let (image, ()) = ledger.export(|| ());
+    let mut orphan = image.clone();
+    orphan.rooms.clear();
+    assert!(matches!(
+        Ledger::import(LedgerConfig::default(), orphan),
+        Err(ReplayError::Refused { .. })
+    ));
+    let mut untallied = image.clone();
+    for sku in &mut untallied.skus {
+        sku.listings.clear();
+    }
+    assert!(matches!(
+        Ledger::import(LedgerConfig::default(), untallied),
+        Err(ReplayError::Refused { .. })
+    ));
+    let mut skewed = image;
+    for sku in &mut skewed.skus {
+        for tally in &mut sku.listings {
+            tally.series.bucket_ms += 1;
+        }
+    }
+    assert!(matches!(
+        Ledger::import(LedgerConfig::default(), skewed),
+        Err(ReplayError::Refused { .. })
+    ));
+}

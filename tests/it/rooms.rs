@@ -168,11 +168,7 @@ async fn a_burst_of_orders_moves_a_listing_through_every_level_and_auto_halts_it
     assert_eq!(listing["thresholds"]["yellow"], 0.8);
     assert_eq!(listing["hint"]["key"], "stop_selling");
     assert_eq!(listing["hint"]["zh-CN"], "停止售卖，切换下一款");
-    assert_eq!(
-        listing["series"]["plan"].as_array().expect("plan").len(),
-        2160
-    );
-    assert_eq!(listing["series"]["plan"][2159], 100);
+    assert_eq!(listing["series"]["plan"], json!([[0, 0], [10800, 100]]));
     assert_eq!(
         listing["series"]["actual"]
             .as_array()
@@ -414,4 +410,57 @@ async fn rooms_their_consumption_and_halts_survive_a_restart() {
     assert_eq!(after["listings"][1]["halted"], true);
     restarted.stop().await;
     drop(data);
+}
+
+#[tokio::test]
+async fn the_largest_room_reaches_a_subscriber_whole_at_the_end_of_its_show() {
+    // Goal: a room of 200 listings three hours in (each curve 2,160 buckets long) makes a
+    // snapshot larger than a session's 1 MiB queue; it still arrives, whole, and the
+    // session then follows the room.
+    let server = TestServer::start().await;
+    let mut listings = Vec::new();
+    for index in 0..200 {
+        let sku = format!("S{index:03}");
+        server.sku(&sku, 1_000).await;
+        listings.push(json!({"sku": sku, "forecast": 500}));
+    }
+    let (status, _) = server.put("/api/v1/rooms/big", show(json!(listings))).await;
+    assert_eq!(status, StatusCode::OK);
+    server.clock.advance(180 * MINUTE);
+    let (status, _) = server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "late", "sku": "S007", "qty": 2, "platform": "douyin", "room": "big"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut screen = subscribe(&server, &["room:big"]).await;
+    let snapshot = next_messages(&mut screen).await;
+    assert_eq!(snapshot[0]["type"], "snapshot");
+    let listings = snapshot[0]["room"]["listings"]
+        .as_array()
+        .expect("listings");
+    assert_eq!(listings.len(), 200);
+    assert_eq!(
+        listings[7]["series"]["actual"]
+            .as_array()
+            .expect("actual")
+            .len(),
+        2160
+    );
+    assert_eq!(listings[7]["consumed"], 2);
+    assert!(1024 * 1024 < snapshot[0].to_string().len());
+    let (status, _) = server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "later", "sku": "S007", "qty": 1, "platform": "douyin", "room": "big"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let changes = collect_until(&mut screen, |messages| {
+        messages.iter().any(|message| message["type"] == "stock")
+    })
+    .await;
+    assert!(changes.iter().all(|message| message["type"] != "resync"));
+    server.stop().await;
 }
