@@ -47,6 +47,8 @@ pub struct Config {
     /// The shortest time between two rounds of pushes: under load, changes wait at most
     /// this long and travel together. Zero sends every round at once.
     pub push_interval: Duration,
+    /// Alert delivery: receivers, routes, grouping, limits, escalation (`[notify]`).
+    pub notify: crate::notify::NotifyConfig,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
 }
@@ -66,6 +68,7 @@ impl Default for Config {
             repair: false,
             push_queue_bytes: crate::hub::SESSION_QUEUE_BYTES_DEFAULT,
             push_interval: crate::hub::PUSH_INTERVAL_DEFAULT,
+            notify: crate::notify::NotifyConfig::default(),
             demo_seed: None,
         }
     }
@@ -107,6 +110,8 @@ pub struct ConfigLayer {
     pub push_queue_kib: Option<u64>,
     /// The shortest time between two rounds of pushes, in milliseconds.
     pub push_interval_ms: Option<u64>,
+    /// Alert delivery (the configuration file only).
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +158,7 @@ impl ConfigLayer {
             snapshot_every_facts: over.snapshot_every_facts.or(self.snapshot_every_facts),
             push_queue_kib: over.push_queue_kib.or(self.push_queue_kib),
             push_interval_ms: over.push_interval_ms.or(self.push_interval_ms),
+            notify: over.notify.or(self.notify),
         }
     }
 
@@ -232,6 +238,8 @@ impl ConfigLayer {
                 )));
             }
         };
+        let notify = self.notify.unwrap_or_default();
+        notify.validate().map_err(ConfigError::Invalid)?;
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
@@ -244,6 +252,7 @@ impl ConfigLayer {
             repair: false,
             push_queue_bytes: usize::try_from(push_queue_kib * 1024).unwrap_or(usize::MAX),
             push_interval,
+            notify,
             demo_seed: None,
         })
     }

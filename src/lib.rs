@@ -20,6 +20,7 @@ pub mod config;
 pub mod journal;
 pub mod ledger;
 pub mod load;
+pub mod notify;
 pub mod server;
 
 mod api;

@@ -123,6 +123,7 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         snapshot_every_facts: args.snapshot_every_facts,
         push_queue_kib: args.push_queue_kib,
         push_interval_ms: args.push_interval_ms,
+        notify: None,
     };
     let mut config = file.merge(command_line).resolve()?;
     config.repair = args.repair;

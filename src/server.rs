@@ -16,9 +16,10 @@ use crate::alert::Engine;
 use crate::api::{self, Metrics, Shared};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::hub::{self, Hub};
+use crate::hub::{self, Hub, HubSlot};
 use crate::journal::{self, Journal};
 use crate::ledger::Ledger;
+use crate::notify::Notifier;
 
 /// How often the sweeper looks for expired locks: a lock is back in `available` at most this
 /// long after its `expires_at`, with no traffic needed.
@@ -64,13 +65,29 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(ledger.clone(), clock.now()));
+    // Alert delivery first: its store says which alert id comes next.
+    let announce = Arc::new(HubSlot::default());
+    let notifier = Arc::new(
+        Notifier::start(
+            &config.data_dir,
+            config.notify.clone(),
+            clock.clone(),
+            announce.clone(),
+        )
+        .map_err(std::io::Error::other)?,
+    );
+    let engine = Arc::new(Engine::new(
+        ledger.clone(),
+        clock.now(),
+        notifier.next_alert_id(),
+    ));
     let hub = Arc::new(Hub::new(
         ledger.clone(),
         engine.clone(),
         clock.clone(),
         config.push_queue_bytes,
     ));
+    announce.set(hub.clone());
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         clock: clock.clone(),
@@ -78,15 +95,17 @@ pub async fn run(
         journal: journal.clone(),
         hub: hub.clone(),
         engine,
+        notifier: notifier.clone(),
     });
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The hub publishes what the journal made durable, and nothing else.
     let feed = journal.subscribe();
     let hub_cancel = cancel.clone();
+    let hub_notifier = notifier.clone();
     tasks.spawn(async move {
         tokio::select! {
-            () = hub::run(hub, feed, config.push_interval) => {}
+            () = hub::run(hub, feed, config.push_interval, hub_notifier) => {}
             () = hub_cancel.cancelled() => {}
         }
     });
@@ -134,6 +153,10 @@ pub async fn run(
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
+    let stopping = notifier.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .map_err(std::io::Error::other)?;
     // Last: a snapshot, so the next start replays nothing, then the journal's final sync.
     let closing = tokio::task::spawn_blocking(move || {
         if let Err(error) = journal.snapshot(&ledger) {

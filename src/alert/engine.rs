@@ -133,12 +133,12 @@ pub struct Engine {
 impl Engine {
     /// An engine for the rooms the ledger holds (after recovery). Each listing's level is
     /// decided from the numbers at `now`, silently: a restart raises no alert and halts
-    /// nothing by itself.
-    pub fn new(ledger: Arc<Ledger>, now: Timestamp) -> Engine {
+    /// nothing by itself. Alert ids go on from `first_alert_id` (after those kept).
+    pub fn new(ledger: Arc<Ledger>, now: Timestamp, first_alert_id: u64) -> Engine {
         let engine = Engine {
             ledger,
             inner: Mutex::new(Inner {
-                next_alert: 1,
+                next_alert: first_alert_id.max(1),
                 ..Inner::default()
             }),
         };

@@ -31,7 +31,9 @@ use crate::clock::Timestamp;
 use crate::ledger::{Listing, Policy, Room, Series};
 
 /// Alert levels, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Green,

@@ -331,7 +331,7 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
     });
     let room_id = room.id.clone();
     let put = ledger.put_room(at(0), room).expect("room");
-    let engine = Engine::new(ledger.clone(), at(0));
+    let engine = Engine::new(ledger.clone(), at(0), 1);
     let mut levels = Vec::new();
     let mut record = |events: Vec<RoomEvent>| {
         for event in events {
@@ -408,7 +408,7 @@ fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
         ..Policy::default()
     });
     let room_id = room.id.clone();
-    let engine = Engine::new(ledger.clone(), at(0));
+    let engine = Engine::new(ledger.clone(), at(0), 1);
     ledger.put_room(at(0), room).expect("room");
     ledger
         .sell(at(90 * MINUTE), order("o1", &room_id, 1300))
@@ -418,7 +418,7 @@ fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
         "the room is not watched yet"
     );
     engine.reload(at(90 * MINUTE));
-    let restarted = Engine::new(ledger.clone(), at(90 * MINUTE));
+    let restarted = Engine::new(ledger.clone(), at(90 * MINUTE), 1);
     for engine in [&engine, &restarted] {
         let events = engine.tick(at(90 * MINUTE + 1_000));
         assert!(

@@ -5,6 +5,7 @@
 //! It never holds a ledger lock itself: every ledger call is synchronous and returns before
 //! the handler awaits anything.
 
+mod alerts;
 mod dto;
 mod error;
 mod extract;
@@ -42,6 +43,7 @@ pub(crate) struct Shared {
     pub(crate) journal: Arc<Journal>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) engine: Arc<crate::alert::Engine>,
+    pub(crate) notifier: Arc<crate::notify::Notifier>,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any
@@ -101,7 +103,9 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/rooms/{room}", get(rooms::get).put(rooms::put))
         .route("/rooms/{room}/listings/{sku}/halt", post(rooms::halt))
         .route("/rooms/{room}/listings/{sku}/resume", post(rooms::resume))
-        .route("/alerts", get(rooms::alerts))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}/ack", post(alerts::acknowledge))
+        .route("/deliveries", get(alerts::deliveries))
         .route("/orders", post(orders::place))
         .route("/orders/batch", post(orders::batch))
         .route("/orders/{order_id}", get(orders::get))

@@ -1,6 +1,6 @@
 //! Room routes: create or change a room (schedule, line-up, forecasts, plans and alert
 //! policies), read one with every listing's level, reasons, thresholds, forecast and curve,
-//! list them, halt and resume a listing; and the alert feed.
+//! list them, halt and resume a listing.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
-use crate::alert::{Alert, RoomView};
+use crate::alert::RoomView;
 use crate::clock::{Rfc3339, Timestamp};
 use crate::ledger::{
     LedgerError, Listing, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX, Room, RoomId,
@@ -383,12 +383,4 @@ async fn set_halted(
     let answer = view(&shared, &room)?;
     shared.durable().await?;
     Ok(answer)
-}
-
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
-    responses((status = 200, description = "The latest level changes of every listing, oldest first")))]
-pub(crate) async fn alerts(State(shared): State<AppState>) -> Json<serde_json::Value> {
-    let alerts = shared.engine.recent_alerts();
-    let alerts: Vec<&Alert> = alerts.iter().map(AsRef::as_ref).collect();
-    Json(serde_json::json!({ "alerts": alerts }))
 }

@@ -54,6 +54,12 @@ enum ClientMessage {
         topics: Vec<String>,
     },
     Ping,
+    /// Acknowledges an alert, as `POST /api/v1/alerts/{id}/ack`.
+    Ack {
+        id: u64,
+        #[serde(default)]
+        by: Option<String>,
+    },
     /// Order commands, as `POST /api/v1/orders` and its siblings, with a client `id` that the
     /// reply repeats. Answered once durable, in the order they were sent.
     Reserve(OrderCommand),
@@ -173,6 +179,16 @@ async fn session(shared: AppState, socket: WebSocket) {
                         continue;
                     }
                 };
+                let request = match request {
+                    ClientMessage::Ack { id, by } => {
+                        let reply = acknowledge(&shared, codec, id, by).await;
+                        if !send_within(&mut sender, frame_message(codec, reply)).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    other => other,
+                };
                 let request = match command(request) {
                     Ok((id, op)) => {
                         command_reply(&shared, codec, &mut pending, id, op);
@@ -256,6 +272,37 @@ async fn session(shared: AppState, socket: WebSocket) {
         }
     }
     hub.disconnect(&link, &topics);
+}
+
+/// Acknowledges an alert for the console: the alert as it now stands, or an error.
+async fn acknowledge(shared: &AppState, codec: Codec, id: u64, by: Option<String>) -> Bytes {
+    let by = by.unwrap_or_else(|| "console".to_owned());
+    if by.is_empty() || 128 < by.len() || by.chars().any(char::is_control) {
+        return ServerMessage::error("invalid_message", "by must be 1 to 128 bytes").encode(codec);
+    }
+    match shared.notifier.acknowledge(id, by).await {
+        Ok(Some(alert)) => {
+            #[derive(Serialize)]
+            struct Acked<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                alert: &'a crate::notify::AlertView,
+            }
+            let acked = Acked {
+                kind: "acked",
+                alert: &alert,
+            };
+            match codec {
+                Codec::Json => Bytes::from(serde_json::to_vec(&acked).unwrap_or_default()),
+                Codec::MessagePack => {
+                    Bytes::from(rmp_serde::to_vec_named(&acked).unwrap_or_default())
+                }
+            }
+        }
+        Ok(None) => ServerMessage::error("alert_not_found", &format!("alert {id} does not exist"))
+            .encode(codec),
+        Err(reason) => ServerMessage::error("storage_unavailable", &reason).encode(codec),
+    }
 }
 
 /// Answers a bad client message with an error, or closes the session (policy violation)
@@ -466,7 +513,8 @@ fn handle(
             topics.retain(|topic| !parsed.contains(topic));
             Ok(None)
         }
-        ClientMessage::Reserve(_)
+        ClientMessage::Ack { .. }
+        | ClientMessage::Reserve(_)
         | ClientMessage::Sell(_)
         | ClientMessage::Confirm(_)
         | ClientMessage::Cancel(_)

@@ -163,6 +163,16 @@ pub(crate) fn alert(topic: &str, seq: u64, alert: &Alert, codec: Codec) -> Bytes
     flat("alert", topic, seq, alert, codec)
 }
 
+/// An alert's new state on the alerts topic.
+pub(crate) fn alert_state(
+    topic: &str,
+    seq: u64,
+    change: &crate::notify::StateChange,
+    codec: Codec,
+) -> Bytes {
+    flat("alert_state", topic, seq, change, codec)
+}
+
 /// A room's whole view (`snapshot`, `resync` or `room`); `null` once the room is gone.
 pub(crate) fn room(
     kind: &str,

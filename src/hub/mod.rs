@@ -91,6 +91,7 @@ enum Payload {
     Stock(Stock),
     Event(Arc<RoomEvent>),
     Alert(Arc<Alert>),
+    AlertState(Arc<crate::notify::StateChange>),
 }
 
 impl Payload {
@@ -101,6 +102,25 @@ impl Payload {
             }
             Payload::Event(event) => message::event(topic, sequence, event, codec),
             Payload::Alert(alert) => message::alert(topic, sequence, alert, codec),
+            Payload::AlertState(change) => message::alert_state(topic, sequence, change, codec),
+        }
+    }
+}
+
+/// The hub, once it exists, as the notifier's way to announce alert states.
+#[derive(Default)]
+pub(crate) struct HubSlot(std::sync::OnceLock<Arc<Hub>>);
+
+impl HubSlot {
+    pub(crate) fn set(&self, hub: Arc<Hub>) {
+        let _ = self.0.set(hub);
+    }
+}
+
+impl crate::notify::Announce for HubSlot {
+    fn alert_state(&self, change: crate::notify::StateChange) {
+        if let Some(hub) = self.0.get() {
+            hub.alert_state(change);
         }
     }
 }
@@ -351,8 +371,8 @@ impl Hub {
     }
 
     /// Publishes one round: every stock change of some durable batches, in order, then what
-    /// the alert engine made of them.
-    pub(crate) fn publish(&self, batches: &[DurableBatch]) {
+    /// the alert engine made of them. Returns the new alerts, for delivery.
+    pub(crate) fn publish(&self, batches: &[DurableBatch]) -> Vec<Arc<Alert>> {
         let facts = batches.iter().flat_map(|batch| batch.facts.iter());
         let mut states = self.topics.lock();
         // Under the hub's lock, so a subscriber's snapshot is either before all of it or
@@ -381,20 +401,33 @@ impl Hub {
                 }
             }
         }
-        self.stage_events(&mut states, events, &mut touched);
+        let alerts = self.stage_events(&mut states, events, &mut touched);
         self.flush(&mut states, touched);
+        alerts
     }
 
-    /// Publishes what the alert engine's tick found: levels also move with time.
-    pub(crate) fn tick(&self) {
+    /// Publishes what the alert engine's tick found: levels also move with time. Returns
+    /// the new alerts.
+    pub(crate) fn tick(&self) -> Vec<Arc<Alert>> {
         let mut states = self.topics.lock();
         let events = self.engine.tick(self.clock.now());
         if events.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut touched = Vec::new();
-        self.stage_events(&mut states, events, &mut touched);
+        let alerts = self.stage_events(&mut states, events, &mut touched);
         self.flush(&mut states, touched);
+        alerts
+    }
+
+    /// Publishes an alert's new state (acknowledged, resolved) on the alerts topic.
+    pub(crate) fn alert_state(&self, change: crate::notify::StateChange) {
+        let mut states = self.topics.lock();
+        if let Some(state) = states.get_mut(&Topic::Alerts)
+            && state.stage(Payload::AlertState(Arc::new(change)))
+        {
+            self.flush(&mut states, vec![Topic::Alerts]);
+        }
     }
 
     fn stage_events(
@@ -402,13 +435,16 @@ impl Hub {
         states: &mut HashMap<Topic, TopicState>,
         events: Vec<RoomEvent>,
         touched: &mut Vec<Topic>,
-    ) {
+    ) -> Vec<Arc<Alert>> {
+        let mut alerts = Vec::new();
         for event in events {
-            if let RoomEvent::Level { alert, .. } = &event
-                && let Some(state) = states.get_mut(&Topic::Alerts)
-                && state.stage(Payload::Alert(alert.clone()))
-            {
-                touched.push(Topic::Alerts);
+            if let RoomEvent::Level { alert, .. } = &event {
+                alerts.push(alert.clone());
+                if let Some(state) = states.get_mut(&Topic::Alerts)
+                    && state.stage(Payload::Alert(alert.clone()))
+                {
+                    touched.push(Topic::Alerts);
+                }
             }
             let topic = Topic::Room(event.room().clone());
             if let Some(state) = states.get_mut(&topic)
@@ -417,6 +453,7 @@ impl Hub {
                 touched.push(topic);
             }
         }
+        alerts
     }
 
     /// Sends each touched topic's round to its subscribers, encoded once per codec.
@@ -504,6 +541,7 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     mut feed: tokio::sync::broadcast::Receiver<DurableBatch>,
     interval: std::time::Duration,
+    notifier: Arc<crate::notify::Notifier>,
 ) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut round = Vec::new();
@@ -519,7 +557,7 @@ pub(crate) async fn run(
                 Err(RecvError::Closed) => return,
             },
             _ = ticker.tick() => {
-                hub.tick();
+                notifier.alerts(hub.tick());
                 continue;
             }
         }
@@ -541,7 +579,7 @@ pub(crate) async fn run(
             tracing::warn!("Push hub fell behind the journal; resyncing every session.");
             hub.resync_everyone();
         } else {
-            hub.publish(&round);
+            notifier.alerts(hub.publish(&round));
         }
         round.clear();
         last_round = tokio::time::Instant::now();

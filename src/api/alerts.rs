@@ -1,0 +1,139 @@
+//! Alert routes: the alert feed with each alert's state and deliveries, acknowledgement, and
+//! the outbox's deliveries (dead letters included).
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::ApiPath;
+use crate::notify::{AlertView, DeliveryState, DeliveryView};
+
+/// Longest name an acknowledgement may carry, in bytes.
+const ACKNOWLEDGER_BYTES_MAX: usize = 128;
+
+fn unavailable(reason: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        reason,
+    )
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertQuery {
+    /// `open`: only alerts not resolved (open or acknowledged).
+    state: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct AlertListResponse {
+    alerts: Vec<AlertView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    params(AlertQuery),
+    responses((status = 200, description = "The latest 1,000 alerts, oldest first, each with its state (open, acknowledged, resolved) and deliveries (docs/ALERTS.md)")))]
+pub(crate) async fn list(
+    State(shared): State<AppState>,
+    query: Result<Query<AlertQuery>, QueryRejection>,
+) -> Result<Json<AlertListResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let open_only = match query.state.as_deref() {
+        None => false,
+        Some("open") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "state must be open, got {other:?}"
+            )));
+        }
+    };
+    let alerts = shared.notifier.list(open_only).await.map_err(unavailable)?;
+    Ok(Json(AlertListResponse { alerts }))
+}
+
+/// Who acknowledges; optional.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AckRequest {
+    by: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
+    params(("id" = u64, Path, description = "Alert id")),
+    request_body = AckRequest,
+    responses(
+        (status = 200, description = "The alert, acknowledged (a second acknowledgement keeps the first): no more escalation"),
+        (status = 404, description = "No such alert", body = ErrorBody)))]
+pub(crate) async fn acknowledge(
+    State(shared): State<AppState>,
+    ApiPath(id): ApiPath<u64>,
+    body: axum::body::Bytes,
+) -> Result<Json<AlertView>, ApiError> {
+    // The body is optional: an empty one acknowledges as "operator".
+    let request: AckRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        AckRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::invalid(format!("invalid acknowledgement: {error}")))?
+    };
+    let by = request.by.unwrap_or_else(|| "operator".to_owned());
+    if by.is_empty() || ACKNOWLEDGER_BYTES_MAX < by.len() || by.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "by must be 1 to {ACKNOWLEDGER_BYTES_MAX} bytes without control characters"
+        )));
+    }
+    match shared.notifier.acknowledge(id, by).await {
+        Ok(Some(alert)) => Ok(Json(alert)),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "alert_not_found",
+            format!("alert {id} does not exist"),
+        )),
+        Err(reason) => Err(unavailable(reason)),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeliveryQuery {
+    /// `pending`, `delivered` or `dead`.
+    state: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct DeliveryListResponse {
+    deliveries: Vec<DeliveryView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "alerts",
+    params(DeliveryQuery),
+    responses((status = 200, description = "Webhook deliveries with their attempts: pending, delivered, or dead-lettered")))]
+pub(crate) async fn deliveries(
+    State(shared): State<AppState>,
+    query: Result<Query<DeliveryQuery>, QueryRejection>,
+) -> Result<Json<DeliveryListResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let state = match query.state.as_deref() {
+        None => None,
+        Some("pending") => Some(DeliveryState::Pending),
+        Some("delivered") => Some(DeliveryState::Delivered),
+        Some("dead") => Some(DeliveryState::Dead),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "state must be pending, delivered or dead, got {other:?}"
+            )));
+        }
+    };
+    let deliveries = shared
+        .notifier
+        .deliveries(state)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(DeliveryListResponse { deliveries }))
+}

@@ -1,0 +1,544 @@
+//! Alert delivery: every level change becomes an alert record (open, acknowledged, resolved);
+//! routing rules pick the webhook receivers it is owed to; `dispatch` groups, rate-limits and
+//! escalates; the outbox (`store`, synced before anything is sent) keeps every delivery until
+//! a receiver answered 2xx or it grew too old; `webhook` formats, signs and sends.
+//!
+//! The notifier is one thread that owns all of it and takes commands (new alerts from the
+//! hub, acknowledgements and reads from the API, attempt results from the sending tasks), so
+//! a dead receiver or a slow disk never touches the ledger or the push path: the hub only
+//! hands alerts over with a `try_send`.
+
+mod config;
+mod dispatch;
+mod store;
+mod webhook;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+pub use config::{Format, NotifyConfig, ReceiverConfig, RouteConfig};
+pub use dispatch::{AlertRecord, AlertState, Notice};
+pub use store::{Delivery, DeliveryState, StoreError};
+pub use webhook::signature;
+
+use crate::alert::Alert;
+use crate::clock::{Clock, Rfc3339, Timestamp};
+use dispatch::Dispatcher;
+use store::Store;
+
+/// Commands waiting for the notifier before new alerts are dropped (and logged).
+const COMMANDS_MAX: usize = 65_536;
+/// How often the notifier looks for due groups, escalations and retries.
+const POLL: Duration = Duration::from_millis(50);
+/// Alerts `GET /api/v1/alerts` returns at most, the newest.
+pub const ALERTS_LISTED_MAX: usize = 1_000;
+
+/// An alert's state changed: the alerts topic tells the console.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateChange {
+    pub id: u64,
+    pub state: AlertState,
+    pub acknowledged_by: Option<String>,
+    pub at: Rfc3339,
+}
+
+/// Where the notifier announces state changes (the push hub).
+pub trait Announce: Send + Sync {
+    fn alert_state(&self, change: StateChange);
+}
+
+/// An alert as the API lists it: the alert, its state, and its deliveries.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertView {
+    #[serde(flatten)]
+    pub alert: Arc<serde_json::Value>,
+    pub state: AlertState,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<Rfc3339>,
+    pub resolved_at: Option<Rfc3339>,
+    pub escalations: u32,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryView {
+    pub id: u64,
+    pub receiver: String,
+    pub idempotency_key: String,
+    pub alerts: Vec<u64>,
+    pub escalation: bool,
+    pub held_back: u64,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at: Rfc3339,
+    pub next_attempt: Option<Rfc3339>,
+    pub finished_at: Option<Rfc3339>,
+    pub last_error: Option<String>,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(delivery: &Delivery) -> Self {
+        DeliveryView {
+            id: delivery.id,
+            receiver: delivery.receiver.clone(),
+            idempotency_key: delivery.idempotency_key.clone(),
+            alerts: delivery.alerts.clone(),
+            escalation: delivery.escalation,
+            held_back: delivery.held_back,
+            state: delivery.state,
+            attempts: delivery.attempts,
+            created_at: Rfc3339(delivery.created_at),
+            next_attempt: (delivery.state == DeliveryState::Pending)
+                .then_some(Rfc3339(delivery.next_attempt)),
+            finished_at: delivery.finished_at.map(Rfc3339),
+            last_error: delivery.last_error.clone(),
+        }
+    }
+}
+
+/// Counts for `/metrics`.
+#[derive(Default)]
+pub struct NotifyCounters {
+    pub delivered: std::sync::atomic::AtomicU64,
+    pub failed_attempts: std::sync::atomic::AtomicU64,
+    pub dead: std::sync::atomic::AtomicU64,
+    pub dropped_alerts: std::sync::atomic::AtomicU64,
+}
+
+enum Command {
+    Alerts(Vec<Arc<Alert>>),
+    Acknowledge {
+        id: u64,
+        by: String,
+        reply: oneshot::Sender<Result<Option<AlertView>, String>>,
+    },
+    List {
+        open_only: bool,
+        reply: oneshot::Sender<Vec<AlertView>>,
+    },
+    Deliveries {
+        state: Option<DeliveryState>,
+        reply: oneshot::Sender<Vec<DeliveryView>>,
+    },
+    Attempted {
+        delivery: u64,
+        result: Result<(), String>,
+    },
+}
+
+/// The handle the rest of the server holds.
+pub struct Notifier {
+    commands: SyncSender<Command>,
+    next_alert_id: u64,
+    pub counters: Arc<NotifyCounters>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Notifier {
+    /// Opens the store in `data_dir` and starts the notifier thread; its sending tasks run on
+    /// the current tokio runtime.
+    pub fn start(
+        data_dir: &Path,
+        config: NotifyConfig,
+        clock: Arc<dyn Clock>,
+        announce: Arc<dyn Announce>,
+    ) -> Result<Notifier, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|error| StoreError::Database(error.to_string()))?;
+        let (store, loaded) = Store::open(&data_dir.join("notify.redb"))?;
+        let config = Arc::new(config);
+        let next_delivery = loaded
+            .deliveries
+            .keys()
+            .next_back()
+            .map_or(1, |last| last + 1);
+        let dispatcher = Dispatcher::new(config.clone(), loaded.alerts, next_delivery, clock.now());
+        let next_alert_id = dispatcher.next_alert_id();
+        let (commands, inbox) = std::sync::mpsc::sync_channel(COMMANDS_MAX);
+        let counters = Arc::new(NotifyCounters::default());
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker = Worker {
+            stopping: stopping.clone(),
+            config,
+            clock,
+            announce,
+            store,
+            dispatcher,
+            deliveries: loaded.deliveries,
+            in_flight: HashSet::new(),
+            client: reqwest::Client::new(),
+            runtime: tokio::runtime::Handle::current(),
+            commands: commands.clone(),
+            counters: counters.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("notify".to_owned())
+            .spawn(move || worker.run(inbox))
+            .map_err(|error| StoreError::Database(error.to_string()))?;
+        Ok(Notifier {
+            commands,
+            next_alert_id,
+            counters,
+            stopping,
+            thread: parking_lot::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The id the next alert should take: after every alert kept.
+    pub fn next_alert_id(&self) -> u64 {
+        self.next_alert_id
+    }
+
+    /// Hands new alerts over without waiting; when the notifier is that far behind, they
+    /// are dropped, logged and counted (the alerts topic still showed them).
+    pub fn alerts(&self, alerts: Vec<Arc<Alert>>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let count = alerts.len() as u64;
+        match self.commands.try_send(Command::Alerts(alerts)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters
+                    .dropped_alerts
+                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(count, "The notifier is not keeping up; alerts dropped.");
+            }
+        }
+    }
+
+    /// Acknowledges an alert; `Ok(None)` when there is no such alert.
+    pub async fn acknowledge(&self, id: u64, by: String) -> Result<Option<AlertView>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Acknowledge { id, by, reply })?;
+        answer
+            .await
+            .map_err(|_| "the notifier stopped".to_owned())?
+    }
+
+    /// The newest alerts (oldest first), or only the open ones.
+    pub async fn list(&self, open_only: bool) -> Result<Vec<AlertView>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::List { open_only, reply })?;
+        answer.await.map_err(|_| "the notifier stopped".to_owned())
+    }
+
+    pub async fn deliveries(
+        &self,
+        state: Option<DeliveryState>,
+    ) -> Result<Vec<DeliveryView>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Deliveries { state, reply })?;
+        answer.await.map_err(|_| "the notifier stopped".to_owned())
+    }
+
+    fn send(&self, command: Command) -> Result<(), String> {
+        self.commands
+            .send(command)
+            .map_err(|_| "the notifier stopped".to_owned())
+    }
+
+    /// Stops the thread after what it is doing and waits for it (deliveries in flight are
+    /// attempted again at the next start).
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+struct Worker {
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    config: Arc<NotifyConfig>,
+    clock: Arc<dyn Clock>,
+    announce: Arc<dyn Announce>,
+    store: Store,
+    dispatcher: Dispatcher,
+    deliveries: BTreeMap<u64, Delivery>,
+    in_flight: HashSet<u64>,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+    commands: SyncSender<Command>,
+    counters: Arc<NotifyCounters>,
+}
+
+impl Worker {
+    fn run(mut self, inbox: Receiver<Command>) {
+        loop {
+            match inbox.recv_timeout(POLL) {
+                Ok(command) => self.handle(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(command) = inbox.try_recv() {
+                self.handle(command);
+            }
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            self.tick();
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = self.clock.now();
+        match command {
+            Command::Alerts(alerts) => {
+                let mut changed = Vec::new();
+                for alert in alerts {
+                    let body = serde_json::to_value(alert.as_ref()).unwrap_or_default();
+                    let notice = Notice {
+                        id: alert.id,
+                        room: alert.room.clone(),
+                        sku: alert.sku.clone(),
+                        from: alert.from,
+                        to: alert.to,
+                        hot: alert.hot,
+                        at: now,
+                        body: Arc::new(body),
+                    };
+                    changed.extend(self.dispatcher.add(notice, now));
+                }
+                changed.sort_unstable();
+                changed.dedup();
+                self.save(&changed, &[]);
+                for id in changed {
+                    self.announce_state(id, now);
+                }
+            }
+            Command::Acknowledge { id, by, reply } => {
+                let found = self.dispatcher.acknowledge(id, &by, now).is_some();
+                let answer = if found {
+                    match self.save_checked(&[id], &[]) {
+                        Ok(()) => {
+                            self.announce_state(id, now);
+                            Ok(self.view(id))
+                        }
+                        Err(error) => Err(error.to_string()),
+                    }
+                } else {
+                    Ok(None)
+                };
+                let _ = reply.send(answer);
+            }
+            Command::List { open_only, reply } => {
+                let views: Vec<AlertView> = self
+                    .dispatcher
+                    .records()
+                    .filter(|record| !open_only || record.state != AlertState::Resolved)
+                    .map(|record| record.notice.id)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .take(ALERTS_LISTED_MAX)
+                    .rev()
+                    .filter_map(|id| self.view(id))
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::Deliveries { state, reply } => {
+                let views = self
+                    .deliveries
+                    .values()
+                    .filter(|delivery| state.is_none_or(|state| delivery.state == state))
+                    .map(DeliveryView::from)
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::Attempted { delivery, result } => {
+                self.in_flight.remove(&delivery);
+                let max_age = Duration::from_secs(self.config.max_age_s);
+                let Some(record) = self.deliveries.get_mut(&delivery) else {
+                    return;
+                };
+                record.attempts += 1;
+                match result {
+                    Ok(()) => {
+                        record.state = DeliveryState::Delivered;
+                        record.finished_at = Some(now);
+                        record.last_error = None;
+                        self.counters
+                            .delivered
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        self.counters
+                            .failed_attempts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if max_age <= now.saturating_since(record.created_at) {
+                            record.state = DeliveryState::Dead;
+                            record.finished_at = Some(now);
+                            self.counters
+                                .dead
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::error!(
+                                delivery,
+                                receiver = %record.receiver,
+                                attempts = record.attempts,
+                                %error,
+                                "Alert delivery dead-lettered."
+                            );
+                        } else {
+                            record.next_attempt =
+                                now.saturating_add(webhook::backoff(record.attempts));
+                            tracing::warn!(delivery, receiver = %record.receiver, %error, "Alert delivery failed; retrying.");
+                        }
+                        record.last_error = Some(error);
+                    }
+                }
+                let record = record.clone();
+                if let Err(error) = self.store.save(&[], &[&record]) {
+                    tracing::error!(%error, "The notify store refused a delivery update.");
+                }
+            }
+        }
+    }
+
+    /// Due groups and escalations become deliveries (saved before anything is sent); due
+    /// deliveries are sent.
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        let (outgoing, changed) = self.dispatcher.due(now);
+        let mut made = Vec::new();
+        for message in outgoing {
+            let Some(receiver) = self
+                .config
+                .receivers
+                .iter()
+                .find(|receiver| receiver.name == message.receiver)
+            else {
+                continue;
+            };
+            let key = format!("stockpulse-{}-{}", message.receiver, message.delivery);
+            let records: Vec<&AlertRecord> = message
+                .alerts
+                .iter()
+                .filter_map(|id| self.dispatcher.record(*id))
+                .collect();
+            let body = webhook::body(
+                receiver,
+                &key,
+                &records,
+                message.held_back,
+                message.escalation,
+                now,
+            );
+            made.push(Delivery {
+                id: message.delivery,
+                receiver: message.receiver,
+                idempotency_key: key,
+                alerts: message.alerts,
+                escalation: message.escalation,
+                held_back: message.held_back,
+                created_at: now,
+                body,
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_attempt: now,
+                last_error: None,
+                finished_at: None,
+            });
+        }
+        let made_refs: Vec<&Delivery> = made.iter().collect();
+        self.save(&changed, &made_refs);
+        for delivery in made {
+            self.deliveries.insert(delivery.id, delivery);
+        }
+        let due: Vec<u64> = self
+            .deliveries
+            .values()
+            .filter(|delivery| {
+                delivery.state == DeliveryState::Pending
+                    && delivery.next_attempt <= now
+                    && !self.in_flight.contains(&delivery.id)
+            })
+            .map(|delivery| delivery.id)
+            .collect();
+        for id in due {
+            let delivery = &self.deliveries[&id];
+            let Some(receiver) = self
+                .config
+                .receivers
+                .iter()
+                .find(|receiver| receiver.name == delivery.receiver)
+                .cloned()
+            else {
+                continue;
+            };
+            self.in_flight.insert(id);
+            let client = self.client.clone();
+            let key = delivery.idempotency_key.clone();
+            let body = delivery.body.clone();
+            let commands = self.commands.clone();
+            self.runtime.spawn(async move {
+                let result = webhook::send(&client, &receiver, &key, body, now).await;
+                let _ = commands.send(Command::Attempted {
+                    delivery: id,
+                    result,
+                });
+            });
+        }
+    }
+
+    fn save(&self, alerts: &[u64], deliveries: &[&Delivery]) {
+        if let Err(error) = self.save_checked(alerts, deliveries) {
+            tracing::error!(%error, "The notify store refused a write.");
+        }
+    }
+
+    fn save_checked(&self, alerts: &[u64], deliveries: &[&Delivery]) -> Result<(), StoreError> {
+        let records: Vec<&AlertRecord> = alerts
+            .iter()
+            .filter_map(|id| self.dispatcher.record(*id))
+            .collect();
+        self.store.save(&records, deliveries)
+    }
+
+    fn announce_state(&self, id: u64, now: Timestamp) {
+        if let Some(record) = self.dispatcher.record(id) {
+            self.announce.alert_state(StateChange {
+                id,
+                state: record.state,
+                acknowledged_by: record.acknowledged_by.clone(),
+                at: Rfc3339(now),
+            });
+        }
+    }
+
+    fn view(&self, id: u64) -> Option<AlertView> {
+        let record = self.dispatcher.record(id)?;
+        Some(AlertView {
+            alert: record.notice.body.clone(),
+            state: record.state,
+            acknowledged_by: record.acknowledged_by.clone(),
+            acknowledged_at: record.acknowledged_at.map(Rfc3339),
+            resolved_at: record.resolved_at.map(Rfc3339),
+            escalations: record.escalations,
+            deliveries: record
+                .deliveries
+                .iter()
+                .filter_map(|id| self.deliveries.get(id))
+                .map(DeliveryView::from)
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! Webhook requests: the body each format takes, the signature, and one attempt to send.
+//!
+//! Every request carries `Idempotency-Key` (the same on every attempt of a delivery),
+//! `X-Stockpulse-Timestamp` (Unix seconds) and `X-Stockpulse-Signature:
+//! sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" under the receiver's secret>`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::config::{Format, ReceiverConfig};
+use super::dispatch::AlertRecord;
+use crate::clock::{Rfc3339, Timestamp};
+
+/// How long one attempt may take.
+pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One line about what a message carries: the worst alert first.
+fn summary(alerts: &[&AlertRecord], held_back: u64, escalation: bool) -> String {
+    let mut sorted: Vec<&&AlertRecord> = alerts.iter().collect();
+    sorted.sort_by_key(|record| std::cmp::Reverse(record.notice.to));
+    let mut text = String::new();
+    if escalation {
+        text.push_str("UNACKNOWLEDGED: ");
+    }
+    if let Some(first) = sorted.first() {
+        let notice = &first.notice;
+        text.push_str(&format!(
+            "{} {} {} -> {}",
+            notice.room,
+            notice.sku,
+            notice.from.as_str(),
+            notice.to.as_str()
+        ));
+    }
+    if 1 < sorted.len() {
+        text.push_str(&format!(" and {} more", sorted.len() - 1));
+    }
+    if 0 < held_back {
+        text.push_str(&format!("; {held_back} held back by the rate limit"));
+    }
+    text
+}
+
+/// The request body for `receiver`.
+pub(super) fn body(
+    receiver: &ReceiverConfig,
+    key: &str,
+    alerts: &[&AlertRecord],
+    held_back: u64,
+    escalation: bool,
+    at: Timestamp,
+) -> String {
+    let summary = summary(alerts, held_back, escalation);
+    let value = match receiver.format {
+        Format::Json => json!({
+            "idempotency_key": key,
+            "sent_at": Rfc3339(at),
+            "receiver": receiver.name,
+            "escalation": escalation,
+            "held_back": held_back,
+            "summary": summary,
+            "alerts": alerts.iter().map(|record| record.notice.body.as_ref()).collect::<Vec<&Value>>(),
+        }),
+        Format::Sms => {
+            let worst = alerts.iter().max_by_key(|record| record.notice.to);
+            let parameters = json!({
+                "room": worst.map(|record| record.notice.room.as_str()).unwrap_or_default(),
+                "sku": worst.map(|record| record.notice.sku.as_str()).unwrap_or_default(),
+                "level": worst.map(|record| record.notice.to.as_str()).unwrap_or_default(),
+                "count": alerts.len(),
+                "held_back": held_back,
+                "escalation": escalation,
+                "summary": summary,
+            });
+            json!({
+                "PhoneNumbers": receiver.phones.join(","),
+                "SignName": receiver.sign_name,
+                "TemplateCode": receiver.template_id,
+                "TemplateParam": parameters.to_string(),
+                "OutId": key,
+            })
+        }
+    };
+    value.to_string()
+}
+
+/// `sha256=<hex>` over `"<timestamp>.<body>"`.
+pub fn signature(secret: &str, timestamp_s: u64, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any size");
+    mac.update(timestamp_s.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// One attempt: `Ok` on a 2xx answer.
+pub(super) async fn send(
+    client: &reqwest::Client,
+    receiver: &ReceiverConfig,
+    key: &str,
+    body: String,
+    now: Timestamp,
+) -> Result<(), String> {
+    let timestamp_s = now.as_millis() / 1000;
+    let mut request = client
+        .post(&receiver.url)
+        .timeout(ATTEMPT_TIMEOUT)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .header("x-stockpulse-timestamp", timestamp_s.to_string())
+        .header(
+            "x-stockpulse-signature",
+            signature(&receiver.secret, timestamp_s, &body),
+        );
+    for (name, value) in &receiver.headers {
+        request = request.header(name, value);
+    }
+    match request.body(body).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("answered {}", response.status())),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The wait before attempt `attempts + 1`: doubling from 1 s up to 5 minutes, with ±20 %
+/// jitter so receivers coming back are not hit all at once.
+pub(super) fn backoff(attempts: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
