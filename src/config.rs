@@ -323,3 +323,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_notify_table_parses_and_a_route_to_nowhere_is_refused() {
+        // Goal: the example in docs/ALERTS.md is a valid configuration, and a route naming
+        // no receiver stops the server before it binds.
+        let documented = std::fs::read_to_string("docs/ALERTS.md").expect("the document");
+        let start = documented.find("```toml\n").expect("an example") + "```toml\n".len();
+        let end = start + documented[start..].find("```").expect("its end");
+        let layer: ConfigLayer = toml::from_str(&documented[start..end]).expect("parses");
+        let config = layer.clone().resolve().expect("valid");
+        assert_eq!(config.notify.receivers.len(), 2);
+        assert_eq!(config.notify.routes[1].hot, Some(true));
+        assert_eq!(config.notify.receivers[1].per_minute, 1);
+
+        let mut broken = layer;
+        if let Some(notify) = broken.notify.as_mut() {
+            notify.routes[0].receivers.push("nobody".to_owned());
+        }
+        let refused = broken.resolve().expect_err("refused");
+        assert!(refused.to_string().contains("nobody"), "{refused}");
+    }
+}

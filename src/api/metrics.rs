@@ -67,6 +67,10 @@ pub(crate) struct Metrics {
     push_bytes: Counter,
     push_resyncs: Counter,
     push_sessions: Gauge,
+    notify_delivered: Counter,
+    notify_failed_attempts: Counter,
+    notify_dead: Counter,
+    notify_dropped: Counter,
 }
 
 impl Metrics {
@@ -181,8 +185,36 @@ impl Metrics {
             "WebSocket sessions connected",
             push_sessions.clone(),
         );
+        let notify_delivered = Counter::default();
+        registry.register(
+            "notify_delivered",
+            "Alert webhook deliveries a receiver accepted",
+            notify_delivered.clone(),
+        );
+        let notify_failed_attempts = Counter::default();
+        registry.register(
+            "notify_failed_attempts",
+            "Alert webhook attempts that failed (retried later)",
+            notify_failed_attempts.clone(),
+        );
+        let notify_dead = Counter::default();
+        registry.register(
+            "notify_dead_letters",
+            "Alert webhook deliveries given up after their maximum age",
+            notify_dead.clone(),
+        );
+        let notify_dropped = Counter::default();
+        registry.register(
+            "notify_alerts_dropped",
+            "Alerts the notifier was too far behind to take",
+            notify_dropped.clone(),
+        );
         Metrics {
             registry,
+            notify_delivered,
+            notify_failed_attempts,
+            notify_dead,
+            notify_dropped,
             push_messages,
             push_bytes,
             push_resyncs,
@@ -238,7 +270,11 @@ impl Metrics {
         counts: LedgerCounts,
         journal: JournalStats,
         push: HubStats,
+        notify: &crate::notify::NotifyCounters,
     ) -> String {
+        let load = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
         // Counters only go up: move each to the journal's own running total.
         let catch_up = |counter: &Counter, total: u64| {
             counter.inc_by(total.saturating_sub(counter.get()));
@@ -250,6 +286,10 @@ impl Metrics {
         catch_up(&self.push_messages, push.messages);
         catch_up(&self.push_bytes, push.bytes);
         catch_up(&self.push_resyncs, push.resyncs);
+        catch_up(&self.notify_delivered, load(&notify.delivered));
+        catch_up(&self.notify_failed_attempts, load(&notify.failed_attempts));
+        catch_up(&self.notify_dead, load(&notify.dead));
+        catch_up(&self.notify_dropped, load(&notify.dropped_alerts));
         self.push_sessions
             .set(i64::try_from(push.sessions).unwrap_or(i64::MAX));
         let seconds = journal.sync_seconds - self.journal_sync_seconds.get();

@@ -162,6 +162,7 @@ pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
         shared.ledger.counts(),
         shared.journal.stats(),
         shared.hub.stats(),
+        &shared.notifier.counters,
     );
     (
         [(

@@ -4,6 +4,7 @@
 mod bad_input;
 mod durability;
 mod load;
+mod notify;
 mod orders;
 mod push;
 mod rooms;

@@ -188,7 +188,10 @@ async fn a_burst_of_orders_moves_a_listing_through_every_level_and_auto_halts_it
         .iter()
         .map(|alert| &alert["state"])
         .collect();
-    assert_eq!(states, [&json!("resolved"), &json!("resolved"), &json!("open")]);
+    assert_eq!(
+        states,
+        [&json!("resolved"), &json!("resolved"), &json!("open")]
+    );
     server.stop().await;
 }
 
