@@ -115,6 +115,16 @@ impl NotifyConfig {
                     receiver.name, receiver.url
                 ));
             }
+            for (name, value) in &receiver.headers {
+                let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && reqwest::header::HeaderValue::from_str(value).is_ok();
+                if !valid {
+                    return Err(format!(
+                        "notify receiver {}: header {name:?} is not a valid HTTP header",
+                        receiver.name
+                    ));
+                }
+            }
             if receiver.secret.len() < 16 {
                 return Err(format!(
                     "notify receiver {}: secret must be at least 16 bytes",

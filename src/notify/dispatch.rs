@@ -149,6 +149,7 @@ impl Dispatcher {
                 record.state = AlertState::Resolved;
                 record.resolved_at = Some(now);
                 record.next_escalation = None;
+                record.owed.retain(|(_, escalation)| !escalation);
                 changed.push(record.notice.id);
             }
         }
@@ -189,22 +190,58 @@ impl Dispatcher {
         changed
     }
 
-    /// Acknowledges an alert: no more escalation. `None` when there is no such alert;
-    /// acknowledging twice keeps the first.
-    pub(super) fn acknowledge(
-        &mut self,
-        id: u64,
-        by: &str,
-        now: Timestamp,
-    ) -> Option<&AlertRecord> {
+    /// Acknowledges an alert: no more escalation, not even one already waiting. `None` when
+    /// there is no such alert; otherwise whether this changed it (acknowledging twice keeps
+    /// the first).
+    pub(super) fn acknowledge(&mut self, id: u64, by: &str, now: Timestamp) -> Option<bool> {
         let record = self.alerts.get_mut(&id)?;
-        if record.state == AlertState::Open {
-            record.state = AlertState::Acknowledged;
-            record.acknowledged_by = Some(by.to_owned());
-            record.acknowledged_at = Some(now);
-            record.next_escalation = None;
+        if record.state != AlertState::Open {
+            return Some(false);
         }
-        Some(record)
+        record.state = AlertState::Acknowledged;
+        record.acknowledged_by = Some(by.to_owned());
+        record.acknowledged_at = Some(now);
+        record.next_escalation = None;
+        record.owed.retain(|(_, escalation)| !escalation);
+        Some(true)
+    }
+
+    /// Forgets receivers no longer configured; returns the records that changed.
+    pub(super) fn forget_receivers(&mut self, known: &[String]) -> Vec<u64> {
+        let mut changed = Vec::new();
+        for record in self.alerts.values_mut() {
+            let before = record.owed.len();
+            record.owed.retain(|(receiver, _)| known.contains(receiver));
+            if record.owed.len() != before {
+                changed.push(record.notice.id);
+            }
+        }
+        self.timing.retain(|receiver, _| known.contains(receiver));
+        changed
+    }
+
+    /// Drops records finished before `before`: resolved or acknowledged, owed to nobody,
+    /// and whose deliveries `finished` says are over. Returns their ids.
+    pub(super) fn prune(&mut self, before: Timestamp, finished: impl Fn(u64) -> bool) -> Vec<u64> {
+        // The newest record stays, so the next alert id never goes back.
+        let newest = self.alerts.keys().next_back().copied();
+        let old: Vec<u64> = self
+            .alerts
+            .values()
+            .filter(|record| {
+                let settled = record.resolved_at.or(record.acknowledged_at);
+                Some(record.notice.id) != newest
+                    && record.state != AlertState::Open
+                    && record.owed.is_empty()
+                    && settled.is_some_and(|at| at < before)
+                    && record.deliveries.iter().all(|delivery| finished(*delivery))
+            })
+            .map(|record| record.notice.id)
+            .collect();
+        for id in &old {
+            self.alerts.remove(id);
+        }
+        old
     }
 
     /// Escalations that came due, and the messages whose group window closed and whose
@@ -221,8 +258,9 @@ impl Dispatcher {
                 continue;
             }
             for receiver in &self.config.escalation {
-                if !record.owed.iter().any(|(owed, _)| owed == receiver) {
-                    record.owed.push((receiver.clone(), true));
+                match record.owed.iter_mut().find(|(owed, _)| owed == receiver) {
+                    Some((_, escalation)) => *escalation = true,
+                    None => record.owed.push((receiver.clone(), true)),
                 }
                 self.timing
                     .entry(receiver.clone())
@@ -284,7 +322,7 @@ impl Dispatcher {
                     continue;
                 };
                 let (_, escalated) = record.owed.remove(position);
-                escalation |= escalated;
+                escalation |= escalated && record.state == AlertState::Open;
                 if overdue {
                     held_back += 1;
                 }

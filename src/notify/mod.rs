@@ -19,6 +19,7 @@ mod tests;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -39,8 +40,13 @@ use store::Store;
 const COMMANDS_MAX: usize = 65_536;
 /// How often the notifier looks for due groups, escalations and retries.
 const POLL: Duration = Duration::from_millis(50);
-/// Alerts `GET /api/v1/alerts` returns at most, the newest.
+/// Alerts `GET /api/v1/alerts` returns at most, the newest; deliveries likewise.
 pub const ALERTS_LISTED_MAX: usize = 1_000;
+pub const DELIVERIES_LISTED_MAX: usize = 1_000;
+/// Finished alerts and deliveries are kept this long, then forgotten.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often finished records are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// An alert's state changed: the alerts topic tells the console.
 #[derive(Clone, Debug, Serialize)]
@@ -129,10 +135,12 @@ enum Command {
         state: Option<DeliveryState>,
         reply: oneshot::Sender<Vec<DeliveryView>>,
     },
-    Attempted {
-        delivery: u64,
-        result: Result<(), String>,
-    },
+}
+
+/// The outcome of one attempt, from a sending task.
+struct Attempted {
+    delivery: u64,
+    result: Result<(), String>,
 }
 
 /// The handle the rest of the server holds.
@@ -165,7 +173,12 @@ impl Notifier {
         let dispatcher = Dispatcher::new(config.clone(), loaded.alerts, next_delivery, clock.now());
         let next_alert_id = dispatcher.next_alert_id();
         let (commands, inbox) = std::sync::mpsc::sync_channel(COMMANDS_MAX);
+        let (results, outcomes) = std::sync::mpsc::channel();
         let counters = Arc::new(NotifyCounters::default());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| StoreError::Database(error.to_string()))?;
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let worker = Worker {
             stopping: stopping.clone(),
@@ -175,15 +188,17 @@ impl Notifier {
             store,
             dispatcher,
             deliveries: loaded.deliveries,
+            unsaved: Vec::new(),
             in_flight: HashSet::new(),
-            client: reqwest::Client::new(),
+            client,
             runtime: tokio::runtime::Handle::current(),
-            commands: commands.clone(),
+            results,
             counters: counters.clone(),
+            pruned_at: None,
         };
         let thread = std::thread::Builder::new()
             .name("notify".to_owned())
-            .spawn(move || worker.run(inbox))
+            .spawn(move || worker.run(inbox, outcomes))
             .map_err(|error| StoreError::Database(error.to_string()))?;
         Ok(Notifier {
             commands,
@@ -242,10 +257,14 @@ impl Notifier {
         answer.await.map_err(|_| "the notifier stopped".to_owned())
     }
 
+    /// Queues a command without ever blocking the caller (a tokio task).
     fn send(&self, command: Command) -> Result<(), String> {
         self.commands
-            .send(command)
-            .map_err(|_| "the notifier stopped".to_owned())
+            .try_send(command)
+            .map_err(|error| match error {
+                TrySendError::Full(_) => "the notifier is busy; try again".to_owned(),
+                TrySendError::Disconnected(_) => "the notifier stopped".to_owned(),
+            })
     }
 
     /// Stops the thread after what it is doing and waits for it (deliveries in flight are
@@ -274,15 +293,19 @@ struct Worker {
     store: Store,
     dispatcher: Dispatcher,
     deliveries: BTreeMap<u64, Delivery>,
+    /// Deliveries made while the store refused to write: sent only once saved.
+    unsaved: Vec<Delivery>,
     in_flight: HashSet<u64>,
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
-    commands: SyncSender<Command>,
+    results: std::sync::mpsc::Sender<Attempted>,
     counters: Arc<NotifyCounters>,
+    pruned_at: Option<Timestamp>,
 }
 
 impl Worker {
-    fn run(mut self, inbox: Receiver<Command>) {
+    fn run(mut self, inbox: Receiver<Command>, outcomes: Receiver<Attempted>) {
+        self.forget_unknown_receivers();
         loop {
             match inbox.recv_timeout(POLL) {
                 Ok(command) => self.handle(command),
@@ -292,6 +315,8 @@ impl Worker {
             while let Ok(command) = inbox.try_recv() {
                 self.handle(command);
             }
+            let outcomes: Vec<Attempted> = outcomes.try_iter().collect();
+            self.attempted(outcomes);
             if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
@@ -326,17 +351,16 @@ impl Worker {
                 }
             }
             Command::Acknowledge { id, by, reply } => {
-                let found = self.dispatcher.acknowledge(id, &by, now).is_some();
-                let answer = if found {
-                    match self.save_checked(&[id], &[]) {
+                let answer = match self.dispatcher.acknowledge(id, &by, now) {
+                    None => Ok(None),
+                    Some(false) => Ok(self.view(id)),
+                    Some(true) => match self.save_checked(&[id], &[]) {
                         Ok(()) => {
                             self.announce_state(id, now);
                             Ok(self.view(id))
                         }
                         Err(error) => Err(error.to_string()),
-                    }
-                } else {
-                    Ok(None)
+                    },
                 };
                 let _ = reply.send(answer);
             }
@@ -356,61 +380,100 @@ impl Worker {
                 let _ = reply.send(views);
             }
             Command::Deliveries { state, reply } => {
-                let views = self
+                let mut views: Vec<DeliveryView> = self
                     .deliveries
                     .values()
+                    .rev()
                     .filter(|delivery| state.is_none_or(|state| delivery.state == state))
+                    .take(DELIVERIES_LISTED_MAX)
                     .map(DeliveryView::from)
                     .collect();
+                views.reverse();
                 let _ = reply.send(views);
             }
-            Command::Attempted { delivery, result } => {
-                self.in_flight.remove(&delivery);
-                let max_age = Duration::from_secs(self.config.max_age_s);
-                let Some(record) = self.deliveries.get_mut(&delivery) else {
-                    return;
-                };
-                record.attempts += 1;
-                match result {
-                    Ok(()) => {
-                        record.state = DeliveryState::Delivered;
-                        record.finished_at = Some(now);
-                        record.last_error = None;
-                        self.counters
-                            .delivered
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        self.counters
-                            .failed_attempts
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if max_age <= now.saturating_since(record.created_at) {
-                            record.state = DeliveryState::Dead;
-                            record.finished_at = Some(now);
-                            self.counters
-                                .dead
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::error!(
-                                delivery,
-                                receiver = %record.receiver,
-                                attempts = record.attempts,
-                                %error,
-                                "Alert delivery dead-lettered."
-                            );
-                        } else {
-                            record.next_attempt =
-                                now.saturating_add(webhook::backoff(record.attempts));
-                            tracing::warn!(delivery, receiver = %record.receiver, %error, "Alert delivery failed; retrying.");
-                        }
-                        record.last_error = Some(error);
-                    }
+        }
+    }
+
+    /// Records what the sending tasks found, in one write.
+    fn attempted(&mut self, outcomes: Vec<Attempted>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let max_age = Duration::from_secs(self.config.max_age_s);
+        let mut changed = Vec::new();
+        for Attempted { delivery, result } in outcomes {
+            self.in_flight.remove(&delivery);
+            let Some(record) = self.deliveries.get_mut(&delivery) else {
+                continue;
+            };
+            record.attempts += 1;
+            match result {
+                Ok(()) => {
+                    record.state = DeliveryState::Delivered;
+                    record.finished_at = Some(now);
+                    record.last_error = None;
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                let record = record.clone();
-                if let Err(error) = self.store.save(&[], &[&record]) {
-                    tracing::error!(%error, "The notify store refused a delivery update.");
+                Err(error) => {
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    if max_age <= now.saturating_since(record.created_at) {
+                        record.state = DeliveryState::Dead;
+                        record.finished_at = Some(now);
+                        self.counters.dead.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            delivery,
+                            receiver = %record.receiver,
+                            attempts = record.attempts,
+                            %error,
+                            "Alert delivery dead-lettered."
+                        );
+                    } else {
+                        record.next_attempt =
+                            now.saturating_add(webhook::backoff(record.attempts - 1));
+                        tracing::warn!(delivery, receiver = %record.receiver, %error, "Alert delivery failed; retrying.");
+                    }
+                    record.last_error = Some(error);
                 }
             }
+            changed.push(delivery);
         }
+        let records: Vec<&Delivery> = changed
+            .iter()
+            .filter_map(|id| self.deliveries.get(id))
+            .collect();
+        if let Err(error) = self.store.save(&[], &records) {
+            tracing::error!(%error, "The notify store refused delivery results; they are kept in memory.");
+        }
+    }
+
+    /// At start-up: owed messages and pending deliveries of receivers no longer configured
+    /// are dropped and dead-lettered.
+    fn forget_unknown_receivers(&mut self) {
+        let known: Vec<String> = self
+            .config
+            .receivers
+            .iter()
+            .map(|receiver| receiver.name.clone())
+            .collect();
+        let changed = self.dispatcher.forget_receivers(&known);
+        let now = self.clock.now();
+        let mut dead = Vec::new();
+        for delivery in self.deliveries.values_mut() {
+            if delivery.state == DeliveryState::Pending && !known.contains(&delivery.receiver) {
+                delivery.state = DeliveryState::Dead;
+                delivery.finished_at = Some(now);
+                delivery.last_error = Some("the receiver is no longer configured".to_owned());
+                dead.push(delivery.id);
+            }
+        }
+        let dead: Vec<&Delivery> = dead
+            .iter()
+            .filter_map(|id| self.deliveries.get(id))
+            .collect();
+        self.save(&changed, &dead);
     }
 
     /// Due groups and escalations become deliveries (saved before anything is sent); due
@@ -458,21 +521,41 @@ impl Worker {
                 finished_at: None,
             });
         }
-        let made_refs: Vec<&Delivery> = made.iter().collect();
-        self.save(&changed, &made_refs);
-        for delivery in made {
-            self.deliveries.insert(delivery.id, delivery);
+        self.unsaved.extend(made);
+        let unsaved: Vec<&Delivery> = self.unsaved.iter().collect();
+        match self.save_checked(&changed, &unsaved) {
+            Ok(()) => {
+                for delivery in std::mem::take(&mut self.unsaved) {
+                    self.deliveries.insert(delivery.id, delivery);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "The notify store refused new deliveries; holding them until it writes.");
+            }
         }
-        let due: Vec<u64> = self
-            .deliveries
-            .values()
-            .filter(|delivery| {
-                delivery.state == DeliveryState::Pending
-                    && delivery.next_attempt <= now
-                    && !self.in_flight.contains(&delivery.id)
-            })
-            .map(|delivery| delivery.id)
+        self.send_due(now);
+        self.prune(now);
+    }
+
+    /// Each receiver's oldest pending delivery, when due and none of its is in flight: one
+    /// at a time per receiver, in order, so a dead receiver costs one request per backoff.
+    fn send_due(&mut self, now: Timestamp) {
+        let mut busy: HashSet<String> = self
+            .in_flight
+            .iter()
+            .filter_map(|id| self.deliveries.get(id))
+            .map(|delivery| delivery.receiver.clone())
             .collect();
+        let mut due = Vec::new();
+        for delivery in self.deliveries.values() {
+            if delivery.state != DeliveryState::Pending || busy.contains(&delivery.receiver) {
+                continue;
+            }
+            busy.insert(delivery.receiver.clone());
+            if delivery.next_attempt <= now {
+                due.push(delivery.id);
+            }
+        }
         for id in due {
             let delivery = &self.deliveries[&id];
             let Some(receiver) = self
@@ -488,14 +571,52 @@ impl Worker {
             let client = self.client.clone();
             let key = delivery.idempotency_key.clone();
             let body = delivery.body.clone();
-            let commands = self.commands.clone();
+            let results = self.results.clone();
             self.runtime.spawn(async move {
                 let result = webhook::send(&client, &receiver, &key, body, now).await;
-                let _ = commands.send(Command::Attempted {
+                let _ = results.send(Attempted {
                     delivery: id,
                     result,
                 });
             });
+        }
+    }
+
+    /// Forgets finished alerts and deliveries older than the retention, in memory and on disk.
+    fn prune(&mut self, now: Timestamp) {
+        if self
+            .pruned_at
+            .is_some_and(|last| now.saturating_since(last) < PRUNE_EVERY)
+        {
+            return;
+        }
+        self.pruned_at = Some(now);
+        let before =
+            Timestamp::from_millis(now.as_millis().saturating_sub(RETENTION.as_millis() as u64));
+        let deliveries = &self.deliveries;
+        let finished = |id: u64| {
+            deliveries
+                .get(&id)
+                .is_none_or(|delivery| delivery.state != DeliveryState::Pending)
+        };
+        let alerts = self.dispatcher.prune(before, finished);
+        let old: Vec<u64> = self
+            .deliveries
+            .values()
+            .filter(|delivery| {
+                delivery.state != DeliveryState::Pending
+                    && delivery.finished_at.is_some_and(|at| at < before)
+            })
+            .map(|delivery| delivery.id)
+            .collect();
+        // The newest delivery stays, so delivery ids never go back.
+        let newest = self.deliveries.keys().next_back().copied();
+        let old: Vec<u64> = old.into_iter().filter(|id| Some(*id) != newest).collect();
+        for id in &old {
+            self.deliveries.remove(id);
+        }
+        if let Err(error) = self.store.delete(&alerts, &old) {
+            tracing::error!(%error, "The notify store could not forget old records.");
         }
     }
 

@@ -84,9 +84,14 @@ impl Store {
             .map_err(db_error)?
         {
             let (id, value) = entry.map_err(db_error)?;
-            loaded
-                .alerts
-                .insert(id.value(), serde_json::from_slice(value.value())?);
+            match serde_json::from_slice(value.value()) {
+                Ok(record) => {
+                    loaded.alerts.insert(id.value(), record);
+                }
+                Err(error) => {
+                    tracing::error!(id = id.value(), %error, "Skipping an alert record that does not decode.");
+                }
+            }
         }
         for entry in read
             .open_table(DELIVERIES)
@@ -95,9 +100,14 @@ impl Store {
             .map_err(db_error)?
         {
             let (id, value) = entry.map_err(db_error)?;
-            loaded
-                .deliveries
-                .insert(id.value(), serde_json::from_slice(value.value())?);
+            match serde_json::from_slice(value.value()) {
+                Ok(delivery) => {
+                    loaded.deliveries.insert(id.value(), delivery);
+                }
+                Err(error) => {
+                    tracing::error!(id = id.value(), %error, "Skipping a delivery record that does not decode.");
+                }
+            }
         }
         drop(read);
         Ok((Store { database }, loaded))
@@ -127,6 +137,25 @@ impl Store {
                 table
                     .insert(delivery.id, bytes.as_slice())
                     .map_err(db_error)?;
+            }
+        }
+        write.commit().map_err(db_error)
+    }
+
+    /// Removes these records in one synced transaction.
+    pub(super) fn delete(&self, alerts: &[u64], deliveries: &[u64]) -> Result<(), StoreError> {
+        if alerts.is_empty() && deliveries.is_empty() {
+            return Ok(());
+        }
+        let write = self.database.begin_write().map_err(db_error)?;
+        {
+            let mut table = write.open_table(ALERTS).map_err(db_error)?;
+            for id in alerts {
+                table.remove(*id).map_err(db_error)?;
+            }
+            let mut table = write.open_table(DELIVERIES).map_err(db_error)?;
+            for id in deliveries {
+                table.remove(*id).map_err(db_error)?;
             }
         }
         write.commit().map_err(db_error)

@@ -173,8 +173,11 @@ fn an_unacknowledged_red_escalates_and_repeats_until_acknowledged_or_resolved() 
         [("phone".to_owned(), vec![1], 0, true)]
     );
     assert_eq!(dispatcher.record(1).expect("alert").escalations, 2);
-    let record = dispatcher.acknowledge(1, "ops", at(250)).expect("alert");
+    assert_eq!(dispatcher.acknowledge(1, "ops", at(250)), Some(true));
+    assert_eq!(dispatcher.acknowledge(1, "other", at(251)), Some(false));
+    let record = dispatcher.record(1).expect("alert");
     assert_eq!(record.state, AlertState::Acknowledged);
+    assert_eq!(record.acknowledged_by.as_deref(), Some("ops"));
     dispatcher.due(at(400));
     assert!(due(&mut dispatcher, at(500)).is_empty());
 
@@ -185,6 +188,44 @@ fn an_unacknowledged_red_escalates_and_repeats_until_acknowledged_or_resolved() 
     );
     assert_eq!(dispatcher.record(2).expect("alert").state, AlertState::Open);
     assert!(dispatcher.acknowledge(99, "ops", at(600)).is_none());
+}
+
+#[test]
+fn an_escalation_waiting_in_its_group_is_dropped_by_an_acknowledgement_or_a_resolution() {
+    // Goal: once acknowledged (or resolved by a later change) an alert pages nobody, even
+    // when its escalation was already gathered into a group.
+    for resolve in [false, true] {
+        let mut dispatcher = dispatcher();
+        dispatcher.add(notice(1, "A", Level::Orange, Level::Red, false), at(0));
+        due(&mut dispatcher, at(5));
+        dispatcher.due(at(120));
+        if resolve {
+            dispatcher.add(notice(2, "A", Level::Red, Level::Green, false), at(121));
+        } else {
+            dispatcher.acknowledge(1, "ops", at(121));
+        }
+        let after = due(&mut dispatcher, at(125));
+        assert!(after.iter().all(|message| !message.3), "{after:?}");
+        assert!(
+            after.iter().all(|message| message.0 != "phone"),
+            "{after:?}"
+        );
+    }
+}
+
+#[test]
+fn finished_records_are_pruned_but_the_newest_stays() {
+    // Goal: resolved alerts whose deliveries are over leave memory after the retention;
+    // open ones and the newest stay.
+    let mut dispatcher = dispatcher();
+    dispatcher.add(notice(1, "A", Level::Yellow, Level::Orange, false), at(0));
+    dispatcher.add(notice(2, "A", Level::Orange, Level::Yellow, false), at(1));
+    dispatcher.add(notice(3, "B", Level::Yellow, Level::Orange, false), at(2));
+    due(&mut dispatcher, at(10));
+    let pruned = dispatcher.prune(at(100), |_| true);
+    assert_eq!(pruned, [1]);
+    assert!(dispatcher.record(2).is_some() && dispatcher.record(3).is_some());
+    assert_eq!(dispatcher.prune(at(100), |_| false), Vec::<u64>::new());
 }
 
 #[test]

@@ -126,9 +126,12 @@ pub(super) async fn send(
     }
 }
 
-/// The wait before attempt `attempts + 1`: doubling from 1 s up to 5 minutes, with ±20 %
-/// jitter so receivers coming back are not hit all at once.
-pub(super) fn backoff(attempts: u32) -> Duration {
-    let base = Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
-    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+/// The longest wait between two attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The wait after the `failures`-th failure (from 0): 1 s, doubling, at most 5 minutes, with
+/// ±20 % jitter so receivers coming back are not hit all at once.
+pub(super) fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.min(9)).min(BACKOFF_MAX);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64()).min(BACKOFF_MAX)
 }

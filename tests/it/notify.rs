@@ -378,21 +378,39 @@ async fn a_hot_red_escalates_until_acknowledged() {
         .find(|alert| alert["sku"] == "PEN" && alert["to"] == "red")
         .expect("the red alert is open");
     assert!(1 <= red["escalations"].as_u64().expect("count"));
-    let (status, acked) = server
-        .post(
-            &format!("/api/v1/alerts/{}/ack", red["id"]),
-            json!({"by": "小王"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{acked}");
-    assert_eq!(acked["state"], "acknowledged");
-    assert_eq!(acked["acknowledged_by"], "小王");
+    // The console acknowledges over its WebSocket; a second acknowledgement over HTTP keeps
+    // the first.
+    send(
+        &mut console,
+        json!({"op": "ack", "id": red["id"], "by": "小王"}),
+    )
+    .await;
     let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|message: &Value| message["type"] == "acked")
+    {
+        seen.extend(next_messages(&mut console).await);
+    }
+    let acked = seen
+        .iter()
+        .find(|message| message["type"] == "acked")
+        .expect("acked");
+    assert_eq!(acked["alert"]["state"], "acknowledged");
     while !seen.iter().any(|message: &Value| {
         message["type"] == "alert_state" && message["state"] == "acknowledged"
     }) {
         seen.extend(next_messages(&mut console).await);
     }
+    let (status, again) = server
+        .post(
+            &format!("/api/v1/alerts/{}/ack", red["id"]),
+            json!({"by": "other"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["state"], "acknowledged");
+    assert_eq!(again["acknowledged_by"], "小王");
     let after_ack = sms.delivered().len();
     advance_until(&server, Duration::from_secs(60), 8, || false).await;
     assert_eq!(
