@@ -1,10 +1,13 @@
-//! `--demo`: a simulated live show that keeps the ledger moving, so a person can watch stock
-//! change through the API with nothing else running.
+//! `--demo`: a compressed live show, so the dashboards move with nothing else running.
 //!
-//! Every 30 seconds the "host" pitches one SKU; orders for it burst for a few seconds and then
-//! fade back to a trickle across the other SKUs. Most orders are paid a few seconds later,
-//! some are cancelled, the rest run out their 20-second locks. A SKU close to selling out is
-//! restocked. The random choices come from a seed that is logged, so a run can be repeated.
+//! The server's clock runs 36 times faster (see `clock::ScaledClock`), so the three-hour show
+//! of room `demo` passes in five minutes. Six listings follow a script: the host pitches a
+//! product and its orders burst for a few minutes, then fade; most are paid, some cancelled,
+//! some left to expire; one product sells out and is restocked; one sells far ahead of plan
+//! early (tightened thresholds), goes red and is halted automatically, and the operator
+//! resumes it once its unpaid locks expired; one sells far behind plan (the host is asked for
+//! more interaction). Every level is reached and left. Random choices come from a seed that
+//! is logged, so a run can be repeated.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,162 +16,395 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
-use crate::ledger::{Ledger, Lines, OrderId, OrderRequest, Platform, Qty, SkuId, SkuUpdate};
+use crate::ledger::{
+    Ledger, Lines, Listing, OrderId, OrderRequest, Platform, Policy, Qty, RestockId, Room, RoomId,
+    SkuId, SkuUpdate,
+};
 
-/// The line-up: id, name, units on hand.
-const SKUS: [(&str, &str, u64); 6] = [
-    ("LIP-01", "丝绒口红 Velvet lipstick #01", 600),
-    ("EYE-02", "四色眼影 Eyeshadow quad", 400),
-    ("MASK-03", "补水面膜 Hydrating mask ×10", 1500),
-    ("SERUM-04", "精华液 Repair serum 30 ml", 300),
-    ("TEA-05", "桂花乌龙 Osmanthus oolong 250 g", 800),
-    ("SCARF-06", "真丝围巾 Silk scarf", 120),
-];
+/// How much faster than real time the demo's clock runs: three hours in five minutes.
+pub const DEMO_SPEEDUP: u32 = 36;
+/// The room the demo runs.
+pub(crate) const DEMO_ROOM: &str = "demo";
+/// How often the simulation places orders, in show time: every 250 ms of real time.
+const TICK: Duration = Duration::from_secs(9);
+const SHOW: Duration = Duration::from_secs(3 * 3600);
+const MINUTE_MS: u64 = 60_000;
 const PLATFORMS: [&str; 3] = ["douyin", "kuaishou", "taobao"];
-/// How often the simulation places orders.
-const TICK: Duration = Duration::from_millis(250);
-/// Time between two pitches of the host.
-const PITCH_INTERVAL_TICKS: u64 = 120;
-/// How long demo locks last: short, so expiries are seen.
-const DEMO_LOCK_TTL_MS: u64 = 20_000;
 /// Most orders waiting for their payment or cancellation at once.
-const PENDING_MAX: usize = 10_000;
+const PENDING_MAX: usize = 20_000;
+
+/// One product of the line-up and its script.
+struct Script {
+    sku: &'static str,
+    name: &'static str,
+    stock: u64,
+    forecast: u64,
+    /// Orders a tick between pitches.
+    trickle: f64,
+    /// Minutes into the show when the host pitches it, and the orders a tick at the peak.
+    pitches: &'static [(u64, f64)],
+    /// Shares of orders paid and cancelled; the rest are left to expire.
+    paid: f64,
+    cancelled: f64,
+    auto_halt: bool,
+    hot: bool,
+}
+
+const LINE_UP: [Script; 6] = [
+    Script {
+        sku: "LIP-01",
+        name: "丝绒口红 Velvet lipstick #01",
+        stock: 650,
+        forecast: 500,
+        trickle: 0.35,
+        pitches: &[(5, 3.0), (70, 4.0), (125, 5.0), (160, 4.0)],
+        paid: 0.85,
+        cancelled: 0.1,
+        auto_halt: false,
+        hot: true,
+    },
+    Script {
+        sku: "EYE-02",
+        name: "四色眼影 Eyeshadow quad",
+        stock: 600,
+        forecast: 200,
+        trickle: 0.1,
+        pitches: &[(12, 9.0)],
+        paid: 0.35,
+        cancelled: 0.05,
+        auto_halt: true,
+        hot: false,
+    },
+    Script {
+        sku: "MASK-03",
+        name: "补水面膜 Hydrating mask ×10",
+        stock: 1500,
+        forecast: 800,
+        trickle: 0.1,
+        pitches: &[(140, 6.0)],
+        paid: 0.8,
+        cancelled: 0.1,
+        auto_halt: false,
+        hot: false,
+    },
+    Script {
+        sku: "SERUM-04",
+        name: "精华液 Repair serum 30 ml",
+        stock: 140,
+        forecast: 150,
+        trickle: 0.1,
+        pitches: &[(55, 5.0)],
+        paid: 0.9,
+        cancelled: 0.05,
+        auto_halt: false,
+        hot: true,
+    },
+    Script {
+        sku: "TEA-05",
+        name: "桂花乌龙 Osmanthus oolong 250 g",
+        stock: 900,
+        forecast: 300,
+        trickle: 0.25,
+        pitches: &[(90, 5.0), (150, 3.0)],
+        paid: 0.75,
+        cancelled: 0.1,
+        auto_halt: false,
+        hot: false,
+    },
+    Script {
+        sku: "SCARF-06",
+        name: "真丝围巾 Silk scarf",
+        stock: 130,
+        forecast: 100,
+        trickle: 0.05,
+        pitches: &[(105, 3.0), (170, 3.0)],
+        paid: 0.85,
+        cancelled: 0.1,
+        auto_halt: false,
+        hot: false,
+    },
+];
+
+/// How long a pitch's burst lasts, in minutes: strongest at once, then fading.
+const BURST_MINUTES: u64 = 6;
+/// The restock of the product that sells out: minutes after its pitch, and how many.
+const RESTOCK_AFTER_MINUTES: u64 = 25;
+const RESTOCK_QTY: u64 = 200;
+/// How long the operator takes to resume an auto-halted listing.
+const RESUME_AFTER: Duration = Duration::from_secs(20 * 60);
 
 enum Next {
     Pay,
     Cancel,
 }
 
-/// Runs the demo until `cancel` fires.
+/// The show in progress.
+pub(crate) struct Demo {
+    rng: fastrand::Rng,
+    room: RoomId,
+    skus: Vec<SkuId>,
+    starts_at: Timestamp,
+    pending: VecDeque<(Timestamp, OrderId, Next)>,
+    serial: u64,
+    restocked: bool,
+    halted_since: Vec<Option<Timestamp>>,
+}
+
+impl Demo {
+    /// Creates the line-up and the room, the show starting at `now`.
+    pub(crate) fn setup(ledger: &Ledger, now: Timestamp, seed: u64) -> Option<Demo> {
+        let mut skus = Vec::new();
+        let mut listings = Vec::new();
+        for script in &LINE_UP {
+            let sku = SkuId::new(script.sku).ok()?;
+            let update = SkuUpdate {
+                name: Some(script.name.to_owned()),
+                total: Some(script.stock),
+                ..SkuUpdate::default()
+            };
+            if let Err(error) = ledger.put_sku(now, &sku, update) {
+                tracing::warn!(%sku, %error, "Demo SKU not created.");
+                return None;
+            }
+            listings.push(Listing {
+                sku: sku.clone(),
+                forecast: script.forecast,
+                plan: Vec::new(),
+                policy: Policy {
+                    auto_halt: script.auto_halt,
+                    hot: script.hot,
+                    ..Policy::default()
+                },
+            });
+            skus.push(sku);
+        }
+        let room = RoomId::new(DEMO_ROOM).ok()?;
+        let spec = Room {
+            id: room.clone(),
+            name: "晚八点美妆专场 Evening beauty show".to_owned(),
+            starts_at: now,
+            ends_at: now.saturating_add(SHOW),
+            listings,
+        };
+        if let Err(error) = ledger.put_room(now, spec) {
+            tracing::warn!(%error, "Demo room not created.");
+            return None;
+        }
+        Some(Demo {
+            rng: fastrand::Rng::with_seed(seed),
+            room,
+            halted_since: vec![None; skus.len()],
+            skus,
+            starts_at: now,
+            pending: VecDeque::new(),
+            serial: 0,
+            restocked: false,
+        })
+    }
+
+    /// Whether the show is over.
+    pub(crate) fn over(&self, now: Timestamp) -> bool {
+        SHOW <= now.saturating_since(self.starts_at)
+    }
+
+    /// One tick of the show at `now`: new orders, payments and cancellations due, and what
+    /// the operator does.
+    pub(crate) fn step(&mut self, ledger: &Ledger, now: Timestamp) {
+        let minute = now.saturating_since(self.starts_at).as_millis() as u64 / MINUTE_MS;
+        for (index, script) in LINE_UP.iter().enumerate() {
+            let burst = script
+                .pitches
+                .iter()
+                .filter(|(at, _)| *at <= minute && minute < at + BURST_MINUTES)
+                .map(|(at, peak)| peak * (1.0 - (minute - at) as f64 / BURST_MINUTES as f64))
+                .fold(0.0, f64::max);
+            let rate = script.trickle + burst;
+            let mut orders = rate.floor() as u64;
+            if self.rng.f64() < rate.fract() {
+                orders += 1;
+            }
+            for _ in 0..orders {
+                self.place(ledger, now, index);
+            }
+        }
+        self.settle(ledger, now);
+        self.operate(ledger, now, minute);
+    }
+
+    fn place(&mut self, ledger: &Ledger, now: Timestamp, index: usize) {
+        let script = &LINE_UP[index];
+        self.serial += 1;
+        let (Ok(order_id), Ok(platform), Ok(qty)) = (
+            OrderId::new(&format!("demo-{}-{}", now.as_millis(), self.serial)),
+            Platform::new(PLATFORMS[self.rng.usize(..PLATFORMS.len())]),
+            Qty::new(self.rng.i64(1..=3)),
+        ) else {
+            return;
+        };
+        let request = OrderRequest {
+            order_id: order_id.clone(),
+            platform,
+            room: Some(self.room.clone()),
+            lines: Lines::one(self.skus[index].clone(), qty),
+        };
+        if ledger.reserve(now, request).is_err() || PENDING_MAX <= self.pending.len() {
+            return;
+        }
+        let roll = self.rng.f64();
+        let next = if roll < script.paid {
+            Some(Next::Pay)
+        } else if roll < script.paid + script.cancelled {
+            Some(Next::Cancel)
+        } else {
+            None
+        };
+        if let Some(next) = next {
+            let delay = Duration::from_secs(self.rng.u64(20..240));
+            self.pending
+                .push_back((now.saturating_add(delay), order_id, next));
+        }
+    }
+
+    fn settle(&mut self, ledger: &Ledger, now: Timestamp) {
+        let mut later = VecDeque::new();
+        while let Some((at, order_id, next)) = self.pending.pop_front() {
+            if now < at {
+                later.push_back((at, order_id, next));
+                continue;
+            }
+            let _ = match next {
+                Next::Pay => ledger.confirm(now, &order_id),
+                Next::Cancel => ledger.cancel(now, &order_id),
+            };
+        }
+        self.pending = later;
+    }
+
+    /// The operator: restocks the product that sold out, and resumes an auto-halted listing
+    /// once its unpaid locks had time to expire.
+    fn operate(&mut self, ledger: &Ledger, now: Timestamp, minute: u64) {
+        let sold_out = LINE_UP
+            .iter()
+            .position(|script| script.sku == "SERUM-04")
+            .and_then(|index| Some((index, LINE_UP[index].pitches.first()?.0)));
+        if let Some((index, pitched)) = sold_out
+            && !self.restocked
+            && pitched + RESTOCK_AFTER_MINUTES <= minute
+        {
+            self.restocked = true;
+            if let Ok(restock_id) = RestockId::new("demo-truck-1")
+                && ledger
+                    .restock_once(now, &self.skus[index], RESTOCK_QTY, restock_id)
+                    .is_ok()
+            {
+                tracing::info!(sku = %self.skus[index], qty = RESTOCK_QTY, "Demo restock arrived.");
+            }
+        }
+        for index in 0..self.skus.len() {
+            let halted = ledger
+                .listing(&self.room, &self.skus[index])
+                .is_some_and(|state| state.tally.halted);
+            match (halted, self.halted_since[index]) {
+                (true, None) => self.halted_since[index] = Some(now),
+                (true, Some(since)) if RESUME_AFTER <= now.saturating_since(since) => {
+                    if ledger
+                        .resume_listing(now, &self.room, &self.skus[index])
+                        .is_ok()
+                    {
+                        tracing::info!(sku = %self.skus[index], "Demo operator resumed the listing.");
+                    }
+                    self.halted_since[index] = None;
+                }
+                (false, _) => self.halted_since[index] = None,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs the demo until the show is over or `cancel` fires.
 pub(crate) async fn run(
     ledger: Arc<Ledger>,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
     seed: u64,
 ) {
-    tracing::info!(seed, "Demo show starting.");
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let skus: Vec<SkuId> = SKUS
-        .iter()
-        .filter_map(|(id, name, total)| {
-            let sku = SkuId::new(id).ok()?;
-            let update = SkuUpdate {
-                name: Some((*name).to_owned()),
-                total: Some(*total),
-                lock_ttl_ms: Some(Some(DEMO_LOCK_TTL_MS)),
-                ..SkuUpdate::default()
-            };
-            match ledger.put_sku(clock.now(), &sku, update) {
-                Ok(_) => Some(sku),
-                Err(error) => {
-                    tracing::warn!(%sku, %error, "Demo SKU not created.");
-                    None
-                }
-            }
-        })
-        .collect();
-    if skus.is_empty() {
+    tracing::info!(
+        seed,
+        room = DEMO_ROOM,
+        "Demo show starting: three hours in five minutes."
+    );
+    let Some(mut demo) = Demo::setup(&ledger, clock.now(), seed) else {
         return;
-    }
-    let mut pending: VecDeque<(Timestamp, OrderId, Next)> = VecDeque::new();
-    let mut ticker = tokio::time::interval(TICK);
-    let mut tick_count: u64 = 0;
-    let mut pitched = 0;
+    };
+    let real_tick = TICK / DEMO_SPEEDUP;
+    let mut ticker = tokio::time::interval(real_tick);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let now = clock.now();
-        let phase = tick_count % PITCH_INTERVAL_TICKS;
-        if phase == 0 {
-            pitched = rng.usize(..skus.len());
-            tracing::info!(sku = %skus[pitched], "Demo host: \"3, 2, 1, go!\"");
+        if demo.over(now) {
+            tracing::info!("Demo show over; start again with --demo on a fresh data directory.");
+            return;
         }
-        // A burst right after the pitch, fading over about ten seconds.
-        let burst = 40u64.saturating_sub(phase) / 4;
-        let order_count = rng.u64(0..3) + rng.u64(0..=burst);
-        for _ in 0..order_count {
-            let sku = if rng.u8(0..10) < 7 {
-                pitched
-            } else {
-                rng.usize(..skus.len())
-            };
-            place(&ledger, now, &mut rng, &skus[sku], tick_count, &mut pending);
-        }
-        settle(&ledger, now, &mut pending);
-        if phase == PITCH_INTERVAL_TICKS / 2 {
-            restock_low(&ledger, now, &skus);
-        }
-        tick_count += 1;
+        demo.step(&ledger, now);
     }
 }
 
-fn place(
-    ledger: &Ledger,
-    now: Timestamp,
-    rng: &mut fastrand::Rng,
-    sku: &SkuId,
-    tick_count: u64,
-    pending: &mut VecDeque<(Timestamp, OrderId, Next)>,
-) {
-    let serial = rng.u32(..);
-    let (Ok(order_id), Ok(platform), Ok(qty)) = (
-        OrderId::new(&format!("demo-{tick_count}-{serial:08x}")),
-        Platform::new(PLATFORMS[rng.usize(..PLATFORMS.len())]),
-        Qty::new(rng.i64(1..=3)),
-    ) else {
-        return;
-    };
-    let request = OrderRequest {
-        order_id: order_id.clone(),
-        platform,
-        room: None,
-        lines: Lines::one(sku.clone(), qty),
-    };
-    if ledger.reserve(now, request).is_err() || PENDING_MAX <= pending.len() {
-        return;
-    }
-    // Three in four pay within a few seconds, one in ten cancels, the rest let the lock run out.
-    let roll = rng.u8(0..100);
-    let next = if roll < 75 {
-        Some(Next::Pay)
-    } else if roll < 85 {
-        Some(Next::Cancel)
-    } else {
-        None
-    };
-    if let Some(next) = next {
-        let at = now.saturating_add(Duration::from_millis(rng.u64(1_000..8_000)));
-        pending.push_back((at, order_id, next));
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Engine, Level, RoomEvent};
+    use crate::ledger::LedgerConfig;
 
-fn settle(ledger: &Ledger, now: Timestamp, pending: &mut VecDeque<(Timestamp, OrderId, Next)>) {
-    let mut later = VecDeque::new();
-    while let Some((at, order_id, next)) = pending.pop_front() {
-        if now < at {
-            later.push_back((at, order_id, next));
-            continue;
+    #[test]
+    fn the_demo_show_reaches_and_leaves_every_level() {
+        // Goal: over the whole compressed show, each of yellow, orange and red is entered by
+        // some listing and later left; the auto-halt listing is halted and resumed.
+        // Method: the demo and the alert engine over a real ledger, the clock moved by hand
+        // one tick at a time (three hours in a few hundred milliseconds).
+        for seed in [1, 7, 42] {
+            show_with(seed);
         }
-        let _ = match next {
-            Next::Pay => ledger.confirm(now, &order_id),
-            Next::Cancel => ledger.cancel(now, &order_id),
-        };
     }
-    *pending = later;
-}
 
-fn restock_low(ledger: &Ledger, now: Timestamp, skus: &[SkuId]) {
-    for (sku, (_, _, total)) in skus.iter().zip(SKUS) {
-        let Some(view) = ledger.sku(sku) else {
-            continue;
-        };
-        if view.stock.available * 10 < total {
-            let qty = total / 2;
-            if ledger.restock(now, sku, qty).is_ok() {
-                tracing::info!(%sku, qty, "Demo restock arrived.");
+    fn show_with(seed: u64) {
+        let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
+        let start = Timestamp::from_millis(1_800_000_000_000);
+        let mut demo = Demo::setup(&ledger, start, seed).expect("the demo starts");
+        let engine = Engine::new(ledger.clone(), start, 1);
+        let mut entered = std::collections::BTreeSet::new();
+        let mut left = std::collections::BTreeSet::new();
+        let mut halts = 0;
+        let mut now = start;
+        while !demo.over(now) {
+            now = now.saturating_add(TICK);
+            demo.step(&ledger, now);
+            let expired = ledger.expire_due(now);
+            let mut events = engine.observe(expired.iter(), now);
+            events.extend(engine.tick(now));
+            for event in events {
+                if let RoomEvent::Level { alert, .. } = event {
+                    entered.insert(alert.to);
+                    if alert.to < alert.from {
+                        left.insert(alert.from);
+                    }
+                    if alert.to == Level::Red {
+                        halts += 1;
+                    }
+                }
             }
         }
+        for level in [Level::Yellow, Level::Orange, Level::Red] {
+            assert!(
+                entered.contains(&level),
+                "seed {seed}: {level:?} never reached"
+            );
+            assert!(left.contains(&level), "seed {seed}: {level:?} never left");
+        }
+        assert!(0 < halts);
+        assert!(demo.halted_since.iter().all(Option::is_none));
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use stockpulse::clock::SystemClock;
+use stockpulse::clock::{Clock, ScaledClock, SystemClock};
 use stockpulse::config::{ConfigError, ConfigLayer};
 
 /// Real-time stock ledger and alert server for live-stream commerce.
@@ -149,7 +149,13 @@ async fn serve(config: stockpulse::config::Config) -> anyhow::Result<()> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ));
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "Listening.");
-    stockpulse::server::run(listener, config, Arc::new(SystemClock), shutdown_signal()).await?;
+    // The demo's show runs on a faster clock: three hours in five minutes.
+    let clock: Arc<dyn Clock> = if config.demo_seed.is_some() {
+        Arc::new(ScaledClock::new(stockpulse::server::DEMO_SPEEDUP))
+    } else {
+        Arc::new(SystemClock)
+    };
+    stockpulse::server::run(listener, config, clock, shutdown_signal()).await?;
     tracing::info!("Stopped.");
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::alert::Engine;
 use crate::api::{self, Metrics, Shared};
 use crate::clock::Clock;
 use crate::config::Config;
+pub use crate::demo::DEMO_SPEEDUP;
 use crate::hub::{self, Hub, HubSlot};
 use crate::journal::{self, Journal};
 use crate::ledger::Ledger;

@@ -58,6 +58,9 @@ pub struct StockFigures {
     pub sold: u64,
     pub available: u64,
     pub halted: bool,
+    /// Grows by one with each change of the SKU: a `stock` message with a higher one is
+    /// newer.
+    pub version: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -219,6 +222,7 @@ pub(super) fn listing_view(
             sold: stock.sold,
             available: stock.available,
             halted: stock.halted,
+            version: stock.version,
         },
         level: evaluation.level,
         reasons: evaluation.reasons,

@@ -14,6 +14,7 @@ mod openapi;
 mod orders;
 mod rooms;
 mod skus;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use crate::clock::{Clock, Timestamp};
@@ -103,6 +104,10 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/rooms/{room}", get(rooms::get).put(rooms::put))
         .route("/rooms/{room}/listings/{sku}/halt", post(rooms::halt))
         .route("/rooms/{room}/listings/{sku}/resume", post(rooms::resume))
+        .route(
+            "/rooms/{room}/listings/{sku}/forecast",
+            put(rooms::forecast),
+        )
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/deliveries", get(alerts::deliveries))
@@ -116,6 +121,10 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
         .route("/ws", get(ws::upgrade))
+        .route("/", get(web::screen))
+        .route("/host", get(web::host))
+        .route("/console", get(web::console))
+        .route("/web/{*path}", get(web::asset))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

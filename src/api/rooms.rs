@@ -384,3 +384,54 @@ async fn set_halted(
     shared.durable().await?;
     Ok(answer)
 }
+
+/// A listing's new forecast.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForecastRequest {
+    forecast: i64,
+}
+
+#[utoipa::path(put, path = "/api/v1/rooms/{room}/listings/{sku}/forecast", tag = "rooms",
+    params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
+    request_body = ForecastRequest,
+    responses(
+        (status = 200, description = "The room with the listing's new forecast (what it consumed stays)"),
+        (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody),
+        (status = 422, description = "`forecast` not positive", body = ErrorBody)))]
+pub(crate) async fn forecast(
+    State(shared): State<AppState>,
+    ApiPath((room, sku)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ForecastRequest>,
+) -> Result<Json<RoomView>, ApiError> {
+    let id = room_id(&room)?;
+    let sku = SkuId::new(&sku)?;
+    let forecast = u64::try_from(body.forecast)
+        .ok()
+        .filter(|forecast| (1..=crate::ledger::STOCK_QTY_MAX).contains(forecast))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "forecast must be at least 1, got {}",
+                body.forecast
+            ))
+        })?;
+    let mut spec = shared
+        .ledger
+        .rooms_get(&id)
+        .map(|room| room.as_ref().clone())
+        .ok_or_else(|| LedgerError::RoomNotFound { room: id.clone() })?;
+    let listing = spec
+        .listings
+        .iter_mut()
+        .find(|listing| listing.sku == sku)
+        .ok_or_else(|| LedgerError::ListingNotFound {
+            room: id.clone(),
+            sku: sku.clone(),
+        })?;
+    listing.forecast = forecast;
+    shared.writable()?;
+    shared.ledger.put_room(shared.now(), spec)?;
+    let answer = view(&shared, &id)?;
+    shared.durable().await?;
+    Ok(answer)
+}

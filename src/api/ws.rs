@@ -49,6 +49,9 @@ enum ClientMessage {
         /// The last sequence seen per topic, to resume after a reconnect.
         #[serde(default)]
         since: std::collections::HashMap<String, u64>,
+        /// The epoch of the snapshots `since` counts from; another epoch resyncs.
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     Unsubscribe {
         topics: Vec<String>,
@@ -464,7 +467,9 @@ fn handle(
         ClientMessage::Subscribe {
             topics: names,
             since,
+            epoch,
         } => {
+            let foreign = epoch.is_some_and(|epoch| epoch != shared.hub.epoch());
             if SESSION_TOPICS_MAX < since.len() {
                 return Err((
                     "too_many_topics",
@@ -485,9 +490,11 @@ fn handle(
             let joins: Vec<(Topic, Join)> = fresh
                 .iter()
                 .map(|topic| {
-                    let join = since
-                        .get(&topic.name())
-                        .map_or(Join::Fresh, |seen| Join::Since(*seen));
+                    let join = match since.get(&topic.name()) {
+                        None => Join::Fresh,
+                        Some(_) if foreign => Join::Resync,
+                        Some(seen) => Join::Since(*seen),
+                    };
                     (topic.clone(), join)
                 })
                 .collect();

@@ -43,6 +43,9 @@ pub(crate) struct ServerMessage<'a> {
     pub(crate) code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) message: Option<&'a str>,
+    /// On snapshots: this server run's epoch, which a resuming client sends back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) epoch: Option<u64>,
 }
 
 impl<'a> ServerMessage<'a> {
@@ -63,6 +66,15 @@ impl<'a> ServerMessage<'a> {
             }),
             code: None,
             message: None,
+            epoch: None,
+        }
+    }
+
+    /// The same message marked with the server run's epoch.
+    pub(crate) fn with_epoch(self, epoch: u64) -> Self {
+        ServerMessage {
+            epoch: Some(epoch),
+            ..self
         }
     }
 
@@ -74,6 +86,7 @@ impl<'a> ServerMessage<'a> {
             stock: None,
             code: Some(code),
             message: Some(message),
+            epoch: None,
         }
     }
 
@@ -85,6 +98,7 @@ impl<'a> ServerMessage<'a> {
             stock: None,
             code: None,
             message: None,
+            epoch: None,
         }
     }
 
@@ -120,6 +134,8 @@ struct Named<'a, T: Serialize> {
     room: Option<&'a T>,
     #[serde(skip_serializing_if = "Option::is_none")]
     alerts: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
 }
 
 fn encode<T: Serialize>(message: &T, codec: Codec) -> Bytes {
@@ -154,7 +170,7 @@ pub(crate) fn event(topic: &str, seq: u64, event: &RoomEvent, codec: Codec) -> B
         RoomEvent::Hint { change, .. } => flat("hint", topic, seq, change, codec),
         RoomEvent::Point { point, .. } => flat("point", topic, seq, point, codec),
         RoomEvent::Listing { change, .. } => flat("listing", topic, seq, change, codec),
-        RoomEvent::Room { view, .. } => room("room", topic, seq, Some(view.as_ref()), codec),
+        RoomEvent::Room { view, .. } => room("room", topic, seq, Some(view.as_ref()), None, codec),
     }
 }
 
@@ -179,6 +195,7 @@ pub(crate) fn room(
     topic: &str,
     seq: u64,
     view: Option<&RoomView>,
+    epoch: Option<u64>,
     codec: Codec,
 ) -> Bytes {
     encode(
@@ -188,6 +205,7 @@ pub(crate) fn room(
             seq,
             room: Some(&view),
             alerts: None,
+            epoch,
         },
         codec,
     )
@@ -199,6 +217,7 @@ pub(crate) fn alerts(
     topic: &str,
     seq: u64,
     alerts: &[std::sync::Arc<Alert>],
+    epoch: u64,
     codec: Codec,
 ) -> Bytes {
     let alerts: Vec<&Alert> = alerts.iter().map(AsRef::as_ref).collect();
@@ -209,6 +228,7 @@ pub(crate) fn alerts(
             seq,
             room: None,
             alerts: Some(&alerts),
+            epoch: Some(epoch),
         },
         codec,
     )

@@ -232,6 +232,9 @@ pub(crate) struct HubStats {
 }
 
 pub(crate) struct Hub {
+    /// This run's epoch: sequence numbers start again with each run, so a client resuming
+    /// with another epoch's numbers gets a resync.
+    epoch: u64,
     ledger: Arc<Ledger>,
     engine: Arc<Engine>,
     clock: Arc<dyn Clock>,
@@ -250,6 +253,7 @@ impl Hub {
         queue_bytes_max: usize,
     ) -> Hub {
         Hub {
+            epoch: fastrand::u64(1..u64::from(u32::MAX)),
             ledger,
             engine,
             clock,
@@ -258,6 +262,10 @@ impl Hub {
             counters: HubCounters::default(),
             queue_bytes_max,
         }
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub(crate) fn stats(&self) -> HubStats {
@@ -343,15 +351,24 @@ impl Hub {
             };
             let bytes = match (topic, &state.stock) {
                 (Topic::Sku(_), Some(stock)) => {
-                    ServerMessage::stock(kind, &name, state.sequence, stock).encode(link.codec)
+                    ServerMessage::stock(kind, &name, state.sequence, stock)
+                        .with_epoch(self.epoch)
+                        .encode(link.codec)
                 }
                 (Topic::Room(room), _) => {
                     let view = self.engine.room_view(room, self.clock.now());
-                    message::room(kind, &name, state.sequence, view.as_ref(), link.codec)
+                    message::room(
+                        kind,
+                        &name,
+                        state.sequence,
+                        view.as_ref(),
+                        Some(self.epoch),
+                        link.codec,
+                    )
                 }
                 _ => {
                     let alerts = self.engine.recent_alerts();
-                    message::alerts(kind, &name, state.sequence, &alerts, link.codec)
+                    message::alerts(kind, &name, state.sequence, &alerts, self.epoch, link.codec)
                 }
             };
             // A snapshot always fits: it replaces a backlog, and a large room's may be larger

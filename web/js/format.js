@@ -1,0 +1,43 @@
+// Numbers and times as the pages show them.
+
+/** 3725 → "1:02:05"; 65 → "1:05". */
+export function duration(seconds) {
+  const total = Math.max(0, Math.round(seconds));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const rest = String(total % 60).padStart(2, "0");
+  return hours > 0 ? `${hours}:${String(minutes).padStart(2, "0")}:${rest}` : `${minutes}:${rest}`;
+}
+
+/** An RFC 3339 time as local "HH:MM:SS". */
+export function clock(text) {
+  if (!text) return "—";
+  const date = new Date(text);
+  return date.toLocaleTimeString([], { hour12: false });
+}
+
+/** 12345 → "12,345". */
+export function count(value) {
+  return Number(value ?? 0).toLocaleString("en-US");
+}
+
+/** Fetches JSON from the API; throws with the server's error message. */
+export async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const value = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new Error(value?.error?.message ?? `HTTP ${response.status}`);
+  return value;
+}
+
+/** The room a page shows: ?room=…, else the first room the server has. */
+export async function pickRoom() {
+  const asked = new URLSearchParams(location.search).get("room");
+  if (asked) return asked;
+  const { rooms } = await api("GET", "/api/v1/rooms");
+  return rooms.length > 0 ? rooms[0].room : null;
+}

@@ -1,0 +1,151 @@
+// The three pages in headless Chromium against the real server with real data flowing:
+// numbers follow orders within a second, colours and hints follow the levels, the console
+// acknowledges, and the pages come back by themselves after the server is killed and
+// restarted. Screenshots of every page land in target/screenshots/.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import test from "node:test";
+
+import { Server, launch, screenshots } from "./support.mjs";
+
+const MINUTE = 60_000;
+let serial = 0;
+
+async function order(server, qty, room = "r1") {
+  serial += 1;
+  const { status, body } = await server.api("POST", "/api/v1/orders", {
+    order_id: `browser-${serial}`,
+    sku: "LIP",
+    qty,
+    platform: "douyin",
+    room,
+    paid: true,
+  });
+  assert.equal(status, 201, JSON.stringify(body));
+}
+
+/** The number in the LIP card on the big screen. */
+async function shown(page) {
+  return page.locator('.card[data-sku="LIP"] .available').textContent();
+}
+
+test("the pages follow a live show", async (t) => {
+  const server = new Server();
+  await server.start();
+  const browser = await launch();
+  t.after(async () => {
+    await browser.close();
+    await server.stop();
+  });
+  // A three-hour show half over; LIP's forecast is 100 with 1,000 on hand.
+  const now = Date.now();
+  assert.equal((await server.api("PUT", "/api/v1/skus/LIP", { name: "丝绒口红", total: 1000 })).status, 200);
+  assert.equal((await server.api("PUT", "/api/v1/skus/PEN", { name: "眼线笔", total: 500 })).status, 200);
+  const room = await server.api("PUT", "/api/v1/rooms/r1", {
+    name: "晚八点专场",
+    starts_at: new Date(now - 90 * MINUTE).toISOString(),
+    ends_at: new Date(now + 90 * MINUTE).toISOString(),
+    listings: [
+      { sku: "LIP", forecast: 100, policy: { hot: true } },
+      { sku: "PEN", forecast: 400 },
+    ],
+  });
+  assert.equal(room.status, 200, JSON.stringify(room.body));
+
+  const screen = await browser.newPage({ viewport: { width: 1920, height: 1080 }, locale: "zh-CN" });
+  await screen.goto(`${server.base}/?room=r1`);
+  await screen.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
+  assert.equal(await shown(screen), "1,000");
+  const host = await browser.newPage({ viewport: { width: 390, height: 844 }, locale: "zh-CN" });
+  await host.goto(`${server.base}/host?room=r1&sku=LIP`);
+  await host.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
+
+  await t.test("an order over HTTP changes the big screen within a second", async () => {
+    const started = Date.now();
+    await order(server, 5);
+    await screen.waitForFunction(
+      () => document.querySelector('.card[data-sku="LIP"] .available').textContent === "995",
+      null,
+      { timeout: 1000 },
+    );
+    assert.ok(Date.now() - started < 1000);
+  });
+
+  await t.test("crossing the thresholds changes the card's colour and the host's hint", async () => {
+    const card = screen.locator('.card[data-sku="LIP"]');
+    const steps = [
+      [75, "level-yellow", ""],
+      [20, "level-orange", "slow_the_pace"],
+      [20, "level-red", "stop_selling"],
+    ];
+    for (const [qty, colour, hint] of steps) {
+      await order(server, qty);
+      await screen.waitForFunction(
+        (wanted) => document.querySelector('.card[data-sku="LIP"]').classList.contains(wanted),
+        colour,
+        { timeout: 3000 },
+      );
+      assert.ok((await card.getAttribute("class")).includes(colour));
+      await host.waitForFunction(
+        ([wanted, key]) =>
+          document.getElementById("page").classList.contains(wanted) &&
+          document.getElementById("hint").dataset.key === key,
+        [colour, hint],
+        { timeout: 3000 },
+      );
+    }
+    assert.equal(await host.locator("#hint").textContent(), "停止售卖，切换下一款");
+    await screen.screenshot({ path: join(screenshots, "screen-zh-CN.png") });
+    await host.screenshot({ path: join(screenshots, "host.png") });
+  });
+
+  await t.test("acknowledging an alert in the console shows in the feed and over the API", async () => {
+    const console = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    await console.goto(`${server.base}/console?room=r1`);
+    await console.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
+    const open = console.locator('#feed li[data-state="open"]').first();
+    await open.waitFor();
+    const id = await open.getAttribute("data-id");
+    await open.locator("button.ack").click();
+    await console.waitForFunction(
+      (alert) => document.querySelector(`#feed li[data-id="${alert}"]`).dataset.state === "acknowledged",
+      id,
+      { timeout: 3000 },
+    );
+    const { body } = await server.api("GET", "/api/v1/alerts");
+    const alert = body.alerts.find((entry) => String(entry.id) === id);
+    assert.equal(alert.state, "acknowledged");
+    assert.equal(alert.acknowledged_by, "console");
+    await console.screenshot({ path: join(screenshots, "console.png") });
+    await console.close();
+  });
+
+  await t.test("killed and restarted, the pages reconnect and show the current state", async () => {
+    await server.kill();
+    await screen.waitForFunction(() => document.getElementById("connection").dataset.state === "reconnecting", null, {
+      timeout: 5000,
+    });
+    await server.start();
+    await order(server, 3);
+    await screen.waitForFunction(
+      () =>
+        document.getElementById("connection").dataset.state === "live" &&
+        document.querySelector('.card[data-sku="LIP"] .available').textContent === "877",
+      null,
+      { timeout: 15000 },
+    );
+    await host.waitForFunction(() => document.getElementById("left").textContent === "877", null, {
+      timeout: 15000,
+    });
+  });
+
+  await t.test("the big screen speaks English too", async () => {
+    const english = await browser.newPage({ viewport: { width: 1920, height: 1080 }, locale: "en-US" });
+    await english.goto(`${server.base}/?room=r1&lang=en`);
+    await english.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
+    assert.equal(await english.locator('.card[data-sku="LIP"] .badge').textContent(), "Critical");
+    await english.screenshot({ path: join(screenshots, "screen-en.png") });
+    await english.close();
+  });
+});

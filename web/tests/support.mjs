@@ -1,0 +1,86 @@
+// What the browser tests share: the real server binary on a free port with its own data
+// directory, the JSON API, and headless Chromium (Debian's package).
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+export const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+export const screenshots = join(root, "target", "screenshots");
+
+export async function freePort() {
+  return new Promise((done, fail) => {
+    const probe = createServer();
+    probe.once("error", fail);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => done(port));
+    });
+  });
+}
+
+/** The server: start it, kill it, start it again on the same port and data directory. */
+export class Server {
+  constructor() {
+    this.dataDir = mkdtempSync(join(tmpdir(), "stockpulse-browser-"));
+    this.binary = process.env.STOCKPULSE_BIN ?? join(root, "target", "debug", "stockpulse");
+    this.child = null;
+  }
+
+  async start() {
+    if (this.port === undefined) this.port = await freePort();
+    this.base = `http://127.0.0.1:${this.port}`;
+    this.child = spawn(this.binary, ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir], {
+      stdio: ["ignore", "ignore", "inherit"],
+      env: { ...process.env, RUST_LOG: "warn" },
+    });
+    for (let attempt = 0; attempt < 200; attempt += 1) {
+      try {
+        const response = await fetch(`${this.base}/healthz`);
+        if (response.ok) return;
+      } catch {
+        // Not listening yet.
+      }
+      await new Promise((done) => setTimeout(done, 50));
+    }
+    throw new Error(`${this.binary} did not answer on ${this.base}`);
+  }
+
+  /** SIGKILL, as a crash would. */
+  async kill() {
+    const exited = new Promise((done) => this.child.once("exit", done));
+    this.child.kill("SIGKILL");
+    await exited;
+  }
+
+  async stop() {
+    if (this.child && this.child.exitCode === null) {
+      const exited = new Promise((done) => this.child.once("exit", done));
+      this.child.kill("SIGTERM");
+      await exited;
+    }
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  async api(method, path, body) {
+    const response = await fetch(`${this.base}${path}`, {
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : null };
+  }
+}
+
+export async function launch() {
+  mkdirSync(screenshots, { recursive: true });
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu"],
+  });
+}
