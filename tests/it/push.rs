@@ -424,3 +424,47 @@ async fn random_bytes_hurt_only_the_session_that_sends_them() {
     assert_eq!(change[0]["stock"]["locked"], 1, "seed {seed}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn resuming_with_another_runs_epoch_gets_a_resync() {
+    // Goal: snapshots carry the run's epoch; a client resuming with an epoch of another run
+    // (the server restarted) gets a resync, not changes of this run that happen to follow
+    // its sequence number; with this run's epoch it resumes normally.
+    let server = TestServer::start().await;
+    server.sku("A", 10).await;
+    let mut first = connect(&server, "stockpulse.v1.json").await;
+    send(&mut first, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
+    let snapshot = next_messages(&mut first).await;
+    let epoch = snapshot[0]["epoch"].as_u64().expect("an epoch");
+    let (status, _) = server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "e1", "sku": "A", "qty": 1, "platform": "douyin"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    assert_eq!(next_messages(&mut first).await[0]["seq"], 1);
+
+    let mut same = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut same,
+        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": 0}, "epoch": epoch}),
+    )
+    .await;
+    let resumed = next_messages(&mut same).await;
+    assert_eq!(
+        (resumed[0]["type"].as_str(), resumed[0]["seq"].as_u64()),
+        (Some("stock"), Some(1))
+    );
+
+    let mut other = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut other,
+        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": 0}, "epoch": epoch + 1}),
+    )
+    .await;
+    let resynced = next_messages(&mut other).await;
+    assert_eq!(resynced[0]["type"], "resync");
+    assert_eq!(resynced[0]["stock"]["available"], 9);
+    server.stop().await;
+}

@@ -186,6 +186,20 @@ function take(message) {
   }
 }
 
+/** Starts the ticker with the room's latest alerts, so a screen opened mid-show has context. */
+async function seedTicker() {
+  try {
+    const { alerts } = await api("GET", "/api/v1/alerts");
+    const recent = alerts.filter((alert) => alert.room === state.room).slice(-TICKER_LINES);
+    for (const alert of recent) {
+      const reason = alert.reasons?.[0]?.text ?? "";
+      tick(alert.to, `${alert.sku}: ${t(alert.from)} → ${t(alert.to)} · ${reason}`, alert.at);
+    }
+  } catch {
+    // The ticker fills as the show goes on.
+  }
+}
+
 async function refresh() {
   if (!state.room || !state.view) return;
   try {
@@ -224,6 +238,7 @@ async function main() {
     $("empty").hidden = Boolean(state.room);
     if (!state.room) await new Promise((resolve) => setTimeout(resolve, 3000));
   }
+  await seedTicker();
   new Live([`room:${state.room}`], take, showState).start();
   setInterval(renderAll, 1000);
   setInterval(refresh, REFRESH_MS);

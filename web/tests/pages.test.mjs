@@ -140,6 +140,35 @@ test("the pages follow a live show", async (t) => {
     });
   });
 
+  await t.test("the pages do not grow over a long show", async () => {
+    // A listing that changes level at every order and cancellation (no dwell, no margin):
+    // each cycle adds level changes and hints to the ticker, which keeps eight lines.
+    const made = await server.api("PUT", "/api/v1/rooms/r2", {
+      starts_at: new Date(now - 90 * MINUTE).toISOString(),
+      ends_at: new Date(now + 90 * MINUTE).toISOString(),
+      listings: [{ sku: "PEN", forecast: 10, policy: { dwell_s: 0, hysteresis: 0 } }],
+    });
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+    await page.goto(`${server.base}/?room=r2`);
+    await page.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
+    const cycle = async (index) => {
+      const id = `cycle-${index}`;
+      const placed = await server.api("POST", "/api/v1/orders", { order_id: id, sku: "PEN", qty: 13, platform: "douyin", room: "r2" });
+      assert.equal(placed.status, 201, JSON.stringify(placed.body));
+      await page.waitForFunction(() => document.querySelector('.card[data-sku="PEN"]').classList.contains("level-red"));
+      assert.equal((await server.api("POST", `/api/v1/orders/${id}/cancel`)).status, 200);
+      await page.waitForFunction(() => !document.querySelector('.card[data-sku="PEN"]').classList.contains("level-red"));
+    };
+    for (let index = 0; index < 6; index += 1) await cycle(index);
+    const nodes = () => page.evaluate(() => document.getElementsByTagName("*").length);
+    const before = await nodes();
+    for (let index = 6; index < 36; index += 1) await cycle(index);
+    assert.equal(await nodes(), before);
+    assert.equal(await page.locator("#ticker li").count(), 8);
+    await page.close();
+  });
+
   await t.test("the big screen speaks English too", async () => {
     const english = await browser.newPage({ viewport: { width: 1920, height: 1080 }, locale: "en-US" });
     await english.goto(`${server.base}/?room=r1&lang=en`);
