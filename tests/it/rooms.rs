@@ -477,3 +477,61 @@ async fn the_largest_room_reaches_a_subscriber_whole_at_the_end_of_its_show() {
     assert!(changes.iter().all(|message| message["type"] != "resync"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_changes_a_forecast_and_the_level_follows() {
+    // Goal: a new forecast keeps what the listing consumed and re-decides its level; bad
+    // forecasts and unknown listings are refused and change nothing.
+    let server = TestServer::start().await;
+    server.sku("LIP", 1_000).await;
+    let (status, _) = server
+        .put(
+            "/api/v1/rooms/r1",
+            show(json!([{"sku": "LIP", "forecast": 100}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server.clock.advance(90 * MINUTE);
+    let (status, _) = order(&server, "o1", Some("r1"), 90).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Past the dwell time of the yellow that 90 % gave.
+    server.clock.advance(Duration::from_secs(31));
+    let (status, view) = server
+        .put(
+            "/api/v1/rooms/r1/listings/LIP/forecast",
+            json!({"forecast": 200}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["listings"][0]["forecast"], 200);
+    assert_eq!(view["listings"][0]["consumed"], 90);
+    assert_eq!(view["listings"][0]["level"], "green");
+    for (path, body, expected) in [
+        (
+            "/api/v1/rooms/r1/listings/LIP/forecast",
+            json!({"forecast": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/rooms/r1/listings/LIP/forecast",
+            json!({"forecast": "many"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/rooms/r1/listings/PEN/forecast",
+            json!({"forecast": 5}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/rooms/r9/listings/LIP/forecast",
+            json!({"forecast": 5}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (status, answer) = server.put(path, body).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+    }
+    let (_, view) = server.get("/api/v1/rooms/r1").await;
+    assert_eq!(view["listings"][0]["forecast"], 200);
+    server.stop().await;
+}
