@@ -49,6 +49,10 @@ pub struct Config {
     pub push_interval: Duration,
     /// Alert delivery: receivers, routes, grouping, limits, escalation (`[notify]`).
     pub notify: crate::notify::NotifyConfig,
+    /// Credentials and origins (`[auth]`).
+    pub auth: AuthConfig,
+    /// Listen beyond loopback without credentials (`--insecure`); a run flag.
+    pub insecure: bool,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
 }
@@ -69,12 +73,27 @@ impl Default for Config {
             push_queue_bytes: crate::hub::SESSION_QUEUE_BYTES_DEFAULT,
             push_interval: crate::hub::PUSH_INTERVAL_DEFAULT,
             notify: crate::notify::NotifyConfig::default(),
+            auth: AuthConfig::default(),
+            insecure: false,
             demo_seed: None,
         }
     }
 }
 
 impl Config {
+    /// Refuses to listen beyond loopback without credentials, unless `--insecure`.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        let exposed = !self.listen.ip().is_loopback();
+        if exposed && self.auth.secret.is_none() && !self.insecure {
+            return Err(ConfigError::Invalid(format!(
+                "listening on {} without credentials: set auth.secret (or STOCKPULSE_AUTH_SECRET), \
+                 listen on loopback, or pass --insecure",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
     pub fn journal(&self) -> JournalConfig {
         JournalConfig {
             directory: self.data_dir.join("journal"),
@@ -112,6 +131,30 @@ pub struct ConfigLayer {
     pub push_interval_ms: Option<u64>,
     /// Alert delivery (the configuration file only).
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// Credentials and origins; the secret may also come from `STOCKPULSE_AUTH_SECRET`.
+    pub auth: Option<AuthConfig>,
+}
+
+/// Who may connect: the secret tokens are signed with, the platforms whose order webhooks
+/// are signed, and the origins browsers may open `/ws` from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// At least 32 bytes; without one, the server takes no credentials and listens on
+    /// loopback only.
+    pub secret: Option<String>,
+    /// Pages on these origins (`https://screen.example.com`) may open `/ws`; without a list,
+    /// only pages served by this server may.
+    pub allowed_origins: Vec<String>,
+    pub platforms: Vec<PlatformSecret>,
+}
+
+/// A platform that signs its order webhooks (`X-Stockpulse-Platform` names it).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSecret {
+    pub name: String,
+    pub secret: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +202,21 @@ impl ConfigLayer {
             push_queue_kib: over.push_queue_kib.or(self.push_queue_kib),
             push_interval_ms: over.push_interval_ms.or(self.push_interval_ms),
             notify: over.notify.or(self.notify),
+            auth: match (self.auth, over.auth) {
+                (Some(mut under), Some(over)) => {
+                    if over.secret.is_some() {
+                        under.secret = over.secret;
+                    }
+                    if !over.allowed_origins.is_empty() {
+                        under.allowed_origins = over.allowed_origins;
+                    }
+                    if !over.platforms.is_empty() {
+                        under.platforms = over.platforms;
+                    }
+                    Some(under)
+                }
+                (under, over) => over.or(under),
+            },
         }
     }
 
@@ -240,6 +298,23 @@ impl ConfigLayer {
         };
         let notify = self.notify.unwrap_or_default();
         notify.validate().map_err(ConfigError::Invalid)?;
+        let auth = self.auth.unwrap_or_default();
+        if let Some(secret) = &auth.secret
+            && secret.len() < crate::auth::SECRET_BYTES_MIN
+        {
+            return Err(ConfigError::Invalid(format!(
+                "auth.secret must be at least {} bytes",
+                crate::auth::SECRET_BYTES_MIN
+            )));
+        }
+        for platform in &auth.platforms {
+            if platform.name.is_empty() || platform.secret.len() < 16 {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.platforms: {:?} needs a name and a secret of at least 16 bytes",
+                    platform.name
+                )));
+            }
+        }
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
@@ -253,6 +328,8 @@ impl ConfigLayer {
             push_queue_bytes: usize::try_from(push_queue_kib * 1024).unwrap_or(usize::MAX),
             push_interval,
             notify,
+            auth,
+            insecure: false,
             demo_seed: None,
         })
     }
@@ -347,5 +424,39 @@ mod notify_tests {
         }
         let refused = broken.resolve().expect_err("refused");
         assert!(refused.to_string().contains("nobody"), "{refused}");
+    }
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_needs_credentials_or_insecure() {
+        let mut config = ConfigLayer {
+            listen: Some("0.0.0.0:8080".parse().expect("address")),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+        .expect("valid");
+        let refused = config.check_exposure().expect_err("refused");
+        assert!(refused.to_string().contains("--insecure"), "{refused}");
+        config.insecure = true;
+        assert!(config.check_exposure().is_ok());
+        config.insecure = false;
+        config.auth.secret = Some("x".repeat(32));
+        assert!(config.check_exposure().is_ok());
+        assert!(
+            Config::default().check_exposure().is_ok(),
+            "loopback needs nothing"
+        );
+        let short = ConfigLayer {
+            auth: Some(AuthConfig {
+                secret: Some("short".to_owned()),
+                ..AuthConfig::default()
+            }),
+            ..ConfigLayer::default()
+        };
+        assert!(short.resolve().is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod alert;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod journal;

@@ -61,6 +61,34 @@ struct Args {
     /// Seed of the demo's random choices, to repeat a run [default: random].
     #[arg(long, requires = "demo")]
     demo_seed: Option<u64>,
+    /// Listen beyond loopback even without credentials (no auth secret configured).
+    #[arg(long)]
+    insecure: bool,
+    /// The secret tokens are signed with (at least 32 bytes); better in the environment or
+    /// the configuration file than on a command line.
+    #[arg(long, env = "STOCKPULSE_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Prints a token signed with the configured auth secret.
+    Token {
+        /// admin, operator, ingest or viewer.
+        #[arg(long)]
+        role: String,
+        /// Limit an operator or a viewer to this room (repeatable).
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+        /// Days until it expires.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Who it is for (shown in logs and acknowledgements).
+        #[arg(long, default_value = "stockpulse")]
+        subject: String,
+    },
 }
 
 /// mimalloc rather than the system allocator: a request allocates and frees many small
@@ -97,6 +125,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Command::Token {
+        role,
+        rooms,
+        days,
+        subject,
+    }) = &args.command
+    {
+        return issue_token(&config, role, rooms, *days, subject);
+    }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -104,6 +141,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `stockpulse token`: prints a token, or says why not.
+fn issue_token(
+    config: &stockpulse::config::Config,
+    role: &str,
+    rooms: &[String],
+    days: u64,
+    subject: &str,
+) -> ExitCode {
+    let Some(secret) = &config.auth.secret else {
+        eprintln!("no auth secret: set STOCKPULSE_AUTH_SECRET or auth.secret in the configuration");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Some(role) = stockpulse::auth::Role::parse(role) else {
+        eprintln!("role must be admin, operator, ingest or viewer, got {role:?}");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let now = SystemClock.now().as_millis() / 1000;
+    let claims = stockpulse::auth::Claims {
+        sub: subject.to_owned(),
+        role,
+        rooms: (!rooms.is_empty()).then(|| rooms.to_vec()),
+        exp: now.saturating_add(days.saturating_mul(86_400)),
+    };
+    println!(
+        "{}",
+        stockpulse::auth::Authority::new(secret.as_bytes()).issue(&claims)
+    );
+    ExitCode::SUCCESS
 }
 
 fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
@@ -124,9 +191,20 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         push_queue_kib: args.push_queue_kib,
         push_interval_ms: args.push_interval_ms,
         notify: None,
+        auth: args
+            .auth_secret
+            .clone()
+            .map(|secret| stockpulse::config::AuthConfig {
+                secret: Some(secret),
+                ..stockpulse::config::AuthConfig::default()
+            }),
     };
     let mut config = file.merge(command_line).resolve()?;
     config.repair = args.repair;
+    config.insecure = args.insecure;
+    if args.command.is_none() {
+        config.check_exposure()?;
+    }
     if args.demo {
         config.demo_seed = Some(args.demo_seed.unwrap_or_else(|| fastrand::u64(..)));
     }

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alert::Engine;
+use crate::api::Access;
 use crate::api::{self, Metrics, Shared};
+use crate::auth::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
 pub use crate::demo::DEMO_SPEEDUP;
@@ -97,7 +99,28 @@ pub async fn run(
         hub: hub.clone(),
         engine,
         notifier: notifier.clone(),
+        access: Access {
+            authority: config
+                .auth
+                .secret
+                .as_ref()
+                .map(|secret| Authority::new(secret.as_bytes())),
+            platforms: config
+                .auth
+                .platforms
+                .iter()
+                .map(|platform| (platform.name.clone(), platform.secret.as_bytes().to_vec()))
+                .collect(),
+            allowed_origins: config.auth.allowed_origins.clone(),
+        },
+        body_limit_bytes: usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX),
     });
+    if config.auth.secret.is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "No auth secret: every request is admin. Fine on loopback; set auth.secret before exposing the server."
+        );
+    }
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The hub publishes what the journal made durable, and nothing else.

@@ -1,16 +1,17 @@
 //! Alert routes: the alert feed with each alert's state and deliveries, acknowledgement, and
 //! the outbox's deliveries (dead letters included).
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiPath;
+use crate::auth::Claims;
 use crate::notify::{AlertView, DeliveryState, DeliveryView};
 
 /// Longest name an acknowledgement may carry, in bytes.
@@ -41,8 +42,10 @@ pub(crate) struct AlertListResponse {
     responses((status = 200, description = "The latest 1,000 alerts, oldest first, each with its state (open, acknowledged, resolved) and deliveries (docs/ALERTS.md)")))]
 pub(crate) async fn list(
     State(shared): State<AppState>,
+    claims: Option<Extension<Claims>>,
     query: Result<Query<AlertQuery>, QueryRejection>,
 ) -> Result<Json<AlertListResponse>, ApiError> {
+    let rooms = claims.and_then(|Extension(claims)| claims.rooms);
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let open_only = match query.state.as_deref() {
         None => false,
@@ -53,11 +56,21 @@ pub(crate) async fn list(
             )));
         }
     };
-    let alerts = shared.notifier.list(open_only).await.map_err(unavailable)?;
+    let mut alerts = shared.notifier.list(open_only).await.map_err(unavailable)?;
+    if let Some(rooms) = rooms {
+        // A screen or an operator of some rooms sees their alerts only.
+        alerts.retain(|alert| {
+            alert
+                .alert
+                .get("room")
+                .and_then(|room| room.as_str())
+                .is_some_and(|room| rooms.iter().any(|allowed| allowed == room))
+        });
+    }
     Ok(Json(AlertListResponse { alerts }))
 }
 
-/// Who acknowledges; optional.
+/// Who acknowledges; optional (the token's subject otherwise).
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AckRequest {
@@ -72,9 +85,11 @@ pub(crate) struct AckRequest {
         (status = 404, description = "No such alert", body = ErrorBody)))]
 pub(crate) async fn acknowledge(
     State(shared): State<AppState>,
+    claims: Option<Extension<Claims>>,
     ApiPath(id): ApiPath<u64>,
     body: axum::body::Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
+    let claims = claims.map_or_else(Claims::open, |Extension(claims)| claims);
     // The body is optional: an empty one acknowledges as "operator".
     let request: AckRequest = if body.iter().all(u8::is_ascii_whitespace) {
         AckRequest::default()
@@ -82,13 +97,17 @@ pub(crate) async fn acknowledge(
         serde_json::from_slice(&body)
             .map_err(|error| ApiError::invalid(format!("invalid acknowledgement: {error}")))?
     };
-    let by = request.by.unwrap_or_else(|| "operator".to_owned());
+    let by = request.by.unwrap_or_else(|| claims.sub.clone());
     if by.is_empty() || ACKNOWLEDGER_BYTES_MAX < by.len() || by.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
             "by must be 1 to {ACKNOWLEDGER_BYTES_MAX} bytes without control characters"
         )));
     }
-    match shared.notifier.acknowledge(id, by).await {
+    match shared
+        .notifier
+        .acknowledge(id, by, claims.rooms.clone())
+        .await
+    {
         Ok(Some(alert)) => Ok(Json(alert)),
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -5,6 +5,7 @@
 //! It never holds a ledger lock itself: every ledger call is synchronous and returns before
 //! the handler awaits anything.
 
+mod access;
 mod alerts;
 mod dto;
 mod error;
@@ -32,6 +33,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::hub::Hub;
 use crate::journal::Journal;
 use crate::ledger::Ledger;
+pub(crate) use access::Access;
 use dto::HealthResponse;
 use error::ApiError;
 pub(crate) use metrics::Metrics;
@@ -45,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) engine: Arc<crate::alert::Engine>,
     pub(crate) notifier: Arc<crate::notify::Notifier>,
+    pub(crate) access: Access,
+    /// The largest request body, for the routes that read a body themselves.
+    pub(crate) body_limit_bytes: usize,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any
@@ -129,6 +134,10 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            access::authorize,
+        ))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             record_latency,

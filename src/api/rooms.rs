@@ -314,12 +314,21 @@ pub(crate) struct RoomListResponse {
 
 #[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms",
     responses((status = 200, description = "Every room, by id, with each listing's level", body = RoomListResponse)))]
-pub(crate) async fn list(State(shared): State<AppState>) -> Json<RoomListResponse> {
+pub(crate) async fn list(
+    State(shared): State<AppState>,
+    claims: Option<axum::Extension<crate::auth::Claims>>,
+) -> Json<RoomListResponse> {
     let now = shared.now();
+    let allowed = claims.and_then(|axum::Extension(claims)| claims.rooms);
     let rooms = shared
         .ledger
         .rooms()
         .iter()
+        .filter(|room| {
+            allowed
+                .as_ref()
+                .is_none_or(|allowed| allowed.iter().any(|id| id == room.id.as_str()))
+        })
         .filter_map(|room| shared.engine.room_summary(&room.id, now))
         .map(|view| RoomSummary {
             room: view.room,

@@ -17,6 +17,7 @@ use super::AppState;
 use super::dto::{BatchOp, LineBody, OrderRequestBody, OrderResponse};
 use super::error::{ApiError, ErrorDetail};
 use super::orders::execute;
+use crate::auth::{Action, Claims, Role};
 use crate::hub::{Chunk, Codec, Join, SESSION_TOPICS_MAX, ServerMessage, Topic};
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
@@ -57,6 +58,10 @@ enum ClientMessage {
         topics: Vec<String>,
     },
     Ping,
+    /// Credentials, for clients that could not give a token with the handshake.
+    Auth {
+        token: String,
+    },
     /// Acknowledges an alert, as `POST /api/v1/alerts/{id}/ack`.
     Ack {
         id: u64,
@@ -123,7 +128,33 @@ const PENDING_REPLIES_MAX: usize = 10_000;
 /// Replies waiting for the journal, in command order: (durable sequence needed, reply).
 type Pending = std::collections::VecDeque<(u64, Bytes)>;
 
-pub(crate) async fn upgrade(State(shared): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    State(shared): State<AppState>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_text =
+        |name: axum::http::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let origin = header_text(axum::http::header::ORIGIN);
+    if !shared
+        .access
+        .origin_allowed(origin, header_text(axum::http::header::HOST))
+    {
+        return axum::response::IntoResponse::into_response(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "pages on {} may not open /ws here",
+                origin.unwrap_or_default()
+            ),
+        ));
+    }
+    // A token in the query (browsers cannot set headers here) or the Authorization header;
+    // without one the session must send `{"op":"auth"}` first.
+    let claims = super::access::token(&headers, uri.query())
+        .or(shared.access.authority.is_none().then_some(""))
+        .and_then(|token| shared.access.claims(Some(token), shared.now()).ok());
     upgrade
         .protocols([PROTOCOL_JSON, PROTOCOL_MSGPACK])
         .max_message_size(CLIENT_MESSAGE_BYTES_MAX)
@@ -132,10 +163,10 @@ pub(crate) async fn upgrade(State(shared): State<AppState>, upgrade: WebSocketUp
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
-        .on_upgrade(move |socket| session(shared, socket))
+        .on_upgrade(move |socket| session(shared, socket, claims))
 }
 
-async fn session(shared: AppState, socket: WebSocket) {
+async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>) {
     let codec = match socket
         .protocol()
         .and_then(|protocol| protocol.to_str().ok())
@@ -182,17 +213,66 @@ async fn session(shared: AppState, socket: WebSocket) {
                         continue;
                     }
                 };
-                let request = match request {
-                    ClientMessage::Ack { id, by } => {
-                        let reply = acknowledge(&shared, codec, id, by).await;
+                let request = match (request, &claims) {
+                    (ClientMessage::Auth { token }, _) => {
+                        let reply = match shared.access.claims(Some(&token), shared.now()) {
+                            Ok(granted) => {
+                                let reply = ServerMessage::bare("authed").encode(codec);
+                                claims = Some(granted);
+                                reply
+                            }
+                            Err(error) => {
+                                bad_messages += 1;
+                                if !refuse(&mut sender, &mut receiver, codec, bad_messages, ("unauthorized", error.to_string())).await {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
                         if !send_within(&mut sender, frame_message(codec, reply)).await {
                             break;
                         }
                         continue;
                     }
-                    other => other,
+                    (_, None) => {
+                        bad_messages += 1;
+                        let refusal = ("unauthorized", "send {\"op\":\"auth\",\"token\":…} first".to_owned());
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    (ClientMessage::Ack { .. }, Some(granted))
+                        if !matches!(granted.role, Role::Admin | Role::Operator) =>
+                    {
+                        bad_messages += 1;
+                        let refusal = ("forbidden", format!("{:?} may not acknowledge alerts", granted.role));
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    (ClientMessage::Ack { id, by }, Some(granted)) => {
+                        let rooms = granted.rooms.clone();
+                        let by = by.or_else(|| Some(granted.sub.clone()));
+                        let reply = acknowledge(&shared, codec, id, by, rooms).await;
+                        if !send_within(&mut sender, frame_message(codec, reply)).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    (other, Some(_)) => other,
                 };
+                let granted = claims.clone().unwrap_or_else(Claims::open);
                 let request = match command(request) {
+                    Ok((_, _)) if !granted.allows(Action::Order) => {
+                        bad_messages += 1;
+                        let refusal = ("forbidden", format!("{:?} may not place orders", granted.role));
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                            break;
+                        }
+                        continue;
+                    }
                     Ok((id, op)) => {
                         command_reply(&shared, codec, &mut pending, id, op);
                         let ready = flush_durable(&mut pending, *durable.borrow());
@@ -203,7 +283,7 @@ async fn session(shared: AppState, socket: WebSocket) {
                     }
                     Err(request) => request,
                 };
-                let reply = match handle(&shared, &link, &mut topics, request) {
+                let reply = match handle(&shared, &link, &mut topics, request, &granted) {
                     Ok(Some(reply)) => reply,
                     Ok(None) => continue,
                     Err(refusal) => {
@@ -278,12 +358,18 @@ async fn session(shared: AppState, socket: WebSocket) {
 }
 
 /// Acknowledges an alert for the console: the alert as it now stands, or an error.
-async fn acknowledge(shared: &AppState, codec: Codec, id: u64, by: Option<String>) -> Bytes {
+async fn acknowledge(
+    shared: &AppState,
+    codec: Codec,
+    id: u64,
+    by: Option<String>,
+    rooms: Option<Vec<String>>,
+) -> Bytes {
     let by = by.unwrap_or_else(|| "console".to_owned());
     if by.is_empty() || 128 < by.len() || by.chars().any(char::is_control) {
         return ServerMessage::error("invalid_message", "by must be 1 to 128 bytes").encode(codec);
     }
-    match shared.notifier.acknowledge(id, by).await {
+    match shared.notifier.acknowledge(id, by, rooms).await {
         Ok(Some(alert)) => {
             #[derive(Serialize)]
             struct Acked<'a> {
@@ -461,6 +547,7 @@ fn handle(
     link: &std::sync::Arc<crate::hub::SessionLink>,
     topics: &mut Vec<Topic>,
     request: ClientMessage,
+    claims: &Claims,
 ) -> Result<Option<Bytes>, (&'static str, String)> {
     match request {
         ClientMessage::Ping => Ok(Some(ServerMessage::bare("pong").encode(link.codec))),
@@ -477,6 +564,18 @@ fn handle(
                 ));
             }
             let parsed = parse(&names)?;
+            if let Some(topic) = parsed.iter().find(|topic| {
+                let action = match topic {
+                    Topic::Room(room) => Action::ReadRoom(room.as_str()),
+                    Topic::Sku(_) | Topic::Alerts => Action::ReadAll,
+                };
+                !claims.allows(action)
+            }) {
+                return Err((
+                    "forbidden",
+                    format!("{:?} may not follow {}", claims.role, topic.name()),
+                ));
+            }
             let fresh: Vec<Topic> = parsed
                 .into_iter()
                 .filter(|topic| !topics.contains(topic))
@@ -521,6 +620,7 @@ fn handle(
             Ok(None)
         }
         ClientMessage::Ack { .. }
+        | ClientMessage::Auth { .. }
         | ClientMessage::Reserve(_)
         | ClientMessage::Sell(_)
         | ClientMessage::Confirm(_)

@@ -125,6 +125,7 @@ enum Command {
     Acknowledge {
         id: u64,
         by: String,
+        rooms: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Option<AlertView>, String>>,
     },
     List {
@@ -233,9 +234,20 @@ impl Notifier {
     }
 
     /// Acknowledges an alert; `Ok(None)` when there is no such alert.
-    pub async fn acknowledge(&self, id: u64, by: String) -> Result<Option<AlertView>, String> {
+    /// `rooms`, when given, limits it to alerts of those rooms (others are not found).
+    pub async fn acknowledge(
+        &self,
+        id: u64,
+        by: String,
+        rooms: Option<Vec<String>>,
+    ) -> Result<Option<AlertView>, String> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Acknowledge { id, by, reply })?;
+        self.send(Command::Acknowledge {
+            id,
+            by,
+            rooms,
+            reply,
+        })?;
         answer
             .await
             .map_err(|_| "the notifier stopped".to_owned())?
@@ -350,7 +362,21 @@ impl Worker {
                     self.announce_state(id, now);
                 }
             }
-            Command::Acknowledge { id, by, reply } => {
+            Command::Acknowledge {
+                id,
+                by,
+                rooms,
+                reply,
+            } => {
+                let outside = self.dispatcher.record(id).is_some_and(|record| {
+                    rooms
+                        .as_ref()
+                        .is_some_and(|rooms| !rooms.contains(&record.notice.room))
+                });
+                if outside {
+                    let _ = reply.send(Ok(None));
+                    return;
+                }
                 let answer = match self.dispatcher.acknowledge(id, &by, now) {
                     None => Ok(None),
                     Some(false) => Ok(self.view(id)),

@@ -1,6 +1,7 @@
 //! The integration tests: one binary (to keep link time down), one module per area. Every
 //! test starts the real server on an ephemeral port and talks to it over TCP.
 
+mod access;
 mod bad_input;
 mod durability;
 mod load;

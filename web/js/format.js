@@ -21,11 +21,21 @@ export function count(value) {
   return Number(value ?? 0).toLocaleString("en-US");
 }
 
+/** The page's token, from `?token=` (kept for the tab's later pages), if the server wants one. */
+export function token() {
+  const given = new URLSearchParams(location.search).get("token");
+  if (given) sessionStorage.setItem("stockpulse.token", given);
+  return given ?? sessionStorage.getItem("stockpulse.token");
+}
+
 /** Fetches JSON from the API; throws with the server's error message. */
 export async function api(method, path, body) {
+  const headers = body === undefined ? {} : { "content-type": "application/json" };
+  const credential = token();
+  if (credential) headers.authorization = `Bearer ${credential}`;
   const response = await fetch(path, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();

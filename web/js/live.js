@@ -3,6 +3,8 @@
 // itself with growing pauses, resuming each topic from the last sequence number it saw
 // (the server answers with what was missed, or a fresh snapshot).
 
+import { token } from "./format.js";
+
 const PAUSE_MIN_MS = 500;
 const PAUSE_MAX_MS = 10000;
 const PING_MS = 20000;
@@ -28,7 +30,9 @@ export class Live {
   start() {
     this.onState(this.seen.size === 0 ? "connecting" : "reconnecting");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws`, "stockpulse.v1.json");
+    const credential = token();
+    const query = credential ? `?token=${encodeURIComponent(credential)}` : "";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws${query}`, "stockpulse.v1.json");
     this.socket = socket;
     socket.onopen = () => {
       const since = {};
