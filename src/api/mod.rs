@@ -37,6 +37,21 @@ pub(crate) use access::Access;
 use dto::HealthResponse;
 use error::ApiError;
 pub(crate) use metrics::Metrics;
+pub(crate) use ws::decode_client_message;
+
+/// Decodes and checks each kind of JSON body the API takes, as its handler would: an
+/// order, a batch, a SKU update, a room. For the property tests and the fuzz targets.
+pub(crate) fn decode_bodies(bytes: &[u8]) -> [bool; 4] {
+    let order = serde_json::from_slice::<dto::OrderRequestBody>(bytes)
+        .ok()
+        .is_some_and(|body| body.into_request().is_ok());
+    let batch = serde_json::from_slice::<dto::BatchRequest>(bytes).is_ok();
+    let sku = serde_json::from_slice::<dto::PutSkuRequest>(bytes)
+        .ok()
+        .is_some_and(|body| body.into_update().is_ok());
+    let room = rooms::decode_room(bytes);
+    [order, batch, sku, room]
+}
 
 /// What every handler shares.
 pub(crate) struct Shared {

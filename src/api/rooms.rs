@@ -242,6 +242,16 @@ impl PutRoomRequest {
     }
 }
 
+/// Decodes and checks a room body as `PUT /api/v1/rooms/{room}` would.
+pub(crate) fn decode_room(bytes: &[u8]) -> bool {
+    let Ok(id) = RoomId::new("fuzz") else {
+        return false;
+    };
+    serde_json::from_slice::<PutRoomRequest>(bytes)
+        .ok()
+        .is_some_and(|body| body.into_room(id).is_ok())
+}
+
 fn room_id(raw: &str) -> Result<RoomId, ApiError> {
     Ok(RoomId::new(raw)?)
 }

@@ -199,7 +199,7 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                 last_heard = Instant::now();
                 let request: Result<ClientMessage, String> = match &message {
                     Message::Text(text) => serde_json::from_str(text.as_str()).map_err(|error| error.to_string()),
-                    Message::Binary(bytes) => rmp_serde::from_slice(bytes).map_err(|error| error.to_string()),
+                    Message::Binary(bytes) => from_msgpack(bytes).map_err(|error| error.to_string()),
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
@@ -652,5 +652,27 @@ fn frame_message(codec: Codec, bytes: Bytes) -> Message {
             Err(_) => Message::Text("[]".into()),
         },
         Codec::MessagePack => Message::Binary(bytes),
+    }
+}
+
+/// How deep a MessagePack client message may nest: a subscribe nests three levels.
+const CLIENT_MESSAGE_DEPTH_MAX: usize = 16;
+
+/// A MessagePack client message, refused past [`CLIENT_MESSAGE_DEPTH_MAX`] levels.
+fn from_msgpack(bytes: &[u8]) -> Result<ClientMessage, rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(CLIENT_MESSAGE_DEPTH_MAX);
+    ClientMessage::deserialize(&mut deserializer)
+}
+
+/// Decodes one client message as the session would (JSON text or MessagePack), for the
+/// property tests and the fuzz targets. `true` when it is a valid message.
+pub(crate) fn decode_client_message(bytes: &[u8], codec: Codec) -> bool {
+    match codec {
+        Codec::Json => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| serde_json::from_str::<ClientMessage>(text).ok())
+            .is_some(),
+        Codec::MessagePack => from_msgpack(bytes).is_ok(),
     }
 }

@@ -26,6 +26,16 @@ pub(super) enum DecodeError {
     Value(String),
 }
 
+/// How deep a record may nest: records nest a handful of levels, and a bound keeps hostile
+/// bytes from exhausting the stack.
+const RECORD_DEPTH_MAX: usize = 32;
+
+fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(RECORD_DEPTH_MAX);
+    T::deserialize(&mut deserializer)
+}
+
 fn value<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, DecodeError> {
     result.map_err(|error| DecodeError::Value(error.to_string()))
 }
@@ -553,7 +563,7 @@ pub(super) fn decode_fact(
     bytes: &[u8],
     resolve: &dyn Fn(&OrderId) -> Option<Arc<OrderRequest>>,
 ) -> Result<Fact, DecodeError> {
-    let record: FactRecord = rmp_serde::from_slice(bytes)?;
+    let record: FactRecord = from_slice(bytes)?;
     let at = Timestamp::from_millis;
     Ok(match record {
         FactRecord::SkuPut {
@@ -782,7 +792,7 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
 }
 
 pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
-    let record: ImageRecord = rmp_serde::from_slice(bytes)?;
+    let record: ImageRecord = from_slice(bytes)?;
     let at = Timestamp::from_millis;
     Ok(LedgerImage {
         skus: record

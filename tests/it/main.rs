@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod durability;
+mod hostile;
 mod load;
 mod notify;
 mod orders;
