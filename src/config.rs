@@ -53,6 +53,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Listen beyond loopback without credentials (`--insecure`); a run flag.
     pub insecure: bool,
+    /// Connections in total and per address, and the header deadline.
+    pub limits: crate::edge::Limits,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
 }
@@ -75,6 +77,7 @@ impl Default for Config {
             notify: crate::notify::NotifyConfig::default(),
             auth: AuthConfig::default(),
             insecure: false,
+            limits: LIMITS_DEFAULT,
             demo_seed: None,
         }
     }
@@ -133,7 +136,22 @@ pub struct ConfigLayer {
     pub notify: Option<crate::notify::NotifyConfig>,
     /// Credentials and origins; the secret may also come from `STOCKPULSE_AUTH_SECRET`.
     pub auth: Option<AuthConfig>,
+    pub connections_max: Option<usize>,
+    pub connections_per_ip_max: Option<usize>,
+    pub connections_per_ip_per_s: Option<u32>,
+    pub header_timeout_s: Option<u64>,
+    /// Whether loopback clients count against the per-address limits.
+    pub limit_loopback: Option<bool>,
 }
+
+/// The edge's limits unless configured otherwise.
+pub const LIMITS_DEFAULT: crate::edge::Limits = crate::edge::Limits {
+    connections_max: 20_000,
+    per_address_max: 512,
+    per_address_per_second: 64,
+    header_timeout: Duration::from_secs(10),
+    limit_loopback: false,
+};
 
 /// Who may connect: the secret tokens are signed with, the platforms whose order webhooks
 /// are signed, and the origins browsers may open `/ws` from.
@@ -202,6 +220,13 @@ impl ConfigLayer {
             push_queue_kib: over.push_queue_kib.or(self.push_queue_kib),
             push_interval_ms: over.push_interval_ms.or(self.push_interval_ms),
             notify: over.notify.or(self.notify),
+            connections_max: over.connections_max.or(self.connections_max),
+            connections_per_ip_max: over.connections_per_ip_max.or(self.connections_per_ip_max),
+            connections_per_ip_per_s: over
+                .connections_per_ip_per_s
+                .or(self.connections_per_ip_per_s),
+            header_timeout_s: over.header_timeout_s.or(self.header_timeout_s),
+            limit_loopback: over.limit_loopback.or(self.limit_loopback),
             auth: match (self.auth, over.auth) {
                 (Some(mut under), Some(over)) => {
                     if over.secret.is_some() {
@@ -298,6 +323,30 @@ impl ConfigLayer {
         };
         let notify = self.notify.unwrap_or_default();
         notify.validate().map_err(ConfigError::Invalid)?;
+        let limits = crate::edge::Limits {
+            connections_max: self
+                .connections_max
+                .unwrap_or(LIMITS_DEFAULT.connections_max),
+            per_address_max: self
+                .connections_per_ip_max
+                .unwrap_or(LIMITS_DEFAULT.per_address_max),
+            per_address_per_second: self
+                .connections_per_ip_per_s
+                .unwrap_or(LIMITS_DEFAULT.per_address_per_second),
+            header_timeout: self
+                .header_timeout_s
+                .map_or(LIMITS_DEFAULT.header_timeout, Duration::from_secs),
+            limit_loopback: self.limit_loopback.unwrap_or(LIMITS_DEFAULT.limit_loopback),
+        };
+        let positive = 0 < limits.connections_max
+            && 0 < limits.per_address_max
+            && 0 < limits.per_address_per_second
+            && (1..=300).contains(&limits.header_timeout.as_secs());
+        if !positive {
+            return Err(ConfigError::Invalid(
+                "connections_max, connections_per_ip_max and connections_per_ip_per_s must be above 0, header_timeout_s between 1 and 300".to_owned(),
+            ));
+        }
         let auth = self.auth.unwrap_or_default();
         if let Some(secret) = &auth.secret
             && secret.len() < crate::auth::SECRET_BYTES_MIN
@@ -330,6 +379,7 @@ impl ConfigLayer {
             notify,
             auth,
             insecure: false,
+            limits,
             demo_seed: None,
         })
     }

@@ -18,6 +18,7 @@ pub mod alert;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod fuzzing;
 pub mod journal;
 pub mod ledger;

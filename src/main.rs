@@ -191,6 +191,11 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         push_queue_kib: args.push_queue_kib,
         push_interval_ms: args.push_interval_ms,
         notify: None,
+        connections_max: None,
+        connections_per_ip_max: None,
+        connections_per_ip_per_s: None,
+        header_timeout_s: None,
+        limit_loopback: None,
         auth: args
             .auth_secret
             .clone()

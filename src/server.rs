@@ -154,26 +154,20 @@ pub async fn run(
 
     let body_limit_bytes = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
     let app = api::router(shared, body_limit_bytes);
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .into_future();
-    let mut server = tokio::spawn(serve);
-
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = shutdown => {
-            tracing::info!("Shutting down: no new connections, finishing requests in flight.");
-            cancel.cancel();
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "Requests still in flight after the grace period; dropping them.");
-                    server.abort();
-                    Ok(Ok(()))
-                }
-            }
-        }
-    };
+    let edge = Arc::new(crate::edge::EdgeCounters::default());
+    let stop = cancel.clone();
+    let server = tokio::spawn(crate::edge::serve(
+        listener,
+        app,
+        config.limits,
+        edge,
+        stop.cancelled_owned(),
+        SHUTDOWN_GRACE,
+    ));
+    shutdown.await;
+    tracing::info!("Shutting down: no new connections, finishing requests in flight.");
+    cancel.cancel();
+    let result: Result<std::io::Result<()>, tokio::task::JoinError> = server.await.map(|()| Ok(()));
     cancel.cancel();
     tasks.close();
     tasks.wait().await;

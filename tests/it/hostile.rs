@@ -139,3 +139,130 @@ fn deep_nesting_is_refused_without_exhausting_the_stack() {
     let maps = [0x81u8, 0xa2, b'o', b'p'].repeat(25_000);
     every_door(&maps);
 }
+
+mod connections {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use stockpulse::config::ConfigLayer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    use crate::push::{connect, next_messages, send};
+    use crate::support::TestServer;
+
+    async fn from(local: &str, server: SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(format!("{local}:0").parse().expect("an address"))
+            .expect("bind");
+        socket.connect(server).await.expect("connected")
+    }
+
+    /// Whether the server closed `stream` within `wait` (a read returns end of stream or an
+    /// error) rather than leaving it open.
+    async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+        let mut buffer = [0u8; 512];
+        loop {
+            match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thousand_junk_connections_do_not_stop_a_real_client() {
+        // Goal: idle sockets, half-sent handshakes and garbage bytes, a thousand in all, do
+        // not keep a real client from reserving stock and seeing its push within 100 ms; the
+        // ones that never finish their headers are dropped after the header deadline.
+        let server = TestServer::with_config(ConfigLayer {
+            header_timeout_s: Some(2),
+            ..ConfigLayer::default()
+        })
+        .await;
+        server.sku("A", 100).await;
+        let mut junk = Vec::new();
+        for index in 0..1000 {
+            let mut stream = TcpStream::connect(server.address).await.expect("connected");
+            match index % 3 {
+                0 => {}
+                1 => {
+                    let head = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+                    let _ = stream.write_all(head.as_bytes()).await;
+                }
+                _ => {
+                    let garbage: Vec<u8> =
+                        (0..64).map(|byte: u32| (byte * 37 + index) as u8).collect();
+                    let _ = stream.write_all(&garbage).await;
+                }
+            }
+            junk.push(stream);
+        }
+        let mut client = connect(&server, "stockpulse.v1.json").await;
+        send(&mut client, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
+        assert_eq!(next_messages(&mut client).await[0]["type"], "snapshot");
+        let started = tokio::time::Instant::now();
+        let (status, _) = server
+            .post(
+                "/api/v1/orders",
+                json!({"order_id": "real", "sku": "A", "qty": 1, "platform": "douyin"}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED);
+        let pushed = next_messages(&mut client).await;
+        let waited = started.elapsed();
+        assert_eq!(pushed[0]["stock"]["locked"], 1);
+        assert!(waited < Duration::from_millis(100), "{waited:?}");
+        // The idle and half-sent ones are dropped after the 2 s header deadline.
+        for stream in junk.iter_mut().step_by(3).take(20) {
+            assert!(closed_within(stream, Duration::from_secs(5)).await);
+        }
+        for stream in junk.iter_mut().skip(1).step_by(3).take(20) {
+            assert!(closed_within(stream, Duration::from_secs(5)).await);
+        }
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_address_gets_so_many_connections_and_so_many_a_second() {
+        // Goal: with loopback counted, one address gets at most its connections and its new
+        // connections a second; the rest are closed at once; another address is unaffected.
+        let server = TestServer::with_config(ConfigLayer {
+            limit_loopback: Some(true),
+            connections_per_ip_max: Some(4),
+            connections_per_ip_per_s: Some(6),
+            ..ConfigLayer::default()
+        })
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(from("127.0.0.2", server.address).await);
+        }
+        let mut fifth = from("127.0.0.2", server.address).await;
+        assert!(closed_within(&mut fifth, Duration::from_secs(2)).await);
+        for stream in &mut held {
+            assert!(!closed_within(stream, Duration::from_millis(50)).await);
+        }
+        let mut other = from("127.0.0.3", server.address).await;
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sent");
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // 127.0.0.4 opens and closes: the sixth new connection within a second is refused.
+        let mut opened = Vec::new();
+        for _ in 0..6 {
+            let stream = from("127.0.0.4", server.address).await;
+            drop(stream);
+            opened.push(());
+        }
+        let mut seventh = from("127.0.0.4", server.address).await;
+        assert!(closed_within(&mut seventh, Duration::from_secs(2)).await);
+        server.stop().await;
+    }
+}
