@@ -227,6 +227,34 @@ mod connections {
     }
 
     #[tokio::test]
+    async fn deeply_nested_websocket_messages_get_an_error_and_the_session_goes_on() {
+        // Goal: 40,000 levels of nesting in MessagePack and JSON frames (under the 64 KiB
+        // message limit) get an error each; the session stays and the ledger is unchanged.
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let server = TestServer::start().await;
+        server.sku("A", 10).await;
+        let mut packed = connect(&server, "stockpulse.v1.msgpack").await;
+        packed
+            .send(Message::Binary(vec![0x91u8; 40_000].into()))
+            .await
+            .expect("sent");
+        assert_eq!(
+            next_messages(&mut packed).await[0]["code"],
+            "invalid_message"
+        );
+        let mut text = connect(&server, "stockpulse.v1.json").await;
+        text.send(Message::Text("[".repeat(40_000).into()))
+            .await
+            .expect("sent");
+        assert_eq!(next_messages(&mut text).await[0]["code"], "invalid_message");
+        send(&mut text, json!({"op": "ping"})).await;
+        assert_eq!(next_messages(&mut text).await[0]["type"], "pong");
+        assert_eq!(server.stock("A").await["available"], 10);
+        server.stop().await;
+    }
+
+    #[tokio::test]
     async fn an_address_gets_so_many_connections_and_so_many_a_second() {
         // Goal: with loopback counted, one address gets at most its connections and its new
         // connections a second; the rest are closed at once; another address is unaffected.
