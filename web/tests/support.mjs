@@ -1,7 +1,7 @@
 // What the browser tests share: the real server binary on a free port with its own data
 // directory, the JSON API, and headless Chromium (Debian's package).
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -25,7 +25,9 @@ export async function freePort() {
 
 /** The server: start it, kill it, start it again on the same port and data directory. */
 export class Server {
-  constructor() {
+  /** @param {object} [options] `secret`: an auth secret to run with. */
+  constructor(options = {}) {
+    this.secret = options.secret;
     this.dataDir = mkdtempSync(join(tmpdir(), "stockpulse-browser-"));
     this.binary = process.env.STOCKPULSE_BIN ?? join(root, "target", "debug", "stockpulse");
     this.child = null;
@@ -36,7 +38,11 @@ export class Server {
     this.base = `http://127.0.0.1:${this.port}`;
     this.child = spawn(this.binary, ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir], {
       stdio: ["ignore", "ignore", "inherit"],
-      env: { ...process.env, RUST_LOG: "warn" },
+      env: {
+        ...process.env,
+        RUST_LOG: "warn",
+        ...(this.secret ? { STOCKPULSE_AUTH_SECRET: this.secret } : {}),
+      },
     });
     for (let attempt = 0; attempt < 200; attempt += 1) {
       try {
@@ -66,10 +72,23 @@ export class Server {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 
-  async api(method, path, body) {
+  /** Issues a token with the server's own command. */
+  token(role, rooms = []) {
+    const args = ["token", "--role", role, ...rooms.flatMap((room) => ["--room", room])];
+    const issued = spawnSync(this.binary, args, {
+      env: { ...process.env, STOCKPULSE_AUTH_SECRET: this.secret },
+      encoding: "utf8",
+    });
+    if (issued.status !== 0) throw new Error(`token: ${issued.stderr}`);
+    return issued.stdout.trim();
+  }
+
+  async api(method, path, body, token = this.adminToken) {
+    const headers = body === undefined ? {} : { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
     const response = await fetch(`${this.base}${path}`, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await response.text();
