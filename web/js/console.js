@@ -139,12 +139,18 @@ async function saveForecast(sku, line) {
 
 async function restock(sku, line) {
   const qty = Number(line.querySelector(".qty").value);
-  await act(() =>
-    api("POST", `/api/v1/skus/${encodeURIComponent(sku)}/restock`, {
-      qty,
-      restock_id: `console-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
-    }),
-  );
+  const button = line.querySelector(".restock");
+  // One click, one restock: the button waits for the answer, and a retry of the same
+  // click reuses its restock id.
+  button.disabled = true;
+  const restockId = `console-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  try {
+    await act(() =>
+      api("POST", `/api/v1/skus/${encodeURIComponent(sku)}/restock`, { qty, restock_id: restockId }),
+    );
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function haltOrResume(sku) {
