@@ -68,6 +68,7 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(Metrics::new());
+    let edge = Arc::new(crate::edge::EdgeCounters::default());
     // Alert delivery first: its store says which alert id comes next.
     let announce = Arc::new(HubSlot::default());
     let notifier = Arc::new(
@@ -114,6 +115,7 @@ pub async fn run(
             allowed_origins: config.auth.allowed_origins.clone(),
         },
         body_limit_bytes: usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX),
+        edge: edge.clone(),
     });
     if config.auth.secret.is_none() {
         tracing::warn!(
@@ -154,7 +156,6 @@ pub async fn run(
 
     let body_limit_bytes = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
     let app = api::router(shared, body_limit_bytes);
-    let edge = Arc::new(crate::edge::EdgeCounters::default());
     let stop = cancel.clone();
     let server = tokio::spawn(crate::edge::serve(
         listener,

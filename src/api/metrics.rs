@@ -71,6 +71,8 @@ pub(crate) struct Metrics {
     notify_failed_attempts: Counter,
     notify_dead: Counter,
     notify_dropped: Counter,
+    connections_open: Gauge,
+    connections_refused: Counter,
 }
 
 impl Metrics {
@@ -209,8 +211,22 @@ impl Metrics {
             "Alerts the notifier was too far behind to take",
             notify_dropped.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "TCP connections open, WebSocket sessions included",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "TCP connections closed at once by a connection limit",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            connections_open,
+            connections_refused,
             notify_delivered,
             notify_failed_attempts,
             notify_dead,
@@ -271,6 +287,7 @@ impl Metrics {
         journal: JournalStats,
         push: HubStats,
         notify: &crate::notify::NotifyCounters,
+        edge: &crate::edge::EdgeCounters,
     ) -> String {
         let load = |counter: &std::sync::atomic::AtomicU64| {
             counter.load(std::sync::atomic::Ordering::Relaxed)
@@ -290,6 +307,9 @@ impl Metrics {
         catch_up(&self.notify_failed_attempts, load(&notify.failed_attempts));
         catch_up(&self.notify_dead, load(&notify.dead));
         catch_up(&self.notify_dropped, load(&notify.dropped_alerts));
+        catch_up(&self.connections_refused, load(&edge.refused));
+        self.connections_open
+            .set(i64::try_from(load(&edge.open)).unwrap_or(i64::MAX));
         self.push_sessions
             .set(i64::try_from(push.sessions).unwrap_or(i64::MAX));
         let seconds = journal.sync_seconds - self.journal_sync_seconds.get();

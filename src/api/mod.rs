@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) access: Access,
     /// The largest request body, for the routes that read a body themselves.
     pub(crate) body_limit_bytes: usize,
+    /// Connections open and refused at the edge.
+    pub(crate) edge: Arc<crate::edge::EdgeCounters>,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any
@@ -196,6 +198,7 @@ pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
         shared.journal.stats(),
         shared.hub.stats(),
         &shared.notifier.counters,
+        &shared.edge,
     );
     (
         [(

@@ -291,6 +291,19 @@ mod connections {
         }
         let mut seventh = from("127.0.0.4", server.address).await;
         assert!(closed_within(&mut seventh, Duration::from_secs(2)).await);
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("stockpulse_connections_refused_total 2"),
+            "{metrics}"
+        );
         server.stop().await;
     }
 }
