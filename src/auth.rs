@@ -91,7 +91,9 @@ impl Claims {
     pub fn allows(&self, action: Action<'_>) -> bool {
         match (self.role, action) {
             (Role::Admin, _) => true,
-            (Role::Operator, Action::ReadAll | Action::Stock) => true,
+            // An operator of some rooms is kept to them: stock and the other rooms' reads
+            // are for operators of every room.
+            (Role::Operator, Action::ReadAll | Action::Stock) => self.rooms.is_none(),
             (Role::Operator, Action::ReadRoom(room) | Action::OperateRoom(room)) => {
                 self.has_room(room)
             }
@@ -257,6 +259,9 @@ mod tests {
         assert!(operator.allows(Action::OperateRoom("r1")));
         assert!(!operator.allows(Action::OperateRoom("r2")));
         assert!(!operator.allows(Action::Order));
+        assert!(!operator.allows(Action::ReadAll));
+        assert!(!operator.allows(Action::Stock));
+        assert!(claims(Role::Operator, None).allows(Action::Stock));
         assert!(ingest.allows(Action::Order));
         assert!(!ingest.allows(Action::Stock));
         assert!(screen.allows(Action::ReadRoom("r1")));

@@ -12,7 +12,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +37,9 @@ pub struct Limits {
     /// per-address limits.
     pub limit_loopback: bool,
 }
+
+/// How many addresses the gate remembers before it forgets the idle ones.
+const ADDRESSES_SWEEP: usize = 4096;
 
 #[derive(Default)]
 struct Address {
@@ -84,6 +87,15 @@ impl Drop for Permit {
 impl Gate {
     /// Admits a new connection from `address`, or says which limit refuses it.
     fn admit(&mut self, address: IpAddr, now: Instant) -> Result<(), &'static str> {
+        if ADDRESSES_SWEEP <= self.addresses.len() {
+            // Forget addresses with nothing open and no recent connection.
+            self.addresses.retain(|_, known| {
+                0 < known.open
+                    || known
+                        .window
+                        .is_some_and(|start| now.duration_since(start) < Duration::from_secs(1))
+            });
+        }
         if self.limits.connections_max <= self.open {
             return Err("connections");
         }
@@ -112,12 +124,15 @@ impl Gate {
     }
 }
 
-/// A socket that holds its connection's permit, and fails if its first byte does not come
-/// before the header deadline (hyper's deadline starts with the first byte).
+/// A socket that holds its connection's permit, and fails if its first request has not
+/// reached the service by the header deadline (hyper's own deadline starts only once it
+/// knows the protocol, so a client sending one byte, or an HTTP/2 preface and nothing, would
+/// otherwise stay).
 struct Counted {
     stream: TcpStream,
     _permit: Permit,
-    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    first_request: Option<Pin<Box<tokio::time::Sleep>>>,
+    served: Arc<AtomicBool>,
 }
 
 impl AsyncRead for Counted {
@@ -126,7 +141,10 @@ impl AsyncRead for Counted {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(deadline) = self.first_byte.as_mut()
+        if self.first_request.is_some() && self.served.load(Ordering::Acquire) {
+            self.first_request = None;
+        }
+        if let Some(deadline) = self.first_request.as_mut()
             && deadline.as_mut().poll(context).is_ready()
         {
             return Poll::Ready(Err(io::Error::new(
@@ -134,12 +152,7 @@ impl AsyncRead for Counted {
                 "no request before the header deadline",
             )));
         }
-        let before = buffer.filled().len();
-        let result = Pin::new(&mut self.stream).poll_read(context, buffer);
-        if matches!(result, Poll::Ready(Ok(()))) && before < buffer.filled().len() {
-            self.first_byte = None;
-        }
-        result
+        Pin::new(&mut self.stream).poll_read(context, buffer)
     }
 }
 
@@ -220,16 +233,24 @@ pub async fn serve(
         }
         counters.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        let served = Arc::new(AtomicBool::new(false));
         let io = Counted {
             stream,
-            first_byte: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            first_request: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            served: served.clone(),
             _permit: Permit {
                 gate: gate.clone(),
                 address: peer.ip(),
                 counters: counters.clone(),
             },
         };
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                served.store(true, Ordering::Release);
+                request.map(axum::body::Body::new)
+            },
+        ));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();

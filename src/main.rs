@@ -159,6 +159,15 @@ fn issue_token(
         eprintln!("role must be admin, operator, ingest or viewer, got {role:?}");
         return ExitCode::from(EXIT_CONFIG);
     };
+    if !rooms.is_empty()
+        && !matches!(
+            role,
+            stockpulse::auth::Role::Operator | stockpulse::auth::Role::Viewer
+        )
+    {
+        eprintln!("--room limits operators and viewers only");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let now = SystemClock.now().as_millis() / 1000;
     let claims = stockpulse::auth::Claims {
         sub: subject.to_owned(),

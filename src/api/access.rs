@@ -91,11 +91,34 @@ impl Access {
             // Not a browser: credentials decide.
             return true;
         };
-        if self.allowed_origins.is_empty() {
-            let own = origin.split_once("://").map(|(_, authority)| authority);
-            return own.is_some() && own == host;
-        }
-        self.allowed_origins.iter().any(|allowed| allowed == origin)
+        // This server's own pages, and the listed origins.
+        let own = origin.split_once("://").map(|(_, authority)| authority);
+        (own.is_some() && own == host)
+            || self.allowed_origins.iter().any(|allowed| allowed == origin)
+    }
+}
+
+/// Drops `token=…` from the query once it is read, so routes with strict query parameters
+/// do not see it.
+fn without_token(request: &mut Request) {
+    let Some(query) = request.uri().query() else {
+        return;
+    };
+    if !query.split('&').any(|pair| pair.starts_with("token=")) {
+        return;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("token="))
+        .collect();
+    let path = request.uri().path();
+    let rebuilt = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    if let Ok(uri) = rebuilt.parse() {
+        *request.uri_mut() = uri;
     }
 }
 
@@ -144,6 +167,20 @@ async fn signed_webhook(
     })?;
     crate::auth::verify_webhook(&secret, &timestamp, &signature, &bytes, shared.now())
         .map_err(|error| refused(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()))?;
+    // A platform places its own orders: the body must name it.
+    let named = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|body| {
+            body.get("platform")
+                .and_then(|name| name.as_str().map(str::to_owned))
+        });
+    if named.as_deref() != Some(platform.as_str()) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a webhook signed by {platform} may place only {platform}'s orders"),
+        ));
+    }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(Claims {
         sub: platform,
@@ -166,6 +203,31 @@ pub(crate) async fn authorize(
     if matches!(need, Need::Public) {
         return next.run(request).await;
     }
+    // Without credentials configured every request is an administrator: a page on another
+    // site must not be able to use that (a cross-site POST from a browser carries Origin).
+    if shared.access.authority.is_none() && method != Method::GET && method != Method::HEAD {
+        let header_text = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let origin = header_text(header::ORIGIN);
+        if origin.is_some()
+            && !shared
+                .access
+                .origin_allowed(origin, header_text(header::HOST))
+        {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "pages on {} may not change this server",
+                    origin.unwrap_or_default()
+                ),
+            );
+        }
+    }
     let platform = request
         .headers()
         .get("x-stockpulse-platform")
@@ -173,6 +235,15 @@ pub(crate) async fn authorize(
         .map(str::to_owned);
     let request = match platform {
         Some(platform) if shared.access.authority.is_some() => {
+            // Signed webhooks place orders, nothing else: a captured signature cannot be
+            // replayed against another route.
+            if method != Method::POST || path != "/api/v1/orders" {
+                return refused(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "a signed platform webhook may only POST /api/v1/orders".to_owned(),
+                );
+            }
             match signed_webhook(&shared, request, platform).await {
                 Ok(request) => request,
                 Err(response) => return response,
@@ -183,6 +254,7 @@ pub(crate) async fn authorize(
             match shared.access.claims(found, shared.now()) {
                 Ok(claims) => {
                     let mut request = request;
+                    without_token(&mut request);
                     request.extensions_mut().insert(claims);
                     request
                 }
@@ -259,6 +331,7 @@ mod tests {
             ..open
         };
         assert!(listed.origin_allowed(Some("https://screen.example.com"), Some("10.0.0.1")));
-        assert!(!listed.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+        assert!(listed.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+        assert!(!listed.origin_allowed(Some("https://evil.example"), Some("127.0.0.1:8080")));
     }
 }

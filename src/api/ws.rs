@@ -568,7 +568,7 @@ fn handle(
             let parsed = parse(&names)?;
             if let Some(topic) = parsed.iter().find(|topic| {
                 let action = match topic {
-                    Topic::Room(room) => Action::ReadRoom(room.as_str()),
+                    Topic::Room(room) | Topic::RoomAlerts(room) => Action::ReadRoom(room.as_str()),
                     Topic::Sku(_) | Topic::Alerts => Action::ReadAll,
                 };
                 !claims.allows(action)
@@ -603,7 +603,7 @@ fn handle(
             topics.extend(fresh.into_iter().filter(|topic| !missing.contains(topic)));
             if let Some(topic) = missing.first() {
                 return Err(match topic {
-                    Topic::Room(_) => (
+                    Topic::Room(_) | Topic::RoomAlerts(_) => (
                         "room_not_found",
                         format!("topic {} names no room", topic.name()),
                     ),

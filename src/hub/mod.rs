@@ -58,6 +58,8 @@ pub(crate) enum Topic {
     Sku(SkuId),
     Room(RoomId),
     Alerts,
+    /// The alerts of one room.
+    RoomAlerts(RoomId),
 }
 
 impl Topic {
@@ -68,6 +70,9 @@ impl Topic {
                 .map_err(|error| format!("topic {name:?}: {error}")),
             Some(("room", id)) => RoomId::new(id)
                 .map(Topic::Room)
+                .map_err(|error| format!("topic {name:?}: {error}")),
+            Some(("alerts", id)) => RoomId::new(id)
+                .map(Topic::RoomAlerts)
                 .map_err(|error| format!("topic {name:?}: {error}")),
             None if name == "alerts" => Ok(Topic::Alerts),
             _ => Err(format!(
@@ -81,6 +86,7 @@ impl Topic {
             Topic::Sku(sku) => format!("sku:{sku}"),
             Topic::Room(room) => format!("room:{room}"),
             Topic::Alerts => "alerts".to_owned(),
+            Topic::RoomAlerts(room) => format!("alerts:{room}"),
         }
     }
 }
@@ -325,7 +331,11 @@ impl Hub {
                             missing.push(topic.clone());
                             continue;
                         }
-                        Topic::Room(_) | Topic::Alerts => None,
+                        Topic::RoomAlerts(room) if self.ledger.rooms_get(room).is_none() => {
+                            missing.push(topic.clone());
+                            continue;
+                        }
+                        Topic::Room(_) | Topic::Alerts | Topic::RoomAlerts(_) => None,
                     };
                     entry.insert(TopicState::new(stock))
                 }
@@ -365,6 +375,11 @@ impl Hub {
                         Some(self.epoch),
                         link.codec,
                     )
+                }
+                (Topic::RoomAlerts(room), _) => {
+                    let mut alerts = self.engine.recent_alerts();
+                    alerts.retain(|alert| alert.room == room.as_str());
+                    message::alerts(kind, &name, state.sequence, &alerts, self.epoch, link.codec)
                 }
                 _ => {
                     let alerts = self.engine.recent_alerts();
@@ -440,11 +455,17 @@ impl Hub {
     /// Publishes an alert's new state (acknowledged, resolved) on the alerts topic.
     pub(crate) fn alert_state(&self, change: crate::notify::StateChange) {
         let mut states = self.topics.lock();
-        if let Some(state) = states.get_mut(&Topic::Alerts)
-            && state.stage(Payload::AlertState(Arc::new(change)))
-        {
-            self.flush(&mut states, vec![Topic::Alerts]);
+        let change = Arc::new(change);
+        let mut touched = Vec::new();
+        let room = RoomId::new(&change.room).ok().map(Topic::RoomAlerts);
+        for topic in std::iter::once(Topic::Alerts).chain(room) {
+            if let Some(state) = states.get_mut(&topic)
+                && state.stage(Payload::AlertState(change.clone()))
+            {
+                touched.push(topic);
+            }
         }
+        self.flush(&mut states, touched);
     }
 
     fn stage_events(
@@ -455,12 +476,14 @@ impl Hub {
     ) -> Vec<Arc<Alert>> {
         let mut alerts = Vec::new();
         for event in events {
-            if let RoomEvent::Level { alert, .. } = &event {
+            if let RoomEvent::Level { alert, room } = &event {
                 alerts.push(alert.clone());
-                if let Some(state) = states.get_mut(&Topic::Alerts)
-                    && state.stage(Payload::Alert(alert.clone()))
-                {
-                    touched.push(Topic::Alerts);
+                for topic in [Topic::Alerts, Topic::RoomAlerts(room.clone())] {
+                    if let Some(state) = states.get_mut(&topic)
+                        && state.stage(Payload::Alert(alert.clone()))
+                    {
+                        touched.push(topic);
+                    }
                 }
             }
             let topic = Topic::Room(event.room().clone());

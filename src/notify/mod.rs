@@ -52,6 +52,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, Serialize)]
 pub struct StateChange {
     pub id: u64,
+    pub room: String,
     pub state: AlertState,
     pub acknowledged_by: Option<String>,
     pub at: Rfc3339,
@@ -664,6 +665,7 @@ impl Worker {
         if let Some(record) = self.dispatcher.record(id) {
             self.announce.alert_state(StateChange {
                 id,
+                room: record.notice.room.clone(),
                 state: record.state,
                 acknowledged_by: record.acknowledged_by.clone(),
                 at: Rfc3339(now),

@@ -111,6 +111,7 @@ async fn every_role_gets_exactly_its_routes() {
     let server = secured().await;
     let admin = token(Role::Admin, None, 3600);
     let operator = token(Role::Operator, Some(&["r1"]), 3600);
+    let chief = token(Role::Operator, None, 3600);
     let ingest = token(Role::Ingest, None, 3600);
     let screen = token(Role::Viewer, Some(&["r1"]), 3600);
     let viewer = token(Role::Viewer, None, 3600);
@@ -128,6 +129,7 @@ async fn every_role_gets_exactly_its_routes() {
         json!({"order_id": format!("m{serial}"), "sku": "B", "qty": 1, "platform": "douyin"})
     };
     let room = json!({"starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-25T15:00:00Z", "listings": [{"sku": "A", "forecast": 60}]});
+    let viewer_query = format!("/api/v1/skus?limit=5&token={viewer}");
     let cases: Vec<Case<'_>> = vec![
         (None, "GET", "/api/v1/skus", None, StatusCode::UNAUTHORIZED),
         (
@@ -163,10 +165,31 @@ async fn every_role_gets_exactly_its_routes() {
         ),
         // Stock.
         (
+            Some(&chief),
+            "POST",
+            "/api/v1/skus/B/restock",
+            Some(json!({"qty": 1})),
+            StatusCode::OK,
+        ),
+        (
             Some(&operator),
             "POST",
             "/api/v1/skus/B/restock",
             Some(json!({"qty": 1})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&operator),
+            "GET",
+            "/api/v1/deliveries",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&operator),
+            "GET",
+            "/api/v1/rooms/r1",
+            None,
             StatusCode::OK,
         ),
         (
@@ -292,6 +315,7 @@ async fn every_role_gets_exactly_its_routes() {
             StatusCode::FORBIDDEN,
         ),
         (Some(&viewer), "GET", "/api/v1/skus", None, StatusCode::OK),
+        (None, "GET", &viewer_query, None, StatusCode::OK),
         (
             Some(&viewer),
             "GET",
@@ -391,6 +415,22 @@ async fn websocket_sessions_follow_only_what_their_token_allows() {
         send(&mut session, message.clone()).await;
         let answer = next_messages(&mut session).await;
         assert_eq!(answer[0]["code"], "forbidden", "{message} → {answer:?}");
+    }
+
+    // An operator of r1 follows r1's alerts, not every room's.
+    let operator = token(Role::Operator, Some(&["r1"]), 3600);
+    let mut console = socket(&server, &format!("?token={operator}"), None)
+        .await
+        .expect("open");
+    for (topics, expected) in [
+        (json!(["alerts"]), "forbidden"),
+        (json!(["alerts:r2"]), "forbidden"),
+        (json!(["alerts:r1", "room:r1"]), "snapshot"),
+    ] {
+        send(&mut console, json!({"op": "subscribe", "topics": topics})).await;
+        let answer = next_messages(&mut console).await;
+        let got = answer[0]["code"].as_str().or(answer[0]["type"].as_str());
+        assert_eq!(got, Some(expected), "{topics} → {answer:?}");
     }
 
     let mut anonymous = socket(&server, "", None).await.expect("open");
@@ -510,8 +550,34 @@ async fn a_platform_signs_its_order_webhooks() {
             StatusCode::UNAUTHORIZED
         );
     }
+    // A captured signature works nowhere but on placing the platform's own orders.
+    let cancel = server
+        .client
+        .post(server.url("/api/v1/orders/dy-1/cancel"))
+        .header("x-stockpulse-platform", "douyin")
+        .header("x-stockpulse-timestamp", now.to_string())
+        .header(
+            "x-stockpulse-signature",
+            signed(&good, now, PLATFORM_SECRET),
+        )
+        .body(good.clone())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(cancel.status(), StatusCode::FORBIDDEN);
+    let other = r#"{"order_id":"ks-1","sku":"A","qty":2,"platform":"kuaishou"}"#;
+    assert_eq!(
+        post(
+            other.to_owned(),
+            "douyin",
+            now,
+            signed(other, now, PLATFORM_SECRET)
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
     let admin = token(Role::Admin, None, 3600);
-    for id in ["dy-2", "dy-3", "dy-4", "dy-5"] {
+    for id in ["dy-2", "dy-3", "dy-4", "dy-5", "ks-1"] {
         let (status, _) = call(
             &server,
             Some(&admin),

@@ -188,7 +188,14 @@ mod connections {
         for index in 0..1000 {
             let mut stream = TcpStream::connect(server.address).await.expect("connected");
             match index % 3 {
-                0 => {}
+                0 if index % 2 == 0 => {}
+                // One byte, or the HTTP/2 preface, and then nothing.
+                0 if index % 4 == 1 => {
+                    let _ = stream.write_all(b"P").await;
+                }
+                0 => {
+                    let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+                }
                 1 => {
                     let head = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
                     let _ = stream.write_all(head.as_bytes()).await;

@@ -239,8 +239,9 @@ async function main() {
     if (!state.room) await new Promise((resolve) => setTimeout(resolve, 3000));
   }
   await renderRooms().catch(showError);
-  const topics = ["alerts", `room:${state.room}`];
-  new Live(topics, (message) => (message.topic === "alerts" ? takeAlert(message) : takeRoom(message)), showState).start();
+  // This room's alerts: an operator of some rooms may not follow every room's.
+  const topics = [`alerts:${state.room}`, `room:${state.room}`];
+  new Live(topics, (message) => (message.topic?.startsWith("alerts") ? takeAlert(message) : takeRoom(message)), showState).start();
 }
 
 main();
