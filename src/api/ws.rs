@@ -40,6 +40,10 @@ const CLOSE_IDLE: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 /// A private close code: the client needed too many resyncs to keep up.
 const CLOSE_TOO_SLOW: u16 = 4001;
+/// A private close code: the session's token expired, or it never gave one in time.
+const CLOSE_CREDENTIALS: u16 = 4003;
+/// How long a session may stay without credentials when the server wants them.
+const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A client message.
 #[derive(Deserialize)]
@@ -185,6 +189,7 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
     let mut durable = shared.journal.durable_receiver();
     let mut pending = Pending::new();
     let mut last_heard = Instant::now();
+    let started = Instant::now();
     let close = |code: u16, reason: &'static str| {
         Message::Close(Some(CloseFrame {
             code,
@@ -199,6 +204,11 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                     _ => break,
                 };
                 last_heard = Instant::now();
+                if !credentials_hold(&shared, &claims, started) {
+                    let _ = send_within(&mut sender, close(CLOSE_CREDENTIALS, "credentials expired or missing")).await;
+                    finish_close(&mut receiver).await;
+                    break;
+                }
                 let request: Result<ClientMessage, String> = match &message {
                     Message::Text(text) => serde_json::from_str(text.as_str()).map_err(|error| error.to_string()),
                     Message::Binary(bytes) => from_msgpack(bytes).map_err(|error| error.to_string()),
@@ -345,6 +355,11 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                 }
             }
             _ = heartbeat.tick() => {
+                if !credentials_hold(&shared, &claims, started) {
+                    let _ = send_within(&mut sender, close(CLOSE_CREDENTIALS, "credentials expired or missing")).await;
+                    finish_close(&mut receiver).await;
+                    break;
+                }
                 if IDLE_TIMEOUT <= last_heard.elapsed() {
                     let _ = send_within(&mut sender, close(CLOSE_IDLE, "idle")).await;
                     finish_close(&mut receiver).await;
@@ -357,6 +372,15 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
         }
     }
     hub.disconnect(&link, &topics);
+}
+
+/// Whether the session may go on: its token has not expired, or, without one yet, it is
+/// still within the time to authenticate.
+fn credentials_hold(shared: &AppState, claims: &Option<Claims>, started: Instant) -> bool {
+    match claims {
+        Some(claims) => shared.now().as_millis() / 1000 < claims.exp,
+        None => started.elapsed() < AUTH_DEADLINE,
+    }
 }
 
 /// Acknowledges an alert for the console: the alert as it now stands, or an error.

@@ -482,6 +482,31 @@ async fn websocket_sessions_follow_only_what_their_token_allows() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_session_ends_when_its_token_expires() {
+    // Goal: a session whose token runs out is closed (4003) at its next message, and the
+    // time it followed changes nothing after.
+    let server = secured().await;
+    let short = token(Role::Viewer, Some(&["r1"]), 60);
+    let mut session = socket(&server, &format!("?token={short}"), None)
+        .await
+        .expect("open");
+    send(&mut session, json!({"op": "ping"})).await;
+    assert_eq!(next_messages(&mut session).await[0]["type"], "pong");
+    server.clock.advance(std::time::Duration::from_secs(61));
+    send(&mut session, json!({"op": "ping"})).await;
+    let closed = loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), session.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|frame| u16::from(frame.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(closed, Some(4003));
+    server.stop().await;
+}
+
 fn signed(body: &str, timestamp: u64, secret: &str) -> String {
     use hmac::Mac;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
