@@ -192,12 +192,25 @@ pub fn verify_webhook(
         .strip_prefix("sha256=")
         .and_then(|hex_text| hex::decode(hex_text).ok())
         .ok_or(AuthError::Malformed)?;
+    webhook_mac(secret, timestamp, body)
+        .verify_slice(&expected)
+        .map_err(|_| AuthError::BadSignature)
+}
+
+/// The HMAC-SHA256 of `"<timestamp>.<body>"`: what signs a webhook either way, the ones
+/// platforms send here and the ones alert delivery sends out.
+fn webhook_mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = mac(secret);
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| AuthError::BadSignature)
+    mac
+}
+
+/// `sha256=<hex>` of [`webhook_mac`], as the `X-Stockpulse-Signature` header carries it.
+pub fn sign_webhook(secret: &[u8], timestamp_s: u64, body: &[u8]) -> String {
+    let mac = webhook_mac(secret, &timestamp_s.to_string(), body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[cfg(test)]

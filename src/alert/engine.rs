@@ -125,6 +125,16 @@ struct Inner {
     recent: VecDeque<Arc<Alert>>,
 }
 
+impl Inner {
+    /// Notes that `room` lists `sku`.
+    fn list(&mut self, sku: &SkuId, room: &RoomId) {
+        self.listed
+            .entry(sku.clone())
+            .or_default()
+            .push(room.clone());
+    }
+}
+
 pub struct Engine {
     ledger: Arc<Ledger>,
     inner: Mutex<Inner>,
@@ -154,11 +164,7 @@ impl Engine {
         let mut listings = HashSet::new();
         for room in self.ledger.rooms() {
             for listing in &room.listings {
-                inner
-                    .listed
-                    .entry(listing.sku.clone())
-                    .or_default()
-                    .push(room.id.clone());
+                inner.list(&listing.sku, &room.id);
                 listings.insert((room.id.clone(), listing.sku.clone()));
                 let Some(state) = self.ledger.listing(&room.id, &listing.sku) else {
                     continue;
@@ -212,11 +218,7 @@ impl Engine {
                         listed_room != &room.id || room.listing(sku).is_some()
                     });
                     for listing in &room.listings {
-                        inner
-                            .listed
-                            .entry(listing.sku.clone())
-                            .or_default()
-                            .push(room.id.clone());
+                        inner.list(&listing.sku, &room.id);
                         touch(&room.id, &listing.sku, &mut touched);
                     }
                     if let Some(view) = self.view_locked(&inner, &room.id, now) {
@@ -241,6 +243,8 @@ impl Engine {
                     });
                     touch(room, sku, &mut touched);
                 }
+                // No room lists anything: nothing to look up for each change.
+                _ if inner.listed.is_empty() => {}
                 _ => {
                     for stock in fact.stocks() {
                         let Some(rooms) = inner.listed.get(&stock.sku) else {

@@ -308,11 +308,8 @@ fn order(id: &str, room: &RoomId, qty: i64) -> OrderRequest {
     }
 }
 
-#[test]
-fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed() {
-    // Goal: orders through a real ledger move the listing green → yellow → orange → red, the
-    // engine reports each change once with its reasons, halts the auto-halt listing at red,
-    // and the ledger then refuses orders for it in that room until it is resumed.
+/// A ledger holding 100,000 units of sku `A`, and an auto-halt show listing it (not yet put).
+fn stocked_ledger() -> (Arc<Ledger>, SkuId, Room) {
     let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
     let sku = SkuId::new("A").expect("sku");
     ledger
@@ -329,6 +326,15 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
         auto_halt: true,
         ..Policy::default()
     });
+    (ledger, sku, room)
+}
+
+#[test]
+fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed() {
+    // Goal: orders through a real ledger move the listing green → yellow → orange → red, the
+    // engine reports each change once with its reasons, halts the auto-halt listing at red,
+    // and the ledger then refuses orders for it in that room until it is resumed.
+    let (ledger, sku, room) = stocked_ledger();
     let room_id = room.id.clone();
     let put = ledger.put_room(at(0), room).expect("room");
     let engine = Engine::new(ledger.clone(), at(0), 1);
@@ -391,22 +397,7 @@ fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
     // Goal: an engine started over a ledger whose listing is already red raises no alert
     // and halts nothing; rooms put while the engine was not watching are taken in by
     // `reload`, and their next change is reported.
-    let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
-    let sku = SkuId::new("A").expect("sku");
-    ledger
-        .put_sku(
-            at(0),
-            &sku,
-            SkuUpdate {
-                total: Some(100_000),
-                ..SkuUpdate::default()
-            },
-        )
-        .expect("sku");
-    let room = show(Policy {
-        auto_halt: true,
-        ..Policy::default()
-    });
+    let (ledger, sku, room) = stocked_ledger();
     let room_id = room.id.clone();
     let engine = Engine::new(ledger.clone(), at(0), 1);
     ledger.put_room(at(0), room).expect("room");

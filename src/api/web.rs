@@ -16,6 +16,7 @@ const FILES: &[(&str, &str)] = &[
     ("js/i18n.js", include_str!("../../web/js/i18n.js")),
     ("js/chart.js", include_str!("../../web/js/chart.js")),
     ("js/format.js", include_str!("../../web/js/format.js")),
+    ("js/page.js", include_str!("../../web/js/page.js")),
     ("js/screen.js", include_str!("../../web/js/screen.js")),
     ("js/host.js", include_str!("../../web/js/host.js")),
     ("js/console.js", include_str!("../../web/js/console.js")),

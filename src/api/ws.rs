@@ -209,9 +209,9 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                     finish_close(&mut receiver).await;
                     break;
                 }
-                let request: Result<ClientMessage, String> = match &message {
-                    Message::Text(text) => serde_json::from_str(text.as_str()).map_err(|error| error.to_string()),
-                    Message::Binary(bytes) => from_msgpack(bytes).map_err(|error| error.to_string()),
+                let request = match &message {
+                    Message::Text(text) => decode(text.as_bytes(), Codec::Json),
+                    Message::Binary(bytes) => decode(bytes, Codec::MessagePack),
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
@@ -684,21 +684,21 @@ fn frame_message(codec: Codec, bytes: Bytes) -> Message {
 /// How deep a MessagePack client message may nest: a subscribe nests three levels.
 const CLIENT_MESSAGE_DEPTH_MAX: usize = 16;
 
-/// A MessagePack client message, refused past [`CLIENT_MESSAGE_DEPTH_MAX`] levels.
-fn from_msgpack(bytes: &[u8]) -> Result<ClientMessage, rmp_serde::decode::Error> {
-    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
-    deserializer.set_max_depth(CLIENT_MESSAGE_DEPTH_MAX);
-    ClientMessage::deserialize(&mut deserializer)
+/// One client message, as text (JSON) or binary (MessagePack, refused past
+/// [`CLIENT_MESSAGE_DEPTH_MAX`] levels).
+fn decode(bytes: &[u8], codec: Codec) -> Result<ClientMessage, String> {
+    match codec {
+        Codec::Json => serde_json::from_slice(bytes).map_err(|error| error.to_string()),
+        Codec::MessagePack => {
+            let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+            deserializer.set_max_depth(CLIENT_MESSAGE_DEPTH_MAX);
+            ClientMessage::deserialize(&mut deserializer).map_err(|error| error.to_string())
+        }
+    }
 }
 
-/// Decodes one client message as the session would (JSON text or MessagePack), for the
-/// property tests and the fuzz targets. `true` when it is a valid message.
+/// Decodes one client message as the session does, for the property tests and the fuzz
+/// targets. `true` when it is a valid message.
 pub(crate) fn decode_client_message(bytes: &[u8], codec: Codec) -> bool {
-    match codec {
-        Codec::Json => std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|text| serde_json::from_str::<ClientMessage>(text).ok())
-            .is_some(),
-        Codec::MessagePack => from_msgpack(bytes).is_ok(),
-    }
+    decode(bytes, codec).is_ok()
 }

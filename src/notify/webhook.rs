@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use super::config::{Format, ReceiverConfig};
 use super::dispatch::AlertRecord;
@@ -89,12 +87,7 @@ pub(super) fn body(
 
 /// `sha256=<hex>` over `"<timestamp>.<body>"`.
 pub fn signature(secret: &str, timestamp_s: u64, body: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any size");
-    mac.update(timestamp_s.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    crate::auth::sign_webhook(secret.as_bytes(), timestamp_s, body.as_bytes())
 }
 
 /// One attempt: `Ok` on a 2xx answer.

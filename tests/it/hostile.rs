@@ -298,15 +298,7 @@ mod connections {
         }
         let mut seventh = from("127.0.0.4", server.address).await;
         assert!(closed_within(&mut seventh, Duration::from_secs(2)).await);
-        let metrics = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = server.metrics().await;
         assert!(
             metrics.contains("stockpulse_connections_refused_total 2"),
             "{metrics}"

@@ -457,15 +457,7 @@ async fn a_delivery_failing_past_its_maximum_age_is_dead_lettered() {
     let dead = &listed["deliveries"][0];
     assert_eq!(dead["receiver"], "ops");
     assert!(dead["last_error"].as_str().expect("error").contains("500"));
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("stockpulse_notify_dead_letters_total 1"),
         "{metrics}"

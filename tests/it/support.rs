@@ -151,6 +151,18 @@ impl TestServer {
         body
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub(crate) async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Polls `check` every 10 ms until it holds or `limit` passes; returns whether it held.
     pub(crate) async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
     where

@@ -3,8 +3,9 @@
 // room topic), and the rooms. The feed keeps a fixed number of alerts.
 
 import { Live } from "./live.js";
-import { apply, onChange, t, toggle } from "./i18n.js";
-import { api, clock, count, pickRoom } from "./format.js";
+import { t } from "./i18n.js";
+import { setUp, waitForRoom } from "./page.js";
+import { api, clock, count } from "./format.js";
 
 const FEED_MAX = 200;
 const state = { room: null, view: null, alerts: new Map() };
@@ -215,29 +216,13 @@ async function renderRooms() {
 }
 
 async function main() {
-  apply();
-  $("language").addEventListener("click", toggle);
-  onChange(() => {
+  const showState = setUp(() => {
     renderListings();
     for (const alert of state.alerts.values()) renderAlert(alert);
   });
-  const connection = $("connection");
-  const showState = (value) => {
-    connection.dataset.state = value;
-    connection.textContent = t(value);
-  };
-  onChange(() => showState(connection.dataset.state));
   const { alerts } = await api("GET", "/api/v1/alerts").catch(() => ({ alerts: [] }));
   for (const alert of alerts) rememberAlert(alert);
-  while (!state.room) {
-    try {
-      state.room = await pickRoom();
-    } catch {
-      state.room = null;
-    }
-    $("empty").hidden = Boolean(state.room);
-    if (!state.room) await new Promise((resolve) => setTimeout(resolve, 3000));
-  }
+  state.room = await waitForRoom();
   await renderRooms().catch(showError);
   // This room's alerts: an operator of some rooms may not follow every room's.
   const topics = [`alerts:${state.room}`, `room:${state.room}`];

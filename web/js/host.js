@@ -2,8 +2,9 @@
 // the time to sell-out. It follows the listing in the worst state unless the host picks one.
 
 import { Live } from "./live.js";
-import { apply, hintText, onChange, t, toggle } from "./i18n.js";
-import { api, count, duration, pickRoom } from "./format.js";
+import { hintText, t } from "./i18n.js";
+import { setUp, waitForRoom } from "./page.js";
+import { api, count, duration } from "./format.js";
 
 const ORDER = { green: 0, yellow: 1, orange: 2, red: 3 };
 const REFRESH_MS = 5000;
@@ -102,24 +103,8 @@ async function refresh() {
 }
 
 async function main() {
-  apply();
-  $("language").addEventListener("click", toggle);
-  onChange(render);
-  const connection = $("connection");
-  const showState = (value) => {
-    connection.dataset.state = value;
-    connection.textContent = t(value);
-  };
-  onChange(() => showState(connection.dataset.state));
-  while (!state.room) {
-    try {
-      state.room = await pickRoom();
-    } catch {
-      state.room = null;
-    }
-    $("empty").hidden = Boolean(state.room);
-    if (!state.room) await new Promise((resolve) => setTimeout(resolve, 3000));
-  }
+  const showState = setUp(render);
+  state.room = await waitForRoom();
   new Live([`room:${state.room}`], take, showState).start();
   setInterval(render, 1000);
   setInterval(refresh, REFRESH_MS);

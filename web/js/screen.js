@@ -5,9 +5,10 @@
 // fixed number of lines, so nothing grows over a show.
 
 import { Live } from "./live.js";
-import { apply, hintText, lang, onChange, t, toggle } from "./i18n.js";
+import { apply, hintText, lang, t } from "./i18n.js";
+import { setUp, waitForRoom } from "./page.js";
 import { drawCurve } from "./chart.js";
-import { api, clock, count, duration, pickRoom } from "./format.js";
+import { api, clock, count, duration } from "./format.js";
 
 const TICKER_LINES = 8;
 const REFRESH_MS = 5000;
@@ -219,25 +220,8 @@ async function refresh() {
 }
 
 async function main() {
-  apply();
-  $("language").addEventListener("click", toggle);
-  onChange(renderAll);
-  const connection = $("connection");
-  const showState = (value) => {
-    connection.dataset.state = value;
-    connection.textContent = t(value);
-  };
-  onChange(() => showState(connection.dataset.state));
-  showState("connecting");
-  while (!state.room) {
-    try {
-      state.room = await pickRoom();
-    } catch {
-      state.room = null;
-    }
-    $("empty").hidden = Boolean(state.room);
-    if (!state.room) await new Promise((resolve) => setTimeout(resolve, 3000));
-  }
+  const showState = setUp(renderAll);
+  state.room = await waitForRoom();
   await seedTicker();
   new Live([`room:${state.room}`], take, showState).start();
   setInterval(renderAll, 1000);
