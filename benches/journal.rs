@@ -26,6 +26,7 @@ fn config(directory: &std::path::Path) -> JournalConfig {
         sync: SyncPolicy::Never,
         segment_bytes: 64 * 1024 * 1024,
         repair: false,
+        fsync: std::sync::Arc::new(stockpulse::journal::OsFsync),
     }
 }
 

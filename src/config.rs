@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,7 +23,7 @@ pub const BODY_LIMIT_BYTES_DEFAULT: u64 = 1024 * 1024;
 pub const BODY_LIMIT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// Everything the server needs to start.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Where HTTP is served.
     pub listen: SocketAddr,
@@ -57,6 +58,8 @@ pub struct Config {
     pub limits: crate::edge::Limits,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
+    /// How the journal syncs: the operating system's, unless a test injects failures.
+    pub journal_fsync: Arc<dyn crate::journal::Fsync>,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             insecure: false,
             limits: LIMITS_DEFAULT,
             demo_seed: None,
+            journal_fsync: Arc::new(crate::journal::OsFsync),
         }
     }
 }
@@ -103,6 +107,7 @@ impl Config {
             sync: self.journal_sync,
             segment_bytes: self.journal_segment_bytes,
             repair: self.repair,
+            fsync: self.journal_fsync.clone(),
         }
     }
 
@@ -381,6 +386,7 @@ impl ConfigLayer {
             insecure: false,
             limits,
             demo_seed: None,
+            journal_fsync: defaults.journal_fsync,
         })
     }
 }

@@ -14,6 +14,8 @@ mod record;
 mod segment;
 mod writer;
 
+pub use writer::{Fsync, OsFsync, SyncPoint};
+
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +52,8 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Cut corrupt records (and everything after them) instead of refusing to start.
     pub repair: bool,
+    /// How files and the directory are synced: the operating system's, or a test's.
+    pub fsync: Arc<dyn Fsync>,
 }
 
 /// What recovery did.
@@ -142,6 +146,20 @@ pub struct JournalStats {
     pub healthy: bool,
 }
 
+impl Shared {
+    /// A sync failed: whatever was written since the last good sync may be gone without the
+    /// kernel saying so again, so nothing more is acknowledged until a restart reads what
+    /// the disk really holds.
+    fn poison(&self, error: &std::io::Error, directory: &Path) {
+        self.poisoned.store(true, Ordering::Release);
+        self.healthy.store(false, Ordering::Release);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(%error, directory = %directory.display(), "Journal sync failed; refusing writes until the server is restarted.");
+        // Whoever waits for durability learns now that it will not come.
+        self.durable.send_modify(|_| {});
+    }
+}
+
 impl FactSink for Shared {
     fn append(&self, fact: &Fact) {
         let mut queue = self.queue.lock();
@@ -157,6 +175,7 @@ pub struct Journal {
     shared: Arc<Shared>,
     directory: PathBuf,
     policy: SyncPolicy,
+    fsync: Arc<dyn Fsync>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The sequence of the newest snapshot.
     snapshot_sequence: AtomicU64,
@@ -229,19 +248,34 @@ impl Journal {
     pub async fn wait_durable(&self, limit: Duration) -> bool {
         let target = self.submitted();
         let mut durable = self.shared.durable.subscribe();
-        matches!(
-            tokio::time::timeout(limit, durable.wait_for(|durable| target <= *durable)).await,
-            Ok(Ok(_))
-        )
+        let poisoned = &self.shared.poisoned;
+        let settled =
+            durable.wait_for(|durable| target <= *durable || poisoned.load(Ordering::Acquire));
+        match tokio::time::timeout(limit, settled).await {
+            Ok(Ok(durable)) => target <= *durable,
+            _ => false,
+        }
     }
 
     /// Writes a snapshot of `ledger` and deletes the segments and snapshots it makes
-    /// redundant. Blocking: call it from a blocking thread.
+    /// redundant. Blocking: call it from a blocking thread. A failed sync poisons the journal
+    /// as the writer's do: the disk lost writes without saying which.
     pub fn snapshot(&self, ledger: &Ledger) -> std::io::Result<u64> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            // Memory holds changes the disk may have lost; the next start must read what the
+            // disk holds, not a snapshot of them.
+            return Err(std::io::Error::other(
+                "the journal is poisoned by a failed sync; no snapshot until a restart",
+            ));
+        }
         let (image, sequence) = ledger.export(|| self.submitted());
         let body = record::encode_image(&image);
         let final_path = segment::snapshot_path(&self.directory, sequence);
         let temporary = final_path.with_extension("tmp");
+        let poison = |error: std::io::Error| {
+            self.shared.poison(&error, &self.directory);
+            error
+        };
         {
             let mut file = OpenOptions::new()
                 .create(true)
@@ -250,10 +284,12 @@ impl Journal {
                 .open(&temporary)?;
             file.write_all(&segment::snapshot_header(sequence, &body))?;
             file.write_all(&body)?;
-            file.sync_all()?;
+            self.fsync
+                .sync_file(&file, SyncPoint::Snapshot)
+                .map_err(poison)?;
         }
         std::fs::rename(&temporary, &final_path)?;
-        segment::sync_directory(&self.directory)?;
+        self.fsync.sync_directory(&self.directory).map_err(poison)?;
         self.snapshot_sequence.store(sequence, Ordering::Relaxed);
         self.snapshot_entries.store(
             (image.skus.len() + image.orders.len()) as u64,
@@ -462,6 +498,7 @@ pub fn open(
         shared: shared.clone(),
         directory: directory.clone(),
         policy: config.sync,
+        fsync: config.fsync.clone(),
         segment_bytes: config.segment_bytes,
         file: None,
         index: last_index,
@@ -479,6 +516,7 @@ pub fn open(
         shared,
         directory: directory.clone(),
         policy: config.sync,
+        fsync: config.fsync.clone(),
         writer: Mutex::new(Some(handle)),
         snapshot_sequence: AtomicU64::new(recovery.snapshot_sequence.unwrap_or(0)),
         snapshot_entries: AtomicU64::new(0),

@@ -17,6 +17,7 @@ fn config(directory: &Path) -> JournalConfig {
         sync: SyncPolicy::Always,
         segment_bytes: 16 * 1024,
         repair: false,
+        fsync: Arc::new(OsFsync),
     }
 }
 
@@ -438,4 +439,145 @@ proptest! {
         std::fs::write(&path, bytes).expect("write");
         let _ = segment::scan(&path, 1);
     }
+}
+
+/// Syncs like the operating system, except that the first sync at `point` fails, as a disk
+/// reporting EIO does.
+#[derive(Debug)]
+struct FailingSync {
+    point: SyncPoint,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl FailingSync {
+    fn at(point: SyncPoint) -> Arc<FailingSync> {
+        Arc::new(FailingSync {
+            point,
+            failed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn fail_once(&self, point: SyncPoint) -> std::io::Result<()> {
+        if point == self.point && !self.failed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected EIO"));
+        }
+        Ok(())
+    }
+}
+
+impl Fsync for FailingSync {
+    fn sync_file(&self, file: &std::fs::File, point: SyncPoint) -> std::io::Result<()> {
+        self.fail_once(point)?;
+        file.sync_data()
+    }
+
+    fn sync_directory(&self, directory: &Path) -> std::io::Result<()> {
+        self.fail_once(SyncPoint::Directory)?;
+        segment::sync_directory(directory)
+    }
+}
+
+/// Places orders one at a time until the injected sync failure happened, each waiting for
+/// durability as an acknowledgement does; returns how many were acknowledged.
+fn place_until_failed(ledger: &Ledger, journal: &Journal, failing: &FailingSync) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    ledger
+        .put_sku(
+            at(0),
+            &sku("A"),
+            SkuUpdate {
+                total: Some(1_000_000),
+                ..SkuUpdate::default()
+            },
+        )
+        .expect("put_sku");
+    let mut acknowledged = 0;
+    for index in 0..10_000 {
+        ledger
+            .reserve(at(index), order(&format!("o-{index}"), "A", 1))
+            .expect("reserve");
+        if !runtime.block_on(journal.wait_durable(Duration::from_millis(300))) {
+            break;
+        }
+        acknowledged += 1;
+        assert!(!failing.has_failed() || !journal.healthy());
+    }
+    assert!(failing.has_failed(), "the segment never rolled");
+    acknowledged
+}
+
+#[test]
+fn a_failed_sync_when_a_segment_rolls_poisons_the_journal() {
+    // Goal: a sync that fails while a full segment is closed is not retried (the kernel may
+    // have dropped the pages and would report the retry clean): nothing more is acknowledged
+    // until a restart, and the restart finds everything that was acknowledged.
+    // Method: an injected sync that fails at the first roll; place orders, each waiting for
+    // durability, until one is not acknowledged; the journal must then be unhealthy with its
+    // durable watermark frozen, and a reopen must hold every acknowledged order.
+    for point in [SyncPoint::Roll, SyncPoint::Directory] {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let failing = FailingSync::at(point);
+        let journal_config = JournalConfig {
+            fsync: failing.clone(),
+            ..config(directory.path())
+        };
+        let (ledger, journal, _) = open(&journal_config, LedgerConfig::default()).expect("opens");
+        let acknowledged = place_until_failed(&ledger, &journal, &failing);
+        assert!(!journal.healthy(), "{point:?}: a failed sync poisons");
+        let durable = journal.durable();
+        ledger
+            .reserve(at(99_999), order("after", "A", 1))
+            .expect("the ledger itself still takes it");
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(
+            journal.durable(),
+            durable,
+            "{point:?}: nothing more is acknowledged"
+        );
+        assert!(!journal.healthy(), "{point:?}: and it stays poisoned");
+        journal.close();
+        drop(ledger);
+        let (replayed, journal, _) = reopen(directory.path());
+        for index in 0..acknowledged {
+            assert!(
+                replayed
+                    .order(&OrderId::new(&format!("o-{index}")).expect("id"))
+                    .is_some(),
+                "{point:?}: acknowledged order o-{index} survives the restart"
+            );
+        }
+        journal.close();
+    }
+}
+
+#[test]
+fn a_failed_snapshot_sync_poisons_the_journal() {
+    // Goal: a snapshot whose file or directory sync fails leaves the journal poisoned, like
+    // every other failed sync, and deletes nothing it would have made redundant.
+    // Method: an injected failure at the snapshot's sync; the snapshot errs, the journal is
+    // unhealthy, and a reopen replays every fact from the segments.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let journal_config = JournalConfig {
+        fsync: FailingSync::at(SyncPoint::Snapshot),
+        ..config(directory.path())
+    };
+    let (ledger, journal, _) = open(&journal_config, LedgerConfig::default()).expect("opens");
+    drive(&ledger, 50, 0);
+    while journal.durable() < journal.submitted() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(journal.snapshot(&ledger).is_err());
+    assert!(!journal.healthy());
+    journal.close();
+    let (replayed, journal, recovery) = reopen(directory.path());
+    assert_eq!(recovery.snapshot_sequence, None);
+    assert_same(&ledger, &replayed);
+    journal.close();
 }

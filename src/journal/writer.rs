@@ -1,8 +1,14 @@
 //! The writer thread: group commit. It takes every fact waiting in the queue, frames them
 //! into one buffer, writes it with one system call, syncs once (under `always`), and only
 //! then moves the durable watermark that acknowledgements wait on. Segments are preallocated
-//! zero-filled ahead of time by a helper thread, and rolled at the size limit. An I/O error marks the journal unhealthy and the same bytes
-//! are retried until the disk takes them: nothing after them is written first.
+//! zero-filled ahead of time by a helper thread, and rolled at the size limit.
+//!
+//! A failed write marks the journal unhealthy and the same bytes are retried until the disk
+//! takes them: nothing after them is written first. A failed sync is never retried, wherever
+//! it happens (after a batch, when a segment is closed, when a new segment's name is made
+//! durable, for a snapshot): the kernel may have dropped the dirty pages and would report the
+//! next sync clean, so the journal is poisoned and acknowledges nothing more until a restart
+//! reads what the disk really holds. Syncs go through [`Fsync`], so tests can fail one.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -18,10 +24,47 @@ use crate::ledger::Fact;
 /// How long the writer waits before retrying after an I/O error.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Where in its work the journal syncs, so a test can fail one particular sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPoint {
+    /// After writing a group of facts, before acknowledging them.
+    Batch,
+    /// A full segment, before the writer moves on to the next.
+    Roll,
+    /// A new segment's header, before it is named.
+    SegmentHeader,
+    /// The journal directory, after a segment or a snapshot got its name.
+    Directory,
+    /// A snapshot file, before it is named.
+    Snapshot,
+}
+
+/// How the journal makes what it wrote durable: `fdatasync` and a directory `fsync` on a
+/// real disk ([`OsFsync`]).
+pub trait Fsync: std::fmt::Debug + Send + Sync {
+    fn sync_file(&self, file: &File, point: SyncPoint) -> std::io::Result<()>;
+    fn sync_directory(&self, directory: &Path) -> std::io::Result<()>;
+}
+
+/// The operating system's syncs.
+#[derive(Debug, Default)]
+pub struct OsFsync;
+
+impl Fsync for OsFsync {
+    fn sync_file(&self, file: &File, _point: SyncPoint) -> std::io::Result<()> {
+        file.sync_data()
+    }
+
+    fn sync_directory(&self, directory: &Path) -> std::io::Result<()> {
+        segment::sync_directory(directory)
+    }
+}
+
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) directory: PathBuf,
     pub(super) policy: SyncPolicy,
+    pub(super) fsync: Arc<dyn Fsync>,
     pub(super) segment_bytes: u64,
     /// The segment being written, its index and the next write offset.
     pub(super) file: Option<File>,
@@ -72,18 +115,11 @@ impl Writer {
             if sync_now {
                 let started = tokio::time::Instant::now();
                 let synced = match &self.file {
-                    Some(file) => file.sync_data(),
+                    Some(file) => self.fsync.sync_file(file, SyncPoint::Batch),
                     None => Ok(()),
                 };
                 if let Err(error) = synced {
-                    // After a failed sync the kernel may have dropped the dirty pages and
-                    // reports the next sync clean: nothing written since the last good sync
-                    // can be trusted, so nothing more is acknowledged until a restart reads
-                    // what the disk really holds.
-                    self.shared.poisoned.store(true, Ordering::Release);
-                    self.shared.healthy.store(false, Ordering::Release);
-                    self.shared.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, directory = %self.directory.display(), "Journal sync failed; refusing writes until the server is restarted.");
+                    self.shared.poison(&error, &self.directory);
                     return;
                 }
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -132,6 +168,9 @@ impl Writer {
                 let record = self.buffer.split_off(before);
                 self.flush();
                 self.roll(sequence);
+                if self.poisoned() {
+                    return;
+                }
                 self.buffer = record;
             }
         }
@@ -154,8 +193,11 @@ impl Writer {
 
     /// Closes the current segment and opens the next, preallocated, starting at `sequence`.
     fn roll(&mut self, first_sequence: u64) {
-        if let Some(file) = self.file.take() {
-            self.retry_on(&file, "sync", |file| file.sync_data());
+        if let Some(file) = self.file.take()
+            && let Err(error) = self.fsync.sync_file(&file, SyncPoint::Roll)
+        {
+            self.shared.poison(&error, &self.directory);
+            return;
         }
         let index = self.index + 1;
         let path = segment::segment_path(&self.directory, index);
@@ -166,15 +208,23 @@ impl Writer {
                 }),
                 None => prepare(&self.directory, self.segment_bytes),
             };
+            // A fresh file that fails before it is named is simply replaced by another.
             let opened = prepared.and_then(|(prepared_path, file)| {
                 file.write_all_at(&segment::segment_header(index, first_sequence), 0)?;
-                file.sync_data()?;
+                self.fsync.sync_file(&file, SyncPoint::SegmentHeader)?;
                 std::fs::rename(&prepared_path, &path)?;
-                segment::sync_directory(&self.directory)?;
                 Ok(file)
             });
             match opened {
-                Ok(file) => break file,
+                Ok(file) => {
+                    // Once named, the segment's name must be durable before anything in it
+                    // is acknowledged, and a failed directory sync cannot be retried.
+                    if let Err(error) = self.fsync.sync_directory(&self.directory) {
+                        self.shared.poison(&error, &self.directory);
+                        return;
+                    }
+                    break file;
+                }
                 Err(error) => {
                     self.failed("open a segment", &error);
                     if self.poisoned() {
@@ -206,16 +256,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    fn retry_on(&self, file: &File, what: &str, operation: impl Fn(&File) -> std::io::Result<()>) {
-        while let Err(error) = operation(file) {
-            self.failed(what, &error);
-            if self.poisoned() {
-                return;
-            }
-        }
-        self.shared.healthy.store(true, Ordering::Release);
     }
 
     fn failed(&self, what: &str, error: &std::io::Error) {

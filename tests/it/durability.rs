@@ -12,8 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stockpulse::clock::{ManualClock, Timestamp};
 use stockpulse::config::ConfigLayer;
+use stockpulse::journal::{Fsync, OsFsync, SyncPoint};
 
-use crate::support::{START_MILLIS, TestServer};
+use crate::support::{self, START_MILLIS, TestServer};
 
 #[tokio::test]
 async fn a_clean_restart_keeps_every_sku_and_order() {
@@ -386,4 +387,111 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     assert_eq!(stock["total"], 20, "{stock}");
     assert_eq!(stock["locked"], 3, "{stock}");
     binary.kill();
+}
+
+/// Syncs like the operating system, except that the first sync at `point` fails (EIO).
+#[derive(Debug)]
+struct FailingSync {
+    point: SyncPoint,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Fsync for FailingSync {
+    fn sync_file(&self, file: &std::fs::File, point: SyncPoint) -> std::io::Result<()> {
+        if point == self.point && !self.failed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected EIO"));
+        }
+        file.sync_data()
+    }
+
+    fn sync_directory(&self, directory: &std::path::Path) -> std::io::Result<()> {
+        OsFsync.sync_directory(directory)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_sync_at_a_segment_roll_answers_503_and_acknowledges_nothing_more() {
+    // Goal: when the sync that closes a full segment fails, the server acknowledges nothing
+    // more (503 storage_unavailable) until it restarts, and the restart holds every order it
+    // did acknowledge.
+    // Method: 1 MiB segments and a sync that fails at the first roll; place batches of
+    // reserves until one is refused with 503; every later request is refused too and
+    // /metrics shows the journal unhealthy; a restart on the same directory has every
+    // acknowledged order.
+    let failing = Arc::new(FailingSync {
+        point: SyncPoint::Roll,
+        failed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let layer = ConfigLayer {
+        journal_segment_mib: Some(1),
+        ..ConfigLayer::default()
+    };
+    let server = TestServer::with_journal_fsync(layer, failing.clone()).await;
+    server.sku("A", 1_000_000).await;
+    let mut acknowledged = Vec::new();
+    let mut refused_at = None;
+    for round in 0..200 {
+        let ops: Vec<Value> = (0..500)
+            .map(|index| {
+                json!({"op": "reserve", "order_id": format!("o-{round}-{index}"),
+                       "sku": "A", "qty": 1, "platform": "douyin"})
+            })
+            .collect();
+        let (status, body) = server
+            .post("/api/v1/orders/batch", json!({ "ops": ops }))
+            .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(support::code(&body), "storage_unavailable");
+            refused_at = Some(round);
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        acknowledged.extend((0..500).map(|index| format!("o-{round}-{index}")));
+    }
+    assert!(
+        failing.failed.load(std::sync::atomic::Ordering::Acquire),
+        "no roll happened"
+    );
+    assert!(
+        refused_at.is_some(),
+        "the batch across the failed roll was acknowledged"
+    );
+    for attempt in 0..3 {
+        let (status, body) = server
+            .post(
+                "/api/v1/orders",
+                json!({"order_id": format!("late-{attempt}"), "sku": "A", "qty": 1,
+                       "platform": "douyin"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("stockpulse_journal_healthy 0"),
+        "the journal reports itself unhealthy"
+    );
+    let data = server
+        .stop_keeping_data()
+        .await
+        .expect("owned data directory");
+    let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+    let restarted =
+        TestServer::start_in(data.path().to_owned(), ConfigLayer::default(), Some(clock)).await;
+    // Orders are journaled in order, so the last acknowledged one standing means all did;
+    // the SKU's count confirms it.
+    let last = acknowledged.last().expect("some batches were acknowledged");
+    let (status, body) = restarted.get(&format!("/api/v1/orders/{last}")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "acknowledged {last} was lost: {body}"
+    );
+    let locked = restarted.stock("A").await["locked"]
+        .as_u64()
+        .expect("locked");
+    assert!(acknowledged.len() as u64 <= locked, "{locked} locked");
+    restarted.stop().await;
 }

@@ -62,6 +62,28 @@ impl TestServer {
             data_dir: data_dir.clone(),
             ..layer.resolve().expect("valid test configuration")
         };
+        TestServer::start_config(config, manual).await
+    }
+
+    /// A server whose journal syncs through `fsync` (which may fail on purpose).
+    pub(crate) async fn with_journal_fsync(
+        layer: ConfigLayer,
+        fsync: Arc<dyn stockpulse::journal::Fsync>,
+    ) -> TestServer {
+        let owned = tempfile::tempdir().expect("temporary directory");
+        let config = Config {
+            data_dir: owned.path().to_owned(),
+            journal_fsync: fsync,
+            ..layer.resolve().expect("valid test configuration")
+        };
+        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        let mut server = TestServer::start_config(config, Some(clock)).await;
+        server._owned_data_dir = Some(owned);
+        server
+    }
+
+    async fn start_config(config: Config, manual: Option<ManualClock>) -> TestServer {
+        let data_dir = config.data_dir.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
