@@ -18,7 +18,10 @@ use super::dto::{BatchOp, LineBody, OrderRequestBody, OrderResponse};
 use super::error::{ApiError, ErrorDetail};
 use super::orders::execute;
 use crate::auth::{Action, Claims, Role};
-use crate::hub::{Chunk, Codec, Join, SESSION_TOPICS_MAX, ServerMessage, Topic};
+use crate::hub::{
+    Chunk, Codec, Join, Joined, Resync, SESSION_RESYNC_DECAY, SESSION_RESYNCS_MAX,
+    SESSION_TOPICS_MAX, ServerMessage, Topic,
+};
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
 pub(crate) const PROTOCOL_MSGPACK: &str = "stockpulse.v1.msgpack";
@@ -44,6 +47,10 @@ const CLOSE_TOO_SLOW: u16 = 4001;
 const CLOSE_CREDENTIALS: u16 = 4003;
 /// How long a session may stay without credentials when the server wants them.
 const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// Subscribe and unsubscribe messages a session may send at once, and how often it earns
+/// one more: each subscribe may cost the server a snapshot.
+const SUBSCRIBES_BURST_MAX: u32 = 16;
+const SUBSCRIBE_REFILL: Duration = Duration::from_millis(500);
 
 /// A client message.
 #[derive(Deserialize)]
@@ -190,6 +197,11 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
     let mut pending = Pending::new();
     let mut last_heard = Instant::now();
     let started = Instant::now();
+    // Per topic (by its hub number), the sequence of the last snapshot sent: queued changes
+    // it already shows are dropped.
+    let mut floors: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut subscribes = Allowance::new(SUBSCRIBES_BURST_MAX, SUBSCRIBE_REFILL);
+    let mut slowness = Slowness::default();
     let close = |code: u16, reason: &'static str| {
         Message::Close(Some(CloseFrame {
             code,
@@ -295,7 +307,45 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                     }
                     Err(request) => request,
                 };
-                let reply = match handle(&shared, &link, &mut topics, request, granted) {
+                let request = match request {
+                    ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }
+                        if !subscribes.take(Instant::now()) =>
+                    {
+                        bad_messages += 1;
+                        let refusal = ("rate_limited", format!(
+                            "at most {SUBSCRIBES_BURST_MAX} subscribes at once, then one every {} ms",
+                            SUBSCRIBE_REFILL.as_millis()
+                        ));
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    ClientMessage::Subscribe { topics: names, since, epoch } => {
+                        let joins = match plan_subscribe(&shared, &topics, &names, &since, epoch, granted) {
+                            Ok(joins) => joins,
+                            Err(refusal) => {
+                                bad_messages += 1;
+                                if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
+                        let Some(missing) = join_topics(&shared, &link, &mut sender, &mut topics, &mut floors, joins).await else {
+                            break;
+                        };
+                        if let Some(refusal) = missing {
+                            bad_messages += 1;
+                            if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    other => other,
+                };
+                let reply = match handle(&shared, &link, &mut topics, request) {
                     Ok(Some(reply)) => reply,
                     Ok(None) => continue,
                     Err(refusal) => {
@@ -312,18 +362,22 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
             }
             frame = frames.recv() => {
                 let Some(first) = frame else { break };
-                link.taken(first.bytes.len());
-                let mut messages = first.messages as usize;
-                let mut batch = vec![first];
-                while messages < FRAME_MESSAGES_MAX {
-                    match frames.try_recv() {
-                        Ok(more) => {
-                            link.taken(more.bytes.len());
-                            messages += more.messages as usize;
-                            batch.push(more);
-                        }
-                        Err(_) => break,
+                let mut messages = 0;
+                let mut batch = Vec::new();
+                let mut next = Some(first);
+                while let Some(chunk) = next {
+                    link.taken(chunk.bytes.len());
+                    let covered = floors
+                        .get(&chunk.topic)
+                        .is_some_and(|floor| chunk.last <= *floor);
+                    if !covered {
+                        messages += chunk.messages as usize;
+                        batch.push(chunk);
                     }
+                    next = if messages < FRAME_MESSAGES_MAX { frames.try_recv().ok() } else { None };
+                }
+                if batch.is_empty() {
+                    continue;
                 }
                 if !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &batch))).await {
                     break;
@@ -339,20 +393,24 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                 }
             }
             () = link.wake.notified() => {
-                if link.take_resync() {
-                    if !link.resynced() {
-                        let _ = send_within(&mut sender, close(CLOSE_TOO_SLOW, "too slow to follow")).await;
-                        finish_close(&mut receiver).await;
-                        break;
-                    }
-                    // The backlog is stale: drop it and send each topic afresh.
-                    while let Ok(stale) = frames.try_recv() {
-                        link.taken(stale.bytes.len());
-                    }
-                    let rejoin: Vec<(Topic, Join)> =
-                        topics.iter().map(|topic| (topic.clone(), Join::Resync)).collect();
-                    hub.subscribe(&link, &rejoin);
+                let Some(reason) = link.take_resync() else { continue };
+                if reason == Resync::Slow && !slowness.note(Instant::now()) {
+                    let _ = send_within(&mut sender, close(CLOSE_TOO_SLOW, "too slow to follow")).await;
+                    finish_close(&mut receiver).await;
+                    break;
                 }
+                // The backlog is stale: drop it and send each topic afresh. What is queued
+                // between here and a topic's snapshot is dropped by its floor.
+                while let Ok(stale) = frames.try_recv() {
+                    link.taken(stale.bytes.len());
+                }
+                let rejoin: Vec<(Topic, Join)> =
+                    topics.iter().map(|topic| (topic.clone(), Join::Resync)).collect();
+                let mut followed = Vec::new();
+                if join_topics(&shared, &link, &mut sender, &mut followed, &mut floors, rejoin).await.is_none() {
+                    break;
+                }
+                topics = followed;
             }
             _ = heartbeat.tick() => {
                 if !credentials_hold(&shared, &claims, started) {
@@ -573,60 +631,99 @@ fn handle(
     link: &std::sync::Arc<crate::hub::SessionLink>,
     topics: &mut Vec<Topic>,
     request: ClientMessage,
-    claims: &Claims,
 ) -> Result<Option<Bytes>, (&'static str, String)> {
     match request {
         ClientMessage::Ping => Ok(Some(ServerMessage::bare("pong").encode(link.codec))),
-        ClientMessage::Subscribe {
-            topics: names,
-            since,
-            epoch,
-        } => {
-            let foreign = epoch.is_some_and(|epoch| epoch != shared.hub.epoch());
-            if SESSION_TOPICS_MAX < since.len() {
-                return Err((
-                    "too_many_topics",
-                    format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
-                ));
-            }
+        ClientMessage::Unsubscribe { topics: names } => {
             let parsed = parse(&names)?;
-            if let Some(topic) = parsed.iter().find(|topic| {
-                let action = match topic {
-                    Topic::Room(room) | Topic::RoomAlerts(room) => Action::ReadRoom(room.as_str()),
-                    Topic::Sku(_) | Topic::Alerts => Action::ReadAll,
-                };
-                !claims.allows(action)
-            }) {
-                return Err((
-                    "forbidden",
-                    format!("{:?} may not follow {}", claims.role, topic.name()),
-                ));
-            }
-            let fresh: Vec<Topic> = parsed
-                .into_iter()
-                .filter(|topic| !topics.contains(topic))
-                .collect();
-            if SESSION_TOPICS_MAX < topics.len() + fresh.len() {
-                return Err((
-                    "too_many_topics",
-                    format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
-                ));
-            }
-            let joins: Vec<(Topic, Join)> = fresh
-                .iter()
-                .map(|topic| {
-                    let join = match since.get(&topic.name()) {
-                        None => Join::Fresh,
-                        Some(_) if foreign => Join::Resync,
-                        Some(seen) => Join::Since(*seen),
-                    };
-                    (topic.clone(), join)
-                })
-                .collect();
-            let missing = shared.hub.subscribe(link, &joins);
-            topics.extend(fresh.into_iter().filter(|topic| !missing.contains(topic)));
-            if let Some(topic) = missing.first() {
-                return Err(match topic {
+            shared.hub.unsubscribe(link, &parsed);
+            topics.retain(|topic| !parsed.contains(topic));
+            Ok(None)
+        }
+        ClientMessage::Subscribe { .. }
+        | ClientMessage::Ack { .. }
+        | ClientMessage::Auth { .. }
+        | ClientMessage::Reserve(_)
+        | ClientMessage::Sell(_)
+        | ClientMessage::Confirm(_)
+        | ClientMessage::Cancel(_)
+        | ClientMessage::Refund(_) => Err((
+            "invalid_message",
+            "this message is handled before this".to_owned(),
+        )),
+    }
+}
+
+/// Checks a subscribe and says how to join each topic it names that the session does not
+/// follow yet, each once.
+fn plan_subscribe(
+    shared: &AppState,
+    followed: &[Topic],
+    names: &[String],
+    since: &std::collections::HashMap<String, u64>,
+    epoch: Option<u64>,
+    claims: &Claims,
+) -> Result<Vec<(Topic, Join)>, (&'static str, String)> {
+    let foreign = epoch.is_some_and(|epoch| epoch != shared.hub.epoch());
+    if SESSION_TOPICS_MAX < since.len() {
+        return Err((
+            "too_many_topics",
+            format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
+        ));
+    }
+    let mut fresh: Vec<Topic> = Vec::new();
+    for topic in parse(names)? {
+        if !followed.contains(&topic) && !fresh.contains(&topic) {
+            fresh.push(topic);
+        }
+    }
+    if let Some(topic) = fresh.iter().find(|topic| {
+        let action = match topic {
+            Topic::Room(room) | Topic::RoomAlerts(room) => Action::ReadRoom(room.as_str()),
+            Topic::Sku(_) | Topic::Alerts => Action::ReadAll,
+        };
+        !claims.allows(action)
+    }) {
+        return Err((
+            "forbidden",
+            format!("{:?} may not follow {}", claims.role, topic.name()),
+        ));
+    }
+    if SESSION_TOPICS_MAX < followed.len() + fresh.len() {
+        return Err((
+            "too_many_topics",
+            format!("a session follows at most {SESSION_TOPICS_MAX} topics"),
+        ));
+    }
+    Ok(fresh
+        .into_iter()
+        .map(|topic| {
+            let join = match since.get(&topic.name()) {
+                None => Join::Fresh,
+                Some(_) if foreign => Join::Resync,
+                Some(seen) => Join::Since(*seen),
+            };
+            (topic, join)
+        })
+        .collect())
+}
+
+/// Joins each topic in turn, sending its snapshot (if it needs one) before the next is
+/// captured, so the session holds one snapshot at a time. Adds the topics that exist to
+/// `topics`. `None` when the connection failed; otherwise the refusal for a missing topic.
+async fn join_topics(
+    shared: &AppState,
+    link: &std::sync::Arc<crate::hub::SessionLink>,
+    sender: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    topics: &mut Vec<Topic>,
+    floors: &mut std::collections::HashMap<u64, u64>,
+    joins: Vec<(Topic, Join)>,
+) -> Option<Option<(&'static str, String)>> {
+    let mut missing = None;
+    for (topic, join) in joins {
+        match shared.hub.join(link, &topic, join) {
+            Joined::Missing => {
+                missing.get_or_insert_with(|| match topic {
                     Topic::Room(_) | Topic::RoomAlerts(_) => (
                         "room_not_found",
                         format!("topic {} names no room", topic.name()),
@@ -636,25 +733,82 @@ fn handle(
                         format!("topic {} names no SKU", topic.name()),
                     ),
                 });
+                continue;
             }
-            Ok(None)
+            Joined::Streaming => {}
+            Joined::Snapshot(snapshot) => {
+                floors.insert(snapshot.topic_number, snapshot.seq);
+                let bytes = shared.hub.encode_snapshot(&snapshot, link.codec);
+                drop(snapshot);
+                if !send_within(sender, frame_message(link.codec, bytes)).await {
+                    topics.push(topic);
+                    return None;
+                }
+            }
         }
-        ClientMessage::Unsubscribe { topics: names } => {
-            let parsed = parse(&names)?;
-            shared.hub.unsubscribe(link, &parsed);
-            topics.retain(|topic| !parsed.contains(topic));
-            Ok(None)
+        topics.push(topic);
+    }
+    Some(missing)
+}
+
+/// A budget of operations that refills over time: a token bucket.
+struct Allowance {
+    tokens: u32,
+    tokens_max: u32,
+    refill: Duration,
+    refilled_at: Instant,
+}
+
+impl Allowance {
+    fn new(tokens_max: u32, refill: Duration) -> Allowance {
+        Allowance {
+            tokens: tokens_max,
+            tokens_max,
+            refill,
+            refilled_at: Instant::now(),
         }
-        ClientMessage::Ack { .. }
-        | ClientMessage::Auth { .. }
-        | ClientMessage::Reserve(_)
-        | ClientMessage::Sell(_)
-        | ClientMessage::Confirm(_)
-        | ClientMessage::Cancel(_)
-        | ClientMessage::Refund(_) => Err((
-            "invalid_message",
-            "an order command is handled before this".to_owned(),
-        )),
+    }
+
+    /// Takes one operation's worth; `false` when the budget is spent.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.refilled_at).as_millis() / self.refill.as_millis();
+        if 0 < earned {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(earned).min(self.tokens_max);
+            self.refilled_at = if self.tokens == self.tokens_max {
+                now
+            } else {
+                self.refilled_at + self.refill * earned
+            };
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// The resyncs a session needed because it read too slowly, one forgiven per
+/// [`SESSION_RESYNC_DECAY`] without one.
+#[derive(Default)]
+struct Slowness {
+    count: u32,
+    decayed_at: Option<Instant>,
+}
+
+impl Slowness {
+    /// Counts one more; `false` once there are too many to go on.
+    fn note(&mut self, now: Instant) -> bool {
+        let since = *self.decayed_at.get_or_insert(now);
+        let periods = now.duration_since(since).as_millis() / SESSION_RESYNC_DECAY.as_millis();
+        if 0 < periods {
+            let periods = u32::try_from(periods).unwrap_or(u32::MAX);
+            self.count = self.count.saturating_sub(periods);
+            self.decayed_at = Some(now);
+        }
+        self.count += 1;
+        self.count <= SESSION_RESYNCS_MAX
     }
 }
 

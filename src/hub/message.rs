@@ -241,11 +241,29 @@ pub(crate) fn alerts(
 pub(crate) struct Chunk {
     pub(crate) messages: u32,
     pub(crate) bytes: Bytes,
+    /// The topic the messages belong to (its number in the hub; 0 for none) and the
+    /// sequence of the last of them, so a session can drop what a newer snapshot covers.
+    pub(crate) topic: u64,
+    pub(crate) last: u64,
 }
 
 impl Chunk {
     pub(crate) fn one(bytes: Bytes) -> Chunk {
-        Chunk { messages: 1, bytes }
+        Chunk {
+            messages: 1,
+            bytes,
+            topic: 0,
+            last: 0,
+        }
+    }
+
+    /// The same messages, marked as a topic's up to sequence `last`.
+    pub(crate) fn of_topic(self, topic: u64, last: u64) -> Chunk {
+        Chunk {
+            topic,
+            last,
+            ..self
+        }
     }
 
     /// Several encoded messages as one chunk.
@@ -262,6 +280,8 @@ impl Chunk {
         Chunk {
             messages: count,
             bytes: Bytes::from(joined),
+            topic: 0,
+            last: 0,
         }
     }
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
@@ -39,8 +39,11 @@ pub(crate) const SESSION_QUEUE_FRAMES_MAX: usize = 65_536;
 /// Bytes a session may have queued unless configured otherwise: about five thousand stock
 /// messages.
 pub(crate) const SESSION_QUEUE_BYTES_DEFAULT: usize = 1024 * 1024;
-/// Resyncs a session may need before it is closed as too slow to follow.
+/// Resyncs a session may need for its own slowness, net of the decay, before it is closed
+/// as too slow to follow.
 pub(crate) const SESSION_RESYNCS_MAX: u32 = 8;
+/// One resync is forgiven for each such period without one.
+pub(crate) const SESSION_RESYNC_DECAY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Topics one session may follow.
 pub(crate) const SESSION_TOPICS_MAX: usize = 256;
 /// Changes each topic keeps for resuming clients; an older gap gets a resync snapshot.
@@ -139,31 +142,77 @@ pub(crate) struct SessionLink {
     /// Bytes queued and not yet taken by the session's writer.
     queued_bytes: AtomicUsize,
     queue_bytes_max: usize,
-    /// Resyncs this session needed so far.
-    resyncs: AtomicU32,
-    /// Set when a frame did not fit: the writer replaces the backlog with fresh snapshots.
+    /// Set when a change could not be queued: the session replaces its backlog with fresh
+    /// snapshots.
     resync: AtomicBool,
+    /// Set with `resync` when the change did not fit because the session's queue was full:
+    /// the session's own slowness, as opposed to the hub falling behind or a change larger
+    /// than any queue.
+    slow: AtomicBool,
     /// Wakes the writer for a resync.
     pub(crate) wake: Notify,
 }
 
+/// Why a session must resync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resync {
+    /// Its queue was full: it did not read fast enough.
+    Slow,
+    /// Not its doing: the hub fell behind the journal, or one change outgrew every queue.
+    Lost,
+}
+
 impl SessionLink {
-    pub(crate) fn take_resync(&self) -> bool {
-        self.resync.swap(false, Ordering::AcqRel)
+    /// Whether the session must resync, and why; clears the mark.
+    pub(crate) fn take_resync(&self) -> Option<Resync> {
+        if !self.resync.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(if self.slow.swap(false, Ordering::AcqRel) {
+            Resync::Slow
+        } else {
+            Resync::Lost
+        })
     }
 
     /// The writer took `bytes` off the queue.
     pub(crate) fn taken(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
+}
 
-    /// Counts one more resync; `false` once the session needed too many to go on.
-    pub(crate) fn resynced(&self) -> bool {
-        self.resyncs.fetch_add(1, Ordering::AcqRel) < SESSION_RESYNCS_MAX
-    }
+/// A topic's snapshot as captured under the hub's lock, for the session to encode and send
+/// outside it: building is bounded work under the lock, encoding is not done there.
+pub(crate) struct Snapshot {
+    /// The topic's number in the hub, which its chunks carry.
+    pub(crate) topic_number: u64,
+    pub(crate) name: String,
+    /// `snapshot` or `resync`.
+    kind: &'static str,
+    /// The topic's sequence the snapshot shows: the stream goes on after it.
+    pub(crate) seq: u64,
+    body: SnapshotBody,
+}
+
+enum SnapshotBody {
+    Stock(Stock),
+    Room(Option<Box<crate::alert::RoomView>>),
+    Alerts(Vec<Arc<Alert>>),
+}
+
+/// What joining a topic needs from the session.
+pub(crate) enum Joined {
+    /// No such SKU or room.
+    Missing,
+    /// Up to date, or the missed changes were queued from the history.
+    Streaming,
+    /// The session must send this snapshot before anything queued for the topic after it.
+    Snapshot(Snapshot),
 }
 
 struct TopicState {
+    /// The topic's number, which its chunks carry.
+    number: u64,
     /// The sequence of the last change published on the topic.
     sequence: u64,
     /// For a SKU topic, the last stock published, for snapshots. Room and alert snapshots are
@@ -177,8 +226,9 @@ struct TopicState {
 }
 
 impl TopicState {
-    fn new(stock: Option<Stock>) -> TopicState {
+    fn new(number: u64, stock: Option<Stock>) -> TopicState {
         TopicState {
+            number,
             sequence: 0,
             stock,
             history: std::collections::VecDeque::new(),
@@ -246,6 +296,7 @@ pub(crate) struct Hub {
     clock: Arc<dyn Clock>,
     topics: Mutex<HashMap<Topic, TopicState>>,
     next_session: AtomicU64,
+    next_topic: AtomicU64,
     counters: HubCounters,
     /// The per-session queue limit, in bytes.
     queue_bytes_max: usize,
@@ -265,6 +316,7 @@ impl Hub {
             clock,
             topics: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            next_topic: AtomicU64::new(1),
             counters: HubCounters::default(),
             queue_bytes_max,
         }
@@ -292,8 +344,8 @@ impl Hub {
             frames,
             queued_bytes: AtomicUsize::new(0),
             queue_bytes_max: self.queue_bytes_max,
-            resyncs: AtomicU32::new(0),
             resync: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
             wake: Notify::new(),
         });
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -305,92 +357,92 @@ impl Hub {
         self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Subscribes `link` to `topics` and queues, for each, what `join` asks for. Under the
-    /// hub's lock, so no change falls between that and the stream. Returns the topics whose
-    /// subject does not exist.
-    pub(crate) fn subscribe(
-        &self,
-        link: &Arc<SessionLink>,
-        topics: &[(Topic, Join)],
-    ) -> Vec<Topic> {
-        let mut missing = Vec::new();
+    /// Subscribes `link` to `topic` and, under the hub's lock so that no change falls
+    /// between the two, either queues the changes a resuming client missed or captures the
+    /// snapshot the session must send first. Building a snapshot is bounded work (one
+    /// topic); the session encodes and sends it outside the lock, holding at most one.
+    pub(crate) fn join(&self, link: &Arc<SessionLink>, topic: &Topic, join: Join) -> Joined {
         let mut states = self.topics.lock();
-        for (topic, join) in topics {
-            let state = match states.entry(topic.clone()) {
-                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    let stock = match topic {
-                        Topic::Sku(sku) => match self.ledger.sku(sku) {
-                            Some(view) => Some(view.stock),
-                            None => {
-                                missing.push(topic.clone());
-                                continue;
-                            }
-                        },
-                        Topic::Room(room) if self.ledger.rooms_get(room).is_none() => {
-                            missing.push(topic.clone());
-                            continue;
-                        }
-                        Topic::RoomAlerts(room) if self.ledger.rooms_get(room).is_none() => {
-                            missing.push(topic.clone());
-                            continue;
-                        }
-                        Topic::Room(_) | Topic::Alerts | Topic::RoomAlerts(_) => None,
-                    };
-                    entry.insert(TopicState::new(stock))
-                }
-            };
-            if !state.subscribers.iter().any(|other| other.id == link.id) {
-                state.subscribers.push(link.clone());
-            }
-            let name = topic.name();
-            let oldest = state.sequence + 1 - state.history.len() as u64;
-            let kind = match *join {
-                Join::Fresh => "snapshot",
-                Join::Resync => "resync",
-                Join::Since(seen) if seen == state.sequence => continue,
-                Join::Since(seen) if oldest <= seen.saturating_add(1) && seen < state.sequence => {
-                    let skip = (seen + 1 - oldest) as usize;
-                    for (offset, payload) in state.history.iter().enumerate().skip(skip) {
-                        let bytes = payload.encode(&name, oldest + offset as u64, link.codec);
-                        push(link, Chunk::one(bytes), &self.counters, Fit::Bounded);
+        let state = match states.entry(topic.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let stock = match topic {
+                    Topic::Sku(sku) => match self.ledger.sku(sku) {
+                        Some(view) => Some(view.stock),
+                        None => return Joined::Missing,
+                    },
+                    Topic::Room(room) | Topic::RoomAlerts(room)
+                        if self.ledger.rooms_get(room).is_none() =>
+                    {
+                        return Joined::Missing;
                     }
-                    continue;
-                }
-                Join::Since(_) => "resync",
-            };
-            let bytes = match (topic, &state.stock) {
-                (Topic::Sku(_), Some(stock)) => {
-                    ServerMessage::stock(kind, &name, state.sequence, stock)
-                        .with_epoch(self.epoch)
-                        .encode(link.codec)
-                }
-                (Topic::Room(room), _) => {
-                    let view = self.engine.room_view(room, self.clock.now());
-                    message::room(
-                        kind,
-                        &name,
-                        state.sequence,
-                        view.as_ref(),
-                        Some(self.epoch),
-                        link.codec,
-                    )
-                }
-                (Topic::RoomAlerts(room), _) => {
-                    let mut alerts = self.engine.recent_alerts();
-                    alerts.retain(|alert| alert.room == room.as_str());
-                    message::alerts(kind, &name, state.sequence, &alerts, self.epoch, link.codec)
-                }
-                _ => {
-                    let alerts = self.engine.recent_alerts();
-                    message::alerts(kind, &name, state.sequence, &alerts, self.epoch, link.codec)
-                }
-            };
-            // A snapshot always fits: it replaces a backlog, and a large room's may be larger
-            // than the queue's limit by itself.
-            push(link, Chunk::one(bytes), &self.counters, Fit::Always);
+                    Topic::Room(_) | Topic::Alerts | Topic::RoomAlerts(_) => None,
+                };
+                let number = self.next_topic.fetch_add(1, Ordering::Relaxed);
+                entry.insert(TopicState::new(number, stock))
+            }
+        };
+        if !state.subscribers.iter().any(|other| other.id == link.id) {
+            state.subscribers.push(link.clone());
         }
-        missing
+        let oldest = state.sequence + 1 - state.history.len() as u64;
+        let kind = match join {
+            Join::Fresh => "snapshot",
+            Join::Resync => "resync",
+            Join::Since(seen) if seen == state.sequence => return Joined::Streaming,
+            Join::Since(seen) if oldest <= seen.saturating_add(1) && seen < state.sequence => {
+                let name = topic.name();
+                let skip = (seen + 1 - oldest) as usize;
+                for (offset, payload) in state.history.iter().enumerate().skip(skip) {
+                    let sequence = oldest + offset as u64;
+                    let bytes = payload.encode(&name, sequence, link.codec);
+                    let chunk = Chunk::one(bytes).of_topic(state.number, sequence);
+                    push(link, chunk, &self.counters);
+                }
+                return Joined::Streaming;
+            }
+            Join::Since(_) => "resync",
+        };
+        let body = match (topic, &state.stock) {
+            (Topic::Sku(_), Some(stock)) => SnapshotBody::Stock(stock.clone()),
+            (Topic::Room(room), _) => {
+                SnapshotBody::Room(self.engine.room_view(room, self.clock.now()).map(Box::new))
+            }
+            (Topic::RoomAlerts(room), _) => {
+                let mut alerts = self.engine.recent_alerts();
+                alerts.retain(|alert| alert.room == room.as_str());
+                SnapshotBody::Alerts(alerts)
+            }
+            _ => SnapshotBody::Alerts(self.engine.recent_alerts()),
+        };
+        Joined::Snapshot(Snapshot {
+            topic_number: state.number,
+            name: topic.name(),
+            kind,
+            seq: state.sequence,
+            body,
+        })
+    }
+
+    /// A snapshot's bytes in the session's codec, counted as pushed.
+    pub(crate) fn encode_snapshot(&self, snapshot: &Snapshot, codec: Codec) -> Bytes {
+        let (name, kind, seq) = (&snapshot.name, snapshot.kind, snapshot.seq);
+        let bytes = match &snapshot.body {
+            SnapshotBody::Stock(stock) => ServerMessage::stock(kind, name, seq, stock)
+                .with_epoch(self.epoch)
+                .encode(codec),
+            SnapshotBody::Room(view) => {
+                message::room(kind, name, seq, view.as_deref(), Some(self.epoch), codec)
+            }
+            SnapshotBody::Alerts(alerts) => {
+                message::alerts(kind, name, seq, alerts, self.epoch, codec)
+            }
+        };
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        bytes
     }
 
     pub(crate) fn unsubscribe(&self, link: &SessionLink, topics: &[Topic]) {
@@ -514,9 +566,10 @@ impl Hub {
                                 payload.encode(&name, first + offset as u64, link.codec)
                             }),
                         )
+                        .of_topic(state.number, state.sequence)
                     })
                     .clone();
-                push(link, chunk, &self.counters, Fit::Bounded);
+                push(link, chunk, &self.counters);
             }
             state.round.clear();
         }
@@ -531,15 +584,12 @@ impl Hub {
         for (topic, state) in states.iter_mut() {
             if let Topic::Sku(sku) = topic
                 && let Some(view) = self.ledger.sku(sku)
-                && state
-                    .stock
-                    .as_ref()
-                    .is_some_and(|last| last.version < view.stock.version)
             {
-                state.sequence += 1;
                 state.stock = Some(view.stock);
             }
-            // Room and alert changes may have been missed too.
+            // Every topic may have missed changes: its sequence moves on past the gap, so a
+            // client resuming from before it is resynced rather than told it is up to date.
+            state.sequence += 1;
             state.history.clear();
             state.round.clear();
             for link in &state.subscribers {
@@ -550,24 +600,25 @@ impl Hub {
     }
 }
 
-/// Whether a chunk must fit in the session's queue limit.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fit {
-    Bounded,
-    Always,
-}
-
-/// Queues a chunk, or marks the session for a resync when its queue is full.
-fn push(link: &SessionLink, chunk: Chunk, counters: &HubCounters, fit: Fit) {
+/// Queues a chunk, or marks the session for a resync when it does not fit. Once marked,
+/// nothing more is queued until the session has resynced: a later change sent before the
+/// resync would show the client a gap.
+fn push(link: &SessionLink, chunk: Chunk, counters: &HubCounters) {
+    if link.resync.load(Ordering::Acquire) {
+        return;
+    }
     let length = chunk.bytes.len();
     let messages = u64::from(chunk.messages);
-    let fits = fit == Fit::Always
-        || link.queued_bytes.load(Ordering::Acquire) + length <= link.queue_bytes_max;
-    if fits && link.frames.try_send(chunk).is_ok() {
+    let queued = link.queued_bytes.load(Ordering::Acquire);
+    if queued + length <= link.queue_bytes_max && link.frames.try_send(chunk).is_ok() {
         link.queued_bytes.fetch_add(length, Ordering::AcqRel);
         counters.messages.fetch_add(messages, Ordering::Relaxed);
         counters.bytes.fetch_add(length as u64, Ordering::Relaxed);
         return;
+    }
+    // Larger than the whole queue: no reader could have taken it, so it is not slowness.
+    if length <= link.queue_bytes_max {
+        link.slow.store(true, Ordering::Release);
     }
     if !link.resync.swap(true, Ordering::AcqRel) {
         counters.resyncs.fetch_add(1, Ordering::Relaxed);

@@ -468,3 +468,152 @@ async fn resuming_with_another_runs_epoch_gets_a_resync() {
     assert_eq!(resynced[0]["stock"]["available"], 9);
     server.stop().await;
 }
+
+/// Resident memory of this process, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("VmRSS")
+        * 1024
+}
+
+/// The value of a counter line in `/metrics`.
+async fn counter(server: &TestServer, name: &str) -> u64 {
+    let text = server.metrics().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
+/// A room of 200 listings 47 hours into a 48-hour show: its snapshot is megabytes long.
+async fn big_room(server: &TestServer) {
+    let mut listings = Vec::new();
+    for index in 0..200 {
+        let sku = format!("S{index:03}");
+        server.sku(&sku, 1_000).await;
+        listings.push(json!({"sku": sku, "forecast": 500}));
+    }
+    let room = json!({
+        "name": "big", "starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-27T12:00:00Z",
+        "listings": listings,
+    });
+    let (status, body) = server.put("/api/v1/rooms/big", room).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    server.clock.advance(Duration::from_secs(47 * 3600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscribe_naming_a_big_room_many_times_costs_one_snapshot() {
+    // Goal: a subscribe that names a 200-listing room 256 times costs the server one
+    // snapshot, not 256: other clients' subscribes are answered within 100 ms and memory
+    // grows by about one snapshot.
+    // Method: measure one snapshot of the room with a reading client; then a client sends the
+    // 256-fold subscribe and never reads, and 5 ms later another client subscribes to a SKU
+    // and times its snapshot; /metrics' pushed bytes and this process's resident memory
+    // (the server runs in it) grow by at most one more snapshot (and slack for the rest).
+    let server = TestServer::start().await;
+    big_room(&server).await;
+    let mut reference = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut reference,
+        json!({"op": "subscribe", "topics": ["room:big"]}),
+    )
+    .await;
+    let snapshot = next_messages(&mut reference).await;
+    assert_eq!(snapshot[0]["type"], "snapshot");
+    let snapshot_bytes = snapshot[0].to_string().len() as u64;
+    assert!(1024 * 1024 < snapshot_bytes, "{snapshot_bytes} bytes");
+    drop(snapshot);
+
+    let pushed_before = counter(&server, "stockpulse_push_bytes_total").await;
+    let resident_before = resident_bytes();
+    let mut attacker = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut attacker,
+        json!({"op": "subscribe", "topics": vec!["room:big"; 256]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut other = connect(&server, "stockpulse.v1.json").await;
+    let asked = tokio::time::Instant::now();
+    send(
+        &mut other,
+        json!({"op": "subscribe", "topics": ["sku:S000"]}),
+    )
+    .await;
+    let answer = next_messages(&mut other).await;
+    let waited = asked.elapsed();
+    assert_eq!(answer[0]["type"], "snapshot");
+    assert!(
+        waited < Duration::from_millis(100),
+        "another client's subscribe took {waited:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pushed = counter(&server, "stockpulse_push_bytes_total").await - pushed_before;
+    // The snapshot as re-encoded here is a little shorter than as sent.
+    assert!(
+        pushed <= snapshot_bytes * 5 / 4 + 64 * 1024,
+        "{pushed} bytes pushed for one {snapshot_bytes}-byte snapshot"
+    );
+    let grown = resident_bytes().saturating_sub(resident_before);
+    assert!(
+        grown <= 4 * snapshot_bytes + 32 * 1024 * 1024,
+        "memory grew by {grown} bytes"
+    );
+    drop(attacker);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_topic_named_twice_is_followed_once_and_subscribes_are_rate_limited() {
+    // Goal: duplicates in one subscribe give one snapshot and one stream, and a session that
+    // keeps subscribing is refused with rate_limited rather than served snapshot after
+    // snapshot.
+    // Method: subscribe to ["sku:A", "sku:A"]: one snapshot, then one stock message per
+    // change; then send subscribes back to back until one is refused.
+    let server = TestServer::start().await;
+    server.sku("A", 10).await;
+    let mut socket = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut socket,
+        json!({"op": "subscribe", "topics": ["sku:A", "sku:A"]}),
+    )
+    .await;
+    let first = next_messages(&mut socket).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["type"], "snapshot");
+    server.sku("A", 11).await;
+    let change = next_messages(&mut socket).await;
+    assert_eq!(change.len(), 1, "{change:?}");
+    assert_eq!(change[0]["type"], "stock");
+    assert_eq!(change[0]["seq"], first[0]["seq"].as_u64().expect("seq") + 1);
+    let mut refused = None;
+    for attempt in 0..40 {
+        send(
+            &mut socket,
+            json!({"op": "unsubscribe", "topics": ["sku:A"]}),
+        )
+        .await;
+        send(&mut socket, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
+        let messages = next_messages(&mut socket).await;
+        if messages[0]["type"] == "error" {
+            assert_eq!(messages[0]["code"], "rate_limited");
+            refused = Some(attempt);
+            break;
+        }
+        assert_eq!(messages[0]["type"], "snapshot");
+    }
+    let refused = refused.expect("subscribes are rate-limited");
+    assert!(6 <= refused, "refused after {refused} rounds");
+    server.stop().await;
+}
