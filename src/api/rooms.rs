@@ -434,22 +434,10 @@ pub(crate) async fn forecast(
                 body.forecast
             ))
         })?;
-    let mut spec = shared
-        .ledger
-        .rooms_get(&id)
-        .map(|room| room.as_ref().clone())
-        .ok_or_else(|| LedgerError::RoomNotFound { room: id.clone() })?;
-    let listing = spec
-        .listings
-        .iter_mut()
-        .find(|listing| listing.sku == sku)
-        .ok_or_else(|| LedgerError::ListingNotFound {
-            room: id.clone(),
-            sku: sku.clone(),
-        })?;
-    listing.forecast = forecast;
     shared.writable()?;
-    shared.ledger.put_room(shared.now(), spec)?;
+    shared
+        .ledger
+        .set_forecast(shared.now(), &id, &sku, forecast)?;
     let answer = view(&shared, &id)?;
     shared.durable().await?;
     Ok(answer)

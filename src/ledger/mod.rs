@@ -459,9 +459,13 @@ impl Ledger {
         let fact = transition_fact(now, order, &step, moved.stocks);
         self.record(&fact);
         drop(skus);
+        let was_locked = entry.status == OrderStatus::Locked;
         entry.status = step.status;
         entry.updated_at = now;
         let view = entry.view(step.status);
+        if was_locked {
+            stripe.unlocked();
+        }
         if is_finished(step.status) {
             stripe.finish(order_id, now);
         }
@@ -674,6 +678,39 @@ impl Ledger {
         Ok(fact)
     }
 
+    /// Changes one listing's forecast, keeping everything else of the room as it is: the
+    /// read, the change and the write happen under the room lock, so concurrent edits and
+    /// room changes are never lost.
+    pub fn set_forecast(
+        &self,
+        now: Timestamp,
+        room: &RoomId,
+        sku: &SkuId,
+        forecast: u64,
+    ) -> Result<Fact, LedgerError> {
+        let _writing = self.room_writes.lock();
+        let mut spec = self
+            .rooms
+            .read()
+            .get(room)
+            .map(|spec| spec.as_ref().clone())
+            .ok_or_else(|| LedgerError::RoomNotFound { room: room.clone() })?;
+        let listing = spec
+            .listings
+            .iter_mut()
+            .find(|listing| &listing.sku == sku)
+            .ok_or_else(|| LedgerError::ListingNotFound {
+                room: room.clone(),
+                sku: sku.clone(),
+            })?;
+        listing.forecast = forecast;
+        spec.validate().map_err(|error| LedgerError::InvalidRoom {
+            room: room.clone(),
+            reason: error.to_string(),
+        })?;
+        self.put_room_writing(now, Arc::new(spec), true)
+    }
+
     /// Puts a room; `record` is false when replaying.
     fn put_room_at(
         &self,
@@ -682,6 +719,16 @@ impl Ledger {
         record: bool,
     ) -> Result<Fact, LedgerError> {
         let _writing = self.room_writes.lock();
+        self.put_room_writing(now, room, record)
+    }
+
+    /// Puts a room, the caller holding `room_writes`.
+    fn put_room_writing(
+        &self,
+        now: Timestamp,
+        room: Arc<Room>,
+        record: bool,
+    ) -> Result<Fact, LedgerError> {
         let previous = self.rooms.read().get(&room.id).cloned();
         let mut skus: Vec<&SkuId> = room.listings.iter().map(|listing| &listing.sku).collect();
         if let Some(previous) = &previous {

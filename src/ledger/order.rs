@@ -29,10 +29,16 @@ pub(super) struct OrderEntry {
 }
 
 impl OrderEntry {
+    /// Whether `request` is this order again: the same platform, room and lines, the lines
+    /// in any order (an order names each SKU once, so they compare as a set).
     pub(super) fn same_content(&self, request: &OrderRequest) -> bool {
         self.order.platform == request.platform
             && self.order.room == request.room
-            && self.order.lines == request.lines
+            && self.order.lines.len() == request.lines.len()
+            && request
+                .lines
+                .iter()
+                .all(|line| self.order.lines.iter().any(|mine| mine == line))
     }
 
     pub(super) fn view(&self, status: OrderStatus) -> OrderView {
@@ -105,6 +111,9 @@ pub(super) struct OrderStripe {
     /// Finished orders by the time they finished, oldest first, to forget them after the
     /// idempotency window. Entries whose order changed since are skipped when popped.
     pub(super) finished: VecDeque<(Timestamp, OrderId)>,
+    /// Orders in the stripe whose status is `Locked`, kept as orders move so that counting
+    /// them never walks the stripe.
+    locked_count: usize,
 }
 
 impl OrderStripe {
@@ -132,6 +141,7 @@ impl OrderStripe {
     pub(super) fn insert(&mut self, hash: u64, entry: OrderEntry) {
         let order_id = &entry.order.order_id;
         if entry.status == OrderStatus::Locked {
+            self.locked_count += 1;
             self.expire_at(entry.expires_at, order_id.clone());
         } else {
             self.finish(order_id, entry.updated_at);
@@ -149,8 +159,16 @@ impl OrderStripe {
             orders[*index as usize].entry.order.order_id == *order_id
         }) {
             let (index, _) = occupied.remove();
-            self.orders.remove(index as usize);
+            let slot = self.orders.remove(index as usize);
+            if slot.entry.status == OrderStatus::Locked {
+                self.locked_count -= 1;
+            }
         }
+    }
+
+    /// An order of this stripe left `Locked`.
+    pub(super) fn unlocked(&mut self) {
+        self.locked_count -= 1;
     }
 
     fn expire_at(&mut self, expires_at: Timestamp, order_id: OrderId) {
@@ -184,10 +202,7 @@ impl OrderStripe {
     }
 
     pub(super) fn locked_count(&self) -> usize {
-        self.orders
-            .iter()
-            .filter(|(_, slot)| slot.entry.status == OrderStatus::Locked)
-            .count()
+        self.locked_count
     }
 }
 

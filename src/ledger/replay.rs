@@ -216,6 +216,9 @@ impl Ledger {
         self.apply_moves(fact, &order, movement, at, stocks)?;
         entry.status = to;
         entry.updated_at = at;
+        if from == OrderStatus::Locked {
+            stripe.unlocked();
+        }
         stripe.finish(order_id, at);
         Ok(())
     }
