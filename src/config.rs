@@ -169,6 +169,10 @@ pub struct AuthConfig {
     /// Pages on these origins (`https://screen.example.com`) may open `/ws`; without a list,
     /// only pages served by this server may.
     pub allowed_origins: Vec<String>,
+    /// Without a secret, requests are served only when their `Host` is an address,
+    /// `localhost`, or one of these names (a name another site's page could re-bind to
+    /// 127.0.0.1 is refused otherwise).
+    pub allowed_hosts: Vec<String>,
     pub platforms: Vec<PlatformSecret>,
 }
 
@@ -239,6 +243,9 @@ impl ConfigLayer {
                     }
                     if !over.allowed_origins.is_empty() {
                         under.allowed_origins = over.allowed_origins;
+                    }
+                    if !over.allowed_hosts.is_empty() {
+                        under.allowed_hosts = over.allowed_hosts;
                     }
                     if !over.platforms.is_empty() {
                         under.platforms = over.platforms;

@@ -113,6 +113,7 @@ pub async fn run(
                 .map(|platform| (platform.name.clone(), platform.secret.as_bytes().to_vec()))
                 .collect(),
             allowed_origins: config.auth.allowed_origins.clone(),
+            allowed_hosts: config.auth.allowed_hosts.clone(),
         },
         body_limit_bytes: usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX),
         edge: edge.clone(),

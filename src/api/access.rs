@@ -21,6 +21,13 @@ pub(crate) struct Access {
     pub(crate) platforms: Vec<(String, Vec<u8>)>,
     /// Origins allowed to open `/ws`; empty means only this server's own pages.
     pub(crate) allowed_origins: Vec<String>,
+    /// Names besides addresses and `localhost` that requests may give as `Host` when no
+    /// secret is configured.
+    pub(crate) allowed_hosts: Vec<String>,
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 /// What a route needs beyond a valid credential, if anything.
@@ -31,15 +38,33 @@ enum Need<'a> {
     Act(Action<'a>),
 }
 
-fn classify<'a>(method: &Method, path: &'a str) -> Need<'a> {
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
+/// A path's segments under `/api/v1/`, percent-decoded exactly as the handlers' `Path`
+/// extractors decode them, so a route is authorised on the ids it will act on. `None` for a
+/// path outside the API, `Some(Err)` for one that does not decode (the handler would refuse
+/// it too).
+fn api_segments(path: &str) -> Option<Result<Vec<String>, ()>> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    Some(
+        rest.split('/')
+            .map(|segment| {
+                percent_encoding::percent_decode_str(segment)
+                    .decode_utf8()
+                    .map(std::borrow::Cow::into_owned)
+                    .map_err(drop)
+            })
+            .collect(),
+    )
+}
+
+fn classify<'a>(method: &Method, path: &str, segments: Option<&'a [String]>) -> Need<'a> {
+    let Some(segments) = segments else {
         return match path {
             "/metrics" => Need::Act(Action::ReadAll),
             // The pages, their files, health, the OpenAPI document; `/ws` checks its own.
             _ => Need::Public,
         };
     };
-    let parts: Vec<&'a str> = rest.split('/').collect();
+    let parts: Vec<&'a str> = segments.iter().map(String::as_str).collect();
     let read = method == Method::GET || method == Method::HEAD;
     match parts.as_slice() {
         ["rooms"] | ["alerts"] if read => Need::Authenticated,
@@ -83,6 +108,37 @@ impl Access {
             None => Ok(Claims::open()),
             Some(authority) => authority.verify(token.ok_or(AuthError::Missing)?, now),
         }
+    }
+
+    /// Whether a request naming `host` may be served without credentials. With no secret
+    /// every request is an administrator and loopback is the only protection, which a page
+    /// whose name re-binds to 127.0.0.1 would get past: such a page sends its own name as
+    /// `Host`. A name re-binds, an address does not, so IP literals and `localhost` pass,
+    /// as do the names configured in `allowed_hosts`.
+    pub(crate) fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            // HTTP/1.0 without a Host: not a browser.
+            return true;
+        };
+        let name = match host.strip_prefix('[') {
+            Some(bracketed) => {
+                return bracketed.split_once(']').is_some_and(|(address, port)| {
+                    address.parse::<std::net::Ipv6Addr>().is_ok()
+                        && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port))
+                });
+            }
+            None => match host.rsplit_once(':') {
+                Some((name, port)) if is_port(port) => name,
+                Some(_) => return false,
+                None => host,
+            },
+        };
+        name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(name))
     }
 
     /// Whether a browser on `origin` may open `/ws` on `host`.
@@ -199,7 +255,36 @@ pub(crate) async fn authorize(
 ) -> Response {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let need = classify(&method, &path);
+    if shared.access.authority.is_none() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+        if !shared.access.host_allowed(host) {
+            return refused(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_host",
+                format!(
+                    "this server takes no credentials and answers only requests to its \
+                     address or localhost, not {}; name the host in [auth] allowed_hosts, \
+                     or configure a secret",
+                    host.unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let segments = match api_segments(&path) {
+        Some(Ok(segments)) => Some(segments),
+        Some(Err(())) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the path is not valid percent-encoded UTF-8".to_owned(),
+            );
+        }
+        None => None,
+    };
+    let need = classify(&method, &path, segments.as_deref());
     if matches!(need, Need::Public) {
         return next.run(request).await;
     }
@@ -269,7 +354,7 @@ pub(crate) async fn authorize(
         .get::<Claims>()
         .cloned()
         .unwrap_or_else(Claims::open);
-    let allowed = match classify(&method, &path) {
+    let allowed = match need {
         Need::Public | Need::Authenticated => true,
         Need::Acknowledge => matches!(claims.role, Role::Admin | Role::Operator),
         Need::Act(action) => claims.allows(action),
@@ -290,11 +375,14 @@ mod tests {
 
     #[test]
     fn routes_need_what_they_change() {
-        let need = |method: Method, path: &'static str| match classify(&method, path) {
-            Need::Public => "public".to_owned(),
-            Need::Authenticated => "authenticated".to_owned(),
-            Need::Acknowledge => "acknowledge".to_owned(),
-            Need::Act(action) => format!("{action:?}"),
+        let need = |method: Method, path: &'static str| {
+            let segments = api_segments(path).map(|decoded| decoded.expect("decodes"));
+            match classify(&method, path, segments.as_deref()) {
+                Need::Public => "public".to_owned(),
+                Need::Authenticated => "authenticated".to_owned(),
+                Need::Acknowledge => "acknowledge".to_owned(),
+                Need::Act(action) => format!("{action:?}"),
+            }
         };
         assert_eq!(need(Method::GET, "/"), "public");
         assert_eq!(need(Method::GET, "/healthz"), "public");
@@ -314,6 +402,52 @@ mod tests {
         );
         assert_eq!(need(Method::POST, "/api/v1/alerts/3/ack"), "acknowledge");
         assert_eq!(need(Method::GET, "/api/v1/deliveries"), "ReadAll");
+        assert_eq!(
+            need(Method::GET, "/api/v1/rooms/%E6%8A%96%E9%9F%B31"),
+            "ReadRoom(\"抖音1\")"
+        );
+        assert_eq!(
+            need(Method::POST, "/api/v1/rooms/r%31/listings/A/halt"),
+            "OperateRoom(\"r1\")"
+        );
+        assert_eq!(
+            need(Method::PUT, "/api/v1/rooms/r%2531"),
+            "OperateRoom(\"r%31\")"
+        );
+    }
+
+    #[test]
+    fn without_a_secret_only_addresses_localhost_and_listed_names_are_served() {
+        let open = Access {
+            authority: None,
+            platforms: Vec::new(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: vec!["screen.shop.example".to_owned()],
+        };
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "[::1]",
+            "10.0.0.7:8080",
+            "screen.shop.example:8080",
+        ] {
+            assert!(open.host_allowed(Some(host)), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "[::1",
+            "[evil]:80",
+            "127.0.0.1:port",
+            "",
+        ] {
+            assert!(!open.host_allowed(Some(host)), "{host}");
+        }
     }
 
     #[test]
@@ -322,6 +456,7 @@ mod tests {
             authority: None,
             platforms: Vec::new(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         };
         assert!(open.origin_allowed(None, Some("127.0.0.1:8080")));
         assert!(open.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));

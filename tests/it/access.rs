@@ -32,6 +32,7 @@ async fn secured() -> TestServer {
         auth: Some(AuthConfig {
             secret: Some(SECRET.to_owned()),
             allowed_origins: vec!["https://screen.example.com".to_owned()],
+            allowed_hosts: Vec::new(),
             platforms: vec![PlatformSecret {
                 name: "douyin".to_owned(),
                 secret: PLATFORM_SECRET.to_owned(),
@@ -614,5 +615,118 @@ async fn a_platform_signs_its_order_webhooks() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{id} was not placed");
     }
     assert_eq!(stock_of_a(&server).await["locked"], 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_are_authorised_on_their_decoded_ids() {
+    // Goal: a token scoped to a room reaches that room however its id is percent-encoded in
+    // the path, and only that room: a Chinese room id requested encoded is its own room, and
+    // an operator of room `r%31` cannot act on room `r1` by sending `r%31` in the path.
+    // Method: rooms 抖音1, r1 and r%31 listing A; a viewer of 抖音1 reads it encoded; an
+    // operator of r%31 halts a listing through /rooms/r%31 (refused, r1 unchanged) and
+    // through /rooms/r%2531 (its own room, allowed).
+    let server = secured().await;
+    let admin = token(Role::Admin, None, 3600);
+    for room in ["%E6%8A%96%E9%9F%B31", "r%2531"] {
+        let body = json!({
+            "starts_at": "2026-11-25T12:00:00Z",
+            "ends_at": "2026-11-25T15:00:00Z",
+            "listings": [{"sku": "A", "forecast": 50}],
+        });
+        let path = format!("/api/v1/rooms/{room}");
+        let (status, answer) = call(&server, Some(&admin), "PUT", &path, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let screen = token(Role::Viewer, Some(&["抖音1"]), 3600);
+    let (status, room) = call(
+        &server,
+        Some(&screen),
+        "GET",
+        "/api/v1/rooms/%E6%8A%96%E9%9F%B31",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{room}");
+    assert_eq!(room["room"], "抖音1");
+    let (status, _) = call(&server, Some(&screen), "GET", "/api/v1/rooms/r1", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let operator = token(Role::Operator, Some(&["r%31"]), 3600);
+    let (status, body) = call(
+        &server,
+        Some(&operator),
+        "POST",
+        "/api/v1/rooms/r%31/listings/A/halt",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, r1) = call(&server, Some(&admin), "GET", "/api/v1/rooms/r1", None).await;
+    assert_eq!(r1["listings"][0]["halted"], false, "{r1}");
+    let (status, body) = call(
+        &server,
+        Some(&operator),
+        "POST",
+        "/api/v1/rooms/r%2531/listings/A/halt",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["room"], "r%31");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_secret_a_rebound_host_name_is_refused() {
+    // Goal: with no secret every request is an administrator, so a page whose name was
+    // re-bound to 127.0.0.1 (DNS rebinding) must not be served: its requests carry its own
+    // name as Host, with a matching Origin.
+    // Method: a server without a secret; a PUT with Host and Origin of evil.example is
+    // refused with 421 misdirected_host and creates nothing, so is a /ws upgrade; the same
+    // PUT to the address, or to localhost, is served.
+    let server = TestServer::start().await;
+    let port = server.address.port();
+    let evil = format!("evil.example:{port}");
+    let response = server
+        .client
+        .put(server.url("/api/v1/skus/REBIND"))
+        .header("host", &evil)
+        .header("origin", format!("http://{evil}"))
+        .json(&json!({"total": 5}))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+    let body: Value = response.json().await.expect("an error body");
+    assert_eq!(code(&body), "misdirected_host");
+    let (status, _) = server.get("/api/v1/skus/REBIND").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let mut request = format!("ws://{}/ws", server.address)
+        .into_client_request()
+        .expect("a request");
+    request
+        .headers_mut()
+        .insert("host", evil.parse().expect("a header value"));
+    let refused = tokio_tungstenite::connect_async(request).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 421);
+        }
+        other => panic!("a rebound /ws was not refused: {:?}", other.map(|(_, r)| r)),
+    }
+
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let response = server
+            .client
+            .put(server.url("/api/v1/skus/LOCAL"))
+            .header("host", host)
+            .json(&json!({"total": 5}))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
     server.stop().await;
 }
