@@ -197,7 +197,7 @@ mod connections {
                     let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
                 }
                 1 => {
-                    let head = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+                    let head = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
                     let _ = stream.write_all(head.as_bytes()).await;
                 }
                 _ => {
@@ -283,7 +283,7 @@ mod connections {
         }
         let mut other = from("127.0.0.3", server.address).await;
         other
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await
             .expect("sent");
         let mut answer = String::new();
