@@ -71,7 +71,7 @@ pub(crate) struct Shared {
 
 /// How long a write waits for the journal before it answers 503: long enough for any
 /// healthy disk, short enough that a client retries instead of hanging.
-const DURABLE_WAIT_MAX: Duration = Duration::from_secs(5);
+pub(super) const DURABLE_WAIT_MAX: Duration = Duration::from_secs(5);
 
 impl Shared {
     fn now(&self) -> Timestamp {

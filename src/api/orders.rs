@@ -31,10 +31,20 @@ pub(super) struct Done {
     pub(super) replayed: bool,
 }
 
+/// What running one order operation gave.
+pub(super) struct Outcome {
+    pub(super) result: Result<Done, ApiError>,
+    /// The ledger decided it, done or refused: the answer rests on the ledger's state, so it
+    /// is given only once that state is durable. A request refused before it reached the
+    /// ledger (a bad field) rests on nothing.
+    pub(super) decided: bool,
+}
+
 /// Runs one order operation and records it in the metrics.
-pub(super) fn execute(shared: &AppState, op: BatchOp) -> Result<Done, ApiError> {
+pub(super) fn execute(shared: &AppState, op: BatchOp) -> Outcome {
     let (kind, result) = run(shared, op);
-    match result {
+    let decided = result.is_ok();
+    let result = match result.and_then(|decision| decision.map_err(ApiError::from)) {
         Ok(answer) => {
             if answer.replayed {
                 shared.metrics.order_replayed(kind);
@@ -60,35 +70,37 @@ pub(super) fn execute(shared: &AppState, op: BatchOp) -> Result<Done, ApiError> 
             shared.metrics.order_refused(kind, error.code);
             Err(error)
         }
-    }
+    };
+    Outcome { result, decided }
 }
 
-fn run(shared: &AppState, op: BatchOp) -> (Op, Result<Answer, ApiError>) {
+/// Checks an operation and hands it to the ledger: the outer error is a refusal before the
+/// ledger saw it, the inner result the ledger's decision.
+type Decision = Result<Result<Answer, LedgerError>, ApiError>;
+
+fn run(shared: &AppState, op: BatchOp) -> (Op, Decision) {
     let now = shared.now();
     let ledger = &shared.ledger;
     match op {
         BatchOp::Reserve(body) if !body.paid => (
             Op::reserve,
             body.into_request()
-                .and_then(|request| Ok(ledger.reserve(now, request)?)),
+                .map(|request| ledger.reserve(now, request)),
         ),
         BatchOp::Reserve(body) | BatchOp::Sell(body) => (
             Op::sell,
-            body.into_request()
-                .and_then(|request| Ok(ledger.sell(now, request)?)),
+            body.into_request().map(|request| ledger.sell(now, request)),
         ),
         BatchOp::Confirm { order_id: raw } => (
             Op::confirm,
-            order_id(&raw).and_then(|id| Ok(ledger.confirm(now, &id)?)),
+            order_id(&raw).map(|id| ledger.confirm(now, &id)),
         ),
-        BatchOp::Cancel { order_id: raw } => (
-            Op::cancel,
-            order_id(&raw).and_then(|id| Ok(ledger.cancel(now, &id)?)),
-        ),
-        BatchOp::Refund { order_id: raw } => (
-            Op::refund,
-            order_id(&raw).and_then(|id| Ok(ledger.refund(now, &id)?)),
-        ),
+        BatchOp::Cancel { order_id: raw } => {
+            (Op::cancel, order_id(&raw).map(|id| ledger.cancel(now, &id)))
+        }
+        BatchOp::Refund { order_id: raw } => {
+            (Op::refund, order_id(&raw).map(|id| ledger.refund(now, &id)))
+        }
     }
 }
 
@@ -97,13 +109,13 @@ async fn one(shared: &AppState, op: BatchOp) -> Response {
     if let Err(error) = shared.writable() {
         return error.into_response();
     }
-    let result = execute(shared, op);
-    if result.is_ok()
+    let outcome = execute(shared, op);
+    if outcome.decided
         && let Err(error) = shared.durable().await
     {
         return error.into_response();
     }
-    respond(result)
+    respond(outcome.result)
 }
 
 fn respond(result: Result<Done, ApiError>) -> Response {
@@ -206,16 +218,18 @@ pub(crate) async fn batch(
         )));
     }
     shared.writable()?;
+    let mut decided = false;
     let done: Vec<Result<Done, ApiError>> = body
         .ops
         .iter()
         .map(|raw| {
-            decode_json::<BatchItem>(raw.get().as_bytes())
-                .and_then(BatchItem::into_op)
-                .and_then(|op| execute(&shared, op))
+            let op = decode_json::<BatchItem>(raw.get().as_bytes()).and_then(BatchItem::into_op)?;
+            let outcome = execute(&shared, op);
+            decided |= outcome.decided;
+            outcome.result
         })
         .collect();
-    if done.iter().any(Result::is_ok) {
+    if decided {
         shared.durable().await?;
     }
     let results = done

@@ -122,7 +122,17 @@ struct Reply<'a> {
     error: Option<ErrorDetail>,
 }
 
-impl Reply<'_> {
+impl<'a> Reply<'a> {
+    fn refused(id: &'a str, error: &ApiError) -> Reply<'a> {
+        Reply {
+            kind: "reply",
+            id,
+            status: error.status.as_u16(),
+            order: None,
+            error: Some(error.body().error),
+        }
+    }
+
     fn encode(&self, codec: Codec) -> Bytes {
         match codec {
             Codec::Json => Bytes::from(serde_json::to_vec(self).expect("replies encode")),
@@ -136,8 +146,20 @@ impl Reply<'_> {
 /// Commands a session may have waiting for durability before more are refused.
 const PENDING_REPLIES_MAX: usize = 10_000;
 
-/// Replies waiting for the journal, in command order: (durable sequence needed, reply).
-type Pending = std::collections::VecDeque<(u64, Bytes)>;
+/// A reply waiting for the journal.
+struct PendingReply {
+    /// The durable sequence the reply rests on; 0 when it rests on nothing (a refusal before
+    /// the ledger saw the command).
+    needed: u64,
+    /// When it turns into `503 storage_unavailable`, as over HTTP.
+    deadline: Instant,
+    /// The command's client id, for that 503.
+    id: String,
+    reply: Bytes,
+}
+
+/// Replies waiting for the journal, in command order.
+type Pending = std::collections::VecDeque<PendingReply>;
 
 pub(crate) async fn upgrade(
     State(shared): State<AppState>,
@@ -299,7 +321,7 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                     }
                     Ok((id, op)) => {
                         command_reply(&shared, codec, &mut pending, id, op);
-                        let ready = flush_durable(&mut pending, *durable.borrow());
+                        let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
                         if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
                             break;
                         }
@@ -387,7 +409,13 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                 if changed.is_err() {
                     break;
                 }
-                let ready = flush_durable(&mut pending, *durable.borrow_and_update());
+                let ready = { durable.borrow_and_update(); flush_due(&shared, &mut pending, Instant::now(), codec) };
+                if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
+                    break;
+                }
+            }
+            () = sleep_until_deadline(&pending) => {
+                let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
                 if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
                     break;
                 }
@@ -430,6 +458,14 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
         }
     }
     hub.disconnect(&link, &topics);
+}
+
+/// Resolves when the oldest waiting reply reaches its deadline; never without one.
+async fn sleep_until_deadline(pending: &Pending) {
+    match pending.front() {
+        Some(front) => tokio::time::sleep_until(front.deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether the session may go on: its token has not expired, or, without one yet, it is
@@ -572,7 +608,9 @@ impl OrderCommand {
     }
 }
 
-/// Runs one order command and queues its reply behind the journal's sequence at that point.
+/// Runs one order command and queues its reply: behind the journal's sequence at that point
+/// when the ledger decided it, ready at once when it was refused before (but still after
+/// the replies queued before it).
 fn command_reply(
     shared: &AppState,
     codec: Codec,
@@ -580,17 +618,21 @@ fn command_reply(
     id: String,
     op: Result<BatchOp, ApiError>,
 ) {
-    let result = if PENDING_REPLIES_MAX <= pending.len() {
-        Err(ApiError::new(
+    let (result, decided) = if PENDING_REPLIES_MAX <= pending.len() {
+        let refusal = ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "too_many_pending",
             format!("at most {PENDING_REPLIES_MAX} commands may wait for their replies"),
-        ))
+        );
+        (Err(refusal), false)
     } else {
-        op.and_then(|op| {
-            shared.writable()?;
-            execute(shared, op)
-        })
+        match op.and_then(|op| shared.writable().map(|()| op)) {
+            Ok(op) => {
+                let outcome = execute(shared, op);
+                (outcome.result, outcome.decided)
+            }
+            Err(refusal) => (Err(refusal), false),
+        }
     };
     let reply = match &result {
         Ok(done) => Reply {
@@ -600,27 +642,44 @@ fn command_reply(
             order: Some(OrderResponse::new(&done.order, done.replayed)),
             error: None,
         },
-        Err(error) => Reply {
-            kind: "reply",
-            id: &id,
-            status: error.status.as_u16(),
-            order: None,
-            error: Some(error.body().error),
-        },
+        Err(error) => Reply::refused(&id, error),
     };
-    pending.push_back((shared.journal.submitted(), reply.encode(codec)));
+    let reply = reply.encode(codec);
+    pending.push_back(PendingReply {
+        needed: if decided {
+            shared.journal.submitted()
+        } else {
+            0
+        },
+        deadline: Instant::now() + super::DURABLE_WAIT_MAX,
+        id,
+        reply,
+    });
 }
 
-/// Takes the replies whose changes are durable now.
-fn flush_durable(pending: &mut Pending, durable: u64) -> Vec<Chunk> {
+/// Takes the replies that may go now, in order: those whose changes are durable, and those
+/// past their deadline or behind a poisoned journal, which become `503 storage_unavailable`
+/// (the outcome is unknown).
+fn flush_due(shared: &AppState, pending: &mut Pending, now: Instant, codec: Codec) -> Vec<Chunk> {
+    let durable = shared.journal.durable();
+    let poisoned = shared.journal.poisoned();
     let mut ready = Vec::new();
-    while pending
-        .front()
-        .is_some_and(|(needed, _)| *needed <= durable)
-    {
-        if let Some((_, reply)) = pending.pop_front() {
-            ready.push(Chunk::one(reply));
-        }
+    while let Some(front) = pending.front() {
+        let reply = if front.needed <= durable {
+            front.reply.clone()
+        } else if front.deadline <= now || poisoned {
+            let unknown = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the journal could not make this change durable in time; its outcome is \
+                 unknown: retry with the same order_id",
+            );
+            Reply::refused(&front.id, &unknown).encode(codec)
+        } else {
+            break;
+        };
+        pending.pop_front();
+        ready.push(Chunk::one(reply));
     }
     ready
 }

@@ -197,6 +197,11 @@ impl Journal {
         self.shared.healthy.load(Ordering::Acquire) && !self.shared.poisoned.load(Ordering::Acquire)
     }
 
+    /// Whether a sync failed: nothing more will become durable until a restart.
+    pub fn poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
     /// The sequence of the last fact queued.
     pub fn submitted(&self) -> u64 {
         self.shared.queue.lock().submitted

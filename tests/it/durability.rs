@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -389,16 +390,51 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     binary.kill();
 }
 
-/// Syncs like the operating system, except that the first sync at `point` fails (EIO).
-#[derive(Debug)]
-struct FailingSync {
-    point: SyncPoint,
+/// Syncs like the operating system, except that the first sync at `point` once `armed`
+/// fails (EIO), and that syncs wait while `stalled` (a disk that has stopped answering).
+#[derive(Debug, Default)]
+struct TestDisk {
+    point: Option<SyncPoint>,
+    armed: std::sync::atomic::AtomicBool,
     failed: std::sync::atomic::AtomicBool,
+    stalled: Mutex<bool>,
+    resumed: parking_lot::Condvar,
 }
 
-impl Fsync for FailingSync {
+impl TestDisk {
+    fn failing_at(point: SyncPoint, armed: bool) -> Arc<TestDisk> {
+        Arc::new(TestDisk {
+            point: Some(point),
+            armed: std::sync::atomic::AtomicBool::new(armed),
+            ..TestDisk::default()
+        })
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn stall(&self, stalled: bool) {
+        *self.stalled.lock() = stalled;
+        self.resumed.notify_all();
+    }
+}
+
+impl Fsync for TestDisk {
     fn sync_file(&self, file: &std::fs::File, point: SyncPoint) -> std::io::Result<()> {
-        if point == self.point && !self.failed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let mut stalled = self.stalled.lock();
+        while *stalled {
+            self.resumed.wait(&mut stalled);
+        }
+        drop(stalled);
+        if Some(point) == self.point
+            && self.armed.load(std::sync::atomic::Ordering::Acquire)
+            && !self.failed.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return Err(std::io::Error::other("injected EIO"));
         }
         file.sync_data()
@@ -418,10 +454,7 @@ async fn a_failed_sync_at_a_segment_roll_answers_503_and_acknowledges_nothing_mo
     // reserves until one is refused with 503; every later request is refused too and
     // /metrics shows the journal unhealthy; a restart on the same directory has every
     // acknowledged order.
-    let failing = Arc::new(FailingSync {
-        point: SyncPoint::Roll,
-        failed: std::sync::atomic::AtomicBool::new(false),
-    });
+    let failing = TestDisk::failing_at(SyncPoint::Roll, true);
     let layer = ConfigLayer {
         journal_segment_mib: Some(1),
         ..ConfigLayer::default()
@@ -494,4 +527,128 @@ async fn a_failed_sync_at_a_segment_roll_answers_503_and_acknowledges_nothing_mo
         .expect("locked");
     assert!(acknowledged.len() as u64 <= locked, "{locked} locked");
     restarted.stop().await;
+}
+
+/// A reserve of `qty` units of A as a JSON body.
+fn reserve(order_id: &str, qty: i64) -> Value {
+    json!({"order_id": order_id, "sku": "A", "qty": qty, "platform": "douyin"})
+}
+
+#[tokio::test]
+async fn a_refusal_waits_for_the_change_it_rests_on() {
+    // Goal: a 409 is an answer about the ledger's state, so it waits, like a success, until
+    // what it rests on is durable: a platform never hears "sold out" because of a lock that
+    // a crash could still take back.
+    // Method: a disk that stalls its syncs; order o1 takes the last unit and waits; order o2
+    // is refused for it and must still be waiting 300 ms later; once the disk answers, o1
+    // gets 201 and o2 409 insufficient_stock.
+    let disk = Arc::new(TestDisk::default());
+    let server =
+        Arc::new(TestServer::with_journal_fsync(ConfigLayer::default(), disk.clone()).await);
+    server.sku("A", 1).await;
+    disk.stall(true);
+    let first = {
+        let server = server.clone();
+        tokio::spawn(async move { server.post("/api/v1/orders", reserve("o1", 1)).await })
+    };
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                server.get("/api/v1/skus/A").await.1["locked"] == 1
+            })
+            .await
+    );
+    let second = {
+        let server = server.clone();
+        tokio::spawn(async move { server.post("/api/v1/orders", reserve("o2", 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !first.is_finished(),
+        "o1 was answered before it was durable"
+    );
+    assert!(
+        !second.is_finished(),
+        "o2's refusal did not wait for o1's lock to be durable"
+    );
+    disk.stall(false);
+    let (status, body) = first.await.expect("o1");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = second.await.expect("o2");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(support::code(&body), "insufficient_stock");
+    Arc::into_inner(server).expect("one owner").stop().await;
+}
+
+#[tokio::test]
+async fn websocket_commands_get_replies_while_the_journal_is_stuck() {
+    // Goal: over /ws, as over HTTP, a command whose change cannot be made durable is
+    // answered 503 storage_unavailable (at once when a sync failed, after the HTTP limit
+    // when the disk stalls), and refusals that changed nothing follow right behind, in order.
+    // Method: a stalled disk: a reserve, then a reserve with a negative qty; the reserve's
+    // 503 comes after about 5 s, the refusal right behind it. Then a failed sync: a reserve
+    // is answered 503 within a second, and so is every command after it.
+    let disk = TestDisk::failing_at(SyncPoint::Batch, false);
+    let server = TestServer::with_journal_fsync(ConfigLayer::default(), disk.clone()).await;
+    server.sku("A", 10).await;
+    let mut socket = crate::push::connect(&server, "stockpulse.v1.json").await;
+    let mut replies = Vec::new();
+    let read = async |socket: &mut crate::push::Socket, replies: &mut Vec<Value>, count| {
+        while replies.len() < count {
+            let messages = tokio::time::timeout(Duration::from_secs(8), socket.next())
+                .await
+                .expect("a reply within 8 s")
+                .expect("open")
+                .expect("a frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = messages {
+                let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                match value {
+                    Value::Array(items) => replies.extend(items),
+                    one => replies.push(one),
+                }
+            }
+        }
+    };
+    disk.stall(true);
+    let asked = tokio::time::Instant::now();
+    let mut command = reserve("w1", 1);
+    command["op"] = json!("reserve");
+    command["id"] = json!("c1");
+    crate::push::send(&mut socket, command).await;
+    let mut bad = reserve("w2", -1);
+    bad["op"] = json!("reserve");
+    bad["id"] = json!("c2");
+    crate::push::send(&mut socket, bad).await;
+    read(&mut socket, &mut replies, 2).await;
+    let waited = asked.elapsed();
+    assert_eq!(replies[0]["id"], "c1");
+    assert_eq!(replies[0]["status"], 503, "{replies:?}");
+    assert_eq!(replies[0]["error"]["code"], "storage_unavailable");
+    assert_eq!(replies[1]["id"], "c2");
+    assert_eq!(replies[1]["status"], 422, "{replies:?}");
+    assert!(
+        Duration::from_secs(4) < waited && waited < Duration::from_secs(7),
+        "{waited:?}"
+    );
+
+    disk.arm();
+    disk.stall(false);
+    let asked = tokio::time::Instant::now();
+    for (index, id) in ["c3", "c4"].into_iter().enumerate() {
+        let mut command = reserve(&format!("w{}", 3 + index), 1);
+        command["op"] = json!("reserve");
+        command["id"] = json!(id);
+        crate::push::send(&mut socket, command).await;
+    }
+    read(&mut socket, &mut replies, 4).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(disk.has_failed());
+    for reply in &replies[2..] {
+        assert_eq!(reply["status"], 503, "{replies:?}");
+    }
+    server.stop().await;
 }
