@@ -58,11 +58,12 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// A ledger with `skus_count` SKUs, each with more units than any run can take, and an
-    /// idempotency window of zero, so recycling can forget finished orders at once.
+    /// A ledger with `skus_count` SKUs, each with more units than any run can take, and
+    /// idempotency and refund windows of zero, so recycling can forget finished orders at once.
     fn new(skus_count: u64) -> Self {
         let config = LedgerConfig {
             idempotency_window: Duration::ZERO,
+            refund_window: Duration::ZERO,
             ..LedgerConfig::default()
         };
         let ledger = Ledger::new(config);

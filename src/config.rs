@@ -17,6 +17,9 @@ pub const JOURNAL_SEGMENT_MIB_DEFAULT: u64 = 64;
 /// A snapshot every million facts keeps start-up replay around a second.
 pub const SNAPSHOT_EVERY_FACTS_DEFAULT: u64 = 1_000_000;
 
+/// The longest refund window: 90 days, beyond any platform's return period.
+pub const REFUND_WINDOW_S_MAX: u64 = 90 * 86_400;
+
 /// The largest request body the server will read when none is configured: 1 MiB.
 pub const BODY_LIMIT_BYTES_DEFAULT: u64 = 1024 * 1024;
 /// The largest request body that may be configured: 64 MiB.
@@ -33,8 +36,10 @@ pub struct Config {
     pub body_limit_bytes: u64,
     /// How long an order lock lasts when the SKU sets no TTL.
     pub lock_ttl: Duration,
-    /// How long finished orders are remembered for idempotent retries.
+    /// How long settled orders are remembered for idempotent retries.
     pub idempotency_window: Duration,
+    /// How long sold orders are remembered: refundable, and a re-sent paid order a retry.
+    pub refund_window: Duration,
     /// When the journal syncs: `always` (the default), every so often, or never.
     pub journal_sync: SyncPolicy,
     /// Size of each preallocated journal segment.
@@ -71,6 +76,7 @@ impl Default for Config {
             body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
             lock_ttl: ledger.lock_ttl,
             idempotency_window: ledger.idempotency_window,
+            refund_window: ledger.refund_window,
             journal_sync: SyncPolicy::Always,
             journal_segment_bytes: JOURNAL_SEGMENT_MIB_DEFAULT * 1024 * 1024,
             snapshot_every_facts: SNAPSHOT_EVERY_FACTS_DEFAULT,
@@ -115,6 +121,7 @@ impl Config {
         LedgerConfig {
             lock_ttl: self.lock_ttl,
             idempotency_window: self.idempotency_window,
+            refund_window: self.refund_window,
         }
     }
 }
@@ -128,6 +135,7 @@ pub struct ConfigLayer {
     pub body_limit_bytes: Option<u64>,
     pub lock_ttl_s: Option<u64>,
     pub idempotency_window_s: Option<u64>,
+    pub refund_window_s: Option<u64>,
     /// `always`, `interval` or `never`.
     pub journal_sync: Option<String>,
     pub journal_sync_interval_ms: Option<u64>,
@@ -220,6 +228,7 @@ impl ConfigLayer {
             body_limit_bytes: over.body_limit_bytes.or(self.body_limit_bytes),
             lock_ttl_s: over.lock_ttl_s.or(self.lock_ttl_s),
             idempotency_window_s: over.idempotency_window_s.or(self.idempotency_window_s),
+            refund_window_s: over.refund_window_s.or(self.refund_window_s),
             journal_sync: over.journal_sync.or(self.journal_sync),
             journal_sync_interval_ms: over
                 .journal_sync_interval_ms
@@ -281,6 +290,21 @@ impl ConfigLayer {
             Some(seconds) => {
                 return Err(ConfigError::Invalid(format!(
                     "idempotency_window_s must be between 60 and 2592000, got {seconds}"
+                )));
+            }
+        };
+        let refund_window = match self.refund_window_s {
+            None => defaults.refund_window.max(idempotency_window),
+            Some(seconds)
+                if idempotency_window.as_secs() <= seconds && seconds <= REFUND_WINDOW_S_MAX =>
+            {
+                Duration::from_secs(seconds)
+            }
+            Some(seconds) => {
+                return Err(ConfigError::Invalid(format!(
+                    "refund_window_s must be between idempotency_window_s ({}) and \
+                     {REFUND_WINDOW_S_MAX}, got {seconds}",
+                    idempotency_window.as_secs()
                 )));
             }
         };
@@ -382,6 +406,7 @@ impl ConfigLayer {
             body_limit_bytes,
             lock_ttl,
             idempotency_window,
+            refund_window,
             journal_sync,
             journal_segment_bytes: segment_mib * 1024 * 1024,
             snapshot_every_facts,

@@ -32,6 +32,10 @@ struct Args {
     /// [default: 86400].
     #[arg(long, env = "STOCKPULSE_IDEMPOTENCY_WINDOW_S")]
     idempotency_window_s: Option<u64>,
+    /// How long sold orders are remembered, in seconds: they can be refunded, and a paid
+    /// order sent again is a retry, until then [default: 1296000, 15 days].
+    #[arg(long, env = "STOCKPULSE_REFUND_WINDOW_S")]
+    refund_window_s: Option<u64>,
     /// When the journal syncs: always (before acknowledging), interval, or never
     /// [default: always].
     #[arg(long, env = "STOCKPULSE_JOURNAL_SYNC")]
@@ -193,6 +197,7 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         body_limit_bytes: args.body_limit_bytes,
         lock_ttl_s: args.lock_ttl_s,
         idempotency_window_s: args.idempotency_window_s,
+        refund_window_s: args.refund_window_s,
         journal_sync: args.journal_sync.clone(),
         journal_sync_interval_ms: args.journal_sync_interval_ms,
         journal_segment_mib: args.journal_segment_mib,

@@ -213,17 +213,30 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let now = sweeper.clock.now();
-        let expired = sweeper.ledger.expire_due(now);
-        if !expired.is_empty() {
-            tracing::debug!(count = expired.len(), "Locks expired.");
-            sweeper.metrics.locks_expired(expired.len() as u64);
-        }
         tick_count += 1;
-        if tick_count.is_multiple_of(forget_every) {
-            let forgotten_count = sweeper.ledger.forget_finished(now);
-            if 0 < forgotten_count {
-                tracing::debug!(count = forgotten_count, "Finished orders forgotten.");
-            }
+        let forget = tick_count.is_multiple_of(forget_every);
+        // Ledger work that may take a while runs off the async workers, which serve requests.
+        let ledger = sweeper.ledger.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let expired_count = ledger.expire_due(now).len();
+            let forgotten_count = if forget {
+                ledger.forget_finished(now)
+            } else {
+                0
+            };
+            (expired_count, forgotten_count)
+        })
+        .await;
+        let Ok((expired_count, forgotten_count)) = swept else {
+            tracing::error!("The sweeper's ledger work panicked.");
+            continue;
+        };
+        if 0 < expired_count {
+            tracing::debug!(count = expired_count, "Locks expired.");
+            sweeper.metrics.locks_expired(expired_count as u64);
+        }
+        if 0 < forgotten_count {
+            tracing::debug!(count = forgotten_count, "Finished orders forgotten.");
         }
         let idle = snapshotting.as_ref().is_none_or(|task| task.is_finished());
         if idle && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts) {

@@ -19,6 +19,9 @@ use crate::ledger::{Answer, Fact, LedgerError, OrderId, OrderView};
 /// Most operations in one batch request: enough to amortise a round trip many times over,
 /// small enough that one request never holds a connection for long.
 pub(crate) const BATCH_OPS_MAX: usize = 10_000;
+/// Operations of a batch run in one go before the handler yields to the other tasks: a
+/// quarter of a millisecond or so.
+const BATCH_OPS_PER_POLL_MAX: usize = 256;
 
 fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     Ok(OrderId::new(raw)?)
@@ -219,16 +222,21 @@ pub(crate) async fn batch(
     }
     shared.writable()?;
     let mut decided = false;
-    let done: Vec<Result<Done, ApiError>> = body
-        .ops
-        .iter()
-        .map(|raw| {
-            let op = decode_json::<BatchItem>(raw.get().as_bytes()).and_then(BatchItem::into_op)?;
-            let outcome = execute(&shared, op);
-            decided |= outcome.decided;
-            outcome.result
-        })
-        .collect();
+    let mut done: Vec<Result<Done, ApiError>> = Vec::with_capacity(body.ops.len());
+    for (index, raw) in body.ops.iter().enumerate() {
+        if 0 < index && index.is_multiple_of(BATCH_OPS_PER_POLL_MAX) {
+            // A long batch lets the other tasks of this worker run now and then.
+            tokio::task::yield_now().await;
+        }
+        let result = decode_json::<BatchItem>(raw.get().as_bytes())
+            .and_then(BatchItem::into_op)
+            .and_then(|op| {
+                let outcome = execute(&shared, op);
+                decided |= outcome.decided;
+                outcome.result
+            });
+        done.push(result);
+    }
     if decided {
         shared.durable().await?;
     }

@@ -72,6 +72,8 @@ pub const ORDER_STRIPES_COUNT: usize = 64;
 /// Most expiries handled under one order stripe lock before it is released and taken again,
 /// so a backlog of expiries never stalls orders on that stripe for long.
 pub const EXPIRE_BATCH_MAX: usize = 256;
+/// Most orders forgotten under one order stripe lock before it is released and taken again.
+pub const FORGET_BATCH_MAX: usize = 256;
 
 const _: () = assert!(SKU_STRIPES_COUNT.is_power_of_two());
 const _: () = assert!(ORDER_STRIPES_COUNT.is_power_of_two());
@@ -81,8 +83,13 @@ const _: () = assert!(ORDER_STRIPES_COUNT.is_power_of_two());
 pub struct LedgerConfig {
     /// How long a lock lasts when the SKU sets no TTL of its own.
     pub lock_ttl: Duration,
-    /// How long a finished order is remembered, so a retry is answered as the first call was.
+    /// How long a settled order (cancelled, expired, refunded) is remembered, so a retry is
+    /// answered as the first call was.
     pub idempotency_window: Duration,
+    /// How long a sold order is remembered after its sale: it may be refunded until then
+    /// (returns come days later), and a paid order sent again meanwhile is a retry, not a
+    /// second sale. At least the idempotency window.
+    pub refund_window: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -90,6 +97,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             lock_ttl: Duration::from_secs(15 * 60),
             idempotency_window: Duration::from_secs(24 * 60 * 60),
+            refund_window: Duration::from_secs(15 * 24 * 60 * 60),
         }
     }
 }
@@ -467,7 +475,7 @@ impl Ledger {
             stripe.unlocked();
         }
         if is_finished(step.status) {
-            stripe.finish(order_id, now);
+            stripe.finish(order_id, step.status, now);
         }
         Ok(Answer {
             order: view,
@@ -542,29 +550,60 @@ impl Ledger {
             .min()
     }
 
-    /// Forgets finished orders older than the idempotency window; returns how many.
+    /// Forgets settled orders older than the idempotency window and sold ones older than the
+    /// refund window; returns how many. Each stripe is held for at most [`FORGET_BATCH_MAX`]
+    /// orders at a time, so a day's backlog never stalls orders on it for long.
     pub fn forget_finished(&self, now: Timestamp) -> u64 {
         let mut forgotten_count = 0;
         for stripe in self.orders.iter() {
-            let mut stripe = stripe.0.lock();
-            while let Some((finished_at, _)) = stripe.finished.front() {
-                if now < finished_at.saturating_add(self.config.idempotency_window) {
+            loop {
+                let mut stripe = stripe.0.lock();
+                let (forgotten, more) = self.forget_due_in(&mut stripe, now);
+                forgotten_count += forgotten;
+                if !more {
                     break;
-                }
-                let Some((finished_at, order_id)) = stripe.finished.pop_front() else {
-                    break;
-                };
-                let order_hash = self.hasher.hash_one(&order_id);
-                let stale = stripe.get(order_hash, &order_id).is_some_and(|entry| {
-                    is_finished(entry.status) && entry.updated_at == finished_at
-                });
-                if stale {
-                    stripe.remove(order_hash, &order_id);
-                    forgotten_count += 1;
                 }
             }
         }
         forgotten_count
+    }
+
+    /// Forgets up to [`FORGET_BATCH_MAX`] due orders of one stripe; returns how many, and
+    /// whether more may be due.
+    fn forget_due_in(&self, stripe: &mut OrderStripe, now: Timestamp) -> (u64, bool) {
+        let mut forgotten_count = 0;
+        for _ in 0..FORGET_BATCH_MAX {
+            let settled_due = stripe.finished.front().is_some_and(|(finished_at, _)| {
+                finished_at.saturating_add(self.config.idempotency_window) <= now
+            });
+            let sold_due = stripe.sold.front().is_some_and(|(sold_at, _)| {
+                sold_at.saturating_add(self.config.refund_window) <= now
+            });
+            let (queue, sold) = match (settled_due, sold_due) {
+                (true, _) => (&mut stripe.finished, false),
+                (false, true) => (&mut stripe.sold, true),
+                (false, false) => return (forgotten_count, false),
+            };
+            let Some((finished_at, order_id)) = queue.pop_front() else {
+                return (forgotten_count, false);
+            };
+            let order_hash = self.hasher.hash_one(&order_id);
+            // Skipped when the order moved on since this entry was queued (a sold order
+            // refunded, an id forgotten and placed again).
+            let due = stripe.get(order_hash, &order_id).is_some_and(|entry| {
+                let in_this_queue = if sold {
+                    entry.status == OrderStatus::Sold
+                } else {
+                    is_finished(entry.status) && entry.status != OrderStatus::Sold
+                };
+                in_this_queue && entry.updated_at == finished_at
+            });
+            if due {
+                stripe.remove(order_hash, &order_id);
+                forgotten_count += 1;
+            }
+        }
+        (forgotten_count, true)
     }
 
     /// Creates a SKU or changes its settings, `total` or `reserved`.

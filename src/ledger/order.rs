@@ -108,9 +108,14 @@ pub(super) struct OrderStripe {
     pub(super) expiries: BinaryHeap<Expiry>,
     /// Numbers the expiries pushed, to order equal `expires_at`.
     expiries_pushed_count: u64,
-    /// Finished orders by the time they finished, oldest first, to forget them after the
-    /// idempotency window. Entries whose order changed since are skipped when popped.
+    /// Settled orders (cancelled, expired, refunded) by the time they settled, oldest first,
+    /// to forget them after the idempotency window. Entries whose order changed since are
+    /// skipped when popped.
     pub(super) finished: VecDeque<(Timestamp, OrderId)>,
+    /// Sold orders by the time they were sold, oldest first, to forget them after the refund
+    /// window: a refund may come days later. Entries whose order changed since (a refund)
+    /// are skipped when popped.
+    pub(super) sold: VecDeque<(Timestamp, OrderId)>,
     /// Orders in the stripe whose status is `Locked`, kept as orders move so that counting
     /// them never walks the stripe.
     locked_count: usize,
@@ -144,7 +149,7 @@ impl OrderStripe {
             self.locked_count += 1;
             self.expire_at(entry.expires_at, order_id.clone());
         } else {
-            self.finish(order_id, entry.updated_at);
+            self.finish(order_id, entry.status, entry.updated_at);
         }
         let index = self.orders.insert(OrderSlot { hash, entry });
         let index = u32::try_from(index).expect("an order stripe holds fewer than 2^32 orders");
@@ -180,8 +185,13 @@ impl OrderStripe {
         });
     }
 
-    pub(super) fn finish(&mut self, order_id: &OrderId, now: Timestamp) {
-        self.finished.push_back((now, order_id.clone()));
+    /// Schedules the forgetting of an order that reached `status` at `now`.
+    pub(super) fn finish(&mut self, order_id: &OrderId, status: OrderStatus, now: Timestamp) {
+        let queue = match status {
+            OrderStatus::Sold => &mut self.sold,
+            _ => &mut self.finished,
+        };
+        queue.push_back((now, order_id.clone()));
     }
 
     /// Whether `expiry` is still the pending lock of its order.

@@ -219,7 +219,7 @@ impl Ledger {
         if from == OrderStatus::Locked {
             stripe.unlocked();
         }
-        stripe.finish(order_id, at);
+        stripe.finish(order_id, to, at);
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use super::*;
 /// An arbitrary start of the show; every test counts time from here.
 const START_MS: u64 = 1_700_000_000_000;
 const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
 /// The ledger's default lock TTL, as DESIGN gives it.
 const DEFAULT_LOCK_TTL_MS: u64 = 15 * MINUTE_MS;
 
@@ -868,8 +869,10 @@ fn forget_finished_waits_for_the_idempotency_window() {
     // at different times, call `forget_finished` just before and at each deadline, and check
     // which orders remain and that a forgotten id can be used again.
     let window_ms = 60 * MINUTE_MS;
+    let refund_window_ms = 10 * window_ms;
     let ledger = Ledger::new(LedgerConfig {
         idempotency_window: Duration::from_millis(window_ms),
+        refund_window: Duration::from_millis(refund_window_ms),
         ..LedgerConfig::default()
     });
     ledger
@@ -902,15 +905,20 @@ fn forget_finished_waits_for_the_idempotency_window() {
 
     assert_eq!(ledger.forget_finished(at(window_ms - 1)), 0);
     assert_eq!(ledger.counts().orders, 5);
-    assert_eq!(ledger.forget_finished(at(window_ms)), 2);
-    assert_eq!(status(&ledger, "confirmed"), None);
-    assert_eq!(status(&ledger, "sold"), None);
+    // Sold orders stay for the refund window; settled ones go after the idempotency window.
+    assert_eq!(ledger.forget_finished(at(window_ms)), 0);
+    assert_eq!(status(&ledger, "confirmed"), Some(OrderStatus::Sold));
+    assert_eq!(status(&ledger, "sold"), Some(OrderStatus::Sold));
     assert_eq!(status(&ledger, "cancelled"), Some(OrderStatus::Cancelled));
     assert_eq!(ledger.forget_finished(at(window_ms + MINUTE_MS)), 1);
     assert_eq!(status(&ledger, "cancelled"), None);
     assert_eq!(ledger.forget_finished(at(window_ms + 30 * MINUTE_MS)), 1);
     assert_eq!(status(&ledger, "refunded"), None);
-    assert_eq!(ledger.forget_finished(at(10 * window_ms)), 0);
+    assert_eq!(ledger.forget_finished(at(refund_window_ms - 1)), 0);
+    assert_eq!(ledger.forget_finished(at(refund_window_ms)), 2);
+    assert_eq!(status(&ledger, "confirmed"), None);
+    assert_eq!(status(&ledger, "sold"), None);
+    assert_eq!(ledger.forget_finished(at(10 * refund_window_ms)), 0);
     assert_eq!(status(&ledger, "locked"), Some(OrderStatus::Locked));
     assert_eq!(ledger.counts().orders, 1);
     // Forgetting an order does not touch stock.
@@ -924,6 +932,80 @@ fn forget_finished_waits_for_the_idempotency_window() {
         )
         .expect("reserve");
     assert!(!answer.replayed);
+}
+
+#[test]
+fn a_sold_order_stays_refundable_for_the_refund_window() {
+    // Goal: refunds come days after the sale (7-day returns): a sold order outlives the
+    // idempotency window, is refunded then, and a paid order sent again meanwhile is a retry,
+    // not a second sale; after the refund window it is forgotten.
+    // Method: a one-hour idempotency window and a seven-day refund window; sell two orders,
+    // forget at day 3, then refund one and re-send the other paid; forget at day 8.
+    let hour_ms = 60 * MINUTE_MS;
+    let ledger = Ledger::new(LedgerConfig {
+        idempotency_window: Duration::from_millis(hour_ms),
+        refund_window: Duration::from_millis(7 * 24 * hour_ms),
+        ..LedgerConfig::default()
+    });
+    ledger
+        .put_sku(at(0), &sku_id("A"), total_update(10))
+        .expect("put_sku");
+    for order in ["p1", "p2"] {
+        ledger
+            .sell(at(0), request(order, "douyin", &[("A", 2)]))
+            .expect("sell");
+    }
+    assert_eq!(ledger.forget_finished(at(3 * 24 * hour_ms)), 0);
+    let refunded = ledger
+        .refund(at(3 * 24 * hour_ms), &order_id("p1"))
+        .expect("a refund on day 3");
+    assert_eq!(refunded.order.status, OrderStatus::Refunded);
+    let again = ledger
+        .sell(at(3 * 24 * hour_ms), request("p2", "douyin", &[("A", 2)]))
+        .expect("the same paid order again");
+    assert!(again.replayed);
+    assert_eq!(again.fact, None);
+    assert_eq!(quantities(&ledger, "A"), [10, 0, 0, 2, 8]);
+    // The refund settled p1: it goes an idempotency window later; p2 at the refund window.
+    assert_eq!(ledger.forget_finished(at(3 * 24 * hour_ms + hour_ms)), 1);
+    assert_eq!(ledger.forget_finished(at(7 * 24 * hour_ms - 1)), 0);
+    assert_eq!(ledger.forget_finished(at(7 * 24 * hour_ms)), 1);
+    assert_eq!(ledger.counts().orders, 0);
+    assert_eq!(
+        ledger.refund(at(8 * 24 * hour_ms), &order_id("p2")),
+        Err(LedgerError::OrderNotFound {
+            order_id: order_id("p2")
+        })
+    );
+}
+
+#[test]
+fn forgetting_a_large_backlog_releases_the_stripe_between_batches() {
+    // Goal: a day after a big show millions of orders fall due at once; forgetting them takes
+    // each stripe for at most FORGET_BATCH_MAX orders at a time. Method: cancel more orders
+    // than one batch holds on every stripe, forget them all in one call; each batch is
+    // counted, and the totals match.
+    let ledger = ledger_with_skus(&[("A", 1_000_000)]);
+    let count = ORDER_STRIPES_COUNT * FORGET_BATCH_MAX * 2;
+    for index in 0..count {
+        let id = format!("o{index}");
+        ledger
+            .reserve(at(0), request(&id, "douyin", &[("A", 1)]))
+            .expect("reserve");
+        ledger.cancel(at(0), &order_id(&id)).expect("cancel");
+    }
+    let mut stripe = ledger.orders[0].0.lock();
+    let queued = stripe.finished.len();
+    let (forgotten, more) = ledger.forget_due_in(&mut stripe, at(DAY_MS));
+    assert_eq!(forgotten, FORGET_BATCH_MAX as u64);
+    assert!(more);
+    assert_eq!(stripe.finished.len(), queued - FORGET_BATCH_MAX);
+    drop(stripe);
+    assert_eq!(
+        ledger.forget_finished(at(DAY_MS)) + FORGET_BATCH_MAX as u64,
+        count as u64
+    );
+    assert_eq!(ledger.counts().orders, 0);
 }
 
 #[test]
@@ -1230,10 +1312,14 @@ const MODEL_ROOM: &str = "room-1";
 /// Shorter than the default TTL, so that `forget_finished` acts within a sequence.
 const MODEL_IDEMPOTENCY_WINDOW_MS: u64 = 10 * MINUTE_MS;
 
+/// Longer than the idempotency window, as a refund window is.
+const MODEL_REFUND_WINDOW_MS: u64 = 30 * MINUTE_MS;
+
 fn model_config() -> LedgerConfig {
     LedgerConfig {
         lock_ttl: Duration::from_millis(DEFAULT_LOCK_TTL_MS),
         idempotency_window: Duration::from_millis(MODEL_IDEMPOTENCY_WINDOW_MS),
+        refund_window: Duration::from_millis(MODEL_REFUND_WINDOW_MS),
     }
 }
 
@@ -1757,8 +1843,12 @@ impl Model {
         let before = self.orders.len();
         let now = self.now;
         self.orders.retain(|_, order| {
-            order.status == OrderStatus::Locked
-                || now < order.updated_at + MODEL_IDEMPOTENCY_WINDOW_MS
+            let window_ms = match order.status {
+                OrderStatus::Locked => return true,
+                OrderStatus::Sold => MODEL_REFUND_WINDOW_MS,
+                _ => MODEL_IDEMPOTENCY_WINDOW_MS,
+            };
+            now < order.updated_at + window_ms
         });
         (before - self.orders.len()) as u64
     }
