@@ -422,6 +422,14 @@ impl Ledger {
         order_id: &OrderId,
         action: Action,
     ) -> Result<Answer, LedgerError> {
+        let due = stripe
+            .get(order_hash, order_id)
+            .is_some_and(|entry| entry.status == OrderStatus::Locked && entry.expires_at <= now);
+        if due && matches!(action, Action::Confirm | Action::Cancel) {
+            // The lock ran out and the sweeper has not come by yet: it expires now, exactly as
+            // the sweeper would have expired it, and the action meets an expired order.
+            self.transition_locked(stripe, order_hash, now, order_id, Action::Expire)?;
+        }
         let Some(entry) = stripe.get_mut(order_hash, order_id) else {
             return Err(LedgerError::OrderNotFound {
                 order_id: order_id.clone(),

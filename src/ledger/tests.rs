@@ -1217,19 +1217,18 @@ fn replay_accepts_an_order_id_used_again_after_it_was_forgotten() {
 }
 
 #[test]
-fn payment_between_expires_at_and_the_sweep_is_an_ordinary_confirm() {
-    // Goal: pin down the window between `expires_at` and the sweep. The ledger expires locks
-    // when the server's sweeper calls `expire_due` (every 100 ms); until then a due lock still
-    // holds its units, so a late payment is an ordinary confirm, a late cancel is `cancelled`,
-    // and a newcomer is refused those units for at most one sweep interval.
-    // Method: reserve twice, then act one minute after `expires_at` without a sweep.
+fn a_lock_past_its_expiry_is_expired_before_a_late_payment_or_cancel() {
+    // Goal: locks expire exactly at `expires_at`, even before the sweeper (every 100 ms) comes
+    // by: a payment after that retakes the units (or fails with lock_expired), a cancel finds
+    // the order expired, and the journal shows the expiry first. A new order may still be
+    // refused those units until the sweep, at most one sweep interval.
+    // Method: reserve three, then act one minute after `expires_at` without a sweep.
     let ledger = ledger_with_skus(&[("A", 2)]);
-    ledger
-        .reserve(at(0), request("paid", "douyin", &[("A", 1)]))
-        .expect("reserve");
-    ledger
-        .reserve(at(0), request("dropped", "douyin", &[("A", 1)]))
-        .expect("reserve");
+    for order in ["paid", "dropped"] {
+        ledger
+            .reserve(at(0), request(order, "douyin", &[("A", 1)]))
+            .expect("reserve");
+    }
     let late = at(DEFAULT_LOCK_TTL_MS + MINUTE_MS);
     assert_eq!(
         ledger
@@ -1241,10 +1240,19 @@ fn payment_between_expires_at_and_the_sweep_is_an_ordinary_confirm() {
     let answer = ledger.confirm(late, &order_id("paid")).expect("confirm");
     assert!(matches!(
         answer.fact,
-        Some(Fact::OrderConfirmed { retaken: false, .. })
+        Some(Fact::OrderConfirmed { retaken: true, .. })
     ));
     let answer = ledger.cancel(late, &order_id("dropped")).expect("cancel");
-    assert_eq!(answer.order.status, OrderStatus::Cancelled);
+    assert_eq!(answer.order.status, OrderStatus::Expired);
+    assert_eq!(quantities(&ledger, "A"), [2, 0, 0, 1, 1]);
+    assert_eq!(ledger.counts().orders_locked, 0);
+    // Exactly at `expires_at` the lock is gone too.
+    ledger
+        .reserve(late, request("edge", "douyin", &[("A", 1)]))
+        .expect("reserve");
+    let edge = at(DEFAULT_LOCK_TTL_MS + MINUTE_MS + DEFAULT_LOCK_TTL_MS);
+    let answer = ledger.cancel(edge, &order_id("edge")).expect("cancel");
+    assert_eq!(answer.order.status, OrderStatus::Expired);
 }
 
 #[test]
@@ -1777,7 +1785,16 @@ impl Model {
 
     fn transition(&mut self, order: usize, action: ModelAction) -> Result<Expected, &'static str> {
         use OrderStatus::{Cancelled, Expired, Locked, Refunded, Sold};
-        let existing = self.orders.get(&order).ok_or("order_not_found")?.clone();
+        let mut existing = self.orders.get(&order).ok_or("order_not_found")?.clone();
+        let due = existing.status == Locked && existing.expires_at <= self.now;
+        if due && matches!(action, ModelAction::Confirm | ModelAction::Cancel) {
+            // A lock past its expiry expires before the action, sweeper or not.
+            self.move_lines(existing.platform, &existing.lines, ModelMovement::Unlock);
+            let entry = self.orders.get_mut(&order).expect("looked up above");
+            entry.status = Expired;
+            entry.updated_at = self.now;
+            existing = entry.clone();
+        }
         let replayed = |status| {
             Ok(Expected {
                 status,
@@ -1941,10 +1958,9 @@ enum Logged {
     },
 }
 
-/// Checks a SKU operation's result against the model's, and logs its fact.
+/// Checks a SKU operation's result against the model's.
 fn check_sku_operation(
     ledger: &Ledger,
-    log: &mut Vec<Logged>,
     actual: Result<Fact, LedgerError>,
     expected: Result<(), &'static str>,
 ) -> Result<(), TestCaseError> {
@@ -1957,7 +1973,6 @@ fn check_sku_operation(
             let current = ledger.sku(&stock.sku).map(|view| view.stock);
             prop_assert_eq!(Some(stock), current.as_ref());
         }
-        log.push(Logged::Fact(fact));
     }
     Ok(())
 }
@@ -1965,7 +1980,6 @@ fn check_sku_operation(
 /// Checks an order operation's answer against the model's, and logs its fact.
 fn check_order_operation(
     ledger: &Ledger,
-    log: &mut Vec<Logged>,
     order: usize,
     actual: Result<Answer, LedgerError>,
     expected: Result<Expected, &'static str>,
@@ -1992,7 +2006,6 @@ fn check_order_operation(
             let current = ledger.sku(&stock.sku).map(|view| view.stock);
             prop_assert_eq!(Some(stock), current.as_ref());
         }
-        log.push(Logged::Fact(fact));
     }
     Ok(())
 }
@@ -2028,49 +2041,49 @@ fn run_operation(
             };
             let actual = ledger.put_sku(now, &model_sku_id(*sku), update);
             let expected = model.put_sku(*sku, *total, *reserved, *lock_ttl_ms, quotas.as_deref());
-            check_sku_operation(ledger, log, actual, expected)
+            check_sku_operation(ledger, actual, expected)
         }
         Operation::Restock { sku, qty } => {
             let actual = ledger.restock(now, &model_sku_id(*sku), *qty);
             let expected = model.restock(*sku, *qty);
-            check_sku_operation(ledger, log, actual, expected)
+            check_sku_operation(ledger, actual, expected)
         }
         Operation::Halt { sku } => {
             let actual = ledger.halt(now, &model_sku_id(*sku));
             let expected = model.set_halted(*sku, true);
-            check_sku_operation(ledger, log, actual, expected)
+            check_sku_operation(ledger, actual, expected)
         }
         Operation::Resume { sku } => {
             let actual = ledger.resume(now, &model_sku_id(*sku));
             let expected = model.set_halted(*sku, false);
-            check_sku_operation(ledger, log, actual, expected)
+            check_sku_operation(ledger, actual, expected)
         }
         Operation::Reserve { order, content } => {
             let content = content.as_ref().unwrap_or(&canonical[*order]);
             let actual = ledger.reserve(now, model_request(*order, content));
             let expected = model.reserve(*order, content);
-            check_order_operation(ledger, log, *order, actual, expected)
+            check_order_operation(ledger, *order, actual, expected)
         }
         Operation::Sell { order, content } => {
             let content = content.as_ref().unwrap_or(&canonical[*order]);
             let actual = ledger.sell(now, model_request(*order, content));
             let expected = model.sell(*order, content);
-            check_order_operation(ledger, log, *order, actual, expected)
+            check_order_operation(ledger, *order, actual, expected)
         }
         Operation::Confirm { order } => {
             let actual = ledger.confirm(now, &model_order_id(*order));
             let expected = model.transition(*order, ModelAction::Confirm);
-            check_order_operation(ledger, log, *order, actual, expected)
+            check_order_operation(ledger, *order, actual, expected)
         }
         Operation::Cancel { order } => {
             let actual = ledger.cancel(now, &model_order_id(*order));
             let expected = model.transition(*order, ModelAction::Cancel);
-            check_order_operation(ledger, log, *order, actual, expected)
+            check_order_operation(ledger, *order, actual, expected)
         }
         Operation::Refund { order } => {
             let actual = ledger.refund(now, &model_order_id(*order));
             let expected = model.transition(*order, ModelAction::Refund);
-            check_order_operation(ledger, log, *order, actual, expected)
+            check_order_operation(ledger, *order, actual, expected)
         }
         Operation::Advance { duration_ms } => {
             model.now += duration_ms;
@@ -2083,7 +2096,6 @@ fn run_operation(
                 prop_assert_eq!(fact.kind(), "order_expired");
                 prop_assert_eq!(fact.at(), now);
                 expired.extend(fact.order_id().cloned());
-                log.push(Logged::Fact(fact));
             }
             expired.sort();
             let mut expected: Vec<OrderId> =
@@ -2142,15 +2154,31 @@ fn walked_counts(ledger: &Ledger) -> LedgerCounts {
     counts
 }
 
+/// A fact sink that keeps every fact, as the journal would write them.
+#[derive(Default)]
+struct Recorder {
+    facts: parking_lot::Mutex<Vec<Fact>>,
+}
+
+impl FactSink for Recorder {
+    fn append(&self, fact: &Fact) {
+        self.facts.lock().push(fact.clone());
+    }
+}
+
 fn run_against_model(
     canonical: &[OrderContent],
     operations: &[Operation],
 ) -> Result<(), TestCaseError> {
     let ledger = Ledger::new(model_config());
+    let recorder = std::sync::Arc::new(Recorder::default());
+    ledger.attach(recorder.clone());
     let mut model = Model::default();
     let mut log = Vec::new();
     for operation in model_setup().iter().chain(operations) {
         run_operation(&ledger, &mut model, &mut log, canonical, operation)?;
+        // Every fact the ledger recorded, as the journal would get them.
+        log.extend(recorder.facts.lock().drain(..).map(Logged::Fact));
         check_state(&ledger, &model)?;
     }
 
