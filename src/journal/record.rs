@@ -229,6 +229,9 @@ struct TallyRecord<'a> {
     series: Vec<u64>,
     #[serde(default)]
     series_before_start: u64,
+    /// Added after the first snapshots: 0 (counts every order) when absent.
+    #[serde(default)]
+    generation: u64,
 }
 
 fn policy_record(policy: &Policy) -> PolicyRecord {
@@ -333,6 +336,7 @@ fn tally_record(tally: &ListingTally) -> TallyRecord<'_> {
         series_buckets: tally.series.buckets,
         series: tally.series.points.clone(),
         series_before_start: tally.series.before_start,
+        generation: tally.generation,
     }
 }
 
@@ -348,6 +352,7 @@ fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
     }
     Ok(ListingTally {
         room: value(RoomId::new(&record.room))?,
+        generation: record.generation,
         halted: record.halted,
         consumed: record.consumed,
         series: Series {
@@ -717,6 +722,9 @@ struct OrderImageRecord<'a> {
     created_at: u64,
     expires_at: u64,
     updated_at: u64,
+    /// Added after the first snapshots: empty (unknown) when absent.
+    #[serde(default)]
+    taken_versions: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -785,6 +793,7 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                 created_at: order.created_at.as_millis(),
                 expires_at: order.expires_at.as_millis(),
                 updated_at: order.updated_at.as_millis(),
+                taken_versions: order.taken_versions.clone(),
             })
             .collect(),
     };
@@ -834,6 +843,7 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                     created_at: at(image.created_at),
                     expires_at: at(image.expires_at),
                     updated_at: at(image.updated_at),
+                    taken_versions: image.taken_versions,
                 })
             })
             .collect::<Result<_, DecodeError>>()?,

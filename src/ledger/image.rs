@@ -44,6 +44,9 @@ pub struct OrderImage {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Each line's SKU version right after the order last took its units; empty when
+    /// unknown (snapshots written before it was kept).
+    pub taken_versions: Vec<u64>,
 }
 
 impl Ledger {
@@ -87,6 +90,7 @@ impl Ledger {
                     created_at: entry.created_at,
                     expires_at: entry.expires_at,
                     updated_at: entry.updated_at,
+                    taken_versions: entry.taken_versions.to_vec(),
                 });
             });
         }
@@ -230,6 +234,7 @@ impl Ledger {
             stripe.insert(
                 order_hash,
                 OrderEntry {
+                    taken_versions: order.taken_versions.into_iter().collect(),
                     order: order.order,
                     status: order.status,
                     origin: if order.sold_at_creation {

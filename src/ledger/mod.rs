@@ -225,13 +225,16 @@ impl Ledger {
     }
 
     /// Moves every line of an order, all or nothing: plans and checks every line first, then
-    /// commits every line.
+    /// commits every line. `taken_versions` are each line's SKU version right after the
+    /// order last took its units (empty when unknown): a room's tally gives back on release
+    /// only what it counted, and a tally created since never counted them.
     #[allow(clippy::too_many_arguments)]
     fn move_lines(
         &self,
         skus: &mut SkuGuards<'_>,
         keys: &[SkuKey<'_>],
         order: &OrderRequest,
+        taken_versions: &[u64],
         movement: Movement,
         rules: Rules,
         now: Timestamp,
@@ -267,7 +270,8 @@ impl Ledger {
             plans.push(plan);
         }
         let mut stocks = Stocks::new();
-        for ((key, line), (quantities, tally)) in keys.iter().zip(lines.iter()).zip(plans) {
+        let lines = keys.iter().zip(lines.iter()).zip(plans).enumerate();
+        for (index, ((key, line), (quantities, tally))) in lines {
             let entry = skus
                 .entry_mut(key)
                 .expect("found in the planning pass under the same guards");
@@ -275,7 +279,13 @@ impl Ledger {
             if let Some(room) = &order.room
                 && let Some(listing) = entry.listing_mut(room)
             {
-                let (taken, released) = movement.consumption(line.qty.get());
+                let (taken, mut released) = movement.consumption(line.qty.get());
+                let counted = taken_versions
+                    .get(index)
+                    .is_none_or(|version| listing.generation < *version);
+                if !counted {
+                    released = 0;
+                }
                 listing.consume(now, taken, released);
             }
             stocks.push(entry.stock(key.sku));
@@ -299,10 +309,12 @@ impl Ledger {
             &mut skus,
             &keys,
             &request,
+            &[],
             Movement::Lock,
             Rules::Enforce,
             now,
         )?;
+        let taken_versions = versions(&moved.stocks);
         drop(keys);
         let lock_ttl = moved
             .lock_ttl_ms
@@ -318,6 +330,7 @@ impl Ledger {
         self.record(&fact);
         drop(skus);
         let entry = OrderEntry {
+            taken_versions,
             order,
             status: OrderStatus::Locked,
             origin: Origin::Reserve,
@@ -358,10 +371,12 @@ impl Ledger {
             &mut skus,
             &keys,
             &request,
+            &[],
             Movement::Sell,
             Rules::Enforce,
             now,
         )?;
+        let taken_versions = versions(&moved.stocks);
         drop(keys);
         let order = Arc::new(request);
         let fact = Fact::OrderSold {
@@ -372,6 +387,7 @@ impl Ledger {
         self.record(&fact);
         drop(skus);
         let entry = OrderEntry {
+            taken_versions,
             order,
             status: OrderStatus::Sold,
             origin: Origin::Sell,
@@ -463,7 +479,15 @@ impl Ledger {
         let keys = self.line_keys(&order.lines);
         let mut skus = self.lock_skus(&keys);
         let moved = self
-            .move_lines(&mut skus, &keys, &order, step.movement, Rules::Enforce, now)
+            .move_lines(
+                &mut skus,
+                &keys,
+                &order,
+                &entry.taken_versions,
+                step.movement,
+                Rules::Enforce,
+                now,
+            )
             .map_err(|error| match (step.retaken, error) {
                 (true, LedgerError::Invariant(message)) => LedgerError::Invariant(message),
                 (true, _) => LedgerError::LockExpired {
@@ -472,6 +496,9 @@ impl Ledger {
                 (false, error) => error,
             })?;
         drop(keys);
+        if step.movement.takes_available() {
+            entry.taken_versions = versions(&moved.stocks);
+        }
         let fact = transition_fact(now, order, &step, moved.stocks);
         self.record(&fact);
         drop(skus);
@@ -801,7 +828,10 @@ impl Ledger {
             if index < room.listings.len() {
                 match entry.listing_mut(&room.id) {
                     Some(tally) => tally.reschedule(&room, now),
-                    None => entry.listings.push(ListingTally::new(&room)),
+                    None => {
+                        let tally = ListingTally::new(&room, entry.version);
+                        entry.listings.push(tally);
+                    }
                 }
             } else {
                 entry.listings.retain(|tally| tally.room != room.id);
@@ -1052,6 +1082,11 @@ fn transition_fact(
         },
         OrderStatus::Locked => unreachable!("no action moves an order back to locked"),
     }
+}
+
+/// Each line's SKU version in `stocks`, the stocks an order's move left.
+fn versions(stocks: &Stocks) -> SmallVec<[u64; 1]> {
+    stocks.iter().map(|stock| stock.version).collect()
 }
 
 /// The answer to a repeated reserve or sell.

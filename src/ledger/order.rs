@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 use slab::Slab;
+use smallvec::SmallVec;
 
 use super::sku::Movement;
 use super::types::{OrderId, OrderRequest, OrderStatus, OrderView};
@@ -21,6 +22,10 @@ pub(super) enum Origin {
 pub(super) struct OrderEntry {
     /// The order as it was placed, shared with its facts and views.
     pub(super) order: Arc<OrderRequest>,
+    /// Each line's SKU version right after the order last took its units (placed, or paid
+    /// after its lock expired), empty when unknown: a room tally created after that version
+    /// never counted the order, so it gives nothing back when the order releases its units.
+    pub(super) taken_versions: SmallVec<[u64; 1]>,
     pub(super) status: OrderStatus,
     pub(super) origin: Origin,
     pub(super) created_at: Timestamp,

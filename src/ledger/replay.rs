@@ -1,6 +1,8 @@
 //! Replay: [`Ledger::apply`] re-does what a fact records, with the same movement code the live
 //! operations use, and checks that every SKU ends exactly where the fact says it did.
 
+use smallvec::SmallVec;
+
 use super::order::{OrderEntry, Origin, ReplayStep, is_finished};
 use super::sku::{Movement, Quantities, Rules, SkuEntry, SkuSlot};
 use super::stripe;
@@ -94,6 +96,7 @@ impl Ledger {
             } => self.apply_creation(
                 fact,
                 OrderEntry {
+                    taken_versions: SmallVec::new(),
                     order: order.clone(),
                     status: OrderStatus::Locked,
                     origin: Origin::Reserve,
@@ -106,6 +109,7 @@ impl Ledger {
             Fact::OrderSold { at, order, stocks } => self.apply_creation(
                 fact,
                 OrderEntry {
+                    taken_versions: SmallVec::new(),
                     order: order.clone(),
                     status: OrderStatus::Sold,
                     origin: Origin::Sell,
@@ -181,8 +185,9 @@ impl Ledger {
             Origin::Reserve => Movement::Lock,
             Origin::Sell => Movement::Sell,
         };
-        let order = &entry.order;
-        self.apply_moves(fact, order, movement, entry.created_at, stocks)?;
+        let mut entry = entry;
+        entry.taken_versions =
+            self.apply_moves(fact, &entry.order, &[], movement, entry.created_at, stocks)?;
         stripe.insert(order_hash, entry);
         Ok(())
     }
@@ -213,7 +218,11 @@ impl Ledger {
             });
         }
         let order = entry.order.clone();
-        self.apply_moves(fact, &order, movement, at, stocks)?;
+        let taken_versions =
+            self.apply_moves(fact, &order, &entry.taken_versions, movement, at, stocks)?;
+        if movement.takes_available() {
+            entry.taken_versions = taken_versions;
+        }
         entry.status = to;
         entry.updated_at = at;
         if from == OrderStatus::Locked {
@@ -223,18 +232,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// Re-does an order's move and returns each line's SKU version after it.
     fn apply_moves(
         &self,
         fact: &Fact,
         order: &OrderRequest,
+        taken_versions: &[u64],
         movement: Movement,
         at: Timestamp,
         stocks: &[Stock],
-    ) -> Result<(), ReplayError> {
+    ) -> Result<SmallVec<[u64; 1]>, ReplayError> {
         let keys = self.line_keys(&order.lines);
         let mut skus = self.lock_skus(&keys);
         let moved = self
-            .move_lines(&mut skus, &keys, order, movement, Rules::Replay, at)
+            .move_lines(
+                &mut skus,
+                &keys,
+                order,
+                taken_versions,
+                movement,
+                Rules::Replay,
+                at,
+            )
             .map_err(|error| match error {
                 LedgerError::SkuNotFound { sku } => ReplayError::UnknownSku {
                     kind: fact.kind(),
@@ -257,7 +276,7 @@ impl Ledger {
                 });
             }
         }
-        Ok(())
+        Ok(moved.stocks.iter().map(|stock| stock.version).collect())
     }
 }
 

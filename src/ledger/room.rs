@@ -251,6 +251,10 @@ impl Room {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListingTally {
     pub room: RoomId,
+    /// The SKU's version when the tally was created: orders that took their units at a later
+    /// version are the ones it counts, so a release of an order placed before (before the
+    /// listing was added, or added again) takes nothing off it.
+    pub generation: u64,
     /// Orders naming the room are refused for this SKU.
     pub halted: bool,
     /// Locked + sold by orders naming the room, now.
@@ -368,9 +372,10 @@ impl Series {
 }
 
 impl ListingTally {
-    pub fn new(room: &Room) -> ListingTally {
+    pub fn new(room: &Room, generation: u64) -> ListingTally {
         ListingTally {
             room: room.id.clone(),
+            generation,
             halted: false,
             consumed: 0,
             series: Series::for_room(room),
