@@ -377,13 +377,17 @@ pub fn open(
             path: directory.clone(),
         });
     }
-    // Segments being prepared when the last run stopped were never used.
+    // Segments being prepared and snapshots being written when the last run stopped were
+    // never used.
     for entry in std::fs::read_dir(directory).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "prep")
-        {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        let unfinished =
+            name.ends_with(".prep") || (name.starts_with("snapshot-") && name.ends_with(".tmp"));
+        if unfinished {
             std::fs::remove_file(&path).map_err(io)?;
         }
     }
@@ -392,8 +396,17 @@ pub fn open(
     let segments = segment::list(directory, "segment-", ".log").map_err(io)?;
     let last_index = segments.last().map_or(0, |(index, _)| *index);
     let mut progress = Progress::new();
+    let snapshot_sequence = sequence;
     for (position, (index, path)) in segments.iter().enumerate() {
         let is_last = position + 1 == segments.len();
+        if let Some((_, next)) = segments.get(position + 1) {
+            // Every record of this segment is in the snapshot (a crash came between the
+            // snapshot and its pruning): nothing in it is needed, damaged or not.
+            let next_first = first_sequence(next).map_err(io)?;
+            if next_first <= snapshot_sequence.saturating_add(1) {
+                continue;
+            }
+        }
         let scan = segment::scan(path, *index).map_err(|error| JournalError::Corrupt {
             path: path.clone(),
             offset: 0,
@@ -481,6 +494,17 @@ pub fn open(
             break;
         }
     }
+    // What was read back may still be only in the page cache (the process crashed, the
+    // machine did not): it is synced now, so new records may say everything up to here is.
+    if let Some((_, last)) = segments.last()
+        && last.exists()
+    {
+        OpenOptions::new()
+            .write(true)
+            .open(last)
+            .and_then(|file| file.sync_all())
+            .map_err(io)?;
+    }
     let ledger = Arc::new(ledger);
     let (durable, _) = watch::channel(sequence);
     let shared = Arc::new(Shared {
@@ -509,6 +533,9 @@ pub fn open(
         index: last_index,
         offset: 0,
         buffer: Vec::with_capacity(1024 * 1024),
+        // Everything recovered was synced just above.
+        synced: sequence,
+        written_last: sequence,
         prepared: writer::prepare_in_background(directory, config.segment_bytes),
     };
     let handle = std::thread::Builder::new()

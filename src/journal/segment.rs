@@ -2,10 +2,14 @@
 //! tells a torn tail (a crash mid-write: cut it off) from corruption before the tail (stop).
 //!
 //! A segment is a 32-byte header (`SPJOURNL`, format version, segment index, first sequence)
-//! and then records: `length u32 | crc32c u32 | sequence u64 | payload`, little-endian, where
-//! `length` counts the sequence and the payload, and the checksum covers the length, the
-//! sequence and the payload. Segments are preallocated, so the end of the records is the
-//! first all-zero header.
+//! and then records: `length u32 | crc32c u32 | sequence u64 | synced u64 | payload`,
+//! little-endian, where `length` counts what follows the checksum, and the checksum covers
+//! the length and all that follows. `synced` is the highest sequence known synced to disk
+//! when the record was written: a valid record after a damaged one proves the damage is
+//! corruption only if it says the damaged record had been synced; otherwise the damage is in
+//! writes that were never synced (pages of an unsynced write may reach the disk in any order
+//! before a power cut), a torn tail. Version 2 segments, without `synced`, are still read.
+//! Segments are preallocated, so the end of the records is the first all-zero header.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,8 +17,12 @@ use std::path::{Path, PathBuf};
 
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SPJOURNL";
 pub(super) const SNAPSHOT_MAGIC: &[u8; 8] = b"SPSNAPSH";
-/// Bumped whenever the bytes of a segment or a snapshot change meaning.
-pub(super) const FORMAT_VERSION: u32 = 2;
+/// Bumped whenever the bytes of a segment change meaning. Version 3 added `synced` to each
+/// record; version 2 segments are still read.
+pub(super) const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION_UNSYNCED: u32 = 2;
+/// Bumped whenever the bytes of a snapshot change meaning.
+pub(super) const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 pub(super) const SEGMENT_HEADER_BYTES: u64 = 32;
 pub(super) const SNAPSHOT_HEADER_BYTES: usize = 40;
 pub(super) const RECORD_HEADER_BYTES: usize = 8;
@@ -65,11 +73,18 @@ pub(super) fn segment_header(
     header
 }
 
-/// Appends one framed record to `buffer`; `payload` is written by `encode`.
-pub(super) fn frame(buffer: &mut Vec<u8>, sequence: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+/// Appends one framed record to `buffer`, written when everything up to `synced` was synced;
+/// `payload` is written by `encode`.
+pub(super) fn frame(
+    buffer: &mut Vec<u8>,
+    sequence: u64,
+    synced: u64,
+    encode: impl FnOnce(&mut Vec<u8>),
+) {
     let start = buffer.len();
     buffer.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
     buffer.extend_from_slice(&sequence.to_le_bytes());
+    buffer.extend_from_slice(&synced.to_le_bytes());
     encode(buffer);
     let length = u32::try_from(buffer.len() - start - RECORD_HEADER_BYTES)
         .expect("a record is far smaller than 4 GiB");
@@ -105,7 +120,9 @@ pub(super) enum ScanError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a journal segment of format version {FORMAT_VERSION}")]
+    #[error(
+        "{path}: not a journal segment of format version {FORMAT_VERSION_UNSYNCED} or {FORMAT_VERSION}"
+    )]
     Header { path: PathBuf },
 }
 
@@ -121,13 +138,20 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
         .map_err(io)?;
     let header_ok = SEGMENT_HEADER_BYTES as usize <= bytes.len()
         && &bytes[..8] == SEGMENT_MAGIC
-        && bytes[8..12] == FORMAT_VERSION.to_le_bytes()
         && bytes[16..24] == expected_index.to_le_bytes();
-    if !header_ok {
-        return Err(ScanError::Header {
-            path: path.to_owned(),
-        });
-    }
+    let version = bytes
+        .get(8..12)
+        .map(|version| u32::from_le_bytes(version.try_into().expect("4 bytes")));
+    // What precedes the payload in a record's body: the sequence, and `synced` from v3 on.
+    let prefix_bytes = match version {
+        Some(FORMAT_VERSION) if header_ok => 16,
+        Some(FORMAT_VERSION_UNSYNCED) if header_ok => 8,
+        _ => {
+            return Err(ScanError::Header {
+                path: path.to_owned(),
+            });
+        }
+    };
     let first_sequence = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES as usize;
@@ -161,7 +185,7 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
             ));
         }
         let body_start = offset + RECORD_HEADER_BYTES;
-        if !(8..=RECORD_BYTES_MAX).contains(&length) {
+        if !(prefix_bytes as u32..=RECORD_BYTES_MAX).contains(&length) {
             break Some((offset, format!("a record length of {length}"), body_start));
         }
         let body_end = body_start + length as usize;
@@ -190,7 +214,7 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
         records.push((
             sequence,
             offset as u64,
-            bytes[body_start + 8..body_end].to_vec(),
+            bytes[body_start + prefix_bytes..body_end].to_vec(),
         ));
         expected_sequence = expected_sequence.saturating_add(1);
         offset = body_end;
@@ -198,7 +222,7 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
     let damage = damage.map(|(at, reason, _extent)| Damage {
         offset: at as u64,
         reason,
-        torn_tail: !later_record_exists(&bytes, at + 1, expected_sequence),
+        torn_tail: !later_record_proves_sync(&bytes, at + 1, expected_sequence, prefix_bytes),
     });
     Ok(Scan {
         records,
@@ -218,32 +242,41 @@ fn snapshot_crc(header: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&header[..32]), body)
 }
 
-/// Whether a whole, valid record with a sequence of at least `sequence_min` starts anywhere
-/// from `from` on. After a damaged record, that tells corruption (valid records follow: the
-/// damage is in the middle) from a torn tail (nothing valid follows, whatever the bytes look
-/// like: unsynced pages may come back as zeros or as old contents after a power cut).
-fn later_record_exists(bytes: &[u8], from: usize, sequence_min: u64) -> bool {
+/// Whether a whole, valid record starting anywhere from `from` on proves that the damaged
+/// record `damaged` had been synced: that tells corruption (a synced record went bad) from a
+/// torn tail (writes never synced, whose pages may come back in any order, as zeros or as
+/// old contents, after a power cut). In a version 2 segment, without `synced`, any valid
+/// later record counts as proof.
+///
+/// Linear in the bytes: a candidate's sequence must be plausible (no more records can follow
+/// than there are bytes) before its checksum is computed, so garbage costs no checksums.
+fn later_record_proves_sync(bytes: &[u8], from: usize, damaged: u64, prefix_bytes: usize) -> bool {
+    let sequence_max = damaged.saturating_add(bytes.len() as u64);
     let mut offset = from;
-    while offset + RECORD_HEADER_BYTES + 8 <= bytes.len() {
+    while offset + RECORD_HEADER_BYTES + prefix_bytes <= bytes.len() {
+        let at =
+            |start: usize| u64::from_le_bytes(bytes[start..start + 8].try_into().expect("8 bytes"));
         let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-        if (8..=RECORD_BYTES_MAX).contains(&length) {
-            let body_start = offset + RECORD_HEADER_BYTES;
-            let body_end = body_start + length as usize;
-            if body_end <= bytes.len() {
-                let crc =
-                    u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
-                let actual = crc32c::crc32c_append(
-                    crc32c::crc32c(&length.to_le_bytes()),
-                    &bytes[body_start..body_end],
-                );
-                let sequence = u64::from_le_bytes(
-                    bytes[body_start..body_start + 8]
-                        .try_into()
-                        .expect("8 bytes"),
-                );
-                if actual == crc && sequence_min <= sequence {
-                    return true;
-                }
+        let body_start = offset + RECORD_HEADER_BYTES;
+        let body_end = body_start + length as usize;
+        let sequence = at(body_start);
+        let plausible = (prefix_bytes as u32..=RECORD_BYTES_MAX).contains(&length)
+            && body_end <= bytes.len()
+            && (damaged..=sequence_max).contains(&sequence);
+        if plausible {
+            let crc =
+                u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+            let actual = crc32c::crc32c_append(
+                crc32c::crc32c(&length.to_le_bytes()),
+                &bytes[body_start..body_end],
+            );
+            let synced = if prefix_bytes == 16 {
+                at(body_start + 8)
+            } else {
+                u64::MAX
+            };
+            if actual == crc && damaged <= synced {
+                return true;
             }
         }
         offset += 1;
@@ -257,8 +290,10 @@ pub(super) fn read_snapshot(path: &Path, named_sequence: u64) -> Result<(u64, Ve
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     file.read_exact(&mut header)
         .map_err(|error| format!("header: {error}"))?;
-    if &header[..8] != SNAPSHOT_MAGIC || header[8..12] != FORMAT_VERSION.to_le_bytes() {
-        return Err(format!("not a snapshot of format version {FORMAT_VERSION}"));
+    if &header[..8] != SNAPSHOT_MAGIC || header[8..12] != SNAPSHOT_FORMAT_VERSION.to_le_bytes() {
+        return Err(format!(
+            "not a snapshot of format version {SNAPSHOT_FORMAT_VERSION}"
+        ));
     }
     let sequence = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
     let length = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
@@ -290,7 +325,7 @@ pub(super) fn read_snapshot(path: &Path, named_sequence: u64) -> Result<(u64, Ve
 pub(super) fn snapshot_header(sequence: u64, body: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     header[..8].copy_from_slice(SNAPSHOT_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&sequence.to_le_bytes());
     header[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
     let crc = snapshot_crc(&header, body);

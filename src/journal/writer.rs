@@ -71,6 +71,11 @@ pub(super) struct Writer {
     pub(super) index: u64,
     pub(super) offset: u64,
     pub(super) buffer: Vec<u8>,
+    /// The highest sequence synced to disk, which each record written carries: recovery
+    /// tells by it whether damage is in synced records (corruption) or not (a torn tail).
+    pub(super) synced: u64,
+    /// The sequence of the last record written to the file.
+    pub(super) written_last: u64,
     /// The next segment, being zero-filled by a helper thread.
     pub(super) prepared: Option<std::thread::JoinHandle<std::io::Result<(PathBuf, File)>>>,
 }
@@ -102,6 +107,7 @@ impl Writer {
                     // Gave up mid-batch: none of it may be acknowledged.
                     return;
                 }
+                self.written_last = first_sequence + facts.len() as u64 - 1;
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 unsynced = true;
             }
@@ -122,6 +128,7 @@ impl Writer {
                     self.shared.poison(&error, &self.directory);
                     return;
                 }
+                self.synced = self.written_last;
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
                 self.shared.sync_micros.fetch_add(micros, Ordering::Relaxed);
@@ -159,7 +166,7 @@ impl Writer {
         for (position, fact) in facts.iter().enumerate() {
             let sequence = first_sequence + position as u64;
             let before = self.buffer.len();
-            segment::frame(&mut self.buffer, sequence, |buffer| {
+            segment::frame(&mut self.buffer, sequence, self.synced, |buffer| {
                 record::encode_fact(fact, buffer)
             });
             let needed = self.offset + self.buffer.len() as u64;
