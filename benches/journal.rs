@@ -27,6 +27,7 @@ fn config(directory: &std::path::Path) -> JournalConfig {
         segment_bytes: 64 * 1024 * 1024,
         repair: false,
         fsync: std::sync::Arc::new(stockpulse::journal::OsFsync),
+        queue_facts_max: stockpulse::journal::QUEUE_FACTS_MAX_DEFAULT,
     }
 }
 

@@ -114,6 +114,7 @@ impl Config {
             segment_bytes: self.journal_segment_bytes,
             repair: self.repair,
             fsync: self.journal_fsync.clone(),
+            queue_facts_max: crate::journal::QUEUE_FACTS_MAX_DEFAULT,
         }
     }
 

@@ -78,13 +78,20 @@ impl Shared {
         self.clock.now()
     }
 
-    /// Refuses a write up front while the disk refuses the journal's.
+    /// Refuses a write up front while the disk refuses the journal's, or is so far behind
+    /// that more waiting facts would only grow memory.
     fn writable(&self) -> Result<(), ApiError> {
-        if self.journal.healthy() {
-            Ok(())
-        } else {
-            Err(storage_unavailable())
+        if !self.journal.healthy() {
+            return Err(storage_unavailable());
         }
+        if self.journal.backlogged() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the journal is too far behind the load; nothing was changed, retry shortly",
+            ));
+        }
+        Ok(())
     }
 
     /// Waits until everything this request changed is durable under the sync policy:

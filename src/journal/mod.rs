@@ -52,6 +52,10 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Cut corrupt records (and everything after them) instead of refusing to start.
     pub repair: bool,
+    /// Facts that may wait for the writer before the journal calls itself backlogged and
+    /// writes are refused: a disk that is slow but not failing must not let memory run
+    /// ahead of it without bound.
+    pub queue_facts_max: u64,
     /// How files and the directory are synced: the operating system's, or a test's.
     pub fsync: Arc<dyn Fsync>,
 }
@@ -109,6 +113,9 @@ struct Shared {
     durable: watch::Sender<u64>,
     /// The highest sequence written to the file (synced or not).
     written: AtomicU64,
+    /// The queue's `submitted`, readable without its lock, to measure the backlog.
+    submitted_hint: AtomicU64,
+    queue_facts_max: u64,
     /// Every batch of facts once it is durable, in order: what readers may publish.
     published: broadcast::Sender<DurableBatch>,
     /// False while the disk refuses writes; the API refuses writes meanwhile.
@@ -129,6 +136,10 @@ pub struct DurableBatch {
     pub first_sequence: u64,
     pub facts: Arc<[Fact]>,
 }
+
+/// Facts that may wait for the writer unless configured otherwise: five seconds of the
+/// fastest ingest measured, a few hundred megabytes at most.
+pub const QUEUE_FACTS_MAX_DEFAULT: u64 = 1_000_000;
 
 /// Durable batches a slow reader may fall behind by before it is told it lagged (and must
 /// resynchronise from the ledger).
@@ -165,6 +176,8 @@ impl FactSink for Shared {
         let mut queue = self.queue.lock();
         queue.facts.push(fact.clone());
         queue.submitted += 1;
+        self.submitted_hint
+            .store(queue.submitted, Ordering::Relaxed);
         drop(queue);
         self.wake.notify_one();
     }
@@ -190,6 +203,14 @@ impl Journal {
     /// Every batch of facts from now on, each once it is durable, in order.
     pub fn subscribe(&self) -> broadcast::Receiver<DurableBatch> {
         self.shared.published.subscribe()
+    }
+
+    /// Whether more facts wait for the writer than it may fall behind by: the disk is too
+    /// slow for the load, and writes are refused until it catches up.
+    pub fn backlogged(&self) -> bool {
+        let submitted = self.shared.submitted_hint.load(Ordering::Relaxed);
+        let written = self.shared.written.load(Ordering::Relaxed);
+        self.shared.queue_facts_max < submitted.saturating_sub(written)
     }
 
     /// Whether writes are being accepted by the disk.
@@ -515,6 +536,8 @@ pub fn open(
         wake: Condvar::new(),
         durable,
         written: AtomicU64::new(sequence),
+        submitted_hint: AtomicU64::new(sequence),
+        queue_facts_max: config.queue_facts_max,
         published: broadcast::channel(PUBLISHED_BATCHES_MAX).0,
         healthy: AtomicBool::new(true),
         poisoned: AtomicBool::new(false),

@@ -18,6 +18,7 @@ fn config(directory: &Path) -> JournalConfig {
         segment_bytes: 16 * 1024,
         repair: false,
         fsync: Arc::new(OsFsync),
+        queue_facts_max: QUEUE_FACTS_MAX_DEFAULT,
     }
 }
 
@@ -719,4 +720,79 @@ fn files_left_by_an_interrupted_snapshot_are_removed_at_start_up() {
     assert!(!stray.exists());
     assert!(!prepared.exists());
     journal.close();
+}
+
+/// Syncs like the operating system once opened; until then every sync waits, as on a disk
+/// that has become very slow.
+#[derive(Debug, Default)]
+struct Gate {
+    open: parking_lot::Mutex<bool>,
+    opened: parking_lot::Condvar,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        *self.open.lock() = open;
+        self.opened.notify_all();
+    }
+}
+
+impl Fsync for Gate {
+    fn sync_file(&self, file: &std::fs::File, _point: SyncPoint) -> std::io::Result<()> {
+        let mut open = self.open.lock();
+        while !*open {
+            self.opened.wait(&mut open);
+        }
+        drop(open);
+        file.sync_data()
+    }
+
+    fn sync_directory(&self, directory: &Path) -> std::io::Result<()> {
+        segment::sync_directory(directory)
+    }
+}
+
+#[test]
+fn a_disk_too_slow_for_the_load_backlogs_the_journal_until_it_catches_up() {
+    // Goal: with a disk that is slow but not failing, facts must not pile up in memory
+    // without bound: past the queue's limit the journal says it is backlogged (and the API
+    // refuses writes), and once the disk catches up it is not.
+    // Method: a queue limit of 100 facts and a sync that waits; place 150 orders; backlogged;
+    // let the sync through; the backlog drains and every order is durable.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let gate = Arc::new(Gate::default());
+    let journal_config = JournalConfig {
+        fsync: gate.clone(),
+        queue_facts_max: 100,
+        ..config(directory.path())
+    };
+    let (ledger, journal, _) = open(&journal_config, LedgerConfig::default()).expect("opens");
+    gate.set(true);
+    settle_sku(&ledger, &journal);
+    gate.set(false);
+    for index in 0..150 {
+        ledger
+            .reserve(at(index), order(&format!("o{index}"), "A", 1))
+            .expect("reserve");
+    }
+    assert!(journal.backlogged());
+    assert!(journal.healthy(), "slow is not failing");
+    gate.set(true);
+    while journal.durable() < journal.submitted() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!journal.backlogged());
+    journal.close();
+}
+
+/// Creates SKU A and waits until it is durable.
+fn settle_sku(ledger: &Ledger, journal: &Journal) {
+    let update = SkuUpdate {
+        total: Some(1_000_000),
+        ..SkuUpdate::default()
+    };
+    ledger.put_sku(at(0), &sku("A"), update).expect("put_sku");
+    while journal.durable() < journal.submitted() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
