@@ -67,6 +67,7 @@ pub async fn run(
             "Locks expired while the server was down."
         );
     }
+    let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
     let edge = Arc::new(crate::edge::EdgeCounters::default());
     // Alert delivery first: its store says which alert id comes next.
@@ -92,6 +93,7 @@ pub async fn run(
         config.push_queue_bytes,
     ));
     announce.set(hub.clone());
+    let hub_handle = hub.clone();
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         clock: clock.clone(),
@@ -117,6 +119,7 @@ pub async fn run(
         },
         body_limit_bytes: usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX),
         edge: edge.clone(),
+        shutdown: cancel.clone(),
     });
     if config.auth.secret.is_none() {
         tracing::warn!(
@@ -124,7 +127,6 @@ pub async fn run(
             "No auth secret: every request is admin. Fine on loopback; set auth.secret before exposing the server."
         );
     }
-    let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The hub publishes what the journal made durable, and nothing else.
     let feed = journal.subscribe();
@@ -171,6 +173,19 @@ pub async fn run(
     cancel.cancel();
     let result: Result<std::io::Result<()>, tokio::task::JoinError> = server.await.map(|()| Ok(()));
     cancel.cancel();
+    // WebSocket sessions outlive the edge's drain (an upgraded connection is theirs): each
+    // closes with 1001 on the cancellation; wait for them, within the grace period.
+    let sessions_closed = async {
+        while 0 < hub_handle.stats().sessions {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, sessions_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("WebSocket sessions still open at the end of the grace period.");
+    }
     tasks.close();
     tasks.wait().await;
     let stopping = notifier.clone();

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) body_limit_bytes: usize,
     /// Connections open and refused at the edge.
     pub(crate) edge: Arc<crate::edge::EdgeCounters>,
+    /// Cancelled when the server stops: WebSocket sessions close with 1001 (going away).
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any

@@ -38,7 +38,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bad messages a session may send before it is closed.
 const BAD_MESSAGES_MAX: u32 = 20;
-/// Close codes (RFC 6455): going away, policy violation.
+/// Close codes (RFC 6455): going away (idle, or the server stopping), policy violation.
 const CLOSE_IDLE: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 /// A private close code: the client needed too many resyncs to keep up.
@@ -439,6 +439,11 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                     break;
                 }
                 topics = followed;
+            }
+            () = shared.shutdown.cancelled() => {
+                let _ = send_within(&mut sender, close(CLOSE_IDLE, "server shutting down")).await;
+                finish_close(&mut receiver).await;
+                break;
             }
             _ = heartbeat.tick() => {
                 if !credentials_hold(&shared, &claims, started) {

@@ -617,3 +617,30 @@ async fn a_topic_named_twice_is_followed_once_and_subscribes_are_rate_limited() 
     assert!(6 <= refused, "refused after {refused} rounds");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stopping_server_closes_sessions_with_going_away() {
+    // Goal: at shutdown every WebSocket session is told so with a close frame 1001 (going
+    // away), so screens reconnect at once instead of waiting for a dead connection to time out.
+    // Method: a subscribed client reads in the background while the server stops; it gets a
+    // close frame with code 1001 before the connection ends.
+    let server = TestServer::start().await;
+    server.sku("A", 10).await;
+    let mut socket = connect(&server, "stockpulse.v1.json").await;
+    send(&mut socket, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
+    assert_eq!(next_messages(&mut socket).await[0]["type"], "snapshot");
+    let reader = tokio::spawn(async move {
+        while let Some(frame) = socket.next().await {
+            if let Ok(Message::Close(close)) = frame {
+                return close.map(|close| u16::from(close.code));
+            }
+        }
+        None
+    });
+    server.stop().await;
+    let code = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the session ended")
+        .expect("the reader");
+    assert_eq!(code, Some(1001));
+}
