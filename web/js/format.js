@@ -21,10 +21,23 @@ export function count(value) {
   return Number(value ?? 0).toLocaleString("en-US");
 }
 
-/** The page's token, from `?token=` (kept for the tab's later pages), if the server wants one. */
+/**
+ * The page's token, if the server wants one: given in the link as `#token=…` (a fragment never
+ * leaves the browser, so no server or proxy logs it) or, in older links, `?token=…`. It is kept
+ * for the tab's later pages and taken out of the address bar and the history at once.
+ */
 export function token() {
-  const given = new URLSearchParams(location.search).get("token");
-  if (given) sessionStorage.setItem("stockpulse.token", given);
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const query = new URLSearchParams(location.search);
+  const given = fragment.get("token") ?? query.get("token");
+  if (given) {
+    sessionStorage.setItem("stockpulse.token", given);
+    fragment.delete("token");
+    query.delete("token");
+    const search = query.toString();
+    const hash = fragment.toString();
+    history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}${hash ? `#${hash}` : ""}`);
+  }
   return given ?? sessionStorage.getItem("stockpulse.token");
 }
 

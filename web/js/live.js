@@ -31,10 +31,11 @@ export class Live {
     this.onState(this.seen.size === 0 ? "connecting" : "reconnecting");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const credential = token();
-    const query = credential ? `?token=${encodeURIComponent(credential)}` : "";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws${query}`, "stockpulse.v1.json");
+    // The token goes in the first message, not in the URL, where logs would keep it.
+    const socket = new WebSocket(`${scheme}://${location.host}/ws`, "stockpulse.v1.json");
     this.socket = socket;
     socket.onopen = () => {
+      if (credential) socket.send(JSON.stringify({ op: "auth", token: credential }));
       const since = {};
       for (const [topic, seq] of this.seen) since[topic] = seq;
       const subscribe = { op: "subscribe", topics: this.topics, since };
