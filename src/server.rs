@@ -86,6 +86,15 @@ pub async fn run(
         clock.now(),
         notifier.next_alert_id(),
     ));
+    // Level changes whose alerts a crash kept from the store are raised now.
+    let caught_up = engine.catch_up(notifier.recorded_levels(), clock.now());
+    if !caught_up.is_empty() {
+        tracing::warn!(
+            count = caught_up.len(),
+            "Alerts raised at start-up for levels reached before the restart."
+        );
+        notifier.alerts(caught_up);
+    }
     let hub = Arc::new(Hub::new(
         ledger.clone(),
         engine.clone(),

@@ -191,6 +191,77 @@ impl Engine {
         inner.live.retain(|key, _| listings.contains(key));
     }
 
+    /// Raises, at start-up, the alerts a crash may have lost: every listing whose level
+    /// (decided silently from the recovered numbers) is above the last level its alerts
+    /// recorded (`recorded`, by room and SKU; green when none) gets an alert from that level
+    /// to this one, saying it was raised at start-up, and red on an `auto_halt` listing
+    /// that is not halted halts it. The level changes themselves were durable; their alerts
+    /// were not yet, and a red alert must reach someone.
+    pub fn catch_up(
+        &self,
+        recorded: &HashMap<(String, String), Level>,
+        now: Timestamp,
+    ) -> Vec<Arc<Alert>> {
+        let mut inner = self.inner.lock();
+        let mut listings: Vec<(RoomId, SkuId, Level)> = inner
+            .live
+            .iter()
+            .map(|((room, sku), live)| (room.clone(), sku.clone(), live.state.level))
+            .collect();
+        listings.sort();
+        let mut alerts = Vec::new();
+        for (room_id, sku, level) in listings {
+            let key = (room_id.as_str().to_owned(), sku.as_str().to_owned());
+            let from = recorded.get(&key).copied().unwrap_or(Level::Green);
+            if level <= from {
+                continue;
+            }
+            let (Some(room), Some(state)) = (
+                self.ledger.rooms_get(&room_id),
+                self.ledger.listing(&room_id, &sku),
+            ) else {
+                continue;
+            };
+            let evaluation = rules::evaluate(&view::inputs(&room, &state, now), None);
+            let mut reasons = evaluation.reasons;
+            reasons.push(Reason {
+                rule: "restart",
+                level,
+                value: 0.0,
+                threshold: 0.0,
+                text: format!(
+                    "raised at start-up: the listing reached {} before the server restarted, \
+                     and its alert had not been recorded",
+                    level.as_str()
+                ),
+            });
+            let alert = Arc::new(Alert {
+                id: inner.next_alert,
+                room: room_id.as_str().to_owned(),
+                sku: sku.as_str().to_owned(),
+                from,
+                to: level,
+                at: Rfc3339(now),
+                reasons,
+                hot: state.listing.policy.hot,
+                consumed: state.tally.consumed,
+                forecast: state.listing.forecast,
+                available: state.stock.available,
+            });
+            inner.next_alert += 1;
+            if RECENT_ALERTS_MAX <= inner.recent.len() {
+                inner.recent.pop_front();
+            }
+            inner.recent.push_back(alert.clone());
+            alerts.push(alert);
+            let halt = level == Level::Red && state.listing.policy.auto_halt && !state.tally.halted;
+            if halt && let Err(error) = self.ledger.halt_listing(now, &room_id, &sku, true) {
+                tracing::warn!(room = %room_id, %sku, %error, "Auto-halt at start-up failed.");
+            }
+        }
+        alerts
+    }
+
     /// Re-evaluates what `facts` touched and returns what changed, in order.
     pub fn observe<'a>(
         &self,

@@ -16,7 +16,7 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ pub use dispatch::{AlertRecord, AlertState, Notice};
 pub use store::{Delivery, DeliveryState, StoreError};
 pub use webhook::signature;
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Level};
 use crate::clock::{Clock, Rfc3339, Timestamp};
 use dispatch::Dispatcher;
 use store::Store;
@@ -149,6 +149,9 @@ struct Attempted {
 pub struct Notifier {
     commands: SyncSender<Command>,
     next_alert_id: u64,
+    /// The level of each listing's newest alert in the store when it opened, by (room, SKU):
+    /// what start-up compares the recovered levels with.
+    recorded_levels: HashMap<(String, String), Level>,
     pub counters: Arc<NotifyCounters>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -172,6 +175,11 @@ impl Notifier {
             .keys()
             .next_back()
             .map_or(1, |last| last + 1);
+        let mut recorded_levels = HashMap::new();
+        for record in loaded.alerts.values() {
+            let key = (record.notice.room.clone(), record.notice.sku.clone());
+            recorded_levels.insert(key, record.notice.to);
+        }
         let dispatcher = Dispatcher::new(config.clone(), loaded.alerts, next_delivery, clock.now());
         let next_alert_id = dispatcher.next_alert_id();
         let (commands, inbox) = std::sync::mpsc::sync_channel(COMMANDS_MAX);
@@ -205,6 +213,7 @@ impl Notifier {
         Ok(Notifier {
             commands,
             next_alert_id,
+            recorded_levels,
             counters,
             stopping,
             thread: parking_lot::Mutex::new(Some(thread)),
@@ -214,6 +223,11 @@ impl Notifier {
     /// The id the next alert should take: after every alert kept.
     pub fn next_alert_id(&self) -> u64 {
         self.next_alert_id
+    }
+
+    /// The level of each listing's newest alert when the store opened, by (room, SKU).
+    pub fn recorded_levels(&self) -> &HashMap<(String, String), Level> {
+        &self.recorded_levels
     }
 
     /// Hands new alerts over without waiting; when the notifier is that far behind, they

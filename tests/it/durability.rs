@@ -652,3 +652,72 @@ async fn websocket_commands_get_replies_while_the_journal_is_stuck() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_red_alert_lost_before_it_was_recorded_is_raised_at_start_up() {
+    // Goal: the facts that turn a listing red are durable, but its alert reaches the alert
+    // store a moment later, on another thread: a crash in between must not lose the red
+    // alert for good. At start-up, a listing above the last level its alerts recorded gets
+    // an alert raised then.
+    // Method: a listing driven to red by one order; the alert store is then removed, as if
+    // the process had died before it saved the alert; the restarted server lists a red
+    // alert for the listing, marked as raised at start-up.
+    let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+    let server = TestServer::with_config(ConfigLayer::default()).await;
+    server.sku("LIP", 100).await;
+    let room = json!({
+        "starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-25T15:00:00Z",
+        "listings": [{"sku": "LIP", "forecast": 10}],
+    });
+    let (status, body) = server.put("/api/v1/rooms/r1", room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .post(
+            "/api/v1/orders",
+            json!({"order_id": "big", "sku": "LIP", "qty": 13, "platform": "douyin",
+                   "room": "r1", "paid": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let red = |alerts: &Value| {
+        alerts["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|alert| alert["sku"] == "LIP" && alert["to"] == "red")
+    };
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                red(&server.get("/api/v1/alerts").await.1)
+            })
+            .await
+    );
+    let data = server
+        .stop_keeping_data()
+        .await
+        .expect("owned data directory");
+    std::fs::remove_file(data.path().join("notify.redb")).expect("the alert store");
+
+    let restarted =
+        TestServer::start_in(data.path().to_owned(), ConfigLayer::default(), Some(clock)).await;
+    let (status, alerts) = restarted.get("/api/v1/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(red(&alerts), "{alerts}");
+    let raised = alerts["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|alert| alert["to"] == "red")
+        .expect("the red alert");
+    assert_eq!(raised["from"], "green");
+    assert!(
+        raised["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|reason| reason["rule"] == "restart"),
+        "{raised}"
+    );
+    restarted.stop().await;
+}
