@@ -88,7 +88,8 @@ pub enum RoomEvent {
         room: RoomId,
         change: ListingChange,
     },
-    /// The room was created or changed: its whole view.
+    /// The room was created or changed: its view, with the actual curves only of the
+    /// listings whose curve changed (new ones, or all when the schedule moved).
     Room {
         room: RoomId,
         view: Box<RoomView>,
@@ -123,6 +124,8 @@ struct Inner {
     listed: HashMap<SkuId, Vec<RoomId>>,
     next_alert: u64,
     recent: VecDeque<Arc<Alert>>,
+    /// Each room's spec as last seen, to tell what a change of it changed.
+    specs: HashMap<RoomId, Arc<crate::ledger::Room>>,
 }
 
 impl Inner {
@@ -161,8 +164,10 @@ impl Engine {
     pub fn reload(&self, now: Timestamp) {
         let mut inner = self.inner.lock();
         inner.listed.clear();
+        inner.specs.clear();
         let mut listings = HashSet::new();
         for room in self.ledger.rooms() {
+            inner.specs.insert(room.id.clone(), room.clone());
             for listing in &room.listings {
                 inner.list(&listing.sku, &room.id);
                 listings.insert((room.id.clone(), listing.sku.clone()));
@@ -292,7 +297,27 @@ impl Engine {
                         inner.list(&listing.sku, &room.id);
                         touch(&room.id, &listing.sku, &mut touched);
                     }
-                    if let Some(view) = self.view_locked(&inner, &room.id, now) {
+                    // The change travels without the curves the screens have: only new
+                    // listings', or all when the schedule moved (the buckets changed).
+                    let previous = inner.specs.insert(room.id.clone(), room.clone());
+                    let rescheduled = previous.as_ref().is_none_or(|previous| {
+                        (previous.starts_at, previous.ends_at) != (room.starts_at, room.ends_at)
+                    });
+                    let before = |state: &ListingState| {
+                        previous
+                            .as_ref()
+                            .and_then(|previous| previous.listing(&state.listing.sku))
+                            .cloned()
+                    };
+                    let reshaped = |state: &ListingState| rescheduled || before(state).is_none();
+                    let changed = |state: &ListingState| {
+                        reshaped(state) || before(state).as_ref() != Some(&state.listing)
+                    };
+                    let curves = view::Curves::Changed {
+                        changed: &changed,
+                        reshaped: &reshaped,
+                    };
+                    if let Some(view) = self.build_view(&inner, &room.id, now, curves) {
                         events.push(RoomEvent::Room {
                             room: room.id.clone(),
                             view: Box::new(view),
@@ -459,11 +484,11 @@ impl Engine {
     /// The room without its curves: for listings of rooms.
     pub fn room_summary(&self, room: &RoomId, now: Timestamp) -> Option<RoomView> {
         let inner = self.inner.lock();
-        self.build_view(&inner, room, now, false)
+        self.build_view(&inner, room, now, view::Curves::None)
     }
 
     fn view_locked(&self, inner: &Inner, room: &RoomId, now: Timestamp) -> Option<RoomView> {
-        self.build_view(inner, room, now, true)
+        self.build_view(inner, room, now, view::Curves::All)
     }
 
     fn build_view(
@@ -471,7 +496,7 @@ impl Engine {
         inner: &Inner,
         room: &RoomId,
         now: Timestamp,
-        curves: bool,
+        curves: view::Curves<'_>,
     ) -> Option<RoomView> {
         let state = self.ledger.room(room)?;
         Some(view::room_view(

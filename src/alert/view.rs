@@ -20,6 +20,10 @@ pub struct RoomView {
     pub remaining_s: u64,
     pub totals: Totals,
     pub listings: Vec<ListingView>,
+    /// In a room change only: every listing's SKU in line-up order; `listings` then holds
+    /// only the listings that changed, and the reader keeps the others as it has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineup: Option<Vec<String>>,
 }
 
 /// Sums over the listings.
@@ -145,12 +149,30 @@ impl From<&Policy> for PolicyView {
 /// The consumption curve: `actual[i]` is consumed at the end of bucket `i` (up to now, from
 /// `before_start`, what was taken before the show); `plan` the planned curve as the corners
 /// of a line, `[seconds into the show, units]`, from the start to the end of the show.
+/// `actual` is left out where the reader has it already (a room change: the curve of a
+/// listing that stays on the same schedule did not change; `point` messages extend it).
 #[derive(Clone, Debug, Serialize)]
 pub struct SeriesView {
     pub bucket_s: f64,
     pub before_start: u64,
-    pub actual: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual: Option<Vec<u64>>,
     pub plan: Vec<(u64, u64)>,
+}
+
+/// Which curves a view carries.
+#[derive(Clone, Copy)]
+pub(super) enum Curves<'a> {
+    /// None: a room in a list.
+    None,
+    /// Every listing's plan and actual curve: a snapshot.
+    All,
+    /// A room change: only the listings `changed` names, with their plan, and the actual
+    /// curve of those `reshaped` names (new, or on a new schedule).
+    Changed {
+        changed: &'a dyn Fn(&ListingState) -> bool,
+        reshaped: &'a dyn Fn(&ListingState) -> bool,
+    },
 }
 
 /// The inputs of the rules for one listing of `room` at `now`.
@@ -192,7 +214,7 @@ pub(super) fn listing_view(
     evaluation: Evaluation,
     name: String,
     now: Timestamp,
-    curves: bool,
+    curves: Curves<'_>,
 ) -> ListingView {
     let series = &state.tally.series;
     let current = if now < room.starts_at {
@@ -200,13 +222,16 @@ pub(super) fn listing_view(
     } else {
         series.bucket(now) + 1
     };
-    let actual = if curves {
+    let (with_plan, with_actual) = match curves {
+        Curves::None => (false, false),
+        Curves::All => (true, true),
+        Curves::Changed { reshaped, .. } => (true, reshaped(state)),
+    };
+    let actual = with_actual.then(|| {
         (0..current.max(series.points.len()))
             .map(|bucket| series.at_bucket(bucket))
             .collect()
-    } else {
-        Vec::new()
-    };
+    });
     let forecast = evaluation.forecast;
     let stock = &state.stock;
     ListingView {
@@ -245,7 +270,7 @@ pub(super) fn listing_view(
             bucket_s: series.bucket_ms as f64 / 1000.0,
             before_start: series.before_start,
             actual,
-            plan: if curves {
+            plan: if with_plan {
                 plan_units(room, state)
             } else {
                 Vec::new()
@@ -258,7 +283,7 @@ pub(super) fn listing_view(
 pub(super) fn room_view(
     state: &RoomState,
     now: Timestamp,
-    curves: bool,
+    curves: Curves<'_>,
     level_of: impl Fn(&ListingState) -> Option<LevelState>,
     name_of: impl Fn(&ListingState) -> String,
 ) -> RoomView {
@@ -266,15 +291,38 @@ pub(super) fn room_view(
     let listings: Vec<ListingView> = state
         .listings
         .iter()
+        .filter(|listing| match curves {
+            Curves::Changed { changed, .. } => changed(listing),
+            Curves::None | Curves::All => true,
+        })
         .map(|listing| {
             let evaluation = rules::evaluate(&inputs(room, listing, now), level_of(listing));
             listing_view(room, listing, evaluation, name_of(listing), now, curves)
         })
         .collect();
+    let lineup = matches!(curves, Curves::Changed { .. }).then(|| {
+        state
+            .listings
+            .iter()
+            .map(|listing| listing.listing.sku.as_str().to_owned())
+            .collect()
+    });
     let totals = Totals {
-        forecast: listings.iter().map(|listing| listing.forecast).sum(),
-        consumed: listings.iter().map(|listing| listing.consumed).sum(),
-        available: listings.iter().map(|listing| listing.stock.available).sum(),
+        forecast: state
+            .listings
+            .iter()
+            .map(|listing| listing.listing.forecast)
+            .sum(),
+        consumed: state
+            .listings
+            .iter()
+            .map(|listing| listing.tally.consumed)
+            .sum(),
+        available: state
+            .listings
+            .iter()
+            .map(|listing| listing.stock.available)
+            .sum(),
     };
     RoomView {
         room: room.id.as_str().to_owned(),
@@ -286,5 +334,6 @@ pub(super) fn room_view(
         remaining_s: room.ends_at.saturating_since(now).as_secs(),
         totals,
         listings,
+        lineup,
     }
 }

@@ -644,3 +644,113 @@ async fn a_stopping_server_closes_sessions_with_going_away() {
         .expect("the reader");
     assert_eq!(code, Some(1001));
 }
+
+/// Reads until `count` messages of `kind` arrived; fails on a close frame.
+async fn read_until(socket: &mut Socket, kind: &str, count: usize) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen
+        .iter()
+        .filter(|message: &&Value| message["type"] == kind)
+        .count()
+        < count
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} {kind}",
+            seen.len()
+        );
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap_or_else(|_| {
+                let mut kinds = std::collections::BTreeMap::new();
+                for message in &seen {
+                    *kinds.entry(message["type"].to_string()).or_insert(0) += 1;
+                }
+                panic!("no {kind} within 10 s after {kinds:?}")
+            })
+            .expect("the connection is open")
+            .expect("a valid frame");
+        let value: Value = match frame {
+            Message::Text(text) => serde_json::from_str(text.as_str()).expect("JSON"),
+            Message::Close(close) => panic!("closed: {close:?}"),
+            _ => continue,
+        };
+        match value {
+            Value::Array(items) => seen.extend(items),
+            one => seen.push(one),
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_room_edited_fifty_times_keeps_its_screens() {
+    // Goal: a change of a big room travels as its listings' fields without the curves the
+    // screens hold, so fifty forecast edits of a 200-listing room (whose whole view is well
+    // over the 1 MiB queue) reach a reading screen as fifty `room` messages, with no resync
+    // and no close; and a schedule change, whose curves do not fit, resyncs the screen (not
+    // its fault) as often as it comes without closing it.
+    // Method: the big room 47 hours into its show, one reading subscriber; fifty forecast
+    // edits; then nine schedule changes (one more than the resyncs a slow session may
+    // need); the subscriber stays connected throughout.
+    let server = TestServer::start().await;
+    big_room(&server).await;
+    let mut screen = connect(&server, "stockpulse.v1.json").await;
+    send(
+        &mut screen,
+        json!({"op": "subscribe", "topics": ["room:big"]}),
+    )
+    .await;
+    let snapshot = next_messages(&mut screen).await;
+    assert_eq!(snapshot[0]["type"], "snapshot");
+    for edit in 0..50 {
+        let (status, body) = server
+            .put(
+                "/api/v1/rooms/big/listings/S007/forecast",
+                json!({"forecast": 600 + edit}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    }
+    let messages = read_until(&mut screen, "room", 50).await;
+    assert!(messages.iter().all(|message| message["type"] != "resync"));
+    let last = messages
+        .iter()
+        .rev()
+        .find(|message| message["type"] == "room")
+        .expect("a room change");
+    let changed = last["room"]["listings"].as_array().expect("listings");
+    assert_eq!(changed.len(), 1, "only the edited listing travels");
+    assert_eq!(last["room"]["lineup"].as_array().map(Vec::len), Some(200));
+    let listing = &changed[0];
+    assert_eq!(listing["sku"], "S007");
+    assert_eq!(listing["forecast"], 649);
+    assert!(
+        listing["series"].get("actual").is_none(),
+        "curves stay with the screen"
+    );
+    assert!(
+        listing["series"]["plan"]
+            .as_array()
+            .is_some_and(|plan| !plan.is_empty())
+    );
+    assert!(last.to_string().len() < 64 * 1024);
+
+    let room = |ends_at: &str| {
+        let listings: Vec<Value> = (0..200)
+            .map(|index| json!({"sku": format!("S{index:03}"), "forecast": 500}))
+            .collect();
+        json!({"name": "big", "starts_at": "2026-11-25T12:00:00Z", "ends_at": ends_at,
+               "listings": listings})
+    };
+    for hour in 0..9 {
+        let ends_at = format!("2026-11-27T11:{:02}:00Z", 50 - hour);
+        let (status, body) = server.put("/api/v1/rooms/big", room(&ends_at)).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        read_until(&mut screen, "resync", 1).await;
+    }
+    send(&mut screen, json!({"op": "ping"})).await;
+    read_until(&mut screen, "pong", 1).await;
+    server.stop().await;
+}

@@ -5,7 +5,7 @@
 import { Live } from "./live.js";
 import { t } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
-import { api, clock, count } from "./format.js";
+import { api, clock, count, mergeRoom } from "./format.js";
 
 const FEED_MAX = 200;
 const state = { room: null, view: null, alerts: new Map() };
@@ -172,7 +172,7 @@ function takeRoom(message) {
     case "resync":
     case "room":
       if (message.room) {
-        state.view = message.room;
+        state.view = message.type === "room" ? mergeRoom(state.view, message.room) : message.room;
         renderListings();
       }
       return;

@@ -64,3 +64,22 @@ export async function pickRoom() {
   const { rooms } = await api("GET", "/api/v1/rooms");
   return rooms.length > 0 ? rooms[0].room : null;
 }
+
+/**
+ * A room after a `room` message: the new header, and the line-up it gives, each listing as
+ * the message has it when it changed (keeping the actual curve the page had when the message
+ * leaves it out), as the page had it otherwise.
+ */
+export function mergeRoom(previous, changed) {
+  const lineup = changed.lineup ?? changed.listings.map((entry) => entry.sku);
+  const listings = lineup
+    .map((sku) => {
+      const before = previous?.listings.find((item) => item.sku === sku);
+      const fresh = changed.listings.find((item) => item.sku === sku);
+      if (!fresh) return before;
+      if (fresh.series.actual === undefined) fresh.series.actual = before?.series.actual ?? [];
+      return fresh;
+    })
+    .filter((entry) => entry !== undefined);
+  return { ...changed, listings };
+}

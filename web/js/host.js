@@ -4,7 +4,7 @@
 import { Live } from "./live.js";
 import { hintText, t } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
-import { api, count, duration } from "./format.js";
+import { api, count, duration, mergeRoom } from "./format.js";
 
 const ORDER = { green: 0, yellow: 1, orange: 2, red: 3 };
 const REFRESH_MS = 5000;
@@ -66,8 +66,10 @@ function take(message) {
   switch (message.type) {
     case "snapshot":
     case "resync":
-    case "room":
       if (message.room) adopt(message.room);
+      return;
+    case "room":
+      if (message.room) adopt(mergeRoom(state.view, message.room));
       return;
     case "stock":
       if (entry && entry.stock.version < message.stock.version) entry.stock = message.stock;

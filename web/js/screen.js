@@ -8,7 +8,7 @@ import { Live } from "./live.js";
 import { apply, hintText, lang, t } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
 import { drawCurve } from "./chart.js";
-import { api, clock, count, duration } from "./format.js";
+import { api, clock, count, duration, mergeRoom } from "./format.js";
 
 const TICKER_LINES = 8;
 const REFRESH_MS = 5000;
@@ -134,8 +134,10 @@ function take(message) {
   switch (message.type) {
     case "snapshot":
     case "resync":
-    case "room":
       if (message.room) adopt(message.room);
+      return;
+    case "room":
+      if (message.room) adopt(mergeRoom(state.view, message.room));
       return;
     case "stock": {
       const entry = listing(message.stock.sku);
