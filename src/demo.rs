@@ -372,9 +372,12 @@ mod tests {
 
     fn show_with(seed: u64) {
         let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
+        // Without a journal, a change counts as durable once applied.
+        let durable = Arc::new(crate::ledger::DurableState::from_ledger(&ledger));
+        ledger.attach(durable.clone());
         let start = Timestamp::from_millis(1_800_000_000_000);
         let mut demo = Demo::setup(&ledger, start, seed).expect("the demo starts");
-        let engine = Engine::new(ledger.clone(), start, 1);
+        let engine = Engine::new(ledger.clone(), durable, start, 1);
         let mut entered = std::collections::BTreeSet::new();
         let mut left = std::collections::BTreeSet::new();
         let mut halts = 0;

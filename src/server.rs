@@ -21,7 +21,7 @@ use crate::config::Config;
 pub use crate::demo::DEMO_SPEEDUP;
 use crate::hub::{self, Hub, HubSlot};
 use crate::journal::{self, Journal};
-use crate::ledger::Ledger;
+use crate::ledger::{DurableState, Ledger};
 use crate::notify::Notifier;
 
 /// How often the sweeper looks for expired locks: a lock is back in `available` at most this
@@ -59,6 +59,10 @@ pub async fn run(
         "Recovered the ledger."
     );
     let journal = Arc::new(journal);
+    // What alerts, views and snapshots read: the ledger as the journal made it durable, kept
+    // by the journal itself from here on, before anything new happens.
+    let durable = Arc::new(DurableState::from_ledger(&ledger));
+    journal.listen(durable.clone());
     // Locks that ran out while the server was down expire now, and the journal records it.
     let expired = ledger.expire_due(clock.now());
     if !expired.is_empty() {
@@ -83,6 +87,7 @@ pub async fn run(
     );
     let engine = Arc::new(Engine::new(
         ledger.clone(),
+        durable.clone(),
         clock.now(),
         notifier.next_alert_id(),
     ));
@@ -96,7 +101,7 @@ pub async fn run(
         notifier.alerts(caught_up);
     }
     let hub = Arc::new(Hub::new(
-        ledger.clone(),
+        durable,
         engine.clone(),
         clock.clone(),
         config.push_queue_bytes,
@@ -141,9 +146,10 @@ pub async fn run(
     let feed = journal.subscribe();
     let hub_cancel = cancel.clone();
     let hub_notifier = notifier.clone();
+    let hub_journal = journal.clone();
     tasks.spawn(async move {
         tokio::select! {
-            () = hub::run(hub, feed, config.push_interval, hub_notifier) => {}
+            () = hub::run(hub, feed, config.push_interval, hub_notifier, hub_journal) => {}
             () = hub_cancel.cancelled() => {}
         }
     });

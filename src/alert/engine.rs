@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::rules::{self, Hint, Level, LevelState, Reason};
 use super::view::{self, HintView, RoomView};
 use crate::clock::{Rfc3339, Timestamp};
-use crate::ledger::{Fact, Ledger, ListingState, RoomId, SkuId, Stock};
+use crate::ledger::{DurableState, Fact, Ledger, ListingState, RoomId, SkuId, Stock};
 
 /// Alerts kept for the alerts topic's snapshot and `GET /api/v1/alerts`.
 pub const RECENT_ALERTS_MAX: usize = 500;
@@ -139,7 +139,11 @@ impl Inner {
 }
 
 pub struct Engine {
+    /// Where auto-halts go, and where SKU names are read. Never read for a decision.
     ledger: Arc<Ledger>,
+    /// What every decision and view reads: the rooms as the journal made them durable, so
+    /// nothing is decided on a change a crash could take back.
+    durable: Arc<DurableState>,
     inner: Mutex<Inner>,
 }
 
@@ -147,9 +151,15 @@ impl Engine {
     /// An engine for the rooms the ledger holds (after recovery). Each listing's level is
     /// decided from the numbers at `now`, silently: a restart raises no alert and halts
     /// nothing by itself. Alert ids go on from `first_alert_id` (after those kept).
-    pub fn new(ledger: Arc<Ledger>, now: Timestamp, first_alert_id: u64) -> Engine {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        durable: Arc<DurableState>,
+        now: Timestamp,
+        first_alert_id: u64,
+    ) -> Engine {
         let engine = Engine {
             ledger,
+            durable,
             inner: Mutex::new(Inner {
                 next_alert: first_alert_id.max(1),
                 ..Inner::default()
@@ -159,19 +169,20 @@ impl Engine {
         engine
     }
 
-    /// Takes the rooms from the ledger again and decides each listing's level silently:
-    /// at start-up, and when the hub missed facts (so rooms may have changed unseen).
+    /// Takes the rooms from the durable state again and decides each listing's level
+    /// silently: at start-up, and when the hub missed facts (so rooms may have changed
+    /// unseen).
     pub fn reload(&self, now: Timestamp) {
         let mut inner = self.inner.lock();
         inner.listed.clear();
         inner.specs.clear();
         let mut listings = HashSet::new();
-        for room in self.ledger.rooms() {
+        for room in self.durable.rooms() {
             inner.specs.insert(room.id.clone(), room.clone());
             for listing in &room.listings {
                 inner.list(&listing.sku, &room.id);
                 listings.insert((room.id.clone(), listing.sku.clone()));
-                let Some(state) = self.ledger.listing(&room.id, &listing.sku) else {
+                let Some(state) = self.durable.listing(&room.id, &listing.sku) else {
                     continue;
                 };
                 let key = (room.id.clone(), listing.sku.clone());
@@ -222,8 +233,8 @@ impl Engine {
                 continue;
             }
             let (Some(room), Some(state)) = (
-                self.ledger.rooms_get(&room_id),
-                self.ledger.listing(&room_id, &sku),
+                self.durable.room_spec(&room_id),
+                self.durable.listing(&room_id, &sku),
             ) else {
                 continue;
             };
@@ -387,10 +398,10 @@ impl Engine {
         now: Timestamp,
         events: &mut Vec<RoomEvent>,
     ) {
-        let Some(room) = self.ledger.rooms_get(room_id) else {
+        let Some(room) = self.durable.room_spec(room_id) else {
             return;
         };
-        let Some(state) = self.ledger.listing(room_id, sku) else {
+        let Some(state) = self.durable.listing(room_id, sku) else {
             return;
         };
         let key = (room_id.clone(), sku.clone());
@@ -498,7 +509,7 @@ impl Engine {
         now: Timestamp,
         curves: view::Curves<'_>,
     ) -> Option<RoomView> {
-        let state = self.ledger.room(room)?;
+        let state = self.durable.room(room)?;
         Some(view::room_view(
             &state,
             now,

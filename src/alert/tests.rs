@@ -336,8 +336,9 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
     // and the ledger then refuses orders for it in that room until it is resumed.
     let (ledger, sku, room) = stocked_ledger();
     let room_id = room.id.clone();
+    let durable = follow(&ledger);
     let put = ledger.put_room(at(0), room).expect("room");
-    let engine = Engine::new(ledger.clone(), at(0), 1);
+    let engine = Engine::new(ledger.clone(), durable, at(0), 1);
     let mut levels = Vec::new();
     let mut record = |events: Vec<RoomEvent>| {
         for event in events {
@@ -399,7 +400,8 @@ fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
     // `reload`, and their next change is reported.
     let (ledger, sku, room) = stocked_ledger();
     let room_id = room.id.clone();
-    let engine = Engine::new(ledger.clone(), at(0), 1);
+    let durable = follow(&ledger);
+    let engine = Engine::new(ledger.clone(), durable.clone(), at(0), 1);
     ledger.put_room(at(0), room).expect("room");
     ledger
         .sell(at(90 * MINUTE), order("o1", &room_id, 1300))
@@ -409,7 +411,7 @@ fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
         "the room is not watched yet"
     );
     engine.reload(at(90 * MINUTE));
-    let restarted = Engine::new(ledger.clone(), at(90 * MINUTE), 1);
+    let restarted = Engine::new(ledger.clone(), durable, at(90 * MINUTE), 1);
     for engine in [&engine, &restarted] {
         let events = engine.tick(at(90 * MINUTE + 1_000));
         assert!(
@@ -435,4 +437,11 @@ fn a_restarted_engine_decides_levels_silently_and_picks_up_rooms_it_missed() {
             .iter()
             .any(|event| matches!(event, RoomEvent::Stock { .. }))
     );
+}
+
+/// The durable state of a ledger without a journal: it follows the ledger fact by fact.
+fn follow(ledger: &Ledger) -> Arc<crate::ledger::DurableState> {
+    let durable = Arc::new(crate::ledger::DurableState::from_ledger(ledger));
+    ledger.attach(durable.clone());
+    durable
 }

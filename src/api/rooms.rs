@@ -280,9 +280,9 @@ pub(crate) async fn put(
     let room = body.into_room(id.clone())?;
     shared.writable()?;
     shared.ledger.put_room(shared.now(), room)?;
-    let answer = view(&shared, &id)?;
+    // The view reads durable state, so it is taken once this change is durable.
     shared.durable().await?;
-    Ok(answer)
+    view(&shared, &id)
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}", tag = "rooms",
@@ -399,9 +399,8 @@ async fn set_halted(
     } else {
         shared.ledger.resume_listing(shared.now(), &room, &sku)?;
     }
-    let answer = view(&shared, &room)?;
     shared.durable().await?;
-    Ok(answer)
+    view(&shared, &room)
 }
 
 /// A listing's new forecast.
@@ -438,7 +437,7 @@ pub(crate) async fn forecast(
     shared
         .ledger
         .set_forecast(shared.now(), &id, &sku, forecast)?;
-    let answer = view(&shared, &id)?;
+    // The view reads durable state, so it is taken once this change is durable.
     shared.durable().await?;
-    Ok(answer)
+    view(&shared, &id)
 }

@@ -31,7 +31,7 @@ pub(crate) use message::{Chunk, Codec, ServerMessage};
 use crate::alert::{Alert, Engine, RoomEvent};
 use crate::clock::Clock;
 use crate::journal::DurableBatch;
-use crate::ledger::{Ledger, RoomId, SkuId, Stock};
+use crate::ledger::{DurableState, RoomId, SkuId, Stock};
 
 /// Messages a session may have queued, whatever their size: a backstop behind the byte
 /// limit, which is the one that normally acts.
@@ -291,7 +291,8 @@ pub(crate) struct Hub {
     /// This run's epoch: sequence numbers start again with each run, so a client resuming
     /// with another epoch's numbers gets a resync.
     epoch: u64,
-    ledger: Arc<Ledger>,
+    /// What snapshots read: the state the journal made durable.
+    durable: Arc<DurableState>,
     engine: Arc<Engine>,
     clock: Arc<dyn Clock>,
     topics: Mutex<HashMap<Topic, TopicState>>,
@@ -304,14 +305,14 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(
-        ledger: Arc<Ledger>,
+        durable: Arc<DurableState>,
         engine: Arc<Engine>,
         clock: Arc<dyn Clock>,
         queue_bytes_max: usize,
     ) -> Hub {
         Hub {
             epoch: fastrand::u64(1..u64::from(u32::MAX)),
-            ledger,
+            durable,
             engine,
             clock,
             topics: Mutex::new(HashMap::new()),
@@ -367,12 +368,12 @@ impl Hub {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let stock = match topic {
-                    Topic::Sku(sku) => match self.ledger.sku(sku) {
-                        Some(view) => Some(view.stock),
+                    Topic::Sku(sku) => match self.durable.stock(sku) {
+                        Some(stock) => Some(stock),
                         None => return Joined::Missing,
                     },
                     Topic::Room(room) | Topic::RoomAlerts(room)
-                        if self.ledger.rooms_get(room).is_none() =>
+                        if self.durable.room_spec(room).is_none() =>
                     {
                         return Joined::Missing;
                     }
@@ -467,7 +468,7 @@ impl Hub {
             for stock in fact.stocks() {
                 let topic = Topic::Sku(stock.sku.clone());
                 let Some(state) = states.get_mut(&topic) else {
-                    // Nobody ever subscribed: a later snapshot reads the ledger.
+                    // Nobody ever subscribed: a later snapshot reads the durable state.
                     continue;
                 };
                 if state
@@ -475,7 +476,7 @@ impl Hub {
                     .as_ref()
                     .is_some_and(|last| stock.version <= last.version)
                 {
-                    // The snapshot that created the topic, read from the ledger, already
+                    // The snapshot that created the topic, read from the durable state, already
                     // showed this change.
                     continue;
                 }
@@ -576,16 +577,16 @@ impl Hub {
     }
 
     /// Marks every session for a resync: the hub fell behind the journal's feed, so each
-    /// topic takes its state from the ledger again, and its history, which now has a gap,
+    /// topic takes its state from the durable state again, and its history, which now has a gap,
     /// is dropped.
     pub(crate) fn resync_everyone(&self) {
         let mut states = self.topics.lock();
         self.engine.reload(self.clock.now());
         for (topic, state) in states.iter_mut() {
             if let Topic::Sku(sku) = topic
-                && let Some(view) = self.ledger.sku(sku)
+                && let Some(stock) = self.durable.stock(sku)
             {
-                state.stock = Some(view.stock);
+                state.stock = Some(stock);
             }
             // Every topic may have missed changes: its sequence moves on past the gap, so a
             // client resuming from before it is resynced rather than told it is up to date.
@@ -633,6 +634,7 @@ pub(crate) async fn run(
     mut feed: tokio::sync::broadcast::Receiver<DurableBatch>,
     interval: std::time::Duration,
     notifier: Arc<crate::notify::Notifier>,
+    journal: Arc<crate::journal::Journal>,
 ) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut round = Vec::new();
@@ -648,7 +650,12 @@ pub(crate) async fn run(
                 Err(RecvError::Closed) => return,
             },
             _ = ticker.tick() => {
-                notifier.alerts(hub.tick());
+                // While the journal cannot write, nothing moves on what time alone would
+                // change: no level change, no alert, no auto-halt on a state that may yet
+                // turn out to be lost.
+                if journal.healthy() {
+                    notifier.alerts(hub.tick());
+                }
                 continue;
             }
         }

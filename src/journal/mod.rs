@@ -118,6 +118,8 @@ struct Shared {
     queue_facts_max: u64,
     /// Every batch of facts once it is durable, in order: what readers may publish.
     published: broadcast::Sender<DurableBatch>,
+    /// Told of every batch once it is durable, before the watermark moves.
+    listener: std::sync::OnceLock<Arc<dyn DurableListener>>,
     /// False while the disk refuses writes; the API refuses writes meanwhile.
     healthy: AtomicBool,
     /// A sync failed: nothing more is acknowledged until a restart.
@@ -128,6 +130,18 @@ struct Shared {
     batches: AtomicU64,
     syncs: AtomicU64,
     sync_micros: AtomicU64,
+}
+
+/// Called by the writer with each batch of facts once it is durable, before anything in it
+/// is acknowledged or published. It must be quick: acknowledgements wait for it.
+pub trait DurableListener: Send + Sync {
+    fn durable(&self, facts: &[Fact]);
+}
+
+impl DurableListener for crate::ledger::DurableState {
+    fn durable(&self, facts: &[Fact]) {
+        self.apply(facts);
+    }
 }
 
 /// Facts that became durable together, in sequence order starting at `first_sequence`.
@@ -200,6 +214,13 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// Tells `listener` of every batch from now on, once it is durable and before anything
+    /// in it is acknowledged. Attach it before the ledger changes after recovery. Returns
+    /// `false` when a listener was attached already.
+    pub fn listen(&self, listener: Arc<dyn DurableListener>) -> bool {
+        self.shared.listener.set(listener).is_ok()
+    }
+
     /// Every batch of facts from now on, each once it is durable, in order.
     pub fn subscribe(&self) -> broadcast::Receiver<DurableBatch> {
         self.shared.published.subscribe()
@@ -539,6 +560,7 @@ pub fn open(
         submitted_hint: AtomicU64::new(sequence),
         queue_facts_max: config.queue_facts_max,
         published: broadcast::channel(PUBLISHED_BATCHES_MAX).0,
+        listener: std::sync::OnceLock::new(),
         healthy: AtomicBool::new(true),
         poisoned: AtomicBool::new(false),
         failures: AtomicU64::new(0),

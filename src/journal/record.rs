@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Fact, LedgerImage, Line, Lines, Listing, ListingTally, OrderId, OrderImage, OrderRequest,
-    OrderStatus, PlanPoint, Platform, Policy, Qty, RestockId, Room, RoomId, Series, SkuId,
-    SkuImage, SkuSettings, Stock, Stocks,
+    Consumed, Fact, LedgerImage, Line, Lines, Listing, ListingTally, OrderId, OrderImage,
+    OrderRequest, OrderStatus, PlanPoint, Platform, Policy, Qty, RestockId, Room, RoomId, Series,
+    SkuId, SkuImage, SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -619,6 +619,7 @@ pub(super) fn decode_fact(
             order: order(order_)?,
             expires_at: at(expires_at),
             stocks: stocks(stocks_)?,
+            consumed: Consumed::new(),
         },
         FactRecord::OrderSold {
             at: time,
@@ -628,6 +629,7 @@ pub(super) fn decode_fact(
             at: at(time),
             order: order(order_)?,
             stocks: stocks(stocks_)?,
+            consumed: Consumed::new(),
         },
         FactRecord::OrderConfirmed {
             at: time,
@@ -639,6 +641,7 @@ pub(super) fn decode_fact(
             order: known(&order_id, resolve)?,
             retaken,
             stocks: stocks(stocks_)?,
+            consumed: Consumed::new(),
         },
         FactRecord::OrderCancelled {
             at: time,
@@ -648,6 +651,7 @@ pub(super) fn decode_fact(
             at: at(time),
             order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
+            consumed: Consumed::new(),
         },
         FactRecord::OrderExpired {
             at: time,
@@ -657,6 +661,7 @@ pub(super) fn decode_fact(
             at: at(time),
             order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
+            consumed: Consumed::new(),
         },
         FactRecord::OrderRefunded {
             at: time,
@@ -666,6 +671,7 @@ pub(super) fn decode_fact(
             at: at(time),
             order: known(&order_id, resolve)?,
             stocks: stocks(stocks_)?,
+            consumed: Consumed::new(),
         },
         FactRecord::RoomPut {
             at: time,

@@ -139,6 +139,9 @@ impl Writer {
                 let last = first_sequence + facts.len() as u64 - 1;
                 self.shared.written.store(last, Ordering::Release);
                 if self.policy != SyncPolicy::Always || !unsynced {
+                    if let Some(listener) = self.shared.listener.get() {
+                        listener.durable(&facts);
+                    }
                     self.shared.durable.send_replace(last);
                     // Only now may readers (the push hub) see these facts.
                     if 0 < self.shared.published.receiver_count() {

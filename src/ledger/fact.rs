@@ -17,6 +17,13 @@ use crate::clock::Timestamp;
 /// The stock of every SKU an order touched, after the change, in the order's line order.
 pub type Stocks = SmallVec<[Stock; 1]>;
 
+/// For each line of an order, in line order, what the listing of its SKU in the order's room
+/// consumed after the change; `None` where the order names no room or the room does not list
+/// the SKU. Readers that keep their own copy of the rooms (the alert engine, which must see
+/// only durable state) take it from here. Not journaled: replay recomputes it, and a fact
+/// read back from the journal has it empty.
+pub type Consumed = SmallVec<[Option<u64>; 1]>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fact {
     /// A SKU was created or its settings or `total`/`reserved` changed.
@@ -48,12 +55,14 @@ pub enum Fact {
         order: Arc<OrderRequest>,
         expires_at: Timestamp,
         stocks: Stocks,
+        consumed: Consumed,
     },
     /// A paid order took its units directly (`sell`).
     OrderSold {
         at: Timestamp,
         order: Arc<OrderRequest>,
         stocks: Stocks,
+        consumed: Consumed,
     },
     /// A locked order was paid. `retaken` when its lock had expired and the payment took the
     /// units again from `available`.
@@ -62,21 +71,25 @@ pub enum Fact {
         order: Arc<OrderRequest>,
         retaken: bool,
         stocks: Stocks,
+        consumed: Consumed,
     },
     OrderCancelled {
         at: Timestamp,
         order: Arc<OrderRequest>,
         stocks: Stocks,
+        consumed: Consumed,
     },
     OrderExpired {
         at: Timestamp,
         order: Arc<OrderRequest>,
         stocks: Stocks,
+        consumed: Consumed,
     },
     OrderRefunded {
         at: Timestamp,
         order: Arc<OrderRequest>,
         stocks: Stocks,
+        consumed: Consumed,
     },
     /// A room was created or its schedule or line-up changed.
     RoomPut {
@@ -131,6 +144,20 @@ impl Fact {
             | Fact::OrderExpired { stocks, .. }
             | Fact::OrderRefunded { stocks, .. } => stocks,
             Fact::RoomPut { .. } | Fact::ListingHalted { .. } | Fact::ListingResumed { .. } => &[],
+        }
+    }
+
+    /// Each order line's room listing consumption after the change (see [`Consumed`]);
+    /// empty for other facts.
+    pub fn consumed(&self) -> &[Option<u64>] {
+        match self {
+            Fact::OrderReserved { consumed, .. }
+            | Fact::OrderSold { consumed, .. }
+            | Fact::OrderConfirmed { consumed, .. }
+            | Fact::OrderCancelled { consumed, .. }
+            | Fact::OrderExpired { consumed, .. }
+            | Fact::OrderRefunded { consumed, .. } => consumed,
+            _ => &[],
         }
     }
 

@@ -22,8 +22,11 @@
 //!
 //! `types` (validated values and views), `fact`, `error`, `sku` (a SKU's entry and the
 //! arithmetic of moving units), `order` (an order's entry, its stripe, and which operation
-//! moves it where), `stripe` (tables, keys, guards), `replay` ([`Ledger::apply`]).
+//! moves it where), `stripe` (tables, keys, guards), `replay` ([`Ledger::apply`]), `room`
+//! (rooms, listings and their tallies), `image` (snapshots), `durable` ([`DurableState`],
+//! the rooms and stocks as the journal has made them durable).
 
+mod durable;
 mod error;
 mod fact;
 mod image;
@@ -46,8 +49,9 @@ use std::collections::BTreeMap;
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
+pub use durable::DurableState;
 pub use error::{LedgerError, ReplayError};
-pub use fact::{Fact, Stocks};
+pub use fact::{Consumed, Fact, Stocks};
 pub use image::{LedgerImage, OrderImage, SkuImage};
 pub use room::{
     Listing, ListingState, ListingTally, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX,
@@ -127,6 +131,8 @@ type Hasher = foldhash::fast::RandomState;
 struct Moved {
     /// The stock of each line's SKU after the move, in line order.
     stocks: Stocks,
+    /// Each line's room listing consumption after the move.
+    consumed: Consumed,
     /// The shortest lock TTL the order's SKUs set, if any sets one.
     lock_ttl_ms: Option<u64>,
 }
@@ -270,12 +276,14 @@ impl Ledger {
             plans.push(plan);
         }
         let mut stocks = Stocks::new();
+        let mut consumed = Consumed::new();
         let lines = keys.iter().zip(lines.iter()).zip(plans).enumerate();
         for (index, ((key, line), (quantities, tally))) in lines {
             let entry = skus
                 .entry_mut(key)
                 .expect("found in the planning pass under the same guards");
             entry.commit(quantities, tally, now);
+            let mut listing_consumed = None;
             if let Some(room) = &order.room
                 && let Some(listing) = entry.listing_mut(room)
             {
@@ -287,11 +295,14 @@ impl Ledger {
                     released = 0;
                 }
                 listing.consume(now, taken, released);
+                listing_consumed = Some(listing.consumed);
             }
+            consumed.push(listing_consumed);
             stocks.push(entry.stock(key.sku));
         }
         Ok(Moved {
             stocks,
+            consumed,
             lock_ttl_ms,
         })
     }
@@ -326,6 +337,7 @@ impl Ledger {
             order: order.clone(),
             expires_at,
             stocks: moved.stocks,
+            consumed: moved.consumed,
         };
         self.record(&fact);
         drop(skus);
@@ -383,6 +395,7 @@ impl Ledger {
             at: now,
             order: order.clone(),
             stocks: moved.stocks,
+            consumed: moved.consumed,
         };
         self.record(&fact);
         drop(skus);
@@ -499,7 +512,7 @@ impl Ledger {
         if step.movement.takes_available() {
             entry.taken_versions = versions(&moved.stocks);
         }
-        let fact = transition_fact(now, order, &step, moved.stocks);
+        let fact = transition_fact(now, order, &step, moved);
         self.record(&fact);
         drop(skus);
         let was_locked = entry.status == OrderStatus::Locked;
@@ -1056,29 +1069,34 @@ fn transition_fact(
     now: Timestamp,
     order: Arc<OrderRequest>,
     step: &order::Move,
-    stocks: Stocks,
+    moved: Moved,
 ) -> Fact {
+    let (stocks, consumed) = (moved.stocks, moved.consumed);
     match step.status {
         OrderStatus::Sold => Fact::OrderConfirmed {
             at: now,
             order,
             retaken: step.retaken,
             stocks,
+            consumed,
         },
         OrderStatus::Cancelled => Fact::OrderCancelled {
             at: now,
             order,
             stocks,
+            consumed,
         },
         OrderStatus::Expired => Fact::OrderExpired {
             at: now,
             order,
             stocks,
+            consumed,
         },
         OrderStatus::Refunded => Fact::OrderRefunded {
             at: now,
             order,
             stocks,
+            consumed,
         },
         OrderStatus::Locked => unreachable!("no action moves an order back to locked"),
     }

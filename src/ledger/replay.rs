@@ -93,6 +93,7 @@ impl Ledger {
                 order,
                 expires_at,
                 stocks,
+                ..
             } => self.apply_creation(
                 fact,
                 OrderEntry {
@@ -106,7 +107,9 @@ impl Ledger {
                 },
                 stocks,
             ),
-            Fact::OrderSold { at, order, stocks } => self.apply_creation(
+            Fact::OrderSold {
+                at, order, stocks, ..
+            } => self.apply_creation(
                 fact,
                 OrderEntry {
                     taken_versions: SmallVec::new(),
@@ -124,6 +127,7 @@ impl Ledger {
                 order,
                 retaken,
                 stocks,
+                ..
             } => {
                 let step = if *retaken {
                     ReplayStep::Retake
@@ -132,15 +136,15 @@ impl Ledger {
                 };
                 self.apply_transition(fact, *at, &order.order_id, step, stocks)
             }
-            Fact::OrderCancelled { at, order, stocks } => {
-                self.apply_transition(fact, *at, &order.order_id, ReplayStep::Cancel, stocks)
-            }
-            Fact::OrderExpired { at, order, stocks } => {
-                self.apply_transition(fact, *at, &order.order_id, ReplayStep::Expire, stocks)
-            }
-            Fact::OrderRefunded { at, order, stocks } => {
-                self.apply_transition(fact, *at, &order.order_id, ReplayStep::Refund, stocks)
-            }
+            Fact::OrderCancelled {
+                at, order, stocks, ..
+            } => self.apply_transition(fact, *at, &order.order_id, ReplayStep::Cancel, stocks),
+            Fact::OrderExpired {
+                at, order, stocks, ..
+            } => self.apply_transition(fact, *at, &order.order_id, ReplayStep::Expire, stocks),
+            Fact::OrderRefunded {
+                at, order, stocks, ..
+            } => self.apply_transition(fact, *at, &order.order_id, ReplayStep::Refund, stocks),
         }
     }
 

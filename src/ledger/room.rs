@@ -390,7 +390,7 @@ impl ListingTally {
 
     /// The tally under a new schedule: the consumed count stays, and the curve is carried
     /// over into the new buckets (from the new start, when the start moved).
-    pub(super) fn reschedule(&mut self, room: &Room, at: Timestamp) {
+    pub(crate) fn reschedule(&mut self, room: &Room, at: Timestamp) {
         let series = Series::for_room(room);
         if series.starts_at != self.series.starts_at
             || series.bucket_ms != self.series.bucket_ms

@@ -223,6 +223,7 @@ fn lock_expires_exactly_at_the_default_ttl() {
         at: expired_at,
         order,
         stocks,
+        ..
     } = &facts[0]
     else {
         panic!("expected OrderExpired, got {facts:?}");

@@ -721,3 +721,96 @@ async fn a_red_alert_lost_before_it_was_recorded_is_raised_at_start_up() {
     );
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn screens_and_alerts_see_only_what_is_durable() {
+    // Goal: everything derived from the ledger (room views, snapshots, levels, alerts,
+    // auto-halt) reads what the journal has made durable, never the ledger ahead of it: an
+    // order the disk has not yet taken shows nowhere and alerts nobody, and once it is
+    // durable it shows and alerts.
+    // Method: a disk that stalls; an order takes 13 units of a listing forecast at 10, with
+    // auto-halt (red once durable), and waits; meanwhile a new screen's snapshots, the room over HTTP
+    // and the alert feed (across alert-engine ticks) show the listing untouched; then the
+    // disk answers: the order is acknowledged, the alert is red and the listing halted.
+    let disk = Arc::new(TestDisk::default());
+    let server =
+        Arc::new(TestServer::with_journal_fsync(ConfigLayer::default(), disk.clone()).await);
+    server.sku("A", 100).await;
+    let room = json!({
+        "starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-25T15:00:00Z",
+        "listings": [{"sku": "A", "forecast": 10, "policy": {"auto_halt": true}}],
+    });
+    let (status, body) = server.put("/api/v1/rooms/r1", room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    disk.stall(true);
+    let pending = {
+        let server = server.clone();
+        let mut body = reserve("all", 13);
+        body["room"] = json!("r1");
+        tokio::spawn(async move { server.post("/api/v1/orders", body).await })
+    };
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                server.stock("A").await["locked"] == 13
+            })
+            .await,
+        "the ledger took the order"
+    );
+
+    let mut screen = crate::push::connect(&server, "stockpulse.v1.json").await;
+    crate::push::send(
+        &mut screen,
+        json!({"op": "subscribe", "topics": ["room:r1", "sku:A"]}),
+    )
+    .await;
+    let mut snapshots = Vec::new();
+    while snapshots.len() < 2 {
+        snapshots.extend(crate::push::next_messages(&mut screen).await);
+    }
+    let room_snapshot = snapshots
+        .iter()
+        .find(|message| message["topic"] == "room:r1");
+    let listing = &room_snapshot.expect("a room snapshot")["room"]["listings"][0];
+    assert_eq!(listing["consumed"], 0, "{listing}");
+    assert_eq!(listing["stock"]["available"], 100);
+    assert_eq!(listing["level"], "green");
+    let sku_snapshot = snapshots.iter().find(|message| message["topic"] == "sku:A");
+    assert_eq!(
+        sku_snapshot.expect("a SKU snapshot")["stock"]["available"],
+        100
+    );
+    let (_, view) = server.get("/api/v1/rooms/r1").await;
+    assert_eq!(view["listings"][0]["consumed"], 0, "{view}");
+    // Ticks re-evaluate every listing each second: none may see the pending order.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (_, alerts) = server.get("/api/v1/alerts").await;
+    assert_eq!(
+        alerts["alerts"].as_array().map(Vec::len),
+        Some(0),
+        "{alerts}"
+    );
+    assert!(!pending.is_finished());
+
+    disk.stall(false);
+    let (status, body) = pending.await.expect("the order");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                let (_, view) = server.get("/api/v1/rooms/r1").await;
+                let listing = &view["listings"][0];
+                listing["level"] == "red" && listing["halted"] == true
+            })
+            .await
+    );
+    let (_, alerts) = server.get("/api/v1/alerts").await;
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .is_some_and(|alerts| alerts.iter().any(|alert| alert["to"] == "red")),
+        "{alerts}"
+    );
+    drop(screen);
+    Arc::into_inner(server).expect("one owner").stop().await;
+}

@@ -494,7 +494,18 @@ async fn an_operator_changes_a_forecast_and_the_level_follows() {
     server.clock.advance(90 * MINUTE);
     let (status, _) = order(&server, "o1", Some("r1"), 90).await;
     assert_eq!(status, StatusCode::CREATED);
-    // Past the dwell time of the yellow that 90 % gave.
+    // The engine decides the yellow that 90 % gives as it publishes the order; then past
+    // its dwell time.
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                let alerts = server.get("/api/v1/alerts").await.1;
+                alerts["alerts"]
+                    .as_array()
+                    .is_some_and(|alerts| alerts.iter().any(|alert| alert["to"] == "yellow"))
+            })
+            .await
+    );
     server.clock.advance(Duration::from_secs(31));
     let (status, view) = server
         .put(
