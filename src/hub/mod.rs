@@ -17,6 +17,9 @@
 
 mod message;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

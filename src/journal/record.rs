@@ -799,7 +799,7 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                 created_at: order.created_at.as_millis(),
                 expires_at: order.expires_at.as_millis(),
                 updated_at: order.updated_at.as_millis(),
-                taken_versions: order.taken_versions.clone(),
+                taken_versions: order.taken_versions.to_vec(),
             })
             .collect(),
     };
@@ -849,7 +849,7 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                     created_at: at(image.created_at),
                     expires_at: at(image.expires_at),
                     updated_at: at(image.updated_at),
-                    taken_versions: image.taken_versions,
+                    taken_versions: image.taken_versions.into_iter().collect(),
                 })
             })
             .collect::<Result<_, DecodeError>>()?,

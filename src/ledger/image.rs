@@ -1,6 +1,6 @@
 //! A whole ledger as plain values: what a snapshot saves and restores. `Ledger::export` takes
-//! it at a consistent cut, with every stripe held; `Ledger::import` rebuilds a ledger from it
-//! and checks every invariant on the way in.
+//! it at a consistent cut without stopping the ledger for long (copy on write for orders);
+//! `Ledger::import` rebuilds a ledger from it and checks every invariant on the way in.
 
 use std::sync::Arc;
 
@@ -46,18 +46,42 @@ pub struct OrderImage {
     pub updated_at: Timestamp,
     /// Each line's SKU version right after the order last took its units; empty when
     /// unknown (snapshots written before it was kept).
-    pub taken_versions: Vec<u64>,
+    pub taken_versions: smallvec::SmallVec<[u64; 1]>,
+}
+
+/// Orders copied under one stripe lock before it is released and taken again: a pause of a
+/// few hundred microseconds for the orders of that stripe.
+pub(super) const SNAPSHOT_ORDERS_PER_HOLD_MAX: usize = 4096;
+
+/// An order as a snapshot keeps it.
+pub(super) fn order_image(entry: &OrderEntry) -> OrderImage {
+    OrderImage {
+        order: entry.order.clone(),
+        status: entry.status,
+        sold_at_creation: entry.origin == Origin::Sell,
+        created_at: entry.created_at,
+        expires_at: entry.expires_at,
+        updated_at: entry.updated_at,
+        taken_versions: entry.taken_versions.clone(),
+    }
 }
 
 impl Ledger {
-    /// The whole ledger at one instant. Holds every order stripe and then every SKU stripe
-    /// (the usual order) while it copies, and calls `cut` in the middle: with everything
-    /// held, no fact can be half applied, so `cut` reads exactly how many facts the image
-    /// contains (the journal's sequence).
+    /// The whole ledger at one instant, without stopping it for long. The cut holds every
+    /// SKU stripe and the room map, and calls `cut` there: every fact records under its
+    /// SKUs' stripes, so `cut` reads exactly how many facts the image contains (the journal's
+    /// sequence). SKUs, their tallies and the rooms are copied then: a few thousand entries.
+    /// Orders, millions of them, are copied afterwards, stripe by stripe and at most
+    /// [`SNAPSHOT_ORDERS_PER_HOLD_MAX`] at a time; an order an operation after the cut
+    /// changes before its stripe is copied keeps, in its stripe, how it was at the cut, and
+    /// the copy takes that instead (copy on write).
     pub fn export<T>(&self, cut: impl FnOnce() -> T) -> (LedgerImage, T) {
-        let order_stripes: Vec<_> = self.orders.iter().map(|stripe| stripe.0.lock()).collect();
         let sku_stripes: Vec<_> = self.skus.iter().map(|stripe| stripe.0.lock()).collect();
         let rooms = self.rooms.read();
+        let generation = self
+            .snapshot_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
         let position = cut();
         let mut image = LedgerImage {
             rooms: rooms.values().cloned().collect(),
@@ -81,23 +105,37 @@ impl Ledger {
                 });
             }
         }
-        for stripe in &order_stripes {
-            stripe.for_each(|entry| {
-                image.orders.push(OrderImage {
-                    order: entry.order.clone(),
-                    status: entry.status,
-                    sold_at_creation: entry.origin == Origin::Sell,
-                    created_at: entry.created_at,
-                    expires_at: entry.expires_at,
-                    updated_at: entry.updated_at,
-                    taken_versions: entry.taken_versions.to_vec(),
-                });
-            });
-        }
         drop(sku_stripes);
-        drop(order_stripes);
-        image.skus.sort_by(|a, b| a.stock.sku.cmp(&b.stock.sku));
-        image.orders.sort_by(|a, b| {
+        let orders_count: usize = self.orders.iter().map(|stripe| stripe.0.lock().len()).sum();
+        image.orders.reserve(orders_count + orders_count / 16);
+        // Each hold copies into this small buffer, warm from the last hold, and the copy
+        // grows the big vector only once the lock is released: no allocation under it.
+        let mut chunk = Vec::with_capacity(SNAPSHOT_ORDERS_PER_HOLD_MAX);
+        for stripe in self.orders.iter() {
+            let mut copied = Vec::new();
+            let mut next = Some(0);
+            let before_cut = loop {
+                let mut held = stripe.0.lock();
+                next = next.and_then(|start| {
+                    held.copy_orders(generation, start, SNAPSHOT_ORDERS_PER_HOLD_MAX, &mut chunk)
+                });
+                let finished = next.is_none().then(|| held.finish_copy(generation));
+                drop(held);
+                copied.append(&mut chunk);
+                if let Some(before_cut) = finished {
+                    break before_cut;
+                }
+            };
+            copied.retain(|order| !before_cut.contains_key(&order.order.order_id));
+            image.orders.extend(copied);
+            image.orders.extend(before_cut.into_values().flatten());
+        }
+        // The order of the image is the same for the same ledger, however it came about:
+        // keys are unique, so an unstable sort is enough.
+        image
+            .skus
+            .sort_unstable_by(|a, b| a.stock.sku.cmp(&b.stock.sku));
+        image.orders.sort_unstable_by(|a, b| {
             (a.updated_at, &a.order.order_id).cmp(&(b.updated_at, &b.order.order_id))
         });
         (image, position)
@@ -234,7 +272,8 @@ impl Ledger {
             stripe.insert(
                 order_hash,
                 OrderEntry {
-                    taken_versions: order.taken_versions.into_iter().collect(),
+                    born: 0,
+                    taken_versions: order.taken_versions,
                     order: order.order,
                     status: order.status,
                     origin: if order.sold_at_creation {

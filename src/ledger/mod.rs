@@ -152,6 +152,10 @@ pub struct Ledger {
     rooms: RwLock<BTreeMap<RoomId, Arc<Room>>>,
     /// Serialises room changes, which touch several SKUs and the room map; taken first.
     room_writes: Mutex<()>,
+    /// Counts the cuts snapshots took. An order operation reads it inside its SKU critical
+    /// section, so it knows whether its fact comes after the newest cut, and then keeps the
+    /// order as it was for the snapshot copying its stripe (see `image`).
+    snapshot_generation: std::sync::atomic::AtomicU32,
 }
 
 /// Where facts go the moment they happen. `append` is called with the stripes of the change
@@ -177,6 +181,7 @@ impl Ledger {
             sink: OnceLock::new(),
             rooms: RwLock::new(BTreeMap::new()),
             room_writes: Mutex::new(()),
+            snapshot_generation: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -184,6 +189,11 @@ impl Ledger {
     /// Returns `false` when a sink was attached already.
     pub fn attach(&self, sink: Arc<dyn FactSink>) -> bool {
         self.sink.set(sink).is_ok()
+    }
+
+    fn snapshot_generation(&self) -> u32 {
+        self.snapshot_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn record(&self, fact: &Fact) {
@@ -340,8 +350,11 @@ impl Ledger {
             consumed: moved.consumed,
         };
         self.record(&fact);
+        let generation = self.snapshot_generation();
         drop(skus);
+        stripe.keep_before_cut(order_hash, &order.order_id, generation);
         let entry = OrderEntry {
+            born: generation,
             taken_versions,
             order,
             status: OrderStatus::Locked,
@@ -398,8 +411,11 @@ impl Ledger {
             consumed: moved.consumed,
         };
         self.record(&fact);
+        let generation = self.snapshot_generation();
         drop(skus);
+        stripe.keep_before_cut(order_hash, &order.order_id, generation);
         let entry = OrderEntry {
+            born: generation,
             taken_versions,
             order,
             status: OrderStatus::Sold,
@@ -509,12 +525,22 @@ impl Ledger {
                 (false, error) => error,
             })?;
         drop(keys);
-        if step.movement.takes_available() {
-            entry.taken_versions = versions(&moved.stocks);
-        }
+        let taken_versions = step
+            .movement
+            .takes_available()
+            .then(|| versions(&moved.stocks));
         let fact = transition_fact(now, order, &step, moved);
         self.record(&fact);
+        let generation = self.snapshot_generation();
         drop(skus);
+        // A snapshot whose cut came before this fact must see the order as it was.
+        stripe.keep_before_cut(order_hash, order_id, generation);
+        let entry = stripe
+            .get_mut(order_hash, order_id)
+            .expect("found above under the same stripe lock");
+        if let Some(taken_versions) = taken_versions {
+            entry.taken_versions = taken_versions;
+        }
         let was_locked = entry.status == OrderStatus::Locked;
         entry.status = step.status;
         entry.updated_at = now;
@@ -647,6 +673,7 @@ impl Ledger {
                 in_this_queue && entry.updated_at == finished_at
             });
             if due {
+                stripe.keep_before_cut(order_hash, &order_id, self.snapshot_generation());
                 stripe.remove(order_hash, &order_id);
                 forgotten_count += 1;
             }

@@ -22,6 +22,9 @@ pub(super) enum Origin {
 pub(super) struct OrderEntry {
     /// The order as it was placed, shared with its facts and views.
     pub(super) order: Arc<OrderRequest>,
+    /// The snapshot generation when it was placed: a snapshot whose cut is newer leaves it
+    /// out, since it did not exist at the cut.
+    pub(super) born: u32,
     /// Each line's SKU version right after the order last took its units (placed, or paid
     /// after its lock expired), empty when unknown: a room tally created after that version
     /// never counted the order, so it gives nothing back when the order releases its units.
@@ -124,6 +127,11 @@ pub(super) struct OrderStripe {
     /// Orders in the stripe whose status is `Locked`, kept as orders move so that counting
     /// them never walks the stripe.
     locked_count: usize,
+    /// The newest snapshot cut this stripe was copied for.
+    copied_generation: u32,
+    /// While a snapshot copies the ledger, each order changed here after its cut, as it was
+    /// at the cut (`None`: absent then); the copy takes these instead of what it finds.
+    before_cut: std::collections::HashMap<OrderId, Option<super::OrderImage>>,
 }
 
 impl OrderStripe {
@@ -176,6 +184,55 @@ impl OrderStripe {
         }
     }
 
+    /// Before an order of this stripe changes because of an operation that read snapshot
+    /// `generation` when it recorded its fact: keeps the order as it was, when a snapshot
+    /// cut came before that fact and has not copied this stripe yet.
+    pub(super) fn keep_before_cut(&mut self, hash: u64, order_id: &OrderId, generation: u32) {
+        if generation <= self.copied_generation || self.before_cut.contains_key(order_id) {
+            return;
+        }
+        // An order placed since the cut needs nothing kept: its `born` leaves it out. Only
+        // one that existed at the cut is kept as it was, or as absent when it is placed again
+        // after being forgotten.
+        let image = match self.get(hash, order_id) {
+            Some(entry) if generation <= entry.born => return,
+            Some(entry) => Some(super::image::order_image(entry)),
+            None => return,
+        };
+        self.before_cut.insert(order_id.clone(), image);
+    }
+
+    /// Copies up to `count` orders from slab position `start` on into `out`; returns the
+    /// position to go on from, or `None` when the stripe is done.
+    pub(super) fn copy_orders(
+        &self,
+        generation: u32,
+        start: usize,
+        count: usize,
+        out: &mut Vec<super::OrderImage>,
+    ) -> Option<usize> {
+        let end = start.saturating_add(count);
+        let capacity = self.orders.capacity();
+        for position in start..end.min(capacity) {
+            if let Some(slot) = self.orders.get(position)
+                && slot.entry.born < generation
+            {
+                out.push(super::image::order_image(&slot.entry));
+            }
+        }
+        (end < capacity).then_some(end)
+    }
+
+    /// Ends the copy of this stripe for snapshot `generation`: what changed since the cut,
+    /// as it was then.
+    pub(super) fn finish_copy(
+        &mut self,
+        generation: u32,
+    ) -> std::collections::HashMap<OrderId, Option<super::OrderImage>> {
+        self.copied_generation = generation;
+        std::mem::take(&mut self.before_cut)
+    }
+
     /// An order of this stripe left `Locked`.
     pub(super) fn unlocked(&mut self) {
         self.locked_count -= 1;
@@ -206,6 +263,7 @@ impl OrderStripe {
         })
     }
 
+    #[cfg(test)]
     pub(super) fn for_each(&self, mut visit: impl FnMut(&OrderEntry)) {
         for (_, slot) in self.orders.iter() {
             visit(&slot.entry);

@@ -97,6 +97,7 @@ impl Ledger {
             } => self.apply_creation(
                 fact,
                 OrderEntry {
+                    born: 0,
                     taken_versions: SmallVec::new(),
                     order: order.clone(),
                     status: OrderStatus::Locked,
@@ -112,6 +113,7 @@ impl Ledger {
             } => self.apply_creation(
                 fact,
                 OrderEntry {
+                    born: 0,
                     taken_versions: SmallVec::new(),
                     order: order.clone(),
                     status: OrderStatus::Sold,
