@@ -129,6 +129,37 @@ struct Inner {
 }
 
 impl Inner {
+    /// A level change of a listing: the next alert, kept among the latest.
+    fn raise(
+        &mut self,
+        room: &RoomId,
+        state: &ListingState,
+        from: Level,
+        to: Level,
+        reasons: Vec<Reason>,
+        now: Timestamp,
+    ) -> Arc<Alert> {
+        let alert = Arc::new(Alert {
+            id: self.next_alert,
+            room: room.as_str().to_owned(),
+            sku: state.listing.sku.as_str().to_owned(),
+            from,
+            to,
+            at: Rfc3339(now),
+            reasons,
+            hot: state.listing.policy.hot,
+            consumed: state.tally.consumed,
+            forecast: state.listing.forecast,
+            available: state.stock.available,
+        });
+        self.next_alert += 1;
+        if RECENT_ALERTS_MAX <= self.recent.len() {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(alert.clone());
+        alert
+    }
+
     /// Notes that `room` lists `sku`.
     fn list(&mut self, sku: &SkuId, room: &RoomId) {
         self.listed
@@ -251,28 +282,9 @@ impl Engine {
                     level.as_str()
                 ),
             });
-            let alert = Arc::new(Alert {
-                id: inner.next_alert,
-                room: room_id.as_str().to_owned(),
-                sku: sku.as_str().to_owned(),
-                from,
-                to: level,
-                at: Rfc3339(now),
-                reasons,
-                hot: state.listing.policy.hot,
-                consumed: state.tally.consumed,
-                forecast: state.listing.forecast,
-                available: state.stock.available,
-            });
-            inner.next_alert += 1;
-            if RECENT_ALERTS_MAX <= inner.recent.len() {
-                inner.recent.pop_front();
-            }
-            inner.recent.push_back(alert.clone());
-            alerts.push(alert);
-            let halt = level == Level::Red && state.listing.policy.auto_halt && !state.tally.halted;
-            if halt && let Err(error) = self.ledger.halt_listing(now, &room_id, &sku, true) {
-                tracing::warn!(room = %room_id, %sku, %error, "Auto-halt at start-up failed.");
+            alerts.push(inner.raise(&room_id, &state, from, level, reasons, now));
+            if level == Level::Red {
+                self.auto_halt(&room_id, &state, now);
             }
         }
         alerts
@@ -436,35 +448,15 @@ impl Engine {
                 level: evaluation.level,
                 since: now,
             };
-            let alert = Arc::new(Alert {
-                id: inner.next_alert,
-                room: room_id.as_str().to_owned(),
-                sku: sku.as_str().to_owned(),
-                from,
-                to: evaluation.level,
-                at: Rfc3339(now),
-                reasons: evaluation.reasons.clone(),
-                hot: state.listing.policy.hot,
-                consumed: state.tally.consumed,
-                forecast: state.listing.forecast,
-                available: state.stock.available,
-            });
-            inner.next_alert += 1;
-            if RECENT_ALERTS_MAX <= inner.recent.len() {
-                inner.recent.pop_front();
-            }
-            inner.recent.push_back(alert.clone());
+            let reasons = evaluation.reasons.clone();
+            let alert = inner.raise(room_id, &state, from, evaluation.level, reasons, now);
             events.push(RoomEvent::Level {
                 room: room_id.clone(),
                 alert,
             });
             // Only a change seen live halts: a first evaluation (a new room) does not.
-            let halt = evaluation.level == Level::Red
-                && previous.is_some()
-                && state.listing.policy.auto_halt
-                && !state.tally.halted;
-            if halt && let Err(error) = self.ledger.halt_listing(now, room_id, sku, true) {
-                tracing::warn!(room = %room_id, %sku, %error, "Auto-halt failed.");
+            if evaluation.level == Level::Red && previous.is_some() {
+                self.auto_halt(room_id, &state, now);
             }
         }
         let live = inner
@@ -483,6 +475,17 @@ impl Engine {
                     at: Rfc3339(now),
                 },
             });
+        }
+    }
+
+    /// Red on an `auto_halt` listing that is not halted halts it in its room.
+    fn auto_halt(&self, room: &RoomId, state: &ListingState, now: Timestamp) {
+        if !state.listing.policy.auto_halt || state.tally.halted {
+            return;
+        }
+        let sku = &state.listing.sku;
+        if let Err(error) = self.ledger.halt_listing(now, room, sku, true) {
+            tracing::warn!(%room, %sku, %error, "Auto-halt failed.");
         }
     }
 
