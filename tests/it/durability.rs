@@ -814,3 +814,50 @@ async fn screens_and_alerts_see_only_what_is_durable() {
     drop(screen);
     Arc::into_inner(server).expect("one owner").stop().await;
 }
+
+#[tokio::test]
+async fn kill_nine_right_after_the_order_that_turns_a_listing_red_still_alerts_red() {
+    // Goal: the real binary killed with SIGKILL the moment an order that turns a listing red
+    // is acknowledged (before or after its alert reached the alert store, whichever the race
+    // gives) shows a red alert for the listing after it restarts.
+    // Method: a listing forecast at 10; an order of 13 units naming the room; SIGKILL as soon
+    // as it is acknowledged; restart on the same directory; the alert feed has a red alert.
+    use stockpulse::clock::{Clock, Rfc3339, SystemClock};
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let server = Binary::start(directory.path()).await;
+    let client = reqwest::Client::new();
+    let now = SystemClock.now();
+    let put = |path: &str, body: Value| client.put(format!("{}{path}", server.base)).json(&body);
+    let created = put("/api/v1/skus/LIP", json!({"total": 100}))
+        .send()
+        .await
+        .expect("sku");
+    assert_eq!(created.status(), StatusCode::OK);
+    let room = json!({
+        "starts_at": Rfc3339(Timestamp::from_millis(now.as_millis() - 600_000)).to_string(),
+        "ends_at": Rfc3339(Timestamp::from_millis(now.as_millis() + 3_600_000)).to_string(),
+        "listings": [{"sku": "LIP", "forecast": 10}],
+    });
+    let created = put("/api/v1/rooms/r1", room).send().await.expect("room");
+    assert_eq!(created.status(), StatusCode::OK);
+    let order = json!({"order_id": "big", "sku": "LIP", "qty": 13, "platform": "douyin",
+                       "room": "r1", "paid": true});
+    let placed = client
+        .post(format!("{}/api/v1/orders", server.base))
+        .json(&order)
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    server.kill();
+
+    let restarted = Binary::start(directory.path()).await;
+    let alerts = get_json(&client, &format!("{}/api/v1/alerts", restarted.base)).await;
+    assert!(
+        alerts["alerts"].as_array().is_some_and(|alerts| alerts
+            .iter()
+            .any(|alert| alert["sku"] == "LIP" && alert["to"] == "red")),
+        "{alerts}"
+    );
+    restarted.kill();
+}
