@@ -861,3 +861,43 @@ async fn kill_nine_right_after_the_order_that_turns_a_listing_red_still_alerts_r
     );
     restarted.kill();
 }
+
+#[tokio::test]
+async fn while_the_journal_cannot_write_time_moves_no_level() {
+    // Goal: levels also move with time (the alert engine re-evaluates every listing each
+    // second), but not while the journal cannot write: no level change, no alert, no
+    // auto-halt may rest on a state that could still turn out to be lost.
+    // Method: 11 units against a forecast of 10 are yellow at the start of the show (cover
+    // below 1.2 × the demand to come) and green an hour in; a failed sync poisons the
+    // journal, the clock moves an hour, and ticks pass: no alert beyond the first yellow.
+    let disk = TestDisk::failing_at(SyncPoint::Batch, false);
+    let server = TestServer::with_journal_fsync(ConfigLayer::default(), disk.clone()).await;
+    server.sku("A", 11).await;
+    let room = json!({
+        "starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-25T15:00:00Z",
+        "listings": [{"sku": "A", "forecast": 10}],
+    });
+    let (status, body) = server.put("/api/v1/rooms/r1", room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alerts = || async { server.get("/api/v1/alerts").await.1["alerts"].clone() };
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                alerts()
+                    .await
+                    .as_array()
+                    .is_some_and(|alerts| alerts.len() == 1)
+            })
+            .await
+    );
+    assert_eq!(alerts().await[0]["to"], "yellow");
+    disk.arm();
+    let (status, _) = server.put("/api/v1/skus/B", json!({"total": 1})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(disk.has_failed());
+    server.clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let seen = alerts().await;
+    assert_eq!(seen.as_array().map(Vec::len), Some(1), "{seen}");
+    server.stop().await;
+}
