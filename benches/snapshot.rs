@@ -2,7 +2,9 @@
 //! in-memory part of a snapshot, `Ledger::export`) while another thread places and cancels
 //! orders as fast as it can; prints how long the copy took and how long orders waited during
 //! it (percentiles, the longest, how many over 5 ms), next to the same orders without a
-//! snapshot, twice, so the machine's own stalls show beside the snapshot's.
+//! snapshot, twice, so the machine's own stalls show beside the snapshot's. With
+//! `SNAPSHOT_SPIN=1` a thread that only spins takes the snapshot's place: the stalls of two
+//! busy threads on two cores, without the snapshot's locks or memory.
 //!
 //! Run with `cargo bench --bench snapshot`.
 
@@ -99,7 +101,21 @@ fn main() {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let started = Instant::now();
         let image = if snapshot {
-            Some(ledger.export(|| ()).0)
+            let ledger = ledger.clone();
+            let copying = std::thread::spawn(move || {
+                // The control: a thread that only spins, so the second core is as busy as
+                // during a snapshot, without its locks or its memory.
+                if std::env::var_os("SNAPSHOT_SPIN").is_some() {
+                    let started = Instant::now();
+                    let mut spins = 0u64;
+                    while started.elapsed() < std::time::Duration::from_secs(6) {
+                        spins = std::hint::black_box(spins + 1);
+                    }
+                    return stockpulse::ledger::LedgerImage::default();
+                }
+                ledger.export(|| ()).0
+            });
+            Some(copying.join().expect("the copy"))
         } else {
             std::thread::sleep(std::time::Duration::from_secs(3));
             None
