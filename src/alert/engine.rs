@@ -200,42 +200,61 @@ impl Engine {
         engine
     }
 
-    /// Takes the rooms from the durable state again and decides each listing's level
-    /// silently: at start-up, and when the hub missed facts (so rooms may have changed
-    /// unseen).
+    /// Takes the rooms from the durable state and decides each listing's level silently:
+    /// at start-up, where a restart must raise nothing by itself.
     pub fn reload(&self, now: Timestamp) {
         let mut inner = self.inner.lock();
+        for (room_id, sku) in self.rediscover_locked(&mut inner) {
+            let Some(room) = inner.specs.get(&room_id).cloned() else {
+                continue;
+            };
+            let Some(state) = self.durable.listing(&room_id, &sku) else {
+                continue;
+            };
+            let key = (room_id, sku);
+            let previous = inner.live.get(&key).map(|live| live.state);
+            let evaluation = rules::evaluate(&view::inputs(&room, &state, now), previous);
+            let live = inner.live.entry(key).or_insert(Live {
+                state: LevelState {
+                    level: evaluation.level,
+                    since: now,
+                },
+                hint: evaluation.hint,
+                point: (state.tally.series.bucket(now), state.tally.consumed),
+            });
+            if live.state.level != evaluation.level {
+                live.state = LevelState {
+                    level: evaluation.level,
+                    since: now,
+                };
+            }
+        }
+    }
+
+    /// Takes the rooms from the durable state again without deciding any level, when the
+    /// hub missed facts: the next [`Engine::tick`] then reports every level that moved
+    /// meanwhile, with its alert and auto-halt, as if seen live.
+    pub fn rediscover(&self) {
+        let mut inner = self.inner.lock();
+        self.rediscover_locked(&mut inner);
+    }
+
+    /// Which rooms list which SKU, and each room's spec, from the durable state; forgets
+    /// listings no room has any more. Returns every listing.
+    fn rediscover_locked(&self, inner: &mut Inner) -> Vec<(RoomId, SkuId)> {
         inner.listed.clear();
         inner.specs.clear();
-        let mut listings = HashSet::new();
+        let mut listings = Vec::new();
         for room in self.durable.rooms() {
             inner.specs.insert(room.id.clone(), room.clone());
             for listing in &room.listings {
                 inner.list(&listing.sku, &room.id);
-                listings.insert((room.id.clone(), listing.sku.clone()));
-                let Some(state) = self.durable.listing(&room.id, &listing.sku) else {
-                    continue;
-                };
-                let key = (room.id.clone(), listing.sku.clone());
-                let previous = inner.live.get(&key).map(|live| live.state);
-                let evaluation = rules::evaluate(&view::inputs(&room, &state, now), previous);
-                let live = inner.live.entry(key).or_insert(Live {
-                    state: LevelState {
-                        level: evaluation.level,
-                        since: now,
-                    },
-                    hint: evaluation.hint,
-                    point: (state.tally.series.bucket(now), state.tally.consumed),
-                });
-                if live.state.level != evaluation.level {
-                    live.state = LevelState {
-                        level: evaluation.level,
-                        since: now,
-                    };
-                }
+                listings.push((room.id.clone(), listing.sku.clone()));
             }
         }
-        inner.live.retain(|key, _| listings.contains(key));
+        let kept: HashSet<&(RoomId, SkuId)> = listings.iter().collect();
+        inner.live.retain(|key, _| kept.contains(key));
+        listings
     }
 
     /// Raises, at start-up, the alerts a crash may have lost: every listing whose level

@@ -256,10 +256,17 @@ pub(crate) async fn authorize(
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     if shared.access.authority.is_none() {
+        // HTTP/2 names the host in the URI's authority, not in a header.
         let host = request
             .headers()
             .get(header::HOST)
-            .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+            .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+            .or_else(|| {
+                request
+                    .uri()
+                    .authority()
+                    .map(|authority| authority.as_str())
+            });
         if !shared.access.host_allowed(host) {
             return refused(
                 StatusCode::MISDIRECTED_REQUEST,

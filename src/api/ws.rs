@@ -145,6 +145,11 @@ impl<'a> Reply<'a> {
 
 /// Commands a session may have waiting for durability before more are refused.
 const PENDING_REPLIES_MAX: usize = 10_000;
+/// Replies, refusals included, a session may have waiting before it is closed (1008): with
+/// ids of at most [`CLIENT_ID_BYTES_MAX`], a few megabytes.
+const PENDING_REPLIES_CLOSE: usize = 2 * PENDING_REPLIES_MAX;
+/// The longest client id of an order command, as the longest id of anything else.
+const CLIENT_ID_BYTES_MAX: usize = crate::ledger::ID_BYTES_MAX;
 
 /// A reply waiting for the journal.
 struct PendingReply {
@@ -319,6 +324,21 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                         }
                         continue;
                     }
+                    Ok((id, _)) if id.is_empty() || CLIENT_ID_BYTES_MAX < id.len() || id.chars().any(char::is_control) => {
+                        bad_messages += 1;
+                        let refusal = ("invalid_message", format!("a command's id is 1 to {CLIENT_ID_BYTES_MAX} bytes without control characters"));
+                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(_) if PENDING_REPLIES_CLOSE <= pending.len() => {
+                        // Refused commands still queue their refusal in order; a client that
+                        // keeps sending while thousands wait is cut off rather than buffered.
+                        let _ = send_within(&mut sender, close(CLOSE_POLICY, "too many commands waiting")).await;
+                        finish_close(&mut receiver).await;
+                        break;
+                    }
                     Ok((id, op)) => {
                         command_reply(&shared, codec, &mut pending, id, op);
                         let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
@@ -421,6 +441,14 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                 }
             }
             () = link.wake.notified() => {
+                if !link.resync_pending() {
+                    continue;
+                }
+                // Drain before taking the mark: while the queue is still full, the hub would
+                // mark the session slow a second time for the same episode.
+                while let Ok(stale) = frames.try_recv() {
+                    link.taken(stale.bytes.len());
+                }
                 let Some(reason) = link.take_resync() else { continue };
                 if reason == Resync::Slow && !slowness.note(Instant::now()) {
                     let _ = send_within(&mut sender, close(CLOSE_TOO_SLOW, "too slow to follow")).await;

@@ -166,6 +166,11 @@ pub(crate) enum Resync {
 }
 
 impl SessionLink {
+    /// Whether the session is marked for a resync, without clearing the mark.
+    pub(crate) fn resync_pending(&self) -> bool {
+        self.resync.load(Ordering::Acquire)
+    }
+
     /// Whether the session must resync, and why; clears the mark.
     pub(crate) fn take_resync(&self) -> Option<Resync> {
         if !self.resync.swap(false, Ordering::AcqRel) {
@@ -367,9 +372,15 @@ impl Hub {
     /// topic); the session encodes and sends it outside the lock, holding at most one.
     pub(crate) fn join(&self, link: &Arc<SessionLink>, topic: &Topic, join: Join) -> Joined {
         let mut states = self.topics.lock();
+        let mut join = join;
         let state = match states.entry(topic.clone()) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
+                // A topic that did not exist could not have been followed in this run: a
+                // client resuming it gets a snapshot, whatever sequence it names.
+                if let Join::Since(_) = join {
+                    join = Join::Resync;
+                }
                 let stock = match topic {
                     Topic::Sku(sku) => match self.durable.stock(sku) {
                         Some(stock) => Some(stock),
@@ -582,9 +593,13 @@ impl Hub {
     /// Marks every session for a resync: the hub fell behind the journal's feed, so each
     /// topic takes its state from the durable state again, and its history, which now has a gap,
     /// is dropped.
-    pub(crate) fn resync_everyone(&self) {
+    /// Returns the alerts for the levels that moved in the facts the hub missed.
+    pub(crate) fn resync_everyone(&self) -> Vec<Arc<Alert>> {
         let mut states = self.topics.lock();
-        self.engine.reload(self.clock.now());
+        // The rooms again, then every listing evaluated as if seen live: a level that moved
+        // in the missed facts raises its alert (and auto-halts) now rather than never.
+        self.engine.rediscover();
+        let events = self.engine.tick(self.clock.now());
         for (topic, state) in states.iter_mut() {
             if let Topic::Sku(sku) = topic
                 && let Some(stock) = self.durable.stock(sku)
@@ -601,6 +616,15 @@ impl Hub {
                 link.wake.notify_one();
             }
         }
+        // Every subscriber resyncs, so these reach only the history and the notifier.
+        let mut touched = Vec::new();
+        let alerts = self.stage_events(&mut states, events, &mut touched);
+        for topic in touched {
+            if let Some(state) = states.get_mut(&topic) {
+                state.round.clear();
+            }
+        }
+        alerts
     }
 }
 
@@ -641,6 +665,8 @@ pub(crate) async fn run(
 ) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut round = Vec::new();
+    // After a resync, the last durable sequence its snapshots already show.
+    let mut skip_through = 0u64;
     let mut last_round = tokio::time::Instant::now() - interval;
     let mut ticker = tokio::time::interval(ALERT_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -648,6 +674,7 @@ pub(crate) async fn run(
         let mut lagged = false;
         tokio::select! {
             received = feed.recv() => match received {
+                Ok(batch) if batch_last(&batch) <= skip_through => continue,
                 Ok(batch) => round.push(batch),
                 Err(RecvError::Lagged(_)) => lagged = true,
                 Err(RecvError::Closed) => return,
@@ -667,6 +694,7 @@ pub(crate) async fn run(
         let mut closed = false;
         loop {
             match feed.try_recv() {
+                Ok(batch) if batch_last(&batch) <= skip_through => {}
                 Ok(batch) => round.push(batch),
                 Err(TryRecvError::Lagged(_)) => lagged = true,
                 Err(TryRecvError::Empty) => break,
@@ -678,7 +706,10 @@ pub(crate) async fn run(
         }
         if lagged {
             tracing::warn!("Push hub fell behind the journal; resyncing every session.");
-            hub.resync_everyone();
+            notifier.alerts(hub.resync_everyone());
+            // The snapshots of the resync read the durable state: batches up to here that
+            // are still in the feed are in them already, and must not be published again.
+            skip_through = journal.durable();
         } else {
             notifier.alerts(hub.publish(&round));
         }
@@ -688,4 +719,9 @@ pub(crate) async fn run(
             return;
         }
     }
+}
+
+/// The sequence of a batch's last fact.
+fn batch_last(batch: &DurableBatch) -> u64 {
+    batch.first_sequence + batch.facts.len() as u64 - 1
 }

@@ -93,3 +93,67 @@ fn once_a_change_is_dropped_nothing_more_is_queued_until_the_resync() {
     );
     assert_eq!(link.take_resync(), Some(Resync::Slow));
 }
+
+#[test]
+fn levels_that_moved_in_facts_the_hub_missed_raise_their_alerts() {
+    // Goal: when the hub falls behind the journal and misses facts, a listing whose level
+    // moved in them still raises its alert (and auto-halts), not silently takes the level.
+    // Method: a room is put and an order turns its listing red, none of it published; the
+    // hub resyncs everyone; a red alert comes out and the listing is halted.
+    let (ledger, hub) = hub(1024 * 1024);
+    let room = crate::ledger::Room {
+        id: RoomId::new("r1").expect("id"),
+        name: "show".to_owned(),
+        starts_at: at(0),
+        ends_at: at(3 * 3_600_000),
+        listings: vec![crate::ledger::Listing {
+            sku: SkuId::new("A").expect("id"),
+            forecast: 10,
+            plan: Vec::new(),
+            policy: crate::ledger::Policy {
+                auto_halt: true,
+                ..crate::ledger::Policy::default()
+            },
+        }],
+    };
+    ledger.put_room(at(0), room).expect("put_room");
+    hub.resync_everyone();
+    let order = crate::ledger::OrderRequest {
+        order_id: crate::ledger::OrderId::new("big").expect("id"),
+        platform: crate::ledger::Platform::new("douyin").expect("platform"),
+        room: Some(RoomId::new("r1").expect("id")),
+        lines: crate::ledger::Lines::one(
+            SkuId::new("A").expect("id"),
+            crate::ledger::Qty::new(13).expect("qty"),
+        ),
+    };
+    ledger.sell(at(1), order).expect("sell");
+    let alerts = hub.resync_everyone();
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert.to == crate::alert::Level::Red),
+        "{alerts:?}"
+    );
+    let listing = ledger
+        .listing(
+            &RoomId::new("r1").expect("id"),
+            &SkuId::new("A").expect("id"),
+        )
+        .expect("listing");
+    assert!(listing.tally.halted);
+}
+
+#[test]
+fn resuming_a_topic_that_did_not_exist_yet_gets_a_snapshot() {
+    // Goal: a client that resumes a topic this run never had (its `since` is from another
+    // run, sent without the epoch) gets a snapshot, not silence. Method: join a fresh topic
+    // with `since` 0, the sequence a new topic starts at: a resync snapshot comes.
+    let (_, hub) = hub(1024 * 1024);
+    let (link, _frames) = hub.connect(Codec::Json);
+    let sku = Topic::Sku(SkuId::new("A").expect("id"));
+    assert!(matches!(
+        hub.join(&link, &sku, Join::Since(0)),
+        Joined::Snapshot(_)
+    ));
+}

@@ -396,6 +396,14 @@ fn first_sequence(path: &Path) -> std::io::Result<u64> {
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// The first sequence a segment's header names, when the header is a valid one.
+fn checked_first_sequence(path: &Path) -> Option<u64> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; segment::SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0).ok()?;
+    segment::header_first_sequence(&header)
+}
+
 /// Recovers the ledger from `config.directory` and starts the journal on it.
 pub fn open(
     config: &JournalConfig,
@@ -444,8 +452,10 @@ pub fn open(
         if let Some((_, next)) = segments.get(position + 1) {
             // Every record of this segment is in the snapshot (a crash came between the
             // snapshot and its pruning): nothing in it is needed, damaged or not.
-            let next_first = first_sequence(next).map_err(io)?;
-            if next_first <= snapshot_sequence.saturating_add(1) {
+            // Only a valid header may tell what to skip; a damaged one is the scan's to report.
+            if checked_first_sequence(next)
+                .is_some_and(|next_first| next_first <= snapshot_sequence.saturating_add(1))
+            {
                 continue;
             }
         }

@@ -73,6 +73,15 @@ pub(super) fn segment_header(
     header
 }
 
+/// The first sequence of a segment header, when it is a segment header of a version this
+/// build reads.
+pub(super) fn header_first_sequence(header: &[u8; SEGMENT_HEADER_BYTES as usize]) -> Option<u64> {
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let valid = &header[..8] == SEGMENT_MAGIC
+        && (version == FORMAT_VERSION || version == FORMAT_VERSION_UNSYNCED);
+    valid.then(|| u64::from_le_bytes(header[24..32].try_into().expect("8 bytes")))
+}
+
 /// Appends one framed record to `buffer`, written when everything up to `synced` was synced;
 /// `payload` is written by `encode`.
 pub(super) fn frame(

@@ -754,3 +754,25 @@ async fn a_big_room_edited_fifty_times_keeps_its_screens() {
     read_until(&mut screen, "pong", 1).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_command_with_an_overlong_id_is_refused() {
+    // Goal: a command's client id is kept until its reply goes, so it is bounded like every
+    // other id: 1 to 128 bytes. Method: a reserve with a 200-byte id gets invalid_message and
+    // changes nothing; the same with a short id is placed.
+    let server = TestServer::start().await;
+    server.sku("A", 10).await;
+    let mut socket = connect(&server, "stockpulse.v1.json").await;
+    let command = |id: &str| {
+        json!({"op": "reserve", "id": id, "order_id": "w1", "sku": "A", "qty": 1,
+               "platform": "douyin"})
+    };
+    send(&mut socket, command(&"x".repeat(200))).await;
+    let refused = next_messages(&mut socket).await;
+    assert_eq!(refused[0]["code"], "invalid_message", "{refused:?}");
+    assert_eq!(server.stock("A").await["available"], 10);
+    send(&mut socket, command("c1")).await;
+    let placed = next_messages(&mut socket).await;
+    assert_eq!(placed[0]["status"], 201, "{placed:?}");
+    server.stop().await;
+}
