@@ -195,7 +195,7 @@ async fn a_burst_of_orders_moves_a_listing_through_every_level_and_auto_halts_it
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_room_subscribers_each_get_all_thousand_changes_of_a_burst() {
     // Goal: every stock change of a listing reaches every room subscriber, in order, none
     // missing; a MessagePack subscriber gets the same content as a JSON one.
