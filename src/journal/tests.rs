@@ -682,18 +682,14 @@ fn a_segment_full_of_garbage_is_judged_in_linear_time() {
     let (ledger, journal, _) = reopen(directory.path());
     drive(&ledger, 5, 0);
     journal.close();
-    let (path, offsets) = last_segment(directory.path());
-    let end = {
-        let (index, _) = segment::list(directory.path(), "segment-", ".log")
-            .expect("listing")
-            .pop()
-            .expect("a segment");
-        segment::scan(&path, index).expect("scan").end as usize
-    };
-    let _ = offsets;
-    damage(&path, end as u64, |bytes, offset| {
+    let (index, path) = segment::list(directory.path(), "segment-", ".log")
+        .expect("listing")
+        .pop()
+        .expect("a segment");
+    let end = segment::scan(&path, index).expect("scan").end;
+    damage(&path, end, |bytes, offset| {
         let garbage = 4 * 1024 * 1024;
-        bytes.resize(offset.max(bytes.len()).max(offset + garbage), 0);
+        bytes.resize(bytes.len().max(offset + garbage), 0);
         for chunk in bytes[offset..offset + garbage].chunks_mut(4) {
             chunk.copy_from_slice(&(segment::RECORD_BYTES_MAX - 1).to_le_bytes()[..chunk.len()]);
         }
