@@ -2,9 +2,12 @@
 //! in-memory part of a snapshot, `Ledger::export`) while another thread places and cancels
 //! orders as fast as it can; prints how long the copy took and how long orders waited during
 //! it (percentiles, the longest, how many over 5 ms), next to the same orders without a
-//! snapshot, twice, so the machine's own stalls show beside the snapshot's. With
-//! `SNAPSHOT_SPIN=1` a thread that only spins takes the snapshot's place: the stalls of two
-//! busy threads on two cores, without the snapshot's locks or memory.
+//! snapshot, twice, so the machine's own stalls show beside the snapshot's; and the longest
+//! the copy held any lock, the pause it can impose on an order. With `SNAPSHOT_SPIN=1` a
+//! thread that only spins takes the snapshot's place: the stalls of two busy threads on two
+//! cores, without the snapshot's locks or memory. With `SNAPSHOT_PROBE=1` the ordering
+//! thread only reads the clock in a loop: the stalls of a thread that takes no lock and
+//! allocates nothing.
 //!
 //! Run with `cargo bench --bench snapshot`.
 
@@ -42,6 +45,16 @@ fn place_until(ledger: &Ledger, stop: &AtomicBool, first: u64, skus: &[SkuId]) -
     let platform = Platform::new("kuaishou").expect("valid");
     let now = Timestamp::from_millis(1_700_000_000_000);
     let mut index = first;
+    if std::env::var_os("SNAPSHOT_PROBE").is_some() {
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let micros = u64::try_from((now - last).as_micros()).unwrap_or(u64::MAX);
+            waits.record(micros.max(1)).expect("in range");
+            last = now;
+        }
+        return waits;
+    }
     while !stop.load(Ordering::Acquire) {
         let request = order(index, &skus[(index % SKUS_COUNT) as usize], &platform);
         let started = Instant::now();
@@ -125,8 +138,16 @@ fn main() {
         let waits = placing.join().expect("the placing thread");
         let copied = image.map_or(0, |image| image.orders.len());
         let over_5_ms = waits.count_between(5_001, u64::MAX);
+        let hold = if snapshot && std::env::var_os("SNAPSHOT_SPIN").is_none() {
+            format!(
+                ", the longest lock hold {} µs",
+                ledger.last_export_longest_hold().as_micros()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{label}: {copied} orders copied in {:.0} ms; {} orders placed meanwhile: wait p99.9 {} µs, p99.99 {} µs, longest {} µs, {over_5_ms} over 5 ms",
+            "{label}: {copied} orders copied in {:.0} ms{hold}; {} orders placed meanwhile: wait p99.9 {} µs, p99.99 {} µs, longest {} µs, {over_5_ms} over 5 ms",
             elapsed.as_secs_f64() * 1000.0,
             waits.len(),
             waits.value_at_quantile(0.999),

@@ -63,6 +63,8 @@ pub(crate) struct Metrics {
     journal_sync_seconds: Counter<f64, AtomicU64>,
     journal_failures: Counter,
     journal_healthy: Gauge,
+    journal_snapshots: Counter,
+    journal_snapshot_longest_hold: Gauge<f64, AtomicU64>,
     push_messages: Counter,
     push_bytes: Counter,
     push_resyncs: Counter,
@@ -163,6 +165,18 @@ impl Metrics {
             "1 while the journal accepts writes, 0 while the disk refuses them",
             journal_healthy.clone(),
         );
+        let journal_snapshots = Counter::default();
+        registry.register(
+            "journal_snapshots",
+            "Snapshots written since start",
+            journal_snapshots.clone(),
+        );
+        let journal_snapshot_longest_hold = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "journal_snapshot_longest_hold_seconds",
+            "The longest the newest snapshot held a ledger lock: the pause it imposed on orders",
+            journal_snapshot_longest_hold.clone(),
+        );
         let push_messages = Counter::default();
         registry.register(
             "push_messages",
@@ -242,6 +256,8 @@ impl Metrics {
             journal_sync_seconds,
             journal_failures,
             journal_healthy,
+            journal_snapshots,
+            journal_snapshot_longest_hold,
             orders_accepted,
             orders_refused,
             orders_replayed,
@@ -300,6 +316,9 @@ impl Metrics {
         catch_up(&self.journal_batches, journal.batches);
         catch_up(&self.journal_syncs, journal.syncs);
         catch_up(&self.journal_failures, journal.failures);
+        catch_up(&self.journal_snapshots, journal.snapshots);
+        self.journal_snapshot_longest_hold
+            .set(journal.snapshot_longest_hold_seconds);
         catch_up(&self.push_messages, push.messages);
         catch_up(&self.push_bytes, push.bytes);
         catch_up(&self.push_resyncs, push.resyncs);

@@ -169,6 +169,9 @@ pub struct JournalStats {
     pub sync_seconds: f64,
     pub failures: u64,
     pub healthy: bool,
+    pub snapshots: u64,
+    /// The longest the newest snapshot held a ledger lock: the pause it imposed.
+    pub snapshot_longest_hold_seconds: f64,
 }
 
 impl Shared {
@@ -208,6 +211,10 @@ pub struct Journal {
     snapshot_sequence: AtomicU64,
     /// SKUs plus orders in the newest snapshot: its cost to write again.
     snapshot_entries: AtomicU64,
+    /// Snapshots written since start.
+    snapshots: AtomicU64,
+    /// The longest the newest snapshot held a ledger lock, in nanoseconds.
+    snapshot_longest_hold_ns: AtomicU64,
     /// The open `LOCK` file, whose exclusive `flock` keeps a second process out of the
     /// directory; released by `close`.
     lock: Mutex<Option<std::fs::File>>,
@@ -272,6 +279,10 @@ impl Journal {
             sync_seconds: shared.sync_micros.load(Ordering::Relaxed) as f64 / 1e6,
             failures: shared.failures.load(Ordering::Relaxed),
             healthy: self.healthy(),
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            snapshot_longest_hold_seconds: self.snapshot_longest_hold_ns.load(Ordering::Relaxed)
+                as f64
+                / 1e9,
         }
     }
 
@@ -316,6 +327,7 @@ impl Journal {
             ));
         }
         let (image, sequence) = ledger.export(|| self.submitted());
+        let longest_hold = ledger.last_export_longest_hold();
         let body = record::encode_image(&image);
         let final_path = segment::snapshot_path(&self.directory, sequence);
         let temporary = final_path.with_extension("tmp");
@@ -342,11 +354,17 @@ impl Journal {
             (image.skus.len() + image.orders.len()) as u64,
             Ordering::Relaxed,
         );
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_longest_hold_ns.store(
+            u64::try_from(longest_hold.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.prune(sequence)?;
         tracing::info!(
             sequence,
             skus = image.skus.len(),
             orders = image.orders.len(),
+            longest_hold_us = longest_hold.as_micros(),
             "Snapshot written."
         );
         Ok(sequence)
@@ -607,6 +625,8 @@ pub fn open(
         writer: Mutex::new(Some(handle)),
         snapshot_sequence: AtomicU64::new(recovery.snapshot_sequence.unwrap_or(0)),
         snapshot_entries: AtomicU64::new(0),
+        snapshots: AtomicU64::new(0),
+        snapshot_longest_hold_ns: AtomicU64::new(0),
         lock: Mutex::new(Some(lock)),
     };
     Ok((ledger, journal, recovery))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::order::{OrderEntry, OrderStripe, Origin};
 use super::room::{ListingTally, Room};
 use super::sku::{PlatformTally, Quantities, SkuEntry, SkuSlot};
-use super::stripe::{self, SkuTable};
+use super::stripe::SkuTable;
 use super::{
     Ledger, LedgerConfig, OrderRequest, OrderStatus, Platform, ReplayError, RestockId, SkuSettings,
     Stock,
@@ -52,7 +52,23 @@ pub struct OrderImage {
 /// Orders copied under one stripe lock before it is released and taken again: at about
 /// 200 ns an order (each a cache miss in a large ledger), a pause of some 200 µs for the
 /// orders of that stripe.
-pub(super) const SNAPSHOT_ORDERS_PER_HOLD_MAX: usize = 1024;
+pub(super) const SNAPSHOT_ORDERS_PER_HOLD_MAX: usize = 64;
+
+/// A SKU as a snapshot keeps it.
+pub(super) fn sku_image(sku: &super::SkuId, entry: &SkuEntry) -> SkuImage {
+    SkuImage {
+        stock: entry.stock(sku),
+        settings: entry.settings.clone(),
+        platforms: entry
+            .platforms
+            .iter()
+            .map(|tally| (tally.platform.clone(), tally.locked, tally.sold))
+            .collect(),
+        updated_at: entry.updated_at,
+        restocks: entry.restocks.iter().cloned().collect(),
+        listings: entry.listings.clone(),
+    }
+}
 
 /// An order as a snapshot keeps it.
 pub(super) fn order_image(entry: &OrderEntry) -> OrderImage {
@@ -69,14 +85,18 @@ pub(super) fn order_image(entry: &OrderEntry) -> OrderImage {
 
 impl Ledger {
     /// The whole ledger at one instant, without stopping it for long. The cut holds every
-    /// SKU stripe and the room map, and calls `cut` there: every fact records under its
-    /// SKUs' stripes, so `cut` reads exactly how many facts the image contains (the journal's
-    /// sequence). SKUs, their tallies and the rooms are copied then: a few thousand entries.
-    /// Orders, millions of them, are copied afterwards, stripe by stripe and at most
-    /// [`SNAPSHOT_ORDERS_PER_HOLD_MAX`] at a time; an order an operation after the cut
-    /// changes before its stripe is copied keeps, in its stripe, how it was at the cut, and
-    /// the copy takes that instead (copy on write).
+    /// SKU stripe and the room map just long enough to count one more snapshot generation,
+    /// call `cut` and take the rooms (shared, not copied): every fact records under its SKUs'
+    /// stripes, so `cut` reads exactly how many facts the image contains (the journal's
+    /// sequence). SKUs and orders are copied afterwards, stripe by stripe, orders at most
+    /// [`SNAPSHOT_ORDERS_PER_HOLD_MAX`] at a time; a SKU or an order an operation after the
+    /// cut changes before its stripe is copied keeps, in its stripe, how it was at the cut,
+    /// and the copy takes that instead (copy on write).
+    // The hold times are the machine's real elapsed time, a measurement of the locks, not
+    // domain time: no injected clock can stand in for them, and the ledger takes no tokio.
+    #[allow(clippy::disallowed_types)]
     pub fn export<T>(&self, cut: impl FnOnce() -> T) -> (LedgerImage, T) {
+        let cut_started = std::time::Instant::now();
         let sku_stripes: Vec<_> = self.skus.iter().map(|stripe| stripe.0.lock()).collect();
         let rooms = self.rooms.read();
         let generation = self
@@ -89,24 +109,15 @@ impl Ledger {
             ..LedgerImage::default()
         };
         drop(rooms);
-        for table in &sku_stripes {
-            for slot in table.iter() {
-                let entry = &slot.entry;
-                image.skus.push(SkuImage {
-                    stock: entry.stock(&slot.sku),
-                    settings: entry.settings.clone(),
-                    platforms: entry
-                        .platforms
-                        .iter()
-                        .map(|tally| (tally.platform.clone(), tally.locked, tally.sold))
-                        .collect(),
-                    updated_at: entry.updated_at,
-                    restocks: entry.restocks.iter().cloned().collect(),
-                    listings: entry.listings.clone(),
-                });
-            }
-        }
         drop(sku_stripes);
+        let mut longest_hold = cut_started.elapsed();
+        for stripe in self.skus.iter() {
+            let mut table = stripe.0.lock();
+            let hold_started = std::time::Instant::now();
+            table.copy(generation, &mut image.skus);
+            drop(table);
+            longest_hold = longest_hold.max(hold_started.elapsed());
+        }
         let orders_count: usize = self.orders.iter().map(|stripe| stripe.0.lock().len()).sum();
         image.orders.reserve(orders_count + orders_count / 16);
         // Each hold copies into this small buffer, warm from the last hold, and the copy
@@ -117,11 +128,13 @@ impl Ledger {
             let mut next = Some(0);
             let before_cut = loop {
                 let mut held = stripe.0.lock();
+                let hold_started = std::time::Instant::now();
                 next = next.and_then(|start| {
                     held.copy_orders(generation, start, SNAPSHOT_ORDERS_PER_HOLD_MAX, &mut chunk)
                 });
                 let finished = next.is_none().then(|| held.finish_copy(generation));
                 drop(held);
+                longest_hold = longest_hold.max(hold_started.elapsed());
                 copied.append(&mut chunk);
                 if let Some(before_cut) = finished {
                     break before_cut;
@@ -139,7 +152,20 @@ impl Ledger {
         image.orders.sort_unstable_by(|a, b| {
             (a.updated_at, &a.order.order_id).cmp(&(b.updated_at, &b.order.order_id))
         });
+        self.export_longest_hold_ns.store(
+            u64::try_from(longest_hold.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         (image, position)
+    }
+
+    /// The longest the last export held a lock (the SKU stripes at its cut, or one order
+    /// stripe while copying): the longest an operation can have waited on it.
+    pub fn last_export_longest_hold(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(
+            self.export_longest_hold_ns
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Checks that every room listing has its tally in its SKU, on the room's schedule, and
@@ -236,7 +262,7 @@ impl Ledger {
             };
             let key = ledger.sku_key(&sku.stock.sku);
             let mut table: parking_lot::MutexGuard<'_, SkuTable> = ledger.skus[key.stripe].0.lock();
-            if stripe::find(&table, &key).is_some() {
+            if table.find(&key).is_some() {
                 return Err(ReplayError::StockMismatch {
                     kind: "snapshot",
                     sku: sku.stock.sku.clone(),
@@ -244,14 +270,13 @@ impl Ledger {
                     actual: "a SKU listed twice".to_owned(),
                 });
             }
-            table.insert_unique(
-                key.hash,
+            table.insert(
                 SkuSlot {
                     sku: sku.stock.sku.clone(),
                     hash: key.hash,
                     entry,
                 },
-                |slot| slot.hash,
+                0,
             );
         }
         let mut rooms = ledger.rooms.write();

@@ -156,6 +156,9 @@ pub struct Ledger {
     /// section, so it knows whether its fact comes after the newest cut, and then keeps the
     /// order as it was for the snapshot copying its stripe (see `image`).
     snapshot_generation: std::sync::atomic::AtomicU32,
+    /// The longest any lock was held by the last export, in nanoseconds: the pause a
+    /// snapshot imposes on the operations that need that lock.
+    export_longest_hold_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Where facts go the moment they happen. `append` is called with the stripes of the change
@@ -168,7 +171,7 @@ pub trait FactSink: Send + Sync {
 impl Ledger {
     pub fn new(config: LedgerConfig) -> Self {
         let skus = (0..SKU_STRIPES_COUNT)
-            .map(|_| Padded(Mutex::new(SkuTable::new())))
+            .map(|_| Padded(Mutex::new(SkuTable::default())))
             .collect();
         let orders = (0..ORDER_STRIPES_COUNT)
             .map(|_| Padded(Mutex::new(OrderStripe::default())))
@@ -182,6 +185,7 @@ impl Ledger {
             rooms: RwLock::new(BTreeMap::new()),
             room_writes: Mutex::new(()),
             snapshot_generation: std::sync::atomic::AtomicU32::new(0),
+            export_longest_hold_ns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -232,11 +236,13 @@ impl Ledger {
             stripes.sort_unstable();
             stripes.dedup();
         }
+        let guards = stripes
+            .into_iter()
+            .map(|index| (index, self.skus[index].0.lock()))
+            .collect();
         SkuGuards {
-            guards: stripes
-                .into_iter()
-                .map(|index| (index, self.skus[index].0.lock()))
-                .collect(),
+            guards,
+            generation: self.snapshot_generation(),
         }
     }
 
@@ -690,23 +696,25 @@ impl Ledger {
     ) -> Result<Fact, LedgerError> {
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
-        let created = stripe::find(&table, &key).is_none();
+        let generation = self.snapshot_generation();
+        let created = table.find(&key).is_none();
         if created {
             let slot = SkuSlot {
                 sku: sku.clone(),
                 hash: key.hash,
                 entry: SkuEntry::new(now),
             };
-            table.insert_unique(key.hash, slot, |slot| slot.hash);
+            table.insert(slot, generation);
         }
-        let entry = stripe::find_mut(&mut table, &key).expect("present or just inserted");
+        let entry = table
+            .find_mut(&key, generation)
+            .expect("present or just inserted");
         let result = put_sku_entry(entry, sku, update, now);
         match &result {
             Ok(fact) => self.record(fact),
             Err(_) => {
-                if created && let Ok(occupied) = table.find_entry(key.hash, |slot| slot.sku == *sku)
-                {
-                    occupied.remove();
+                if created {
+                    table.remove(&key);
                 }
             }
         }
@@ -730,7 +738,9 @@ impl Ledger {
     ) -> Result<Option<Fact>, LedgerError> {
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
-        let entry = stripe::find_mut(&mut table, &key)
+        let generation = self.snapshot_generation();
+        let entry = table
+            .find_mut(&key, generation)
             .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
         if let Some((_, first_qty)) = entry.restocks.iter().find(|(id, _)| *id == restock_id) {
             if *first_qty == qty {
@@ -774,7 +784,9 @@ impl Ledger {
     ) -> Result<Fact, LedgerError> {
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
-        let entry = stripe::find_mut(&mut table, &key)
+        let generation = self.snapshot_generation();
+        let entry = table
+            .find_mut(&key, generation)
             .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
         let fact = operation(entry)?;
         self.record(&fact);
@@ -940,7 +952,9 @@ impl Ledger {
         }
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
-        let tally = stripe::find_mut(&mut table, &key)
+        let generation = self.snapshot_generation();
+        let tally = table
+            .find_mut(&key, generation)
             .and_then(|entry| entry.listing_mut(room))
             .ok_or_else(|| LedgerError::ListingNotFound {
                 room: room.clone(),
@@ -981,7 +995,7 @@ impl Ledger {
         let listing = self.rooms.read().get(room)?.listing(sku)?.clone();
         let key = self.sku_key(sku);
         let table = self.skus[key.stripe].0.lock();
-        let entry = stripe::find(&table, &key)?;
+        let entry = table.find(&key)?;
         Some(ListingState {
             tally: entry.listing(room)?.clone(),
             stock: entry.stock(sku),
@@ -998,7 +1012,7 @@ impl Ledger {
             .filter_map(|listing| {
                 let key = self.sku_key(&listing.sku);
                 let table = self.skus[key.stripe].0.lock();
-                let entry = stripe::find(&table, &key)?;
+                let entry = table.find(&key)?;
                 Some(ListingState {
                     listing: listing.clone(),
                     tally: entry.listing(room)?.clone(),
@@ -1015,7 +1029,7 @@ impl Ledger {
     pub fn sku(&self, sku: &SkuId) -> Option<SkuView> {
         let key = self.sku_key(sku);
         let table = self.skus[key.stripe].0.lock();
-        stripe::find(&table, &key).map(|entry| sku_view(sku, entry))
+        table.find(&key).map(|entry| sku_view(sku, entry))
     }
 
     pub fn skus(&self) -> Vec<SkuView> {

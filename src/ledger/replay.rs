@@ -5,7 +5,6 @@ use smallvec::SmallVec;
 
 use super::order::{OrderEntry, Origin, ReplayStep, is_finished};
 use super::sku::{Movement, Quantities, Rules, SkuEntry, SkuSlot};
-use super::stripe;
 use super::{
     Fact, Ledger, LedgerError, Lines, OrderId, OrderRequest, OrderStatus, ReplayError, SkuId, Stock,
 };
@@ -23,15 +22,17 @@ impl Ledger {
             } => {
                 let key = self.sku_key(&stock.sku);
                 let mut table = self.skus[key.stripe].0.lock();
-                if stripe::find(&table, &key).is_none() {
+                // Replay is never concurrent with a snapshot (as for orders, `born: 0`):
+                // generation 0, nothing to keep for one.
+                if table.find(&key).is_none() {
                     let slot = SkuSlot {
                         sku: stock.sku.clone(),
                         hash: key.hash,
                         entry: SkuEntry::new(*at),
                     };
-                    table.insert_unique(key.hash, slot, |slot| slot.hash);
+                    table.insert(slot, 0);
                 }
-                let entry = stripe::find_mut(&mut table, &key).expect("present or just inserted");
+                let entry = table.find_mut(&key, 0).expect("present or just inserted");
                 let quantities = Quantities {
                     total: stock.total,
                     reserved: stock.reserved,
@@ -158,10 +159,12 @@ impl Ledger {
     ) -> Result<(), ReplayError> {
         let key = self.sku_key(&stock.sku);
         let mut table = self.skus[key.stripe].0.lock();
-        let entry = stripe::find_mut(&mut table, &key).ok_or_else(|| ReplayError::UnknownSku {
-            kind: fact.kind(),
-            sku: stock.sku.clone(),
-        })?;
+        let entry = table
+            .find_mut(&key, 0)
+            .ok_or_else(|| ReplayError::UnknownSku {
+                kind: fact.kind(),
+                sku: stock.sku.clone(),
+            })?;
         change(entry);
         check_stock(fact, entry, stock)
     }

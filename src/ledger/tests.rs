@@ -3010,14 +3010,22 @@ fn a_snapshot_whose_tallies_do_not_match_its_rooms_is_refused() {
 #[test]
 fn a_snapshot_taken_while_orders_flow_plus_the_facts_after_its_cut_is_the_ledger() {
     // Goal: a snapshot no longer stops the ledger, yet it is still exactly the ledger at its
-    // cut: orders changed, placed or finished on other threads while their stripes wait to
-    // be copied are taken as they were at the cut.
+    // cut: SKUs and orders changed, created or finished on other threads while their stripes
+    // wait to be copied are taken as they were at the cut.
     // Method: two threads place, pay, cancel and refund orders in a room as fast as they can
     // while the main thread takes snapshots; each snapshot, imported, plus every fact after
     // its cut, must equal the ledger at the end.
-    let ledger = std::sync::Arc::new(ledger_with_skus(&[("A", 1_000_000), ("B", 1_000_000)]));
+    let ledger = std::sync::Arc::new(ledger_with_skus(&[
+        ("A", 1_000_000),
+        ("B", 1_000_000),
+        ("C", 10),
+        ("D", 10),
+    ]));
     ledger
-        .put_room(at(0), room("r1", &[("A", 100_000), ("B", 100_000)]))
+        .put_room(
+            at(0),
+            room("r1", &[("A", 100_000), ("B", 100_000), ("D", 10)]),
+        )
         .expect("put_room");
     let recorder = std::sync::Arc::new(Recorder::default());
     ledger.attach(recorder.clone());
@@ -3054,6 +3062,42 @@ fn a_snapshot_taken_while_orders_flow_plus_the_facts_after_its_cut_is_the_ledger
             })
         })
         .collect();
+    // A third thread changes the SKUs themselves: creates new ones, restocks, halts and
+    // resumes, halts listings and changes forecasts, so SKUs too are changed between a cut
+    // and the copy of their stripe.
+    let operator = {
+        let ledger = ledger.clone();
+        let running = running.clone();
+        thread::spawn(move || {
+            let mut index = 0u64;
+            while running.load(std::sync::atomic::Ordering::Acquire) || index < 500 {
+                let now = at(index);
+                let created = sku_id(&format!("N{index}"));
+                ledger
+                    .put_sku(now, &created, total_update(index + 1))
+                    .expect("put_sku");
+                ledger.restock(now, &sku_id("A"), 1).expect("restock");
+                match index % 4 {
+                    0 => drop(ledger.halt(now, &sku_id("C")).expect("halt")),
+                    1 => drop(ledger.resume(now, &sku_id("C")).expect("resume")),
+                    2 => drop(
+                        ledger
+                            .halt_listing(now, &room_id("r1"), &sku_id("D"), true)
+                            .expect("halt_listing"),
+                    ),
+                    _ => drop(
+                        ledger
+                            .resume_listing(now, &room_id("r1"), &sku_id("D"))
+                            .expect("resume_listing"),
+                    ),
+                }
+                ledger
+                    .set_forecast(now, &room_id("r1"), &sku_id("A"), 100_000 + index)
+                    .expect("set_forecast");
+                index += 1;
+            }
+        })
+    };
     let mut snapshots = Vec::new();
     while snapshots.len() < 20 {
         snapshots.push(ledger.export(|| recorder.facts.lock().len()));
@@ -3062,9 +3106,22 @@ fn a_snapshot_taken_while_orders_flow_plus_the_facts_after_its_cut_is_the_ledger
     for worker in workers {
         worker.join().expect("worker");
     }
+    operator.join().expect("operator");
     let facts = recorder.facts.lock().clone();
     let (end, _) = ledger.export(|| ());
     for (image, cut) in snapshots {
+        // Exactly the SKUs created before the cut: replaying a creation over a SKU the image
+        // should not have held would hide it.
+        let created_before_cut = facts[..cut]
+            .iter()
+            .filter(|fact| matches!(fact, Fact::SkuPut { stock, .. } if stock.sku.as_str().starts_with('N')))
+            .count();
+        let held = image
+            .skus
+            .iter()
+            .filter(|sku| sku.stock.sku.as_str().starts_with('N'))
+            .count();
+        assert_eq!(held, created_before_cut, "SKUs created by fact {cut}");
         let replayed = Ledger::import(LedgerConfig::default(), image).expect("imports");
         for fact in &facts[cut..] {
             replayed.apply(fact).expect("a fact after the cut applies");
