@@ -65,6 +65,170 @@ pub struct Config {
     pub demo_seed: Option<u64>,
     /// How the journal syncs: the operating system's, unless a test injects failures.
     pub journal_fsync: Arc<dyn crate::journal::Fsync>,
+    /// Cluster mode on NATS JetStream (`[cluster]`, `--cluster`); `None` runs one node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster's replicated log and leadership, on NATS JetStream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The NATS servers to connect to (`nats://host:port`), any of them.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster: letters, digits, `-` and `_`.
+    pub node_id: String,
+    /// Copies JetStream keeps of the log, the lease and the snapshots: 3 on a 3-server NATS
+    /// cluster, 1 on a single server.
+    pub replicas: usize,
+    /// The log stream's name; the lease bucket and the snapshot store are named after it.
+    pub stream: String,
+    /// A leader that has not renewed its lease for this long is replaced.
+    pub lease_ttl: Duration,
+    /// How often the leader renews its lease.
+    pub lease_renew: Duration,
+    /// Credentials for NATS: a user and password, or a token; from the configuration file
+    /// or the environment, never from flags.
+    pub credentials: NatsCredentials,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum NatsCredentials {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+}
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            NatsCredentials::None => "None",
+            NatsCredentials::UserPassword { .. } => "UserPassword { .. }",
+            NatsCredentials::Token(_) => "Token(..)",
+        })
+    }
+}
+
+/// `[cluster]` in the configuration file; `nats` and `node_id` also come from flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterLayer {
+    pub nats: Vec<String>,
+    pub node_id: Option<String>,
+    pub replicas: Option<usize>,
+    pub stream: Option<String>,
+    pub lease_ttl_ms: Option<u64>,
+    pub lease_renew_ms: Option<u64>,
+    pub user: Option<String>,
+    /// Also `STOCKPULSE_NATS_PASSWORD`.
+    pub password: Option<String>,
+    /// Also `STOCKPULSE_NATS_TOKEN`.
+    pub token: Option<String>,
+}
+
+/// The log stream's name unless configured.
+pub const CLUSTER_STREAM_DEFAULT: &str = "stockpulse";
+
+/// Names that travel in NATS subjects and bucket names: 1 to 32 of `A-Z a-z 0-9 - _`.
+fn is_subject_token(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+impl ClusterLayer {
+    fn merge(self, over: ClusterLayer) -> ClusterLayer {
+        ClusterLayer {
+            nats: if over.nats.is_empty() {
+                self.nats
+            } else {
+                over.nats
+            },
+            node_id: over.node_id.or(self.node_id),
+            replicas: over.replicas.or(self.replicas),
+            stream: over.stream.or(self.stream),
+            lease_ttl_ms: over.lease_ttl_ms.or(self.lease_ttl_ms),
+            lease_renew_ms: over.lease_renew_ms.or(self.lease_renew_ms),
+            user: over.user.or(self.user),
+            password: over.password.or(self.password),
+            token: over.token.or(self.token),
+        }
+    }
+
+    /// The cluster settings, or `None` when no NATS server is named (one node).
+    fn resolve(self) -> Result<Option<ClusterConfig>, ConfigError> {
+        if self.nats.is_empty() {
+            return Ok(None);
+        }
+        let nats: Vec<String> = self
+            .nats
+            .iter()
+            .flat_map(|urls| urls.split(','))
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if let Some(bad) = nats.iter().find(|url| !url.starts_with("nats://")) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.nats: each server is nats://host:port, got {bad:?}"
+            )));
+        }
+        let node_id = self.node_id.ok_or_else(|| {
+            ConfigError::Invalid(
+                "cluster mode needs a node id (--node-id or cluster.node_id)".to_owned(),
+            )
+        })?;
+        if !is_subject_token(&node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.node_id must be 1 to 32 letters, digits, - or _, got {node_id:?}"
+            )));
+        }
+        let stream = self
+            .stream
+            .unwrap_or_else(|| CLUSTER_STREAM_DEFAULT.to_owned());
+        if !is_subject_token(&stream) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.stream must be 1 to 32 letters, digits, - or _, got {stream:?}"
+            )));
+        }
+        let replicas = self.replicas.unwrap_or(3);
+        if !(1..=5).contains(&replicas) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.replicas must be between 1 and 5, got {replicas}"
+            )));
+        }
+        let lease_ttl_ms = self.lease_ttl_ms.unwrap_or(3_000);
+        let lease_renew_ms = self.lease_renew_ms.unwrap_or(lease_ttl_ms / 3);
+        if !(500..=60_000).contains(&lease_ttl_ms)
+            || lease_renew_ms < 50
+            || lease_ttl_ms < 2 * lease_renew_ms
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.lease_ttl_ms must be between 500 and 60000 and at least twice                  cluster.lease_renew_ms (at least 50), got {lease_ttl_ms} and {lease_renew_ms}"
+            )));
+        }
+        let credentials = match (self.user, self.password, self.token) {
+            (None, None, None) => NatsCredentials::None,
+            (Some(user), Some(password), None) => NatsCredentials::UserPassword { user, password },
+            (None, None, Some(token)) => NatsCredentials::Token(token),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "cluster: give either user and password, or a token".to_owned(),
+                ));
+            }
+        };
+        Ok(Some(ClusterConfig {
+            nats,
+            node_id,
+            replicas,
+            stream,
+            lease_ttl: Duration::from_millis(lease_ttl_ms),
+            lease_renew: Duration::from_millis(lease_renew_ms),
+            credentials,
+        }))
+    }
 }
 
 impl Default for Config {
@@ -89,6 +253,7 @@ impl Default for Config {
             limits: LIMITS_DEFAULT,
             demo_seed: None,
             journal_fsync: Arc::new(crate::journal::OsFsync),
+            cluster: None,
         }
     }
 }
@@ -156,6 +321,8 @@ pub struct ConfigLayer {
     pub header_timeout_s: Option<u64>,
     /// Whether loopback clients count against the per-address limits.
     pub limit_loopback: Option<bool>,
+    /// Cluster mode on NATS JetStream.
+    pub cluster: Option<ClusterLayer>,
 }
 
 /// The edge's limits unless configured otherwise.
@@ -246,6 +413,10 @@ impl ConfigLayer {
                 .or(self.connections_per_ip_per_s),
             header_timeout_s: over.header_timeout_s.or(self.header_timeout_s),
             limit_loopback: over.limit_loopback.or(self.limit_loopback),
+            cluster: match (self.cluster, over.cluster) {
+                (Some(under), Some(over)) => Some(under.merge(over)),
+                (under, over) => over.or(under),
+            },
             auth: match (self.auth, over.auth) {
                 (Some(mut under), Some(over)) => {
                     if over.secret.is_some() {
@@ -401,6 +572,7 @@ impl ConfigLayer {
                 )));
             }
         }
+        let cluster = self.cluster.unwrap_or_default().resolve()?;
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
@@ -420,6 +592,7 @@ impl ConfigLayer {
             limits,
             demo_seed: None,
             journal_fsync: defaults.journal_fsync,
+            cluster,
         })
     }
 }

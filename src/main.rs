@@ -72,6 +72,18 @@ struct Args {
     /// the configuration file than on a command line.
     #[arg(long, env = "STOCKPULSE_AUTH_SECRET", hide_env_values = true)]
     auth_secret: Option<String>,
+    /// Run as a node of a cluster on these NATS servers (comma-separated `nats://host:port`).
+    #[arg(long, env = "STOCKPULSE_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's name in the cluster.
+    #[arg(long, env = "STOCKPULSE_NODE_ID")]
+    node_id: Option<String>,
+    /// The NATS password (with `cluster.user` in the configuration file): environment only.
+    #[arg(skip = std::env::var("STOCKPULSE_NATS_PASSWORD").ok())]
+    nats_password: Option<String>,
+    /// The NATS token: environment only.
+    #[arg(skip = std::env::var("STOCKPULSE_NATS_TOKEN").ok())]
+    nats_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -210,6 +222,16 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         connections_per_ip_per_s: None,
         header_timeout_s: None,
         limit_loopback: None,
+        cluster: {
+            let layer = stockpulse::config::ClusterLayer {
+                nats: args.cluster.iter().cloned().collect(),
+                node_id: args.node_id.clone(),
+                password: args.nats_password.clone(),
+                token: args.nats_token.clone(),
+                ..stockpulse::config::ClusterLayer::default()
+            };
+            (layer != stockpulse::config::ClusterLayer::default()).then_some(layer)
+        },
         auth: args
             .auth_secret
             .clone()

@@ -11,9 +11,11 @@
 //! The journal never decides anything: replaying it re-does what the ledger decided.
 
 mod record;
+mod replica;
 mod segment;
 mod writer;
 
+pub use replica::{FollowError, LOG_FORMAT_VERSION, Replicator, follower};
 pub use writer::{Fsync, OsFsync, SyncPoint};
 
 #[cfg(test)]
@@ -175,6 +177,30 @@ pub struct JournalStats {
 }
 
 impl Shared {
+    /// Nothing queued, everything up to `sequence` durable.
+    fn new(sequence: u64, queue_facts_max: u64) -> Arc<Shared> {
+        let (durable, _) = watch::channel(sequence);
+        Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                submitted: sequence,
+                ..Queue::default()
+            }),
+            wake: Condvar::new(),
+            durable,
+            written: AtomicU64::new(sequence),
+            submitted_hint: AtomicU64::new(sequence),
+            queue_facts_max,
+            published: broadcast::channel(PUBLISHED_BATCHES_MAX).0,
+            listener: std::sync::OnceLock::new(),
+            healthy: AtomicBool::new(true),
+            poisoned: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            sync_micros: AtomicU64::new(0),
+        })
+    }
+
     /// A sync failed: whatever was written since the last good sync may be gone without the
     /// kernel saying so again, so nothing more is acknowledged until a restart reads what
     /// the disk really holds.
@@ -576,26 +602,7 @@ pub fn open(
             .map_err(io)?;
     }
     let ledger = Arc::new(ledger);
-    let (durable, _) = watch::channel(sequence);
-    let shared = Arc::new(Shared {
-        queue: Mutex::new(Queue {
-            submitted: sequence,
-            ..Queue::default()
-        }),
-        wake: Condvar::new(),
-        durable,
-        written: AtomicU64::new(sequence),
-        submitted_hint: AtomicU64::new(sequence),
-        queue_facts_max: config.queue_facts_max,
-        published: broadcast::channel(PUBLISHED_BATCHES_MAX).0,
-        listener: std::sync::OnceLock::new(),
-        healthy: AtomicBool::new(true),
-        poisoned: AtomicBool::new(false),
-        failures: AtomicU64::new(0),
-        batches: AtomicU64::new(0),
-        syncs: AtomicU64::new(0),
-        sync_micros: AtomicU64::new(0),
-    });
+    let shared = Shared::new(sequence, config.queue_facts_max);
     let writer = writer::Writer {
         shared: shared.clone(),
         directory: directory.clone(),
@@ -610,6 +617,7 @@ pub fn open(
         synced: sequence,
         written_last: sequence,
         prepared: writer::prepare_in_background(directory, config.segment_bytes),
+        replicator: None,
     };
     let handle = std::thread::Builder::new()
         .name("journal-writer".to_owned())

@@ -346,3 +346,33 @@ pub(super) fn snapshot_header(sequence: u64, body: &[u8]) -> [u8; SNAPSHOT_HEADE
 pub(super) fn sync_directory(directory: &Path) -> std::io::Result<()> {
     File::open(directory)?.sync_all()
 }
+
+/// The records of one replicated batch (framed as in a segment, with no header), each
+/// checked: `(sequence, payload)`. Any damage is an error naming its offset: a replicated
+/// batch arrives whole or not at all, so nothing in it is a torn tail.
+pub(super) fn parse_records(bytes: &[u8]) -> Result<Vec<(u64, &[u8])>, String> {
+    let mut records = Vec::new();
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let header = bytes
+            .get(offset..offset + RECORD_HEADER_BYTES)
+            .ok_or_else(|| format!("byte {offset}: a record header cut short"))?;
+        let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        if RECORD_BYTES_MAX < length || (length as usize) < 16 {
+            return Err(format!("byte {offset}: a record of {length} bytes"));
+        }
+        let start = offset + RECORD_HEADER_BYTES;
+        let body = bytes
+            .get(start..start + length as usize)
+            .ok_or_else(|| format!("byte {offset}: a record cut short"))?;
+        let expected = crc32c::crc32c_append(crc32c::crc32c(&length.to_le_bytes()), body);
+        if expected != crc {
+            return Err(format!("byte {offset}: checksum mismatch"));
+        }
+        let sequence = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        records.push((sequence, &body[16..]));
+        offset = start + length as usize;
+    }
+    Ok(records)
+}

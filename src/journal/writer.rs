@@ -78,9 +78,34 @@ pub(super) struct Writer {
     pub(super) written_last: u64,
     /// The next segment, being zero-filled by a helper thread.
     pub(super) prepared: Option<std::thread::JoinHandle<std::io::Result<(PathBuf, File)>>>,
+    /// In cluster mode, the replicated log each batch goes to instead of a file.
+    pub(super) replicator: Option<Box<dyn super::Replicator>>,
 }
 
 impl Writer {
+    /// A writer that appends to a replicated log instead of files, from fact `sequence` on.
+    pub(super) fn replicating(
+        shared: Arc<Shared>,
+        sequence: u64,
+        replicator: Box<dyn super::Replicator>,
+    ) -> Writer {
+        Writer {
+            shared,
+            directory: PathBuf::new(),
+            policy: SyncPolicy::Always,
+            fsync: Arc::new(OsFsync),
+            segment_bytes: 0,
+            file: None,
+            index: 0,
+            offset: 0,
+            buffer: Vec::with_capacity(1024 * 1024),
+            synced: sequence,
+            written_last: sequence,
+            prepared: None,
+            replicator: Some(replicator),
+        }
+    }
+
     pub(super) fn run(mut self) {
         let mut unsynced = false;
         let mut last_sync = tokio::time::Instant::now();
@@ -166,6 +191,22 @@ impl Writer {
 
     fn write_batch(&mut self, facts: &[Fact], first_sequence: u64) {
         self.buffer.clear();
+        if let Some(replicator) = self.replicator.as_mut() {
+            for (position, fact) in facts.iter().enumerate() {
+                let sequence = first_sequence + position as u64;
+                segment::frame(&mut self.buffer, sequence, self.synced, |buffer| {
+                    record::encode_fact(fact, buffer)
+                });
+            }
+            let last = first_sequence + facts.len() as u64 - 1;
+            if let Err(reason) = replicator.append(first_sequence, last, &self.buffer) {
+                // The ledger holds changes the log may not: nothing more is acknowledged,
+                // and the node must start again from the log.
+                self.shared
+                    .poison(&std::io::Error::other(reason), &self.directory);
+            }
+            return;
+        }
         for (position, fact) in facts.iter().enumerate() {
             let sequence = first_sequence + position as u64;
             let before = self.buffer.len();

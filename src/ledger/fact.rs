@@ -161,6 +161,31 @@ impl Fact {
         }
     }
 
+    /// The order of an order fact and its lines' consumption, to fill in.
+    pub(super) fn order_and_consumed_mut(&mut self) -> Option<(&OrderRequest, &mut Consumed)> {
+        match self {
+            Fact::OrderReserved {
+                order, consumed, ..
+            }
+            | Fact::OrderSold {
+                order, consumed, ..
+            }
+            | Fact::OrderConfirmed {
+                order, consumed, ..
+            }
+            | Fact::OrderCancelled {
+                order, consumed, ..
+            }
+            | Fact::OrderExpired {
+                order, consumed, ..
+            }
+            | Fact::OrderRefunded {
+                order, consumed, ..
+            } => Some((order, consumed)),
+            _ => None,
+        }
+    }
+
     /// The id of the order this fact belongs to, if any.
     pub fn order_id(&self) -> Option<&OrderId> {
         match self {

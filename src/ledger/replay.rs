@@ -11,6 +11,28 @@ use super::{
 use crate::clock::Timestamp;
 
 impl Ledger {
+    /// `fact` as the live operation reported it: with each order line's room listing
+    /// consumption (`Fact::consumed`, which the journal does not keep) read from this ledger.
+    /// Call it right after [`Ledger::apply`] of `fact`, with nothing else changing the ledger
+    /// in between: a standby applying the replicated log does, one fact at a time.
+    pub fn with_consumed(&self, mut fact: Fact) -> Fact {
+        if let Some((order, consumed)) = fact.order_and_consumed_mut() {
+            consumed.clear();
+            for line in order.lines.iter() {
+                let listing_consumed = order.room.as_ref().and_then(|room| {
+                    let key = self.sku_key(&line.sku);
+                    let table = self.skus[key.stripe].0.lock();
+                    table
+                        .find(&key)
+                        .and_then(|entry| entry.listing(room))
+                        .map(|tally| tally.consumed)
+                });
+                consumed.push(listing_consumed);
+            }
+        }
+        fact
+    }
+
     /// Re-does what `fact` records, without re-deciding it, and checks that the SKUs end where
     /// the fact says they did.
     pub fn apply(&self, fact: &Fact) -> Result<(), ReplayError> {
