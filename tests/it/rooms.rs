@@ -33,8 +33,17 @@ async fn subscribe(server: &TestServer, topics: &[&str]) -> Socket {
 
 /// Reads messages until `done` says the collection is complete (or 10 s pass).
 async fn collect_until(socket: &mut Socket, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    collect_within(socket, done, Duration::from_secs(10)).await
+}
+
+/// Reads messages until `done` says the collection is complete (or `limit` passes).
+async fn collect_within(
+    socket: &mut Socket,
+    done: impl Fn(&[Value]) -> bool,
+    limit: Duration,
+) -> Vec<Value> {
     let mut messages = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + limit;
     while !done(&messages) {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -201,8 +210,15 @@ async fn two_hundred_room_subscribers_each_get_all_thousand_changes_of_a_burst()
     // missing; a MessagePack subscriber gets the same content as a JSON one.
     // Method: 199 JSON clients and one MessagePack client on one room; 1,000 orders placed
     // by 20 concurrent HTTP clients; each subscriber checks it saw 1,000 stock changes with
-    // consecutive sequence numbers and rising versions.
-    let server = TestServer::start().await;
+    // consecutive sequence numbers and rising versions. The readers start once every order
+    // is placed, so each session's queue is made large enough to hold the whole burst (the
+    // queue's bound has tests of its own), and they get 30 s: 200 readers share two cores
+    // with the server.
+    let server = TestServer::with_config(stockpulse::config::ConfigLayer {
+        push_queue_kib: Some(16 * 1024),
+        ..stockpulse::config::ConfigLayer::default()
+    })
+    .await;
     server.sku("LIP", 100_000).await;
     let (status, _) = server
         .put(
@@ -250,14 +266,23 @@ async fn two_hundred_room_subscribers_each_get_all_thousand_changes_of_a_burst()
     let mut readers = Vec::new();
     for mut client in clients {
         readers.push(tokio::spawn(async move {
-            let messages = collect_until(&mut client, |messages| {
-                messages
-                    .iter()
-                    .filter(|message| message["type"] == "stock")
-                    .count()
-                    == 1000
-            })
+            let messages = collect_within(
+                &mut client,
+                |messages| {
+                    messages
+                        .iter()
+                        .filter(|message| message["type"] == "stock")
+                        .count()
+                        == 1000
+                },
+                Duration::from_secs(30),
+            )
             .await;
+            assert!(
+                messages.iter().all(|message| message["type"] != "snapshot"),
+                "resynced: {:?}",
+                messages.iter().find(|message| message["type"] == "snapshot")
+            );
             for pair in messages.windows(2) {
                 assert_eq!(
                     pair[0]["seq"].as_u64().map(|seq| seq + 1),
