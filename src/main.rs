@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use stockpulse::clock::{Clock, ScaledClock, SystemClock};
+use stockpulse::cluster::ClusterError;
 use stockpulse::config::{ConfigError, ConfigLayer};
 
 /// Real-time stock ledger and alert server for live-stream commerce.
@@ -154,9 +155,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "Server stopped.");
-            ExitCode::FAILURE
+            let cluster_error = error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|error| error.get_ref())
+                .and_then(|error| error.downcast_ref::<ClusterError>());
+            match cluster_error {
+                Some(ClusterError::SteppedDown(_)) => restart(),
+                Some(error) => ExitCode::from(error.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// A node that stopped leading starts again as a standby, in the same process (same pid,
+/// same arguments, same environment): its ledger may hold changes the log does not, and only
+/// the log is the truth.
+fn restart() -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    tracing::warn!("Starting again as a standby.");
+    let Ok(program) = std::env::current_exe() else {
+        return ExitCode::FAILURE;
+    };
+    let error = std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    tracing::error!(%error, "Cannot start again.");
+    ExitCode::FAILURE
 }
 
 /// `stockpulse token`: prints a token, or says why not.

@@ -17,6 +17,7 @@ use crate::api::Access;
 use crate::api::{self, Metrics, Shared};
 use crate::auth::Authority;
 use crate::clock::Clock;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 pub use crate::demo::DEMO_SPEEDUP;
 use crate::hub::{self, Hub, HubSlot};
@@ -45,31 +46,54 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let journal_config = config.journal();
-    let ledger_config = config.ledger();
-    let (ledger, journal, recovery) =
-        tokio::task::spawn_blocking(move || journal::open(&journal_config, ledger_config))
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)?;
-    tracing::info!(
-        snapshot = ?recovery.snapshot_sequence,
-        replayed = recovery.replayed_count,
-        elapsed_ms = recovery.elapsed.as_millis() as u64,
-        "Recovered the ledger."
-    );
-    let journal = Arc::new(journal);
+    let cluster = match &config.cluster {
+        Some(cluster_config) => Some(
+            Cluster::connect(cluster_config)
+                .await
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let (ledger, journal) = match &cluster {
+        // A cluster node starts empty and follows the log; only the leader changes it.
+        Some(_) => {
+            let (ledger, journal) = journal::follower(
+                Ledger::new(config.ledger()),
+                0,
+                journal::QUEUE_FACTS_MAX_DEFAULT,
+            );
+            (ledger, Arc::new(journal))
+        }
+        None => {
+            let journal_config = config.journal();
+            let ledger_config = config.ledger();
+            let (ledger, journal, recovery) =
+                tokio::task::spawn_blocking(move || journal::open(&journal_config, ledger_config))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?;
+            tracing::info!(
+                snapshot = ?recovery.snapshot_sequence,
+                replayed = recovery.replayed_count,
+                elapsed_ms = recovery.elapsed.as_millis() as u64,
+                "Recovered the ledger."
+            );
+            (ledger, Arc::new(journal))
+        }
+    };
     // What alerts, views and snapshots read: the ledger as the journal made it durable, kept
     // by the journal itself from here on, before anything new happens.
     let durable = Arc::new(DurableState::from_ledger(&ledger));
     journal.listen(durable.clone());
-    // Locks that ran out while the server was down expire now, and the journal records it.
-    let expired = ledger.expire_due(clock.now());
-    if !expired.is_empty() {
-        tracing::info!(
-            count = expired.len(),
-            "Locks expired while the server was down."
-        );
+    if cluster.is_none() {
+        // Locks that ran out while the server was down expire now, and the journal records it.
+        let expired = ledger.expire_due(clock.now());
+        if !expired.is_empty() {
+            tracing::info!(
+                count = expired.len(),
+                "Locks expired while the server was down."
+            );
+        }
     }
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -100,6 +124,11 @@ pub async fn run(
         );
         notifier.alerts(caught_up);
     }
+    if cluster.is_some() {
+        // Until this node leads, its ledger changes only by the log.
+        engine.set_halts(false);
+        notifier.set_delivers(false);
+    }
     let hub = Arc::new(Hub::new(
         durable,
         engine.clone(),
@@ -114,7 +143,7 @@ pub async fn run(
         metrics: metrics.clone(),
         journal: journal.clone(),
         hub: hub.clone(),
-        engine,
+        engine: engine.clone(),
         notifier: notifier.clone(),
         access: Access {
             authority: config
@@ -134,6 +163,7 @@ pub async fn run(
         body_limit_bytes: usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX),
         edge: edge.clone(),
         shutdown: cancel.clone(),
+        cluster: cluster.clone(),
     });
     if config.auth.secret.is_none() {
         tracing::warn!(
@@ -153,7 +183,9 @@ pub async fn run(
             () = hub_cancel.cancelled() => {}
         }
     });
-    if let Some(seed) = config.demo_seed {
+    if let Some(seed) = config.demo_seed
+        && cluster.is_none()
+    {
         tasks.spawn(crate::demo::run(
             ledger.clone(),
             clock.clone(),
@@ -168,12 +200,34 @@ pub async fn run(
             clock,
             metrics,
             snapshot_every_facts: config.snapshot_every_facts,
+            cluster: cluster.clone(),
         },
         cancel.clone(),
     ));
 
     let body_limit_bytes = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
     let app = api::router(shared, body_limit_bytes);
+    // The cluster: follow the log, lead it when this node gets the lease, take the writes
+    // other nodes forward. A failure stops the server, with the reason kept for `main`.
+    let cluster_failure: Arc<parking_lot::Mutex<Option<ClusterError>>> = Arc::default();
+    if let Some(cluster) = &cluster {
+        tasks.spawn(api::answer_forwarded(cluster.clone(), app.clone()));
+        let (cluster, ledger, journal) = (cluster.clone(), ledger.clone(), journal.clone());
+        let (engine, notifier) = (engine.clone(), notifier.clone());
+        let (cancel, failure) = (cancel.clone(), cluster_failure.clone());
+        tasks.spawn(async move {
+            let promoted = move || {
+                engine.set_halts(true);
+                notifier.set_delivers(true);
+            };
+            let stop = cancel.clone().cancelled_owned();
+            if let Err(error) = cluster.run(ledger, journal, promoted, stop).await {
+                tracing::error!(%error, "The cluster stopped this node.");
+                *failure.lock() = Some(error);
+                cancel.cancel();
+            }
+        });
+    }
     let stop = cancel.clone();
     let server = tokio::spawn(crate::edge::serve(
         listener,
@@ -183,7 +237,10 @@ pub async fn run(
         stop.cancelled_owned(),
         SHUTDOWN_GRACE,
     ));
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = cancel.cancelled() => {}
+    }
     tracing::info!("Shutting down: no new connections, finishing requests in flight.");
     cancel.cancel();
     let result: Result<std::io::Result<()>, tokio::task::JoinError> = server.await.map(|()| Ok(()));
@@ -208,13 +265,22 @@ pub async fn run(
         .await
         .map_err(std::io::Error::other)?;
     // Last: a snapshot, so the next start replays nothing, then the journal's final sync.
+    // A cluster node keeps no files: the log is the journal.
+    let clustered = cluster.is_some();
     let closing = tokio::task::spawn_blocking(move || {
+        if clustered {
+            journal.close();
+            return;
+        }
         if let Err(error) = journal.snapshot(&ledger) {
             tracing::error!(%error, "Snapshot at shutdown failed; the journal has everything.");
         }
         journal.close();
     });
     closing.await.map_err(std::io::Error::other)?;
+    if let Some(error) = cluster_failure.lock().take() {
+        return Err(std::io::Error::other(error));
+    }
     match result {
         Ok(served) => served,
         Err(join_error) => Err(std::io::Error::other(join_error)),
@@ -227,6 +293,9 @@ struct Sweeper {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     snapshot_every_facts: u64,
+    /// In a cluster, only the leader sweeps (expiries are changes), and no node writes
+    /// local snapshots.
+    cluster: Option<Cluster>,
 }
 
 /// Expires due locks every [`SWEEP_INTERVAL`], forgets old finished orders every
@@ -241,6 +310,13 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = ticker.tick() => {}
+        }
+        if sweeper
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.leading())
+        {
+            continue;
         }
         let now = sweeper.clock.now();
         tick_count += 1;
@@ -269,7 +345,10 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
             tracing::debug!(count = forgotten_count, "Finished orders forgotten.");
         }
         let idle = snapshotting.as_ref().is_none_or(|task| task.is_finished());
-        if idle && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts) {
+        if idle
+            && sweeper.cluster.is_none()
+            && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts)
+        {
             let ledger = sweeper.ledger.clone();
             let journal = sweeper.journal.clone();
             snapshotting = Some(tokio::task::spawn_blocking(move || {

@@ -176,6 +176,9 @@ pub struct Engine {
     /// nothing is decided on a change a crash could take back.
     durable: Arc<DurableState>,
     inner: Mutex<Inner>,
+    /// False on a cluster standby: only the log changes its ledger, so it auto-halts
+    /// nothing (the leader's engine does, and the halt arrives through the log).
+    halts: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -191,6 +194,7 @@ impl Engine {
         let engine = Engine {
             ledger,
             durable,
+            halts: std::sync::atomic::AtomicBool::new(true),
             inner: Mutex::new(Inner {
                 next_alert: first_alert_id.max(1),
                 ..Inner::default()
@@ -198,6 +202,12 @@ impl Engine {
         };
         engine.reload(now);
         engine
+    }
+
+    /// Whether red auto-halts: false while this node follows a cluster's log.
+    pub fn set_halts(&self, halts: bool) {
+        self.halts
+            .store(halts, std::sync::atomic::Ordering::Release);
     }
 
     /// Takes the rooms from the durable state and decides each listing's level silently:
@@ -499,7 +509,10 @@ impl Engine {
 
     /// Red on an `auto_halt` listing that is not halted halts it in its room.
     fn auto_halt(&self, room: &RoomId, state: &ListingState, now: Timestamp) {
-        if !state.listing.policy.auto_halt || state.tally.halted {
+        if !state.listing.policy.auto_halt
+            || state.tally.halted
+            || !self.halts.load(std::sync::atomic::Ordering::Acquire)
+        {
             return;
         }
         let sku = &state.listing.sku;

@@ -7,6 +7,7 @@
 
 mod access;
 mod alerts;
+mod cluster;
 mod dto;
 mod error;
 mod extract;
@@ -34,6 +35,7 @@ use crate::hub::Hub;
 use crate::journal::Journal;
 use crate::ledger::Ledger;
 pub(crate) use access::Access;
+pub(crate) use cluster::answer_forwarded;
 use dto::HealthResponse;
 use error::ApiError;
 pub(crate) use metrics::Metrics;
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) edge: Arc<crate::edge::EdgeCounters>,
     /// Cancelled when the server stops: WebSocket sessions close with 1001 (going away).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// This node's place in the cluster; `None` when it runs alone.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 /// How long a write waits for the journal before it answers 503: long enough for any
@@ -147,7 +151,8 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/orders/{order_id}", get(orders::get))
         .route("/orders/{order_id}/confirm", post(orders::confirm))
         .route("/orders/{order_id}/cancel", post(orders::cancel))
-        .route("/orders/{order_id}/refund", post(orders::refund));
+        .route("/orders/{order_id}/refund", post(orders::refund))
+        .route("/cluster", get(cluster::status));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
@@ -160,6 +165,10 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            cluster::forward_writes,
+        ))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             access::authorize,

@@ -121,3 +121,12 @@ pub fn follower(ledger: Ledger, sequence: u64, queue_facts_max: u64) -> (Arc<Led
     };
     (Arc::new(ledger), journal)
 }
+
+impl Journal {
+    /// Stops acknowledging anything more, for good: this node no longer leads the log, so
+    /// what it has not appended may never be; waiting requests learn it at once (503).
+    pub fn refuse(&self, reason: &str) {
+        self.shared
+            .poison(&std::io::Error::other(reason.to_owned()), &self.directory);
+    }
+}

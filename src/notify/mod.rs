@@ -155,6 +155,8 @@ pub struct Notifier {
     pub counters: Arc<NotifyCounters>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// False on a cluster standby: the leader delivers alerts, once.
+    delivers: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -217,6 +219,7 @@ impl Notifier {
             counters,
             stopping,
             thread: parking_lot::Mutex::new(Some(thread)),
+            delivers: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -232,8 +235,15 @@ impl Notifier {
 
     /// Hands new alerts over without waiting; when the notifier is that far behind, they
     /// are dropped, logged and counted (the alerts topic still showed them).
+    /// Whether alerts handed over are recorded and delivered: false while this node
+    /// follows a cluster's log.
+    pub fn set_delivers(&self, delivers: bool) {
+        self.delivers
+            .store(delivers, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn alerts(&self, alerts: Vec<Arc<Alert>>) {
-        if alerts.is_empty() {
+        if alerts.is_empty() || !self.delivers.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let count = alerts.len() as u64;

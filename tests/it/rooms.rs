@@ -281,7 +281,9 @@ async fn two_hundred_room_subscribers_each_get_all_thousand_changes_of_a_burst()
             assert!(
                 messages.iter().all(|message| message["type"] != "snapshot"),
                 "resynced: {:?}",
-                messages.iter().find(|message| message["type"] == "snapshot")
+                messages
+                    .iter()
+                    .find(|message| message["type"] == "snapshot")
             );
             for pair in messages.windows(2) {
                 assert_eq!(

@@ -1,0 +1,284 @@
+//! The cluster at the HTTP edge: `GET /api/v1/cluster`, and writes that reach a standby
+//! forwarded to the leader over NATS request-reply, so any node accepts any request.
+//!
+//! A forwarded request travels whole (method, path, the headers that carry credentials and
+//! content, body) to `<stream>.fwd.<leader>`; the leader runs it through its own router,
+//! authorisation included, and the answer comes back whole. A forwarded request is marked, and
+//! a node that is not (or no longer) the leader answers it 503 `not_leader` instead of
+//! forwarding it again; the client retries, with the same `order_id` where it places orders.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::cluster::{Cluster, Role};
+
+/// Marks a request another node forwarded.
+const FORWARDED: &str = "x-stockpulse-forwarded";
+
+/// How long a standby waits for the leader's answer to a forwarded write.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Headers a forwarded request keeps: credentials, content, and what the handlers read.
+const FORWARDED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "host",
+    "idempotency-key",
+    "x-stockpulse-platform",
+    "x-stockpulse-timestamp",
+    "x-stockpulse-signature",
+];
+
+#[derive(Serialize, Deserialize)]
+struct ForwardedRequest {
+    method: String,
+    uri: String,
+    headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ForwardedResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+/// The subject a node answers forwarded requests on.
+fn forward_subject(cluster: &Cluster, node: &str) -> String {
+    format!("{}.fwd.{node}", cluster.config().stream)
+}
+
+#[derive(Serialize)]
+pub(super) struct ClusterView {
+    node: String,
+    role: &'static str,
+    leader: Option<String>,
+    term: u64,
+    applied_seq: u64,
+    stream_seq: u64,
+    /// The last fact this node holds.
+    facts: u64,
+}
+
+/// `GET /api/v1/cluster`: this node's view of the cluster; 404 when it runs alone.
+pub(super) async fn status(State(shared): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+    let cluster = shared.cluster.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this server runs as a single node",
+        )
+    })?;
+    let status = cluster.status();
+    Ok(Json(ClusterView {
+        node: status.node,
+        role: status.role.as_str(),
+        leader: status.leader,
+        term: status.term,
+        applied_seq: status.applied_seq,
+        stream_seq: status.stream_seq,
+        facts: status.facts,
+    }))
+}
+
+fn is_write(request: &Request) -> bool {
+    let path = request.uri().path();
+    !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) && path.starts_with("/api/v1/")
+}
+
+/// Middleware: on a standby, writes go to the leader; on the leader, and for reads, the
+/// request is served here.
+pub(super) async fn forward_writes(
+    State(shared): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(cluster) = shared.cluster.clone() else {
+        return next.run(request).await;
+    };
+    if !is_write(&request) || cluster.leading() {
+        return next.run(request).await;
+    }
+    if request.headers().contains_key(FORWARDED) {
+        return not_leader(&cluster);
+    }
+    let status = cluster.status();
+    let Some(leader) = status.leader.filter(|leader| *leader != status.node) else {
+        return not_leader(&cluster);
+    };
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, shared.body_limit_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over {} bytes", shared.body_limit_bytes),
+            )
+            .into_response();
+        }
+    };
+    let forwarded = ForwardedRequest {
+        method: parts.method.as_str().to_owned(),
+        uri: parts.uri.path_and_query().map_or_else(
+            || parts.uri.path().to_owned(),
+            |value| value.as_str().to_owned(),
+        ),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let Ok(payload) = rmp_serde::to_vec(&forwarded) else {
+        return not_leader(&cluster);
+    };
+    let subject = forward_subject(&cluster, &leader);
+    let answer = tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        cluster.client().request(subject, payload.into()),
+    )
+    .await;
+    let message = match answer {
+        Ok(Ok(message)) => message,
+        Ok(Err(error)) => {
+            tracing::warn!(%leader, %error, "Forwarding a write to the leader failed.");
+            return not_leader(&cluster);
+        }
+        Err(_) => {
+            tracing::warn!(%leader, "The leader did not answer a forwarded write in time.");
+            return not_leader(&cluster);
+        }
+    };
+    let Ok(answer) = rmp_serde::from_slice::<ForwardedResponse>(&message.payload) else {
+        return not_leader(&cluster);
+    };
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+fn not_leader(cluster: &Cluster) -> Response {
+    let status = cluster.status();
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_leader",
+        match (&status.leader, status.role) {
+            (_, Role::Candidate) => "this node is taking over the log; retry".to_owned(),
+            (Some(leader), _) => format!("the leader ({leader}) could not be reached; retry"),
+            (None, _) => "no leader yet; retry".to_owned(),
+        },
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
+
+/// Answers the writes other nodes forward to this one, through `app` (the whole router),
+/// until the subscription ends.
+pub(crate) async fn answer_forwarded(cluster: Cluster, app: axum::Router) {
+    let subject = forward_subject(&cluster, &cluster.status().node);
+    let mut requests = match cluster.client().subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::error!(%error, "Cannot take forwarded writes.");
+            return;
+        }
+    };
+    while let Some(message) = requests.next().await {
+        let Some(reply) = message.reply.clone() else {
+            continue;
+        };
+        let (cluster, app) = (cluster.clone(), app.clone());
+        tokio::spawn(async move {
+            let answer = match rmp_serde::from_slice::<ForwardedRequest>(&message.payload) {
+                Ok(request) => serve_forwarded(app, request).await,
+                Err(error) => ForwardedResponse {
+                    status: 400,
+                    headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+                    body: serde_json::to_vec(&serde_json::json!({"error": {
+                        "code": "malformed_forward",
+                        "message": error.to_string(),
+                    }}))
+                    .unwrap_or_default(),
+                },
+            };
+            if let Ok(payload) = rmp_serde::to_vec(&answer)
+                && let Err(error) = cluster.client().publish(reply, payload.into()).await
+            {
+                tracing::warn!(%error, "Cannot answer a forwarded write.");
+            }
+        });
+    }
+}
+
+async fn serve_forwarded(app: axum::Router, forwarded: ForwardedRequest) -> ForwardedResponse {
+    let mut builder = axum::http::Request::builder()
+        .method(forwarded.method.as_str())
+        .uri(forwarded.uri.as_str())
+        .header(FORWARDED, "1");
+    for (name, value) in &forwarded.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = match builder.body(Body::from(forwarded.body)) {
+        Ok(request) => match app.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Err(error) => {
+            return ForwardedResponse {
+                status: 400,
+                headers: Vec::new(),
+                body: error.to_string().into_bytes(),
+            };
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map(|bytes| bytes.to_vec())
+        .unwrap_or_default();
+    ForwardedResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        body,
+    }
+}

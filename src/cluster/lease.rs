@@ -1,0 +1,266 @@
+//! Leadership: a lease in a small JetStream stream (`<stream>-lease`, one message per shard
+//! subject, `max_age` the lease's length), used as a key-value bucket is: a standby tries to
+//! create the lease (a publish that must be the subject's first, expected last subject
+//! sequence 0) every renewal interval; `max_age` removes a lease nobody renews. (The same
+//! compare-and-set as the key-value API, written out because that API's bucket creation does
+//! not work against Debian's NATS 2.9.) The node that creates it becomes a candidate with
+//! the creating sequence as its term, waits
+//! until it has applied the whole log, appends a term-start record that must follow exactly
+//! that (so nobody appended meanwhile, and the old leader's next append is refused), and
+//! only then leads. A leader renews by compare-and-set on the revision; a renewal that is
+//! refused, or that does not land within the lease, ends its leadership.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+
+use super::log::{self, StreamPosition, StreamReplicator};
+use super::{Cluster, ClusterError, Role};
+use crate::config::ClusterConfig;
+use crate::journal::Journal;
+use crate::ledger::Ledger;
+
+fn lease_stream(config: &ClusterConfig) -> String {
+    format!("{}-lease", config.stream)
+}
+
+/// The subject of shard 0's lease.
+fn lease_subject(config: &ClusterConfig) -> String {
+    format!("{}.lease.0", config.stream)
+}
+
+pub(super) async fn ensure_bucket(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(), ClusterError> {
+    jetstream
+        .get_or_create_stream(stream::Config {
+            name: lease_stream(config),
+            description: Some("stockpulse leader lease".to_owned()),
+            subjects: vec![format!("{}.lease.>", config.stream)],
+            max_messages_per_subject: 1,
+            max_age: config.lease_ttl,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: config.lease_ttl.min(Duration::from_secs(120)),
+            ..stream::Config::default()
+        })
+        .await
+        .map_err(|error| ClusterError::Nats(format!("creating the lease stream: {error}")))?;
+    Ok(())
+}
+
+/// Why a lease publish failed.
+enum LeaseError {
+    /// The subject's last sequence was not the one expected: someone else holds it.
+    Taken,
+    Other(String),
+}
+
+/// The lease, as a compare-and-set on its subject's last sequence (0: none).
+#[derive(Clone)]
+struct Lease {
+    jetstream: jetstream::Context,
+    stream: String,
+    subject: String,
+    node: String,
+}
+
+impl Lease {
+    /// Publishes this node's claim after subject sequence `after`; the new sequence.
+    async fn claim(&self, after: u64) -> Result<u64, LeaseError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            after.to_string().as_str(),
+        );
+        let ack = self
+            .jetstream
+            .publish_with_headers(
+                self.subject.clone(),
+                headers,
+                bytes::Bytes::from(self.node.clone()),
+            )
+            .await
+            .map_err(|error| LeaseError::Other(error.to_string()))?
+            .await
+            .map_err(|error| match error.kind() {
+                jetstream::context::PublishErrorKind::WrongLastSequence => LeaseError::Taken,
+                _ => LeaseError::Other(error.to_string()),
+            })?;
+        Ok(ack.sequence)
+    }
+
+    /// Who holds the lease now, if anyone.
+    async fn holder(&self) -> Option<String> {
+        let stream = self.jetstream.get_stream(&self.stream).await.ok()?;
+        let message = stream
+            .get_last_raw_message_by_subject(&self.subject)
+            .await
+            .ok()?;
+        Some(String::from_utf8_lossy(&message.payload).into_owned())
+    }
+}
+
+/// Tries for the lease, leads with it, and returns only when leadership is lost (an error:
+/// the process starts again) or NATS fails.
+pub(super) async fn run(
+    cluster: Cluster,
+    ledger: Arc<Ledger>,
+    journal: Arc<Journal>,
+    position: Arc<tokio::sync::Mutex<StreamPosition>>,
+    promoted: impl Fn() + Send + Sync + 'static,
+) -> Result<(), ClusterError> {
+    let config = cluster.inner.config.clone();
+    let store = Lease {
+        jetstream: cluster.inner.jetstream.clone(),
+        stream: lease_stream(&config),
+        subject: lease_subject(&config),
+        node: config.node_id.clone(),
+    };
+    loop {
+        match store.claim(0).await {
+            Ok(revision) => {
+                tracing::info!(term = revision, "Took the lease; catching up with the log.");
+                cluster.update(|status| {
+                    status.role = Role::Candidate;
+                    status.term = revision;
+                    status.leader = Some(config.node_id.clone());
+                });
+                match promote(&cluster, &ledger, &journal, &position, &store, revision).await {
+                    Ok(revision) => {
+                        promoted();
+                        return lead(&cluster, &journal, &store, revision).await;
+                    }
+                    Err(reason) => {
+                        // The lease runs out by itself; whoever takes it next catches up.
+                        tracing::warn!(%reason, "Could not take over; following again.");
+                        cluster.update(|status| status.role = Role::Standby);
+                    }
+                }
+            }
+            Err(LeaseError::Taken) => {
+                if let Some(holder) = store.holder().await {
+                    cluster.update(|status| status.leader = Some(holder));
+                }
+            }
+            Err(LeaseError::Other(reason)) => {
+                tracing::warn!(%reason, "Cannot read the lease.");
+            }
+        }
+        tokio::time::sleep(config.lease_renew).await;
+    }
+}
+
+/// From candidate to leader: applies the whole log, fences it with a term-start record and
+/// makes the journal its writer. Keeps the lease renewed meanwhile. Returns the lease's
+/// revision.
+async fn promote(
+    cluster: &Cluster,
+    ledger: &Arc<Ledger>,
+    journal: &Arc<Journal>,
+    position: &Arc<tokio::sync::Mutex<StreamPosition>>,
+    store: &Lease,
+    term: u64,
+) -> Result<u64, String> {
+    let config = &cluster.inner.config;
+    let mut revision = term;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        if config.lease_renew <= renewed.elapsed() {
+            revision = store.claim(revision).await.map_err(|error| match error {
+                LeaseError::Taken => "lost the lease while catching up".to_owned(),
+                LeaseError::Other(reason) => format!("cannot renew the lease: {reason}"),
+            })?;
+            renewed = tokio::time::Instant::now();
+        }
+        let last = log::last_sequence(cluster)
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut held = position.lock().await;
+        cluster.update(|status| status.stream_seq = last);
+        if held.applied_seq < last {
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        // Everything in the log is applied, and the follower waits on `held`: nothing can
+        // be applied between here and the fence.
+        match log::append_term(cluster, term, last).await {
+            Ok(sequence) => {
+                held.applied_seq = sequence;
+                held.leading = true;
+                let replicator = StreamReplicator {
+                    cluster: cluster.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    term,
+                    last: sequence,
+                };
+                journal
+                    .lead(ledger, Box::new(replicator))
+                    .map_err(|error| error.to_string())?;
+                cluster.inner.leading.store(true, Ordering::Release);
+                cluster.update(|status| {
+                    status.role = Role::Leader;
+                    status.applied_seq = sequence;
+                    status.stream_seq = sequence;
+                    status.facts = journal.durable();
+                });
+                tracing::info!(term, sequence, "Leading the log.");
+                return Ok(revision);
+            }
+            Err(reason) => {
+                // Someone appended after `last`: catch up again.
+                tracing::info!(%reason, "The log moved while fencing; catching up again.");
+                drop(held);
+            }
+        }
+    }
+}
+
+/// Renews the lease until a renewal is refused or cannot land within the lease.
+async fn lead(
+    cluster: &Cluster,
+    journal: &Journal,
+    store: &Lease,
+    mut revision: u64,
+) -> Result<(), ClusterError> {
+    let config = &cluster.inner.config;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(config.lease_renew).await;
+        if journal.poisoned() {
+            return Err(ClusterError::SteppedDown(
+                "the log refused an append".to_owned(),
+            ));
+        }
+        let attempt = store.claim(revision);
+        let left = config.lease_ttl.saturating_sub(renewed.elapsed());
+        match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(next)) => {
+                revision = next;
+                renewed = tokio::time::Instant::now();
+            }
+            Ok(Err(LeaseError::Taken)) => {
+                return Err(step_down(cluster, journal, "another node took the lease"));
+            }
+            Ok(Err(LeaseError::Other(reason))) => {
+                tracing::warn!(%reason, "Renewing the lease failed; trying again.");
+                if config.lease_ttl <= renewed.elapsed() {
+                    return Err(step_down(cluster, journal, "the lease ran out"));
+                }
+            }
+            Err(_) => return Err(step_down(cluster, journal, "the lease ran out")),
+        }
+    }
+}
+
+fn step_down(cluster: &Cluster, journal: &Journal, reason: &str) -> ClusterError {
+    cluster.inner.leading.store(false, Ordering::Release);
+    cluster.update(|status| status.role = Role::Standby);
+    journal.refuse(reason);
+    ClusterError::SteppedDown(reason.to_owned())
+}

@@ -1,0 +1,311 @@
+//! The replicated log: the stream, the leader's appends ([`StreamReplicator`], the journal's
+//! [`Replicator`] in cluster mode) and the standbys' tail ([`follow`]).
+//!
+//! Each message is one batch of facts, framed as in a segment file, with headers naming its
+//! kind (`batch`, or `term` for the record a new leader appends to fence the one before),
+//! the term and node that wrote it, and its first and last fact sequences.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
+
+use super::{Cluster, ClusterError, Role, stream_description};
+use crate::config::ClusterConfig;
+use crate::journal::{Journal, Replicator};
+use crate::ledger::Ledger;
+
+const KIND: &str = "Sp-Kind";
+const TERM: &str = "Sp-Term";
+const NODE: &str = "Sp-Node";
+const FIRST: &str = "Sp-First";
+const LAST: &str = "Sp-Last";
+
+/// Where the log stands for this node: the stream sequence of the last message applied (or
+/// appended), and whether following has stopped because this node leads.
+#[derive(Debug, Default)]
+pub struct StreamPosition {
+    pub applied_seq: u64,
+    pub leading: bool,
+}
+
+/// The subject of shard 0 of the log.
+pub fn log_subject(stream: &str) -> String {
+    format!("{stream}.log.0")
+}
+
+/// Creates the log stream, or checks that the one there is a stockpulse log of this record
+/// format.
+pub(super) async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(), ClusterError> {
+    let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
+    let description = stream_description();
+    let mut stream = jetstream
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            description: Some(description.clone()),
+            subjects: vec![format!("{}.log.>", config.stream)],
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..stream::Config::default()
+        })
+        .await
+        .map_err(|error| nats(&format!("creating the log stream: {error}")))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|error| nats(&format!("reading the log stream: {error}")))?;
+    if info.config.description.as_deref() != Some(description.as_str()) {
+        return Err(ClusterError::Incompatible {
+            stream: config.stream.clone(),
+            reason: format!(
+                "it says {:?}, this node writes and reads {description:?}",
+                info.config.description.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The stream's last sequence now.
+pub(super) async fn last_sequence(cluster: &Cluster) -> Result<u64, ClusterError> {
+    let mut stream = cluster
+        .inner
+        .jetstream
+        .get_stream(&cluster.inner.config.stream)
+        .await
+        .map_err(|error| ClusterError::Nats(error.to_string()))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|error| ClusterError::Nats(error.to_string()))?;
+    Ok(info.state.last_sequence)
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|value| value.as_str().to_owned())
+}
+
+/// Tails the log from the message after the last one applied, applying each batch to
+/// `ledger` through `journal`, until this node leads (then it returns only when `stop`ped
+/// by the caller) or a message cannot be applied.
+pub(super) async fn follow(
+    cluster: Cluster,
+    ledger: Arc<Ledger>,
+    journal: Arc<Journal>,
+    position: Arc<tokio::sync::Mutex<StreamPosition>>,
+) -> Result<(), ClusterError> {
+    let config = &cluster.inner.config;
+    let stream_name = config.stream.clone();
+    let log_error = |sequence: u64, reason: String| ClusterError::Log {
+        stream: stream_name.clone(),
+        sequence,
+        reason,
+    };
+    loop {
+        let start = position.lock().await.applied_seq + 1;
+        let stream = cluster
+            .inner
+            .jetstream
+            .get_stream(&config.stream)
+            .await
+            .map_err(|error| ClusterError::Nats(error.to_string()))?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: log_subject(&config.stream),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::Nats(error.to_string()))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|error| ClusterError::Nats(error.to_string()))?;
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "Reading the log failed; reading it again.");
+                    break;
+                }
+            };
+            let sequence = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(error) => return Err(log_error(0, format!("no stream sequence: {error}"))),
+            };
+            let mut position = position.lock().await;
+            if position.leading {
+                // This node leads: what it reads now it appended itself.
+                return std::future::pending().await;
+            }
+            if sequence <= position.applied_seq {
+                continue;
+            }
+            let headers = message.headers.clone().unwrap_or_default();
+            let kind = header(&headers, KIND).unwrap_or_default();
+            match kind.as_str() {
+                "batch" => {
+                    let ledger = ledger.clone();
+                    let journal = journal.clone();
+                    let payload = message.payload.clone();
+                    let applied =
+                        tokio::task::spawn_blocking(move || journal.follow(&ledger, &payload))
+                            .await
+                            .map_err(|error| log_error(sequence, error.to_string()))?;
+                    let facts = applied.map_err(|error| log_error(sequence, error.to_string()))?;
+                    cluster.update(|status| status.facts = facts);
+                }
+                "term" => {
+                    let node = header(&headers, NODE);
+                    let term = header(&headers, TERM)
+                        .and_then(|term| term.parse().ok())
+                        .unwrap_or(0);
+                    tracing::info!(leader = ?node, term, sequence, "A new term began in the log.");
+                    cluster.update(|status| {
+                        status.leader = node;
+                        status.term = term;
+                    });
+                }
+                other => {
+                    return Err(log_error(
+                        sequence,
+                        format!("a message of unknown kind {other:?}"),
+                    ));
+                }
+            }
+            position.applied_seq = sequence;
+            cluster.update(|status| {
+                status.applied_seq = sequence;
+                status.stream_seq = status.stream_seq.max(sequence);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Appends the term-start record that fences the previous leader: it must follow `after`,
+/// the last message this node applied, or someone appended meanwhile.
+pub(super) async fn append_term(cluster: &Cluster, term: u64, after: u64) -> Result<u64, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(KIND, "term");
+    headers.insert(TERM, term.to_string().as_str());
+    headers.insert(NODE, cluster.inner.config.node_id.as_str());
+    headers.insert(
+        async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+        after.to_string().as_str(),
+    );
+    let ack = cluster
+        .inner
+        .jetstream
+        .publish_with_headers(
+            log_subject(&cluster.inner.config.stream),
+            headers,
+            bytes::Bytes::new(),
+        )
+        .await
+        .map_err(|error| error.to_string())?
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(ack.sequence)
+}
+
+/// The leader's side of the log: the journal writer's [`Replicator`]. Runs on the writer's
+/// thread and blocks it on each publish, which is the group commit: while one batch is in
+/// flight the next one gathers.
+pub(super) struct StreamReplicator {
+    pub(super) cluster: Cluster,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) term: u64,
+    /// The stream sequence the next append must follow.
+    pub(super) last: u64,
+}
+
+impl Replicator for StreamReplicator {
+    fn append(
+        &mut self,
+        first_sequence: u64,
+        last_sequence: u64,
+        records: &[u8],
+    ) -> Result<(), String> {
+        let config = &self.cluster.inner.config;
+        let mut headers = HeaderMap::new();
+        headers.insert(KIND, "batch");
+        headers.insert(TERM, self.term.to_string().as_str());
+        headers.insert(NODE, config.node_id.as_str());
+        headers.insert(FIRST, first_sequence.to_string().as_str());
+        headers.insert(LAST, last_sequence.to_string().as_str());
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            self.last.to_string().as_str(),
+        );
+        // A retry after a lost answer is recognised by its id and answered with the
+        // sequence it got the first time.
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}-{}-{first_sequence}", config.node_id, self.term).as_str(),
+        );
+        let payload = bytes::Bytes::copy_from_slice(records);
+        let subject = log_subject(&config.stream);
+        let deadline = tokio::time::Instant::now() + config.lease_ttl;
+        let jetstream = self.cluster.inner.jetstream.clone();
+        let result = self.runtime.block_on(async {
+            loop {
+                let attempt = async {
+                    jetstream
+                        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                        .await
+                        .map_err(|error| (error.kind(), error.to_string()))?
+                        .await
+                        .map_err(|error| (error.kind(), error.to_string()))
+                };
+                let outcome = tokio::time::timeout_at(deadline, attempt).await;
+                match outcome {
+                    Ok(Ok(ack)) => return Ok(ack.sequence),
+                    Ok(Err((jetstream::context::PublishErrorKind::WrongLastSequence, reason))) => {
+                        return Err(format!("fenced: another node appended ({reason})"));
+                    }
+                    Ok(Err((_, reason))) => {
+                        tracing::warn!(%reason, "Appending to the log failed; trying again.");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if deadline <= tokio::time::Instant::now() {
+                            return Err(format!("the log did not take a batch: {reason}"));
+                        }
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "the log did not take a batch within {} ms",
+                            config.lease_ttl.as_millis()
+                        ));
+                    }
+                }
+            }
+        });
+        match result {
+            Ok(sequence) => {
+                self.last = sequence;
+                self.cluster.update(|status| {
+                    status.applied_seq = sequence;
+                    status.stream_seq = sequence;
+                    status.facts = last_sequence;
+                });
+                Ok(())
+            }
+            Err(reason) => {
+                self.cluster
+                    .inner
+                    .leading
+                    .store(false, std::sync::atomic::Ordering::Release);
+                self.cluster.update(|status| status.role = Role::Standby);
+                Err(reason)
+            }
+        }
+    }
+}

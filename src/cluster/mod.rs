@@ -1,0 +1,244 @@
+//! Cluster mode: the journal becomes a replicated log on NATS JetStream, one node leads it
+//! and the others follow it hot.
+//!
+//! - **The log** is one JetStream stream (`<stream>`, subject `<stream>.log.0`: shard 0).
+//!   The leader's journal writer publishes each batch of facts, framed as in a segment file,
+//!   and acknowledges it only once JetStream has acknowledged the publish (a quorum of its
+//!   servers holds it). See [`log`].
+//! - **One writer, fenced.** Every publish names the stream sequence it must follow
+//!   (`Nats-Expected-Last-Sequence`): a node that lost leadership cannot append, since the
+//!   new leader's first act is to append a term-start record after catching up.
+//! - **Leadership** is a lease in a JetStream key-value bucket (`<stream>-lease`, key
+//!   `leader-0`): created when absent, renewed by revision compare-and-set, gone when not
+//!   renewed within the bucket's `max_age`. The revision that created it is the term. See
+//!   [`lease`].
+//! - **Standbys** tail the stream and apply each batch with the replay code
+//!   ([`crate::journal::Journal::follow`]), so their durable state, alert engine and push hub
+//!   run as a leader's do; they serve reads and pushes and forward writes to the leader.
+//!
+//! A leader that loses its lease, or whose append is refused, stops acknowledging at once
+//! (its journal is poisoned, so waiting requests get 503) and the process starts again as a
+//! standby: its ledger may hold changes the log does not, and only the log is the truth.
+
+mod lease;
+mod log;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::watch;
+
+use crate::config::{ClusterConfig, NatsCredentials};
+use crate::journal::{Journal, LOG_FORMAT_VERSION};
+use crate::ledger::Ledger;
+
+pub use log::{StreamPosition, log_subject};
+
+/// What a node is doing in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Following the log, and not (yet) leading it.
+    Standby,
+    /// Holds the lease, catching up and fencing before it serves writes.
+    Candidate,
+    /// The one writer.
+    Leader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Standby => "standby",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// A node's view of the cluster, for `GET /api/v1/cluster` and `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node: String,
+    pub role: Role,
+    /// The node holding the lease, as last seen.
+    pub leader: Option<String>,
+    /// The term of that lease: the lease bucket's revision when it was taken.
+    pub term: u64,
+    /// The stream sequence of the last message this node applied (or appended, leading).
+    pub applied_seq: u64,
+    /// The stream's last sequence, as last seen.
+    pub stream_seq: u64,
+    /// The sequence of the last fact this node holds.
+    pub facts: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No NATS server answered at start-up.
+    #[error("cannot reach NATS at {servers}: {reason}")]
+    Unreachable { servers: String, reason: String },
+    /// The stream exists but was made for something else.
+    #[error("stream {stream} is not a stockpulse log this node can read: {reason}")]
+    Incompatible { stream: String, reason: String },
+    /// A message of the log does not decode or apply: the node stops rather than skip it.
+    #[error("stream {stream} message {sequence}: {reason}")]
+    Log {
+        stream: String,
+        sequence: u64,
+        reason: String,
+    },
+    /// JetStream refused or failed an operation.
+    #[error("NATS JetStream: {0}")]
+    Nats(String),
+    /// This node led and lost its lease or its right to append: it must start again as a
+    /// standby.
+    #[error("stepped down: {0}")]
+    SteppedDown(String),
+}
+
+impl ClusterError {
+    /// The process exit code for this error: 69 (`EX_UNAVAILABLE`) when NATS cannot be
+    /// reached, 65 (`EX_DATAERR`) for a log this node cannot read, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClusterError::Unreachable { .. } => 69,
+            ClusterError::Incompatible { .. } | ClusterError::Log { .. } => 65,
+            _ => 1,
+        }
+    }
+}
+
+/// The description a stockpulse log stream carries: a node refuses a stream whose records it
+/// cannot read.
+fn stream_description() -> String {
+    format!("stockpulse log, record format {LOG_FORMAT_VERSION}")
+}
+
+/// A connected node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    status: watch::Sender<Status>,
+    /// Whether this node may change its ledger: it leads the log.
+    leading: AtomicBool,
+}
+
+impl Cluster {
+    /// Connects to NATS and makes sure the log stream and the lease bucket exist, with a
+    /// stream this build can read. Fails fast when no server answers.
+    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
+        let servers = config.nats.join(",");
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("stockpulse-{}", config.node_id))
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        options = match &config.credentials {
+            NatsCredentials::None => options,
+            NatsCredentials::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsCredentials::Token(token) => options.token(token.clone()),
+        };
+        let addresses: Vec<async_nats::ServerAddr> = config
+            .nats
+            .iter()
+            .map(|url| {
+                url.parse().map_err(|error| ClusterError::Unreachable {
+                    servers: servers.clone(),
+                    reason: format!("{url}: {error}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let client = tokio::time::timeout(Duration::from_secs(10), options.connect(addresses))
+            .await
+            .map_err(|_| ClusterError::Unreachable {
+                servers: servers.clone(),
+                reason: "no answer within 10 s".to_owned(),
+            })?
+            .map_err(|error| ClusterError::Unreachable {
+                servers: servers.clone(),
+                reason: error.to_string(),
+            })?;
+        let jetstream = jetstream::new(client.clone());
+        log::ensure_stream(&jetstream, config).await?;
+        lease::ensure_bucket(&jetstream, config).await?;
+        let status = Status {
+            node: config.node_id.clone(),
+            role: Role::Standby,
+            leader: None,
+            term: 0,
+            applied_seq: 0,
+            stream_seq: 0,
+            facts: 0,
+        };
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                client,
+                jetstream,
+                status: watch::channel(status).0,
+                leading: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    /// Changes of this node's status (role, leader, positions).
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.inner.status.subscribe()
+    }
+
+    /// Whether this node leads the log and may change its ledger.
+    pub fn leading(&self) -> bool {
+        self.inner.leading.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Status)) {
+        self.inner.status.send_modify(change);
+    }
+
+    /// Follows the log into `ledger` through `journal`, and leads it when this node gets the
+    /// lease, until `stop` resolves (`Ok`) or the node must stop (`Err`): a log it cannot
+    /// read, or, after leading, a lost lease or a refused append
+    /// ([`ClusterError::SteppedDown`]), after which the process starts again.
+    pub async fn run(
+        &self,
+        ledger: Arc<Ledger>,
+        journal: Arc<Journal>,
+        promoted: impl Fn() + Send + Sync + 'static,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ClusterError> {
+        let position = Arc::new(tokio::sync::Mutex::new(StreamPosition::default()));
+        let following = log::follow(
+            self.clone(),
+            ledger.clone(),
+            journal.clone(),
+            position.clone(),
+        );
+        let leading = lease::run(self.clone(), ledger, journal, position, promoted);
+        tokio::select! {
+            () = stop => Ok(()),
+            result = following => result,
+            result = leading => result,
+        }
+    }
+}
