@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod cluster;
 mod durability;
 mod hostile;
 mod load;
