@@ -211,7 +211,11 @@ pub async fn run(
     // other nodes forward. A failure stops the server, with the reason kept for `main`.
     let cluster_failure: Arc<parking_lot::Mutex<Option<ClusterError>>> = Arc::default();
     if let Some(cluster) = &cluster {
-        tasks.spawn(api::answer_forwarded(cluster.clone(), app.clone()));
+        tasks.spawn(api::answer_forwarded(
+            cluster.clone(),
+            app.clone(),
+            cancel.clone(),
+        ));
         let (cluster, ledger, journal) = (cluster.clone(), ledger.clone(), journal.clone());
         let (engine, notifier) = (engine.clone(), notifier.clone());
         let (cancel, failure) = (cancel.clone(), cluster_failure.clone());

@@ -207,8 +207,12 @@ fn not_leader(cluster: &Cluster) -> Response {
 }
 
 /// Answers the writes other nodes forward to this one, through `app` (the whole router),
-/// until the subscription ends.
-pub(crate) async fn answer_forwarded(cluster: Cluster, app: axum::Router) {
+/// until `stop` is cancelled or the subscription ends.
+pub(crate) async fn answer_forwarded(
+    cluster: Cluster,
+    app: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let subject = forward_subject(&cluster, &cluster.status().node);
     let mut requests = match cluster.client().subscribe(subject).await {
         Ok(subscription) => subscription,
@@ -217,7 +221,14 @@ pub(crate) async fn answer_forwarded(cluster: Cluster, app: axum::Router) {
             return;
         }
     };
-    while let Some(message) = requests.next().await {
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return,
+            message = requests.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
         let Some(reply) = message.reply.clone() else {
             continue;
         };

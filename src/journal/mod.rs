@@ -208,7 +208,7 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
         self.healthy.store(false, Ordering::Release);
         self.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(%error, directory = %directory.display(), "Journal sync failed; refusing writes until the server is restarted.");
+        tracing::error!(%error, directory = %directory.display(), "The journal cannot make changes durable; refusing writes until the server is restarted.");
         // Whoever waits for durability learns now that it will not come.
         self.durable.send_modify(|_| {});
     }

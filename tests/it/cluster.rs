@@ -491,3 +491,119 @@ async fn a_node_that_cannot_reach_nats_exits_69_at_once() {
     assert!(log.contains("cannot reach NATS"), "{log}");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_cannot_append_and_answers_503() {
+    // Goal: a leader that was stopped (SIGSTOP) past its lease, while another node took over
+    // and wrote, cannot append when it wakes: the order it was handed meanwhile gets 503,
+    // never a success, is nowhere in the ledger, and the node comes back as a standby that
+    // follows the new leader.
+    // Method: three NATS servers, three nodes; SIGSTOP the leader; wait for a new leader and
+    // sell through it; send an order to the stopped node; SIGCONT it.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::start(directory.path());
+    nats.ready().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::start(directory.path(), id, &nats).await);
+    }
+    let old = settled(&nodes).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let response = client
+        .put(format!("{}/api/v1/skus/A", nodes[old].base))
+        .json(&json!({"total": 100}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::OK);
+    let pid = nodes[old].child.as_ref().expect("running").id();
+    let signal = |signal: &str| {
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid}");
+    };
+    signal("-STOP");
+    let others: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != old)
+        .map(|(_, node)| node)
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        let mut leader = None;
+        for node in &others {
+            if node
+                .cluster()
+                .await
+                .is_some_and(|view| view["role"] == "leader")
+            {
+                leader = Some(*node);
+            }
+        }
+        if let Some(leader) = leader {
+            break leader;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node took over from a stopped leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let response = client
+        .post(format!("{}/api/v1/orders", new.base))
+        .json(
+            &json!({"order_id": "after", "sku": "A", "qty": 1, "platform": "douyin", "paid": true}),
+        )
+        .send()
+        .await
+        .expect("order on the new leader");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let stale = {
+        let client = client.clone();
+        let url = format!("{}/api/v1/orders", nodes[old].base);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"order_id": "fenced", "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
+                .send()
+                .await
+                .map(|response| response.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal("-CONT");
+    let status = stale.await.expect("the request task");
+    assert!(
+        matches!(status, Ok(StatusCode::SERVICE_UNAVAILABLE)),
+        "the fenced leader answered {status:?}\n{}",
+        nodes[old].log_text()
+    );
+    // It starts again as a standby (the same process, executed anew).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while nodes[old]
+        .cluster()
+        .await
+        .is_none_or(|view| view["role"] != "standby")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fenced node did not come back as a standby\n{}",
+            nodes[old].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = settled(&nodes).await;
+    assert_ne!(leader, old, "the fenced node leads again");
+    for node in &nodes {
+        let (status, _) = get_json(&client, &format!("{}/api/v1/orders/fenced", node.base)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "fenced order on {}", node.id);
+        let (_, stock) = get_json(&client, &format!("{}/api/v1/skus/A", node.base)).await;
+        assert_eq!(stock["sold"], 1, "on {}: {stock}", node.id);
+    }
+}
