@@ -87,6 +87,17 @@ impl Shared {
     /// Refuses a write up front while the disk refuses the journal's, or is so far behind
     /// that more waiting facts would only grow memory.
     fn writable(&self) -> Result<(), ApiError> {
+        if let Some(cluster) = &self.cluster
+            && !cluster.leading()
+        {
+            // Only the log changes a standby's ledger: what reaches this far on one (a
+            // WebSocket command, a forwarded write after leadership moved) is refused.
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_leader",
+                "this node does not lead the cluster; retry on the leader or over HTTP",
+            ));
+        }
         if !self.journal.healthy() {
             return Err(storage_unavailable());
         }

@@ -471,7 +471,7 @@ async fn a_node_that_cannot_reach_nats_exits_69_at_once() {
     // Goal: NATS unreachable at start-up is a clear error and exit code 69, not a hang.
     let directory = tempfile::tempdir().expect("temporary directory");
     let closed = free_port();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_stockpulse"))
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--data-dir")
