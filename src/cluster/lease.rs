@@ -7,8 +7,8 @@
 //! the creating sequence as its term, waits
 //! until it has applied the whole log, appends a term-start record that must follow exactly
 //! that (so nobody appended meanwhile, and the old leader's next append is refused), and
-//! only then leads. A leader renews by compare-and-set on the revision; a renewal that is
-//! refused, or that does not land within the lease, ends its leadership.
+//! only then leads. A leader renews by compare-and-set on the sequence; a renewal that is
+//! refused ends its leadership, one that fails while NATS fails over is tried again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -221,7 +221,11 @@ async fn promote(
     }
 }
 
-/// Renews the lease until a renewal is refused or cannot land within the lease.
+/// Renews the lease until a renewal is refused (another node holds it) or the log refused an
+/// append. A renewal that fails because NATS is failing over is tried again: the lease only
+/// elects, the fence keeps the log safe. If the lease runs out meanwhile and another node
+/// takes it, that node's term-start record makes this node's next append fail, and it steps
+/// down then; if nobody else took it, this node goes on leading.
 async fn lead(
     cluster: &Cluster,
     journal: &Journal,
@@ -229,31 +233,24 @@ async fn lead(
     mut revision: u64,
 ) -> Result<(), ClusterError> {
     let config = &cluster.inner.config;
-    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(config.lease_renew).await;
         if journal.poisoned() {
-            return Err(ClusterError::SteppedDown(
-                "the log refused an append".to_owned(),
-            ));
+            return Err(step_down(cluster, journal, "the log refused an append"));
         }
-        let attempt = store.claim(revision);
-        let left = config.lease_ttl.saturating_sub(renewed.elapsed());
-        match tokio::time::timeout(left, attempt).await {
-            Ok(Ok(next)) => {
-                revision = next;
-                renewed = tokio::time::Instant::now();
-            }
+        match tokio::time::timeout(config.lease_ttl, store.claim(revision)).await {
+            Ok(Ok(next)) => revision = next,
             Ok(Err(LeaseError::Taken)) => {
-                return Err(step_down(cluster, journal, "another node took the lease"));
+                return Err(step_down(
+                    cluster,
+                    journal,
+                    "the lease is no longer this node's",
+                ));
             }
             Ok(Err(LeaseError::Other(reason))) => {
                 tracing::warn!(%reason, "Renewing the lease failed; trying again.");
-                if config.lease_ttl <= renewed.elapsed() {
-                    return Err(step_down(cluster, journal, "the lease ran out"));
-                }
             }
-            Err(_) => return Err(step_down(cluster, journal, "the lease ran out")),
+            Err(_) => tracing::warn!("Renewing the lease timed out; trying again."),
         }
     }
 }

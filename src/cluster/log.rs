@@ -23,6 +23,12 @@ const NODE: &str = "Sp-Node";
 const FIRST: &str = "Sp-First";
 const LAST: &str = "Sp-Last";
 
+/// How long a standby's log reader may stay quiet before it checks it is not stuck.
+const FOLLOW_QUIET_MAX: Duration = Duration::from_secs(2);
+
+/// How long a batch is tried again before the leader gives up on the log.
+const APPEND_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Where the log stands for this node: the stream sequence of the last message applied (or
 /// appended), and whether following has stopped because this node leads.
 #[derive(Debug, Default)]
@@ -129,12 +135,31 @@ pub(super) async fn follow(
             .messages()
             .await
             .map_err(|error| ClusterError::Nats(error.to_string()))?;
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
+        loop {
+            // An ordered consumer lives on one NATS server; when that server dies the
+            // consumer may go quiet without an error. A quiet consumer while the stream has
+            // moved on is made again.
+            let next = tokio::time::timeout(FOLLOW_QUIET_MAX, messages.next()).await;
+            let message = match next {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => {
                     tracing::warn!(%error, "Reading the log failed; reading it again.");
                     break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let applied = position.lock().await.applied_seq;
+                    match last_sequence(&cluster).await {
+                        Ok(last) if applied < last => {
+                            tracing::warn!(
+                                applied,
+                                last,
+                                "The log reader went quiet behind the stream; reading it again."
+                            );
+                            break;
+                        }
+                        _ => continue,
+                    }
                 }
             };
             let sequence = match message.info() {
@@ -254,7 +279,10 @@ impl Replicator for StreamReplicator {
         );
         let payload = bytes::Bytes::copy_from_slice(records);
         let subject = log_subject(&config.stream);
-        let deadline = tokio::time::Instant::now() + config.lease_ttl;
+        // NATS takes seconds to elect a new stream leader when one of its servers dies; the
+        // batch is tried again (the same message id) for that long. Requests waiting on it
+        // get 503 after their own limit, and retry.
+        let deadline = tokio::time::Instant::now() + APPEND_RETRY_MAX.max(config.lease_ttl);
         let jetstream = self.cluster.inner.jetstream.clone();
         let result = self.runtime.block_on(async {
             loop {
@@ -281,8 +309,8 @@ impl Replicator for StreamReplicator {
                     }
                     Err(_) => {
                         return Err(format!(
-                            "the log did not take a batch within {} ms",
-                            config.lease_ttl.as_millis()
+                            "the log did not take a batch within {} s",
+                            APPEND_RETRY_MAX.max(config.lease_ttl).as_secs()
                         ));
                     }
                 }

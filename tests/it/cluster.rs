@@ -111,6 +111,16 @@ impl Nats {
     }
 }
 
+impl Nats {
+    /// SIGKILLs server `index`.
+    fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.servers[index].take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         for child in self.servers.iter_mut().flatten() {
@@ -605,5 +615,84 @@ async fn a_leader_paused_past_its_lease_cannot_append_and_answers_503() {
         assert_eq!(status, StatusCode::NOT_FOUND, "fenced order on {}", node.id);
         let (_, stock) = get_json(&client, &format!("{}/api/v1/skus/A", node.base)).await;
         assert_eq!(stock["sold"], 1, "on {}: {stock}", node.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_dying_does_not_stop_writes() {
+    // Goal: with replicas 3, killing one of the three NATS servers does not stop writes: after
+    // NATS elects new stream leaders, orders are acknowledged again, and nothing
+    // acknowledged is lost.
+    // Method: three NATS servers, three nodes, buyers over all nodes; kill -9 one NATS server
+    // (the first: every node's first address); count the orders acknowledged after it died;
+    // then every acknowledged order is sold on every node.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut nats = Nats::start(directory.path());
+    nats.ready().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::start(directory.path(), id, &nats).await);
+    }
+    let leader = settled(&nodes).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .put(format!("{}/api/v1/skus/PLENTY", nodes[leader].base))
+        .json(&json!({ "total": 1_000_000 }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::OK);
+    let outcomes: Outcomes = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
+    let buyers: Vec<_> = (0..3)
+        .map(|worker| {
+            tokio::spawn(buyer(
+                bases.clone(),
+                worker,
+                vec!["PLENTY".to_owned()],
+                outcomes.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.kill(0);
+    let acknowledged_at_kill = outcomes.lock().values().filter(|ok| **ok).count();
+    // Writes come back within NATS's own election (seconds), then go on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let acknowledged = outcomes.lock().values().filter(|ok| **ok).count();
+        if acknowledged_at_kill + 200 <= acknowledged {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes did not resume within 30 s of a NATS server dying: {acknowledged_at_kill} then {acknowledged}\n{}",
+            nodes
+                .iter()
+                .map(|node| format!("--- {}\n{}", node.id, node.log_text()))
+                .collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for buyer in buyers {
+        buyer.await.expect("buyer");
+    }
+    settled(&nodes).await;
+    let acknowledged: Vec<String> = outcomes
+        .lock()
+        .iter()
+        .filter(|(_, ok)| **ok)
+        .map(|(order_id, _)| order_id.clone())
+        .collect();
+    for node in &nodes {
+        for order_id in &acknowledged {
+            let (status, order) =
+                get_json(&client, &format!("{}/api/v1/orders/{order_id}", node.base)).await;
+            assert_eq!(status, StatusCode::OK, "{order_id} on {}: {order}", node.id);
+            assert_eq!(order["status"], "sold");
+        }
     }
 }
