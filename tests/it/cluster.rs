@@ -143,6 +143,13 @@ struct Node {
 
 impl Node {
     async fn start(directory: &Path, id: &str, nats: &Nats) -> Node {
+        let mut node = Node::prepare(directory, id, nats);
+        node.spawn().await;
+        node
+    }
+
+    /// The node, not started yet.
+    fn prepare(directory: &Path, id: &str, nats: &Nats) -> Node {
         let config = directory.join("cluster.toml");
         if !config.exists() {
             std::fs::write(
@@ -152,7 +159,7 @@ impl Node {
             .expect("configuration written");
         }
         let port = free_port();
-        let mut node = Node {
+        Node {
             id: id.to_owned(),
             child: None,
             base: format!("http://127.0.0.1:{port}"),
@@ -160,12 +167,28 @@ impl Node {
             log: directory.join(format!("{id}.log")),
             config,
             nats: nats.urls(),
-        };
-        node.spawn().await;
-        node
+        }
     }
 
     async fn spawn(&mut self) {
+        self.launch();
+        let client = reqwest::Client::new();
+        for _ in 0..400 {
+            if client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("node {} did not answer: {}", self.id, self.log_text());
+    }
+
+    /// Starts the process without waiting for it to answer.
+    fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,19 +208,6 @@ impl Node {
             .spawn()
             .expect("the server binary starts");
         self.child = Some(child);
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if client
-                .get(format!("{}/healthz", self.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("node {} did not answer: {}", self.id, self.log_text());
     }
 
     fn kill(&mut self) {
@@ -695,4 +705,99 @@ async fn a_nats_server_dying_does_not_stop_writes() {
             assert_eq!(order["status"], "sold");
         }
     }
+}
+
+impl Node {
+    /// Waits for the node's process to exit by itself; its exit code.
+    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().expect("waits") {
+                self.child = None;
+                return status.code();
+            }
+            if deadline < tokio::time::Instant::now() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn nats_client(nats: &Nats) -> async_nats::jetstream::Context {
+    let addresses: Vec<String> = nats
+        .client_ports
+        .iter()
+        .map(|port| format!("nats://127.0.0.1:{port}"))
+        .collect();
+    let client = async_nats::connect(addresses)
+        .await
+        .expect("the test connects to NATS");
+    async_nats::jetstream::new(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() {
+    // Goal: a standby that reads a message of the log it cannot decode stops with a clear
+    // error naming the stream and the message's sequence (exit code 65); it does not skip it.
+    // Method: a three-node cluster; a stranger appends a garbage batch to the log.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::start(directory.path());
+    nats.ready().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::start(directory.path(), id, &nats).await);
+    }
+    let leader = settled(&nodes).await;
+    let jetstream = nats_client(&nats).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Sp-Kind", "batch");
+    let ack = jetstream
+        .publish_with_headers(
+            "stockpulse.log.0",
+            headers,
+            bytes::Bytes::from_static(b"\x10\x00\x00\x00garbage, not a record"),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+    let standby = (leader + 1) % nodes.len();
+    let code = nodes[standby].exit_code(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(65), "{}", nodes[standby].log_text());
+    let log = nodes[standby].log_text();
+    assert!(
+        log.contains(&format!("stream stockpulse message {}", ack.sequence)),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
+    // Goal: a node whose stream was made for something else (another record version, another
+    // program) refuses to join with a clear error and exit code 65.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::start(directory.path());
+    nats.ready().await;
+    let jetstream = nats_client(&nats).await;
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "stockpulse".to_owned(),
+            description: Some("stockpulse log, record format 999".to_owned()),
+            subjects: vec!["stockpulse.log.>".to_owned()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("a stream of another record format");
+    let mut node = Node::prepare(directory.path(), "a", &nats);
+    node.launch();
+    let code = node.exit_code(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(65), "{}", node.log_text());
+    assert!(
+        node.log_text().contains("record format 999"),
+        "{}",
+        node.log_text()
+    );
 }
