@@ -115,26 +115,15 @@ pub(super) async fn follow(
     };
     loop {
         let start = position.lock().await.applied_seq + 1;
-        let stream = cluster
-            .inner
-            .jetstream
-            .get_stream(&config.stream)
-            .await
-            .map_err(|error| ClusterError::Nats(error.to_string()))?;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: log_subject(&config.stream),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::Nats(error.to_string()))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|error| ClusterError::Nats(error.to_string()))?;
+        let mut messages = match open_reader(&cluster, start).await {
+            Ok(messages) => messages,
+            Err(reason) => {
+                // NATS is failing over or overloaded: a standby waits, it does not stop.
+                tracing::warn!(%reason, "Cannot read the log yet; trying again.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         loop {
             // An ordered consumer lives on one NATS server; when that server dies the
             // consumer may go quiet without an error. A quiet consumer while the stream has
@@ -214,6 +203,31 @@ pub(super) async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An ordered reader of the log from stream sequence `start`.
+async fn open_reader(
+    cluster: &Cluster,
+    start: u64,
+) -> Result<jetstream::consumer::pull::Ordered, String> {
+    let config = &cluster.inner.config;
+    let stream = cluster
+        .inner
+        .jetstream
+        .get_stream(&config.stream)
+        .await
+        .map_err(|error| error.to_string())?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: log_subject(&config.stream),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+    consumer.messages().await.map_err(|error| error.to_string())
 }
 
 /// Appends the term-start record that fences the previous leader: it must follow `after`,

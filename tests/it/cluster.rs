@@ -13,6 +13,10 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Cluster tests run one at a time: each starts three NATS servers and three nodes, and two
+/// of them at once on two cores starve NATS's own elections.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -342,6 +346,7 @@ async fn killing_the_leader_mid_show_loses_no_acknowledged_order_and_oversells_n
     // (two SKUs run out, one does not); the leader is killed and started again five times;
     // then every acknowledged order must be sold on every node, every SKU must balance, and
     // after retrying every order once more, each SKU's sold count must equal its sold orders.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let nats = Nats::start(directory.path());
     nats.ready().await;
@@ -520,6 +525,7 @@ async fn a_leader_paused_past_its_lease_cannot_append_and_answers_503() {
     // follows the new leader.
     // Method: three NATS servers, three nodes; SIGSTOP the leader; wait for a new leader and
     // sell through it; send an order to the stopped node; SIGCONT it.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let nats = Nats::start(directory.path());
     nats.ready().await;
@@ -636,6 +642,7 @@ async fn a_nats_server_dying_does_not_stop_writes() {
     // Method: three NATS servers, three nodes, buyers over all nodes; kill -9 one NATS server
     // (the first: every node's first address); count the orders acknowledged after it died;
     // then every acknowledged order is sold on every node.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let mut nats = Nats::start(directory.path());
     nats.ready().await;
@@ -742,6 +749,7 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
     // Goal: a standby that reads a message of the log it cannot decode stops with a clear
     // error naming the stream and the message's sequence (exit code 65); it does not skip it.
     // Method: a three-node cluster; a stranger appends a garbage batch to the log.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let nats = Nats::start(directory.path());
     nats.ready().await;
@@ -777,6 +785,7 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
 async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
     // Goal: a node whose stream was made for something else (another record version, another
     // program) refuses to join with a clear error and exit code 65.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let nats = Nats::start(directory.path());
     nats.ready().await;
