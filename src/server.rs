@@ -54,14 +54,43 @@ pub async fn run(
         ),
         None => None,
     };
+    // Where a cluster node's ledger starts in the log: the shared snapshot's place, or 0.
+    let mut stream_start = 0;
     let (ledger, journal) = match &cluster {
-        // A cluster node starts empty and follows the log; only the leader changes it.
-        Some(_) => {
-            let (ledger, journal) = journal::follower(
-                Ledger::new(config.ledger()),
-                0,
-                journal::QUEUE_FACTS_MAX_DEFAULT,
-            );
+        // A cluster node starts from the newest shared snapshot (or empty) and follows the
+        // log; only the leader changes it.
+        Some(cluster) => {
+            let loaded = crate::cluster::snapshot::load(cluster)
+                .await
+                .map_err(std::io::Error::other)?;
+            let (ledger, journal) = match loaded {
+                Some(loaded) => {
+                    stream_start = loaded.stream_seq;
+                    let ledger_config = config.ledger();
+                    let started = tokio::task::spawn_blocking(move || {
+                        journal::follower_from_snapshot(
+                            ledger_config,
+                            loaded.sequence,
+                            &loaded.body,
+                            journal::QUEUE_FACTS_MAX_DEFAULT,
+                        )
+                    })
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?;
+                    tracing::info!(
+                        facts = started.1.durable(),
+                        stream_seq = stream_start,
+                        "Started from the shared snapshot."
+                    );
+                    started
+                }
+                None => journal::follower(
+                    Ledger::new(config.ledger()),
+                    0,
+                    journal::QUEUE_FACTS_MAX_DEFAULT,
+                ),
+            };
             (ledger, Arc::new(journal))
         }
         None => {
@@ -225,7 +254,8 @@ pub async fn run(
                 notifier.set_delivers(true);
             };
             let stop = cancel.clone().cancelled_owned();
-            if let Err(error) = cluster.run(ledger, journal, promoted, stop).await {
+            let run = cluster.run(ledger, journal, stream_start, promoted, stop);
+            if let Err(error) = run.await {
                 tracing::error!(%error, "The cluster stopped this node.");
                 *failure.lock() = Some(error);
                 cancel.cancel();
@@ -349,10 +379,22 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
             tracing::debug!(count = forgotten_count, "Finished orders forgotten.");
         }
         let idle = snapshotting.as_ref().is_none_or(|task| task.is_finished());
-        if idle
-            && sweeper.cluster.is_none()
-            && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts)
-        {
+        let due = idle && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts);
+        if let Some(cluster) = sweeper.cluster.as_ref().filter(|_| due) {
+            // The leader shares its snapshots for other nodes to start from.
+            let (cluster, ledger, journal) = (
+                cluster.clone(),
+                sweeper.ledger.clone(),
+                sweeper.journal.clone(),
+            );
+            snapshotting = Some(tokio::spawn(async move {
+                if let Err(error) =
+                    crate::cluster::snapshot::publish(&cluster, ledger, journal).await
+                {
+                    tracing::error!(%error, "Shared snapshot failed; nodes start further back.");
+                }
+            }));
+        } else if due {
             let ledger = sweeper.ledger.clone();
             let journal = sweeper.journal.clone();
             snapshotting = Some(tokio::task::spawn_blocking(move || {

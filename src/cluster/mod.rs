@@ -16,12 +16,16 @@
 //!   ([`crate::journal::Journal::follow`]), so their durable state, alert engine and push hub
 //!   run as a leader's do; they serve reads and pushes and forward writes to the leader.
 //!
+//! - **Shared snapshots** ([`snapshot`]) let a node start from the ledger at a recent cut
+//!   instead of the first message.
+//!
 //! A leader that loses its lease, or whose append is refused, stops acknowledging at once
 //! (its journal is poisoned, so waiting requests get 503) and the process starts again as a
 //! standby: its ledger may hold changes the log does not, and only the log is the truth.
 
 mod lease;
 mod log;
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,6 +174,7 @@ impl Cluster {
         let jetstream = jetstream::new(client.clone());
         log::ensure_stream(&jetstream, config).await?;
         lease::ensure_bucket(&jetstream, config).await?;
+        snapshot::ensure_store(&jetstream, config).await?;
         let status = Status {
             node: config.node_id.clone(),
             role: Role::Standby,
@@ -220,14 +225,24 @@ impl Cluster {
     /// lease, until `stop` resolves (`Ok`) or the node must stop (`Err`): a log it cannot
     /// read, or, after leading, a lost lease or a refused append
     /// ([`ClusterError::SteppedDown`]), after which the process starts again.
+    /// `after` is the stream sequence the ledger already holds everything up to (0, or the
+    /// shared snapshot's).
     pub async fn run(
         &self,
         ledger: Arc<Ledger>,
         journal: Arc<Journal>,
+        after: u64,
         promoted: impl Fn() + Send + Sync + 'static,
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), ClusterError> {
-        let position = Arc::new(tokio::sync::Mutex::new(StreamPosition::default()));
+        let position = Arc::new(tokio::sync::Mutex::new(StreamPosition {
+            applied_seq: after,
+            leading: false,
+        }));
+        self.update(|status| {
+            status.applied_seq = after;
+            status.facts = journal.durable();
+        });
         let following = log::follow(
             self.clone(),
             ledger.clone(),

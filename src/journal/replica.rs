@@ -40,9 +40,13 @@ impl Journal {
     pub fn follow(&self, ledger: &Ledger, records: &[u8]) -> Result<u64, FollowError> {
         let parsed = segment::parse_records(records).map_err(FollowError)?;
         let mut sequence = self.durable();
-        let first_sequence = sequence + 1;
+        let mut first_sequence = None;
         let mut facts = Vec::with_capacity(parsed.len());
         for (record_sequence, payload) in parsed {
+            if record_sequence <= sequence {
+                // Already in the snapshot this node started from.
+                continue;
+            }
             if record_sequence != sequence + 1 {
                 return Err(FollowError(format!(
                     "fact {record_sequence} follows fact {sequence}: facts are missing"
@@ -56,12 +60,12 @@ impl Journal {
                 .apply(&fact)
                 .map_err(|error| FollowError(format!("fact {record_sequence}: {error}")))?;
             facts.push(ledger.with_consumed(fact));
+            first_sequence.get_or_insert(record_sequence);
             sequence = record_sequence;
         }
-        if facts.is_empty() {
-            return Ok(sequence);
+        if let Some(first_sequence) = first_sequence {
+            self.publish_followed(first_sequence, facts);
         }
-        self.publish_followed(first_sequence, facts);
         Ok(sequence)
     }
 
@@ -129,4 +133,60 @@ impl Journal {
         self.shared
             .poison(&std::io::Error::other(reason.to_owned()), &self.directory);
     }
+}
+
+/// A ledger image for other nodes to start from, and the fact sequence it holds.
+pub struct SharedSnapshot {
+    pub sequence: u64,
+    /// The image, as a snapshot file's body.
+    pub body: Vec<u8>,
+    /// SKUs plus orders in it.
+    pub entries: u64,
+    /// The longest the copy held a ledger lock.
+    pub longest_hold: std::time::Duration,
+}
+
+impl Journal {
+    /// The ledger at a consistent cut, encoded as a snapshot file's body (copy on write, as
+    /// local snapshots are), for a cluster's shared snapshot store. Blocking.
+    pub fn shared_snapshot(&self, ledger: &Ledger) -> SharedSnapshot {
+        let (image, sequence) = ledger.export(|| self.submitted());
+        let body = super::record::encode_image(&image);
+        let entries = (image.skus.len() + image.orders.len()) as u64;
+        SharedSnapshot {
+            sequence,
+            body,
+            entries,
+            longest_hold: ledger.last_export_longest_hold(),
+        }
+    }
+
+    /// Counts a snapshot written elsewhere (the cluster's store) as this journal's newest, so
+    /// `snapshot_due` spaces the next one as it does local ones.
+    pub fn snapshot_written(&self, snapshot: &SharedSnapshot) {
+        self.snapshot_sequence
+            .store(snapshot.sequence, Ordering::Relaxed);
+        self.snapshot_entries
+            .store(snapshot.entries, Ordering::Relaxed);
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_longest_hold_ns.store(
+            u64::try_from(snapshot.longest_hold.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// A follower journal whose ledger starts from a shared snapshot's `body` at fact
+/// `sequence`, every invariant checked on the way in.
+pub fn follower_from_snapshot(
+    config: crate::ledger::LedgerConfig,
+    sequence: u64,
+    body: &[u8],
+    queue_facts_max: u64,
+) -> Result<(Arc<Ledger>, Journal), FollowError> {
+    let image = super::record::decode_image(body)
+        .map_err(|error| FollowError(format!("snapshot at fact {sequence}: {error}")))?;
+    let ledger = Ledger::import(config, image)
+        .map_err(|error| FollowError(format!("snapshot at fact {sequence}: {error}")))?;
+    Ok(follower(ledger, sequence, queue_facts_max))
 }

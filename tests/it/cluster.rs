@@ -810,3 +810,110 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
         node.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream() {
+    // Goal: a fourth node started after 100,000 facts starts from the newest shared snapshot
+    // plus the stream after it, then serves reads that agree with the leader's.
+    // Method: three nodes snapshotting every 20,000 facts take 100,000 paid orders in
+    // batches; once the leader has shared a snapshot, node d starts; it must say it started
+    // from the snapshot, catch up, and then every SKU and a sample of orders read from it
+    // must equal the leader's.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        directory.path().join("cluster.toml"),
+        "snapshot_every_facts = 20000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
+    )
+    .expect("configuration written");
+    let nats = Nats::start(directory.path());
+    nats.ready().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::start(directory.path(), id, &nats).await);
+    }
+    let leader = settled(&nodes).await;
+    let client = reqwest::Client::new();
+    let skus = ["A", "B", "C", "D"];
+    for sku in skus {
+        let response = client
+            .put(format!("{}/api/v1/skus/{sku}", nodes[leader].base))
+            .json(&json!({ "total": 1_000_000 }))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let batches = 400;
+    for batch in 0..batches {
+        let ops: Vec<Value> = (0..250)
+            .map(|index| {
+                json!({"op": "sell", "order_id": format!("o{batch}-{index}"), "sku": skus[index % skus.len()], "qty": 1, "platform": "douyin"})
+            })
+            .collect();
+        let response = client
+            .post(format!("{}/api/v1/orders/batch", nodes[leader].base))
+            .json(&json!({ "ops": ops }))
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", nodes[leader].base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let shared = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("stockpulse_journal_snapshots_total "))
+            .and_then(|count| count.parse::<u64>().ok())
+            .unwrap_or(0);
+        if 1 <= shared {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no shared snapshot: {}",
+            nodes[leader].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    nodes.push(Node::start(directory.path(), "d", &nats).await);
+    let leader = settled(&nodes).await;
+    let late = &nodes[3];
+    let log = late.log_text();
+    let started_from = log
+        .lines()
+        .find(|line| line.contains("Started from the shared snapshot"))
+        .unwrap_or_else(|| panic!("d did not start from the snapshot:\n{log}"));
+    assert!(!started_from.contains("facts=0 "), "{started_from}");
+    let leader_view = nodes[leader].cluster().await.expect("leader");
+    let late_view = late.cluster().await.expect("d");
+    assert_eq!(late_view["facts"], leader_view["facts"]);
+    assert!(100_000 <= late_view["facts"].as_u64().expect("facts"));
+    let mut sold = 0;
+    for sku in skus {
+        let (_, on_leader) = get_json(
+            &client,
+            &format!("{}/api/v1/skus/{sku}", nodes[leader].base),
+        )
+        .await;
+        let (_, on_late) = get_json(&client, &format!("{}/api/v1/skus/{sku}", late.base)).await;
+        assert_eq!(on_late, on_leader, "{sku}");
+        sold += on_late["sold"].as_u64().expect("sold");
+    }
+    assert_eq!(sold, 100_000);
+    for batch in (0..batches).step_by(37) {
+        let order_id = format!("o{batch}-{}", batch % 250);
+        let (status, on_late) =
+            get_json(&client, &format!("{}/api/v1/orders/{order_id}", late.base)).await;
+        assert_eq!(status, StatusCode::OK, "{order_id}");
+        assert_eq!(on_late["status"], "sold");
+    }
+}

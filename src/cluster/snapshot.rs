@@ -1,0 +1,137 @@
+//! Shared snapshots: the leader writes the ledger, at a consistent cut, to a JetStream object
+//! store (`<stream>-snapshots`, object `latest`) as often as a single node writes local
+//! ones; a node that starts loads it and follows the log from there instead of from the
+//! first message.
+//!
+//! The object is a small header (magic, version, the fact sequence the image holds, and a
+//! stream sequence to follow from) and the image, encoded as a snapshot file's body. The
+//! stream sequence is the leader's last appended message read *before* the cut: every
+//! message up to it holds only facts the image has, and every fact after the image is in a
+//! later message (a message may hold both; following skips the facts already held).
+
+use async_nats::jetstream::{self, object_store};
+use tokio::io::AsyncReadExt as _;
+
+use super::{Cluster, ClusterError};
+use crate::config::ClusterConfig;
+use crate::journal::Journal;
+use crate::ledger::Ledger;
+
+const MAGIC: &[u8; 8] = b"SPCLSNAP";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
+const OBJECT: &str = "latest";
+
+fn bucket(config: &ClusterConfig) -> String {
+    format!("{}-snapshots", config.stream)
+}
+
+pub(super) async fn ensure_store(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(), ClusterError> {
+    if jetstream.get_object_store(bucket(config)).await.is_ok() {
+        return Ok(());
+    }
+    jetstream
+        .create_object_store(object_store::Config {
+            bucket: bucket(config),
+            description: Some("stockpulse shared snapshots".to_owned()),
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| ClusterError::Nats(format!("creating the snapshot store: {error}")))?;
+    Ok(())
+}
+
+/// A shared snapshot as loaded: the fact sequence it holds, the stream sequence to follow
+/// from, and the image.
+pub struct Loaded {
+    pub sequence: u64,
+    pub stream_seq: u64,
+    pub body: Vec<u8>,
+}
+
+/// Writes a snapshot of `ledger` for other nodes to start from. The leader calls it.
+pub async fn publish(
+    cluster: &Cluster,
+    ledger: std::sync::Arc<Ledger>,
+    journal: std::sync::Arc<Journal>,
+) -> Result<(), String> {
+    // Read before the cut: every message up to here holds only facts the image will hold.
+    let stream_seq = cluster.status().applied_seq;
+    let cut_journal = journal.clone();
+    let snapshot = tokio::task::spawn_blocking(move || cut_journal.shared_snapshot(&ledger))
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut object = Vec::with_capacity(HEADER_BYTES + snapshot.body.len());
+    object.extend_from_slice(MAGIC);
+    object.extend_from_slice(&VERSION.to_le_bytes());
+    object.extend_from_slice(&snapshot.sequence.to_le_bytes());
+    object.extend_from_slice(&stream_seq.to_le_bytes());
+    object.extend_from_slice(&snapshot.body);
+    let store = cluster
+        .inner
+        .jetstream
+        .get_object_store(bucket(&cluster.inner.config))
+        .await
+        .map_err(|error| error.to_string())?;
+    store
+        .put(OBJECT, &mut object.as_slice())
+        .await
+        .map_err(|error| error.to_string())?;
+    journal.snapshot_written(&snapshot);
+    tracing::info!(
+        sequence = snapshot.sequence,
+        stream_seq,
+        bytes = object.len(),
+        longest_hold_us = snapshot.longest_hold.as_micros(),
+        "Shared snapshot written."
+    );
+    Ok(())
+}
+
+/// The newest shared snapshot, if any.
+pub async fn load(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
+    let config = &cluster.inner.config;
+    let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
+    let store = cluster
+        .inner
+        .jetstream
+        .get_object_store(bucket(config))
+        .await
+        .map_err(|error| nats(&error))?;
+    let mut object = match store.get(OBJECT).await {
+        Ok(object) => object,
+        Err(error) if error.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(nats(&error)),
+    };
+    let mut bytes = Vec::new();
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| nats(&error))?;
+    let bad = |reason: &str| ClusterError::Incompatible {
+        stream: config.stream.clone(),
+        reason: format!("shared snapshot: {reason}"),
+    };
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Err(bad("not a stockpulse snapshot"));
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(bad(&format!(
+            "version {version}, this node reads {VERSION}"
+        )));
+    }
+    let (sequence, stream_seq) = (word(12), word(20));
+    bytes.drain(..HEADER_BYTES);
+    Ok(Some(Loaded {
+        sequence,
+        stream_seq,
+        body: bytes,
+    }))
+}
