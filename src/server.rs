@@ -163,6 +163,7 @@ pub async fn run(
         engine.clone(),
         clock.clone(),
         config.push_queue_bytes,
+        cluster.as_ref().map(Cluster::epoch),
     ));
     announce.set(hub.clone());
     let hub_handle = hub.clone();

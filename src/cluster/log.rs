@@ -44,10 +44,12 @@ pub fn log_subject(stream: &str) -> String {
 
 /// Creates the log stream, or checks that the one there is a stockpulse log of this record
 /// format.
+/// Returns the log's epoch: a number every node derives alike from the stream's creation
+/// time, so screens can resume on any node, and that changes when the stream is made anew.
 pub(super) async fn ensure_stream(
     jetstream: &jetstream::Context,
     config: &ClusterConfig,
-) -> Result<(), ClusterError> {
+) -> Result<u64, ClusterError> {
     let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
     let description = stream_description();
     let mut stream = jetstream
@@ -75,7 +77,9 @@ pub(super) async fn ensure_stream(
             ),
         });
     }
-    Ok(())
+    let created = info.created.unix_timestamp_nanos();
+    let folded = (created as u64) ^ ((created >> 64) as u64);
+    Ok(1 + folded % u64::from(u32::MAX - 1))
 }
 
 /// The stream's last sequence now.

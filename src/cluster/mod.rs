@@ -133,6 +133,8 @@ struct Inner {
     status: watch::Sender<Status>,
     /// Whether this node may change its ledger: it leads the log.
     leading: AtomicBool,
+    /// The log's epoch, the same on every node.
+    epoch: u64,
 }
 
 impl Cluster {
@@ -172,7 +174,7 @@ impl Cluster {
                 reason: error.to_string(),
             })?;
         let jetstream = jetstream::new(client.clone());
-        log::ensure_stream(&jetstream, config).await?;
+        let epoch = log::ensure_stream(&jetstream, config).await?;
         lease::ensure_bucket(&jetstream, config).await?;
         snapshot::ensure_store(&jetstream, config).await?;
         let status = Status {
@@ -191,6 +193,7 @@ impl Cluster {
                 jetstream,
                 status: watch::channel(status).0,
                 leading: AtomicBool::new(false),
+                epoch,
             }),
         })
     }
@@ -207,6 +210,12 @@ impl Cluster {
     /// Whether this node leads the log and may change its ledger.
     pub fn leading(&self) -> bool {
         self.inner.leading.load(Ordering::Acquire)
+    }
+
+    /// The epoch push messages carry in this cluster: derived from the log stream, the same
+    /// on every node.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
     }
 
     pub fn config(&self) -> &ClusterConfig {

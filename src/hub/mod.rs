@@ -237,7 +237,9 @@ impl TopicState {
     fn new(number: u64, stock: Option<Stock>) -> TopicState {
         TopicState {
             number,
-            sequence: 0,
+            // A SKU topic counts its SKU's versions, which every node of a cluster derives
+            // from the same log: a screen can resume on another node.
+            sequence: stock.as_ref().map_or(0, |stock| stock.version),
             stock,
             history: std::collections::VecDeque::new(),
             round: Vec::new(),
@@ -248,7 +250,16 @@ impl TopicState {
     /// Adds a change: the next sequence number, the history, and the round when somebody
     /// listens. `true` when the topic joined the round with it.
     fn stage(&mut self, payload: Payload) -> bool {
-        self.sequence += 1;
+        let next = match &payload {
+            Payload::Stock(stock) => stock.version,
+            _ => self.sequence + 1,
+        };
+        if next != self.sequence + 1 {
+            // Changes this topic did not see (a SKU topic made again after a resync): the
+            // history would have a gap.
+            self.history.clear();
+        }
+        self.sequence = next;
         if TOPIC_HISTORY_MAX <= self.history.len() {
             self.history.pop_front();
         }
@@ -297,8 +308,12 @@ pub(crate) struct HubStats {
 
 pub(crate) struct Hub {
     /// This run's epoch: sequence numbers start again with each run, so a client resuming
-    /// with another epoch's numbers gets a resync.
+    /// with another epoch's numbers gets a resync. In a cluster, the log's: every node
+    /// numbers SKU topics alike.
     epoch: u64,
+    /// In a cluster, room and alert topics are numbered by each node on its own: a client
+    /// resuming one of them is resynced, since it may have followed another node.
+    local_rooms: bool,
     /// What snapshots read: the state the journal made durable.
     durable: Arc<DurableState>,
     engine: Arc<Engine>,
@@ -317,9 +332,11 @@ impl Hub {
         engine: Arc<Engine>,
         clock: Arc<dyn Clock>,
         queue_bytes_max: usize,
+        shared_epoch: Option<u64>,
     ) -> Hub {
         Hub {
-            epoch: fastrand::u64(1..u64::from(u32::MAX)),
+            epoch: shared_epoch.unwrap_or_else(|| fastrand::u64(1..u64::from(u32::MAX))),
+            local_rooms: shared_epoch.is_some(),
             durable,
             engine,
             clock,
@@ -377,9 +394,17 @@ impl Hub {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 // A topic that did not exist could not have been followed in this run: a
-                // client resuming it gets a snapshot, whatever sequence it names.
-                if let Join::Since(_) = join {
-                    join = Join::Resync;
+                // client resuming it gets a snapshot, whatever sequence it names; but a SKU
+                // topic counts the SKU's versions, so a client that saw the current one is
+                // up to date.
+                if let Join::Since(seen) = join {
+                    let current = match topic {
+                        Topic::Sku(sku) => self.durable.stock(sku).map(|stock| stock.version),
+                        _ => None,
+                    };
+                    if current != Some(seen) {
+                        join = Join::Resync;
+                    }
                 }
                 let stock = match topic {
                     Topic::Sku(sku) => match self.durable.stock(sku) {
@@ -399,6 +424,12 @@ impl Hub {
         };
         if !state.subscribers.iter().any(|other| other.id == link.id) {
             state.subscribers.push(link.clone());
+        }
+        if self.local_rooms
+            && !matches!(topic, Topic::Sku(_))
+            && let Join::Since(_) = join
+        {
+            join = Join::Resync;
         }
         let oldest = state.sequence + 1 - state.history.len() as u64;
         let kind = match join {
@@ -601,14 +632,16 @@ impl Hub {
         self.engine.rediscover();
         let events = self.engine.tick(self.clock.now());
         for (topic, state) in states.iter_mut() {
+            // Every topic may have missed changes: its sequence moves on past the gap, so a
+            // client resuming from before it is resynced rather than told it is up to date
+            // (a SKU topic's to its SKU's version now).
+            state.sequence += 1;
             if let Topic::Sku(sku) = topic
                 && let Some(stock) = self.durable.stock(sku)
             {
+                state.sequence = stock.version;
                 state.stock = Some(stock);
             }
-            // Every topic may have missed changes: its sequence moves on past the gap, so a
-            // client resuming from before it is resynced rather than told it is up to date.
-            state.sequence += 1;
             state.history.clear();
             state.round.clear();
             for link in &state.subscribers {

@@ -25,7 +25,7 @@ fn hub(queue_bytes_max: usize) -> (Arc<Ledger>, Hub) {
         .expect("put_sku");
     let engine = Arc::new(Engine::new(ledger.clone(), durable.clone(), at(0), 1));
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(at(0)));
-    let hub = Hub::new(durable, engine, clock, queue_bytes_max);
+    let hub = Hub::new(durable, engine, clock, queue_bytes_max, None);
     (ledger, hub)
 }
 

@@ -187,6 +187,7 @@ pub async fn fanout(
                 resyncs: 0,
             };
             let mut last: Option<u64> = None;
+            let mut base: Option<u64> = None;
             let mut found = Vec::new();
             let fields = Fields::new();
             // One timer for the whole run, not one per frame.
@@ -212,6 +213,9 @@ pub async fn fanout(
                         if last.is_some() {
                             seen.resyncs += 1;
                         }
+                        // A SKU topic's sequence is the SKU's version: the first snapshot
+                        // shows the version before the first order.
+                        base.get_or_insert(seq);
                         last = Some(seq);
                         continue;
                     }
@@ -221,7 +225,8 @@ pub async fn fanout(
                     }
                     last = Some(seq);
                     seen.deliveries += 1;
-                    if let Some(sent) = sent_at.get(epoch, seq) {
+                    let change = seq.saturating_sub(base.unwrap_or(0));
+                    if let Some(sent) = sent_at.get(epoch, change) {
                         seen.tally.latency(now.saturating_duration_since(sent));
                     }
                 }
@@ -233,7 +238,8 @@ pub async fn fanout(
         let sent_at = sent_at.clone();
         move || sent_at.count.load(Ordering::Acquire)
     });
-    // Subscribers got their snapshots at sequence 0; orders now make changes 1, 2, ...
+    // Subscribers got their snapshots at the SKU's version; orders now make changes 1, 2, ...
+    // after it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // One WebSocket places the orders without waiting for answers, so the rate holds however
     // long a sync takes, and the server applies them in the order they were sent.

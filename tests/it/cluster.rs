@@ -917,3 +917,118 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
         assert_eq!(on_late["status"], "sold");
     }
 }
+
+async fn screen(node: &Node) -> crate::push::Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("ws://127.0.0.1:{}/ws", node.port)
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "stockpulse.v1.json".parse().expect("a header value"),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the handshake succeeds");
+    socket
+}
+
+/// Reads stock messages until one at `version` or later; every message must follow the one
+/// before it.
+async fn follow_until(
+    socket: &mut crate::push::Socket,
+    last: &mut u64,
+    version: u64,
+    seen: &mut Vec<Value>,
+) {
+    while *last < version {
+        for message in crate::push::next_messages(socket).await {
+            assert_eq!(
+                message["type"], "stock",
+                "no snapshot, no resync: {message}"
+            );
+            let seq = message["seq"].as_u64().expect("seq");
+            assert_eq!(seq, *last + 1, "a gap or a repeat: {message}");
+            assert_eq!(message["stock"]["version"], seq);
+            *last = seq;
+            seen.push(message);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
+    // Goal: a screen on a standby sees every change in order; when its node is killed it
+    // reconnects to another node with `since` and the epoch, and gets the changes it missed
+    // and the ones after, with no gap and no resync.
+    // Method: three nodes; screens on both standbys follow one SKU; orders go to the leader;
+    // the first screen's node is killed mid-run; the screen resumes on the other standby.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::start(directory.path());
+    nats.ready().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::start(directory.path(), id, &nats).await);
+    }
+    let leader = settled(&nodes).await;
+    let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
+    let client = reqwest::Client::new();
+    let response = client
+        .put(format!("{}/api/v1/skus/A", nodes[leader].base))
+        .json(&json!({ "total": 100_000 }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::OK);
+    settled(&nodes).await;
+    let mut screens = Vec::new();
+    let mut epochs = Vec::new();
+    let mut lasts = Vec::new();
+    for index in [first, second] {
+        let mut socket = screen(&nodes[index]).await;
+        crate::push::send(&mut socket, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
+        let snapshot = crate::push::next_messages(&mut socket).await;
+        assert_eq!(snapshot[0]["type"], "snapshot");
+        epochs.push(snapshot[0]["epoch"].as_u64().expect("epoch"));
+        lasts.push(snapshot[0]["seq"].as_u64().expect("seq"));
+        screens.push(socket);
+    }
+    assert_eq!(epochs[0], epochs[1], "every node numbers SKU topics alike");
+    let leader_base = nodes[leader].base.clone();
+    let place = |from: usize, to: usize| {
+        let (client, base) = (client.clone(), leader_base.clone());
+        async move {
+            for index in from..to {
+                let response = client
+                    .post(format!("{base}/api/v1/orders"))
+                    .json(&json!({"order_id": format!("o{index}"), "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
+                    .send()
+                    .await
+                    .expect("order");
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        }
+    };
+    place(0, 50).await;
+    let mut seen = Vec::new();
+    let target = lasts[0] + 50;
+    follow_until(&mut screens[0], &mut lasts[0], target, &mut seen).await;
+    let mut other_seen = Vec::new();
+    follow_until(&mut screens[1], &mut lasts[1], target, &mut other_seen).await;
+    // The first screen's node dies; orders go on meanwhile.
+    nodes[first].kill();
+    drop(screens.remove(0));
+    place(50, 100).await;
+    let mut resumed = screen(&nodes[second]).await;
+    crate::push::send(
+        &mut resumed,
+        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": lasts[0]}, "epoch": epochs[0]}),
+    )
+    .await;
+    place(100, 120).await;
+    let mut last = lasts[0];
+    follow_until(&mut resumed, &mut last, target + 70, &mut seen).await;
+    assert_eq!(seen.len(), 120);
+    assert_eq!(seen.last().expect("last")["stock"]["sold"], 120);
+}

@@ -85,13 +85,17 @@ async fn a_subscriber_gets_a_snapshot_then_every_change_in_order() {
         ))
         .await
         .expect("sent");
+    // A SKU topic's sequence is its SKU's version: the snapshot shows the version it holds,
+    // and each change the next one.
+    let mut first_seq = 0;
     for client in [&mut json_client, &mut msgpack_client] {
         let snapshot = next_messages(client).await;
         assert_eq!(snapshot[0]["type"], "snapshot");
         assert_eq!(snapshot[0]["topic"], "sku:A");
         assert_eq!(snapshot[0]["stock"]["available"], 10);
+        assert_eq!(snapshot[0]["seq"], snapshot[0]["stock"]["version"]);
+        first_seq = snapshot[0]["seq"].as_u64().expect("seq");
     }
-    let first_seq = 0;
     for index in 0..5 {
         let (status, _) = server
             .post(
@@ -159,7 +163,8 @@ async fn fifty_subscribers_each_get_all_two_hundred_changes() {
                 seen.push(message["seq"].as_u64().expect("seq"));
             }
         }
-        assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
+        // The SKU was created at version 1; its 200 changes are versions 2 to 201.
+        assert_eq!(seen, (2..=201).collect::<Vec<u64>>());
     }
     server.stop().await;
 }
@@ -341,7 +346,9 @@ async fn a_client_that_never_reads_does_not_hold_back_the_others() {
         json!({"op": "subscribe", "topics": ["sku:HOT"]}),
     )
     .await;
-    assert_eq!(next_messages(&mut reader).await[0]["type"], "snapshot");
+    let snapshot = next_messages(&mut reader).await;
+    assert_eq!(snapshot[0]["type"], "snapshot");
+    let snapshot_seq = snapshot[0]["seq"].as_u64().expect("seq");
     let (_, metrics) = server.get("/metrics").await;
     assert!(
         metrics
@@ -352,8 +359,8 @@ async fn a_client_that_never_reads_does_not_hold_back_the_others() {
 
     let changes = 20_000;
     let reading = tokio::spawn(async move {
-        let mut next = 1;
-        while next <= changes {
+        let mut next = snapshot_seq + 1;
+        while next <= snapshot_seq + changes {
             for message in next_messages(&mut reader).await {
                 assert_eq!(message["seq"], next);
                 next += 1;
@@ -436,6 +443,7 @@ async fn resuming_with_another_runs_epoch_gets_a_resync() {
     send(&mut first, json!({"op": "subscribe", "topics": ["sku:A"]})).await;
     let snapshot = next_messages(&mut first).await;
     let epoch = snapshot[0]["epoch"].as_u64().expect("an epoch");
+    let seen = snapshot[0]["seq"].as_u64().expect("seq");
     let (status, _) = server
         .post(
             "/api/v1/orders",
@@ -443,24 +451,24 @@ async fn resuming_with_another_runs_epoch_gets_a_resync() {
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::CREATED);
-    assert_eq!(next_messages(&mut first).await[0]["seq"], 1);
+    assert_eq!(next_messages(&mut first).await[0]["seq"], seen + 1);
 
     let mut same = connect(&server, "stockpulse.v1.json").await;
     send(
         &mut same,
-        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": 0}, "epoch": epoch}),
+        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": seen}, "epoch": epoch}),
     )
     .await;
     let resumed = next_messages(&mut same).await;
     assert_eq!(
         (resumed[0]["type"].as_str(), resumed[0]["seq"].as_u64()),
-        (Some("stock"), Some(1))
+        (Some("stock"), Some(seen + 1))
     );
 
     let mut other = connect(&server, "stockpulse.v1.json").await;
     send(
         &mut other,
-        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": 0}, "epoch": epoch + 1}),
+        json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": seen}, "epoch": epoch + 1}),
     )
     .await;
     let resynced = next_messages(&mut other).await;
