@@ -246,6 +246,7 @@ pub async fn run(
             app.clone(),
             cancel.clone(),
         ));
+        tasks.spawn(api::answer_status(cluster.clone(), cancel.clone()));
         let (cluster, ledger, journal) = (cluster.clone(), ledger.clone(), journal.clone());
         let (engine, notifier) = (engine.clone(), notifier.clone());
         let (cancel, failure) = (cancel.clone(), cluster_failure.clone());

@@ -62,16 +62,110 @@ fn forward_subject(cluster: &Cluster, node: &str) -> String {
     format!("{}.fwd.{node}", cluster.config().stream)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Clone)]
 pub(super) struct ClusterView {
     node: String,
-    role: &'static str,
+    role: String,
     leader: Option<String>,
     term: u64,
     applied_seq: u64,
     stream_seq: u64,
     /// The last fact this node holds.
     facts: u64,
+    /// Every node that answered within a moment, this one included, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<NodeView>,
+}
+
+/// A node as the others see it.
+#[derive(Serialize, Deserialize, Clone)]
+pub(crate) struct NodeView {
+    pub(super) node: String,
+    pub(super) role: String,
+    pub(super) applied_seq: u64,
+    /// Messages of the log it has not applied yet.
+    pub(super) lag: u64,
+}
+
+impl ClusterView {
+    fn of(status: crate::cluster::Status) -> ClusterView {
+        ClusterView {
+            node: status.node,
+            role: status.role.as_str().to_owned(),
+            leader: status.leader,
+            term: status.term,
+            applied_seq: status.applied_seq,
+            stream_seq: status.stream_seq,
+            facts: status.facts,
+            nodes: Vec::new(),
+        }
+    }
+
+    fn node_view(&self) -> NodeView {
+        NodeView {
+            node: self.node.clone(),
+            role: self.role.clone(),
+            applied_seq: self.applied_seq,
+            lag: self.stream_seq.saturating_sub(self.applied_seq),
+        }
+    }
+}
+
+/// The subject every node answers status requests on.
+fn status_subject(cluster: &Cluster) -> String {
+    format!("{}.status", cluster.config().stream)
+}
+
+/// How long a status request waits for the other nodes' answers.
+const STATUS_WAIT: Duration = Duration::from_millis(200);
+
+/// Every node's status that arrives within [`STATUS_WAIT`], sorted by name.
+pub(crate) async fn gather(cluster: &Cluster) -> Vec<NodeView> {
+    let client = cluster.client();
+    let inbox = client.new_inbox();
+    let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    if client
+        .publish_with_reply(status_subject(cluster), inbox, bytes::Bytes::new())
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut nodes = Vec::new();
+    let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        if let Ok(view) = rmp_serde::from_slice::<ClusterView>(&message.payload) {
+            nodes.push(view.node_view());
+        }
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes
+}
+
+/// Answers other nodes' status requests until `stop`.
+pub(crate) async fn answer_status(cluster: Cluster, stop: tokio_util::sync::CancellationToken) {
+    let Ok(mut requests) = cluster.client().subscribe(status_subject(&cluster)).await else {
+        tracing::error!("Cannot answer status requests.");
+        return;
+    };
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return,
+            message = requests.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let (Some(reply), Ok(payload)) = (
+            message.reply,
+            rmp_serde::to_vec_named(&ClusterView::of(cluster.status())),
+        ) else {
+            continue;
+        };
+        let _ = cluster.client().publish(reply, payload.into()).await;
+    }
 }
 
 /// `GET /api/v1/cluster`: this node's view of the cluster; 404 when it runs alone.
@@ -83,16 +177,9 @@ pub(super) async fn status(State(shared): State<AppState>) -> Result<Json<Cluste
             "this server runs as a single node",
         )
     })?;
-    let status = cluster.status();
-    Ok(Json(ClusterView {
-        node: status.node,
-        role: status.role.as_str(),
-        leader: status.leader,
-        term: status.term,
-        applied_seq: status.applied_seq,
-        stream_seq: status.stream_seq,
-        facts: status.facts,
-    }))
+    let mut view = ClusterView::of(cluster.status());
+    view.nodes = gather(cluster).await;
+    Ok(Json(view))
 }
 
 fn is_write(request: &Request) -> bool {

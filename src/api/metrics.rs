@@ -36,6 +36,11 @@ struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: String,
     route: String,
@@ -75,6 +80,11 @@ pub(crate) struct Metrics {
     notify_dropped: Counter,
     connections_open: Gauge,
     connections_refused: Counter,
+    cluster_leading: Gauge,
+    cluster_term: Gauge,
+    cluster_applied: Gauge,
+    cluster_stream: Gauge,
+    cluster_node_lag: Family<NodeLabels, Gauge>,
 }
 
 impl Metrics {
@@ -164,6 +174,36 @@ impl Metrics {
             "journal_healthy",
             "1 while the journal accepts writes, 0 while the disk refuses them",
             journal_healthy.clone(),
+        );
+        let cluster_leading = Gauge::default();
+        registry.register(
+            "cluster_leading",
+            "1 while this node leads the cluster's log (cluster mode)",
+            cluster_leading.clone(),
+        );
+        let cluster_term = Gauge::default();
+        registry.register(
+            "cluster_term",
+            "The term of the lease this node last saw",
+            cluster_term.clone(),
+        );
+        let cluster_applied = Gauge::default();
+        registry.register(
+            "cluster_applied_sequence",
+            "The stream sequence of the last log message this node applied or appended",
+            cluster_applied.clone(),
+        );
+        let cluster_stream = Gauge::default();
+        registry.register(
+            "cluster_stream_sequence",
+            "The log stream's last sequence, as this node last saw it",
+            cluster_stream.clone(),
+        );
+        let cluster_node_lag = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "cluster_node_lag",
+            "Log messages each node that answered has not applied yet",
+            cluster_node_lag.clone(),
         );
         let journal_snapshots = Counter::default();
         registry.register(
@@ -258,6 +298,11 @@ impl Metrics {
             journal_healthy,
             journal_snapshots,
             journal_snapshot_longest_hold,
+            cluster_leading,
+            cluster_term,
+            cluster_applied,
+            cluster_stream,
+            cluster_node_lag,
             orders_accepted,
             orders_refused,
             orders_replayed,
@@ -266,6 +311,28 @@ impl Metrics {
             skus,
             orders,
             orders_locked,
+        }
+    }
+
+    /// The cluster's figures: this node's, and each node's lag as it answered.
+    pub(crate) fn cluster(
+        &self,
+        status: &crate::cluster::Status,
+        nodes: &[super::cluster::NodeView],
+    ) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.cluster_leading
+            .set(i64::from(status.role == crate::cluster::Role::Leader));
+        self.cluster_term.set(gauge(status.term));
+        self.cluster_applied.set(gauge(status.applied_seq));
+        self.cluster_stream.set(gauge(status.stream_seq));
+        self.cluster_node_lag.clear();
+        for node in nodes {
+            self.cluster_node_lag
+                .get_or_create(&NodeLabels {
+                    node: node.node.clone(),
+                })
+                .set(gauge(node.lag));
         }
     }
 

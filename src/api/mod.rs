@@ -35,7 +35,7 @@ use crate::hub::Hub;
 use crate::journal::Journal;
 use crate::ledger::Ledger;
 pub(crate) use access::Access;
-pub(crate) use cluster::answer_forwarded;
+pub(crate) use cluster::{answer_forwarded, answer_status};
 use dto::HealthResponse;
 use error::ApiError;
 pub(crate) use metrics::Metrics;
@@ -222,6 +222,10 @@ pub(crate) async fn health(State(shared): State<AppState>) -> Json<HealthRespons
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text exposition", body = String)))]
 pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
+    if let Some(cluster) = &shared.cluster {
+        let nodes = cluster::gather(cluster).await;
+        shared.metrics.cluster(&cluster.status(), &nodes);
+    }
     let text = shared.metrics.render(
         shared.ledger.counts(),
         shared.journal.stats(),

@@ -155,8 +155,8 @@ pub(super) async fn follow(
                     }
                 }
             };
-            let sequence = match message.info() {
-                Ok(info) => info.stream_sequence,
+            let (sequence, pending) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.pending),
                 Err(error) => return Err(log_error(0, format!("no stream sequence: {error}"))),
             };
             let mut position = position.lock().await;
@@ -202,7 +202,8 @@ pub(super) async fn follow(
             position.applied_seq = sequence;
             cluster.update(|status| {
                 status.applied_seq = sequence;
-                status.stream_seq = status.stream_seq.max(sequence);
+                // What the reader still has to deliver: this node's lag behind the log.
+                status.stream_seq = status.stream_seq.max(sequence + pending);
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

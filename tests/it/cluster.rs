@@ -896,6 +896,30 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
     let leader_view = nodes[leader].cluster().await.expect("leader");
     let late_view = late.cluster().await.expect("d");
     assert_eq!(late_view["facts"], leader_view["facts"]);
+    // Every node answers for itself: the leader lists all four, caught up.
+    let names: Vec<&str> = leader_view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|node| node["node"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "d"], "{leader_view}");
+    let metrics = client
+        .get(format!("{}/metrics", nodes[leader].base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("stockpulse_cluster_leading 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stockpulse_cluster_node_lag{node=\"d\"}"),
+        "{metrics}"
+    );
     assert!(100_000 <= late_view["facts"].as_u64().expect("facts"));
     let mut sold = 0;
     for sku in skus {
