@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Failover and standby lag of a three-node cluster on a three-server NATS cluster, all on
+# this machine:
+#   - KILLS times, kill -9 the leader and time from the kill to the first order acknowledged
+#     by another node (orders sent one after another to a surviving node, each retried until
+#     acknowledged; the failed attempts are counted), then start the killed node again;
+#   - under `stockpulse-load ingest` against the leader, the standbys' lag behind the log
+#     (messages not yet applied), sampled every 100 ms.
+# Usage: benches/cluster-failover.sh [KILLS] [LOAD_SECONDS]   (after cargo build --release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KILLS=${1:-10}
+LOAD_SECONDS=${2:-10}
+BIN=target/release/stockpulse
+LOAD=target/release/stockpulse-load
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; pkill -f "$WORK" 2>/dev/null; sleep 0.5; rm -rf "$WORK"' EXIT
+
+ROUTES=nats://127.0.0.1:26321,nats://127.0.0.1:26322,nats://127.0.0.1:26323
+for i in 1 2 3; do
+  nats-server -n n$i -a 127.0.0.1 -p 2432$i -m 2832$i -js -sd "$WORK/n$i" \
+    --cluster_name bench --cluster nats://127.0.0.1:2632$i --routes $ROUTES >"$WORK/n$i.log" 2>&1 &
+done
+for i in 1 2 3; do
+  until curl -sf "127.0.0.1:2832$i/healthz" >/dev/null; do sleep 0.1; done
+done
+NATS=nats://127.0.0.1:24321,nats://127.0.0.1:24322,nats://127.0.0.1:24323
+
+declare -A PORT=([a]=19101 [b]=19102 [c]=19103)
+start_node() {
+  "$BIN" --listen "127.0.0.1:${PORT[$1]}" --data-dir "$WORK/$1" --cluster "$NATS" --node-id "$1" \
+    >>"$WORK/$1.log" 2>&1 &
+  until curl -sf "127.0.0.1:${PORT[$1]}/healthz" >/dev/null; do sleep 0.05; done
+}
+for node in a b c; do start_node "$node"; done
+
+leader() {
+  for node in a b c; do
+    if curl -sf "127.0.0.1:${PORT[$node]}/api/v1/cluster" 2>/dev/null | grep -q '^{"node":"[^"]*","role":"leader"'; then
+      echo "$node"; return
+    fi
+  done
+}
+until [ -n "$(leader)" ]; do sleep 0.1; done
+curl -sf -XPUT "127.0.0.1:${PORT[$(leader)]}/api/v1/skus/BENCH" -H 'content-type: application/json' \
+  -d '{"total": 100000000}' >/dev/null
+
+now_ms() { date +%s%3N; }
+TIMES=()
+FAILED=0
+for kill in $(seq 1 "$KILLS"); do
+  old=$(leader)
+  until [ -n "$old" ]; do sleep 0.1; old=$(leader); done
+  survivor=a; [ "$old" = a ] && survivor=b
+  pid=$(pgrep -f -- "$WORK/$old " | head -1)
+  started=$(now_ms)
+  kill -9 "$pid"
+  attempt=0
+  until curl -sf -m 2 -XPOST "127.0.0.1:${PORT[$survivor]}/api/v1/orders" -H 'content-type: application/json' \
+      -d "{\"order_id\":\"f$kill\",\"sku\":\"BENCH\",\"qty\":1,\"platform\":\"douyin\",\"paid\":true}" >/dev/null; do
+    attempt=$((attempt + 1))
+    sleep 0.02
+  done
+  TIMES+=($(( $(now_ms) - started )))
+  FAILED=$((FAILED + attempt))
+  echo "kill $kill: leader $old (pid $pid), first acknowledgement on $survivor after ${TIMES[-1]} ms, $attempt attempts refused" >&2
+  start_node "$old"
+  sleep 1
+done
+printf '%s\n' "${TIMES[@]}" | sort -n | awk -v failed="$FAILED" -v kills="$KILLS" '
+  { t[NR] = $1 }
+  END { printf "failover, kill -9 of the leader to the first acknowledged order (%d kills): p50 %d ms, max %d ms; %d attempts refused or unanswered meanwhile, all acknowledged on retry\n", kills, t[int((NR + 1) / 2)], t[NR], failed }'
+
+# Standby lag under load.
+target=$(leader)
+"$LOAD" --target "127.0.0.1:${PORT[$target]}" --quiet ingest --connections 50 --seconds "$LOAD_SECONDS" \
+  >"$WORK/load.txt" 2>&1 &
+load=$!
+: >"$WORK/lag.txt"
+while kill -0 "$load" 2>/dev/null; do
+  curl -sf "127.0.0.1:${PORT[$target]}/api/v1/cluster" | python3 -c '
+import json, sys
+view = json.load(sys.stdin)
+for node in view.get("nodes", []):
+    if node["role"] == "standby":
+        print(node["lag"])' >>"$WORK/lag.txt" || true
+  sleep 0.1
+done
+grep -E "orders/s|ack latency" "$WORK/load.txt" || true
+sort -n "$WORK/lag.txt" | awk '
+  { l[NR] = $1 }
+  END {
+    if (NR == 0) exit
+    p99 = int(NR * 0.99) + 1
+    if (p99 > NR) p99 = NR
+    printf "standby lag under that load (%d samples): p50 %d, p99 %d, max %d messages\n", NR, l[int(NR / 2) + 1], l[p99], l[NR]
+  }'
