@@ -83,7 +83,8 @@ pub(crate) struct NodeView {
     pub(super) node: String,
     pub(super) role: String,
     pub(super) applied_seq: u64,
-    /// Messages of the log it has not applied yet.
+    /// Messages of the log it had not applied when it answered, against the newest head
+    /// any node reported in the same round of answers.
     pub(super) lag: u64,
 }
 
@@ -133,13 +134,27 @@ pub(crate) async fn gather(cluster: &Cluster) -> Vec<NodeView> {
     {
         return Vec::new();
     }
-    let mut nodes = Vec::new();
+    let mut views = Vec::new();
     let deadline = tokio::time::Instant::now() + STATUS_WAIT;
     while let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await {
         if let Ok(view) = rmp_serde::from_slice::<ClusterView>(&message.payload) {
-            nodes.push(view.node_view());
+            views.push(view);
         }
     }
+    // A node's lag: how far the log's head, as the most advanced answer saw it (the
+    // leader's, in the same moment), is ahead of what the node applied.
+    let head = views
+        .iter()
+        .map(|view| view.stream_seq.max(view.applied_seq))
+        .max()
+        .unwrap_or(0);
+    let mut nodes: Vec<NodeView> = views
+        .iter()
+        .map(|view| NodeView {
+            lag: head.saturating_sub(view.applied_seq),
+            ..view.node_view()
+        })
+        .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     nodes
 }
