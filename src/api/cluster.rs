@@ -290,6 +290,70 @@ pub(super) async fn forward_writes(
     response
 }
 
+/// Sends one order operation of a WebSocket session on a standby to the leader, as a
+/// one-item batch under the session's claims (a short-lived token signed with the shared
+/// secret, when there is one). The batch item's answer: its status and its `order` or
+/// `error`.
+pub(super) async fn forward_command(
+    shared: &AppState,
+    claims: &crate::auth::Claims,
+    op: &super::dto::BatchOp,
+) -> Result<serde_json::Value, ApiError> {
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            "the leader could not be reached; retry",
+        )
+    };
+    let cluster = shared.cluster.as_ref().ok_or_else(unavailable)?;
+    let status = cluster.status();
+    let leader = status
+        .leader
+        .filter(|leader| *leader != status.node)
+        .ok_or_else(unavailable)?;
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    if let Some(authority) = &shared.access.authority {
+        let now = shared.clock.now().as_millis() / 1000;
+        let short = crate::auth::Claims {
+            exp: now + 60,
+            ..claims.clone()
+        };
+        headers.push((
+            "authorization".to_owned(),
+            format!("Bearer {}", authority.issue(&short)),
+        ));
+    }
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "ops": [op] })).map_err(|_| unavailable())?;
+    let forwarded = ForwardedRequest {
+        method: "POST".to_owned(),
+        uri: "/api/v1/orders/batch".to_owned(),
+        headers,
+        body,
+    };
+    let payload = rmp_serde::to_vec(&forwarded).map_err(|_| unavailable())?;
+    let message = tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        cluster
+            .client()
+            .request(forward_subject(cluster, &leader), payload.into()),
+    )
+    .await
+    .map_err(|_| unavailable())?
+    .map_err(|_| unavailable())?;
+    let answer: ForwardedResponse =
+        rmp_serde::from_slice(&message.payload).map_err(|_| unavailable())?;
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&answer.body).map_err(|_| unavailable())?;
+    if answer.status != 200 {
+        // The whole batch was refused (503 on a node that lost the lead, 401, 403…): its
+        // error is the command's.
+        return Ok(serde_json::json!({"status": answer.status, "error": body["error"].take()}));
+    }
+    Ok(body["results"][0].take())
+}
+
 fn not_leader(cluster: &Cluster) -> Response {
     let status = cluster.status();
     let mut response = ApiError::new(

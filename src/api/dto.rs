@@ -199,7 +199,7 @@ pub(crate) struct LineBody {
 }
 
 /// An order: one line (`sku`, `qty`) or several (`lines`), never both.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OrderRequestBody {
     /// The platform's order id: the idempotency key.
@@ -318,6 +318,8 @@ pub(crate) struct BatchRequest {
 }
 
 /// One operation of a batch.
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum BatchOp {
     /// A `reserve`; with `"paid": true`, a `sell`, as in `POST /api/v1/orders`.
     Reserve(OrderRequestBody),

@@ -339,6 +339,16 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                         finish_close(&mut receiver).await;
                         break;
                     }
+                    Ok((id, Ok(op))) if shared.cluster.as_ref().is_some_and(|cluster| !cluster.leading()) => {
+                        // A standby takes order commands too: the leader runs them.
+                        let result = super::cluster::forward_command(&shared, granted, &op).await;
+                        forwarded_reply(codec, &mut pending, id, result);
+                        let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
+                        if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
+                            break;
+                        }
+                        continue;
+                    }
                     Ok((id, op)) => {
                         command_reply(&shared, codec, &mut pending, id, op);
                         let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
@@ -688,6 +698,56 @@ fn command_reply(
         id,
         reply,
     });
+}
+
+/// Queues the reply to a command the leader ran for this standby: ready at once (the leader
+/// answered after its change was in the log), behind the replies queued before it.
+fn forwarded_reply(
+    codec: Codec,
+    pending: &mut Pending,
+    id: String,
+    result: Result<serde_json::Value, ApiError>,
+) {
+    let reply = match result {
+        Ok(item) => {
+            let forwarded = ForwardedReply {
+                kind: "reply",
+                id: &id,
+                status: item["status"]
+                    .as_u64()
+                    .and_then(|status| u16::try_from(status).ok())
+                    .unwrap_or(500),
+                order: item.get("order").filter(|order| !order.is_null()),
+                error: item.get("error").filter(|error| !error.is_null()),
+            };
+            match codec {
+                Codec::Json => Bytes::from(serde_json::to_vec(&forwarded).expect("replies encode")),
+                Codec::MessagePack => {
+                    Bytes::from(rmp_serde::to_vec_named(&forwarded).expect("replies encode"))
+                }
+            }
+        }
+        Err(error) => Reply::refused(&id, &error).encode(codec),
+    };
+    pending.push_back(PendingReply {
+        needed: 0,
+        deadline: Instant::now() + super::DURABLE_WAIT_MAX,
+        id,
+        reply,
+    });
+}
+
+/// A reply the leader's answer makes, for a command forwarded from a standby.
+#[derive(Serialize)]
+struct ForwardedReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a serde_json::Value>,
 }
 
 /// Takes the replies that may go now, in order: those whose changes are durable, and those

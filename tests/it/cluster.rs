@@ -1055,4 +1055,20 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     follow_until(&mut resumed, &mut last, target + 70, &mut seen).await;
     assert_eq!(seen.len(), 120);
     assert_eq!(seen.last().expect("last")["stock"]["sold"], 120);
+
+    // A standby takes order commands over /ws too: the leader runs them.
+    let mut commands = screen(&nodes[second]).await;
+    crate::push::send(
+        &mut commands,
+        json!({"op": "sell", "id": "c-1", "order_id": "ws-1", "sku": "A", "qty": 1, "platform": "douyin"}),
+    )
+    .await;
+    let reply = crate::push::next_messages(&mut commands).await;
+    assert_eq!(reply[0]["type"], "reply", "{reply:?}");
+    assert_eq!(reply[0]["id"], "c-1");
+    assert_eq!(reply[0]["status"], 201, "{reply:?}");
+    assert_eq!(reply[0]["order"]["status"], "sold");
+    let (status, order) = get_json(&client, &format!("{leader_base}/api/v1/orders/ws-1")).await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    assert_eq!(order["status"], "sold");
 }
