@@ -40,6 +40,9 @@ use crate::ledger::Ledger;
 
 pub use log::{StreamPosition, log_subject};
 
+/// How long a starting node waits for JetStream to answer before it gives up.
+const JETSTREAM_READY_MAX: Duration = Duration::from_secs(60);
+
 /// What a node is doing in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -174,9 +177,25 @@ impl Cluster {
                 reason: error.to_string(),
             })?;
         let jetstream = jetstream::new(client.clone());
-        let epoch = log::ensure_stream(&jetstream, config).await?;
-        lease::ensure_bucket(&jetstream, config).await?;
-        snapshot::ensure_store(&jetstream, config).await?;
+        // A NATS cluster that just started, or is electing, does not answer JetStream
+        // requests for a few seconds: keep asking, for a while, unless the answer is a no.
+        let deadline = tokio::time::Instant::now() + JETSTREAM_READY_MAX;
+        let epoch = loop {
+            let ready = async {
+                let epoch = log::ensure_stream(&jetstream, config).await?;
+                lease::ensure_bucket(&jetstream, config).await?;
+                snapshot::ensure_store(&jetstream, config).await?;
+                Ok::<u64, ClusterError>(epoch)
+            };
+            match ready.await {
+                Ok(epoch) => break epoch,
+                Err(ClusterError::Nats(reason)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(%reason, "JetStream is not ready; asking again.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let status = Status {
             node: config.node_id.clone(),
             role: Role::Standby,

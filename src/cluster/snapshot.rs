@@ -93,8 +93,22 @@ pub async fn publish(
     Ok(())
 }
 
-/// The newest shared snapshot, if any.
+/// The newest shared snapshot, if any. JetStream that does not answer yet (a NATS cluster
+/// starting or electing) is asked again for a while.
 pub async fn load(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
+    let deadline = tokio::time::Instant::now() + super::JETSTREAM_READY_MAX;
+    loop {
+        match load_once(cluster).await {
+            Err(ClusterError::Nats(reason)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%reason, "Cannot read the shared snapshot yet; asking again.");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn load_once(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
     let config = &cluster.inner.config;
     let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
     let store = cluster
