@@ -167,6 +167,15 @@ pub(super) async fn follow(
             if sequence <= position.applied_seq {
                 continue;
             }
+            if position.applied_seq + 1 < sequence {
+                // The messages in between were trimmed after a newer shared snapshot: this
+                // node is further behind than the log keeps.
+                return Err(ClusterError::SteppedDown(format!(
+                    "the log now starts after message {}, past this node's {}; starting again from the newest snapshot",
+                    sequence - 1,
+                    position.applied_seq
+                )));
+            }
             let headers = message.headers.clone().unwrap_or_default();
             let kind = header(&headers, KIND).unwrap_or_default();
             match kind.as_str() {

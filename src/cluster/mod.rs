@@ -99,8 +99,8 @@ pub enum ClusterError {
     /// JetStream refused or failed an operation.
     #[error("NATS JetStream: {0}")]
     Nats(String),
-    /// This node led and lost its lease or its right to append: it must start again as a
-    /// standby.
+    /// This node led and lost its lease or its right to append, or it fell behind what the
+    /// log keeps: it must start again, as a standby, from the newest shared snapshot.
     #[error("stepped down: {0}")]
     SteppedDown(String),
 }
@@ -138,6 +138,9 @@ struct Inner {
     leading: AtomicBool,
     /// The log's epoch, the same on every node.
     epoch: u64,
+    /// The stream sequence of the last shared snapshot this node wrote: the next trims the
+    /// log up to it.
+    previous_snapshot_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -213,6 +216,7 @@ impl Cluster {
                 status: watch::channel(status).0,
                 leading: AtomicBool::new(false),
                 epoch,
+                previous_snapshot_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

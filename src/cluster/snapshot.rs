@@ -8,6 +8,10 @@
 //! stream sequence is the leader's last appended message read *before* the cut: every
 //! message up to it holds only facts the image has, and every fact after the image is in a
 //! later message (a message may hold both; following skips the facts already held).
+//!
+//! Each new shared snapshot trims the log up to the stream sequence of the one before it, so
+//! the log keeps about one snapshot interval; a standby that falls further behind than that
+//! finds its next message gone and starts again from the newest snapshot.
 
 use async_nats::jetstream::{self, object_store};
 use tokio::io::AsyncReadExt as _;
@@ -83,6 +87,28 @@ pub async fn publish(
         .await
         .map_err(|error| error.to_string())?;
     journal.snapshot_written(&snapshot);
+    // The log keeps what the previous shared snapshot did not hold, one snapshot interval:
+    // a node that loads the newest snapshot follows from its stream sequence, which is past
+    // that; a standby further behind than that starts again from the newest snapshot.
+    let previous = cluster
+        .inner
+        .previous_snapshot_seq
+        .swap(stream_seq, std::sync::atomic::Ordering::AcqRel);
+    if 0 < previous {
+        match cluster
+            .inner
+            .jetstream
+            .get_stream(&cluster.inner.config.stream)
+            .await
+        {
+            Ok(stream) => {
+                if let Err(error) = stream.purge().sequence(previous + 1).await {
+                    tracing::warn!(%error, "Cannot trim the log; it keeps everything.");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot trim the log; it keeps everything."),
+        }
+    }
     tracing::info!(
         sequence = snapshot.sequence,
         stream_seq,

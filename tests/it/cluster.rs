@@ -874,7 +874,8 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
             .find_map(|line| line.strip_prefix("stockpulse_journal_snapshots_total "))
             .and_then(|count| count.parse::<u64>().ok())
             .unwrap_or(0);
-        if 1 <= shared {
+        // Two: the second trims the log up to the first.
+        if 2 <= shared {
             break;
         }
         assert!(
@@ -884,6 +885,20 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Each shared snapshot trims the log up to the one before it: the log no longer starts
+    // at its first message, so d cannot replay it all.
+    let mut stream = nats_client(&nats)
+        .await
+        .get_stream("stockpulse")
+        .await
+        .expect("the log stream");
+    let first = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .first_sequence;
+    assert!(1 < first, "the log was never trimmed");
     nodes.push(Node::start(directory.path(), "d", &nats).await);
     let leader = settled(&nodes).await;
     let late = &nodes[3];
