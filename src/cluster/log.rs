@@ -26,6 +26,9 @@ const LAST: &str = "Sp-Last";
 /// How long a standby's log reader may stay quiet before it checks it is not stuck.
 const FOLLOW_QUIET_MAX: Duration = Duration::from_secs(2);
 
+/// How long opening a log reader waits for each JetStream answer.
+const READER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a batch is tried again before the leader gives up on the log.
 const APPEND_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -225,9 +228,12 @@ async fn open_reader(
     start: u64,
 ) -> Result<jetstream::consumer::pull::Ordered, String> {
     let config = &cluster.inner.config;
-    let stream = cluster
-        .inner
-        .jetstream
+    // Asked with a short timeout: while NATS elects after losing a server, a request can go
+    // unanswered, and the next one, a moment later, is the one that works.
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(READER_REQUEST_TIMEOUT)
+        .build(cluster.inner.client.clone());
+    let stream = jetstream
         .get_stream(&config.stream)
         .await
         .map_err(|error| error.to_string())?;
