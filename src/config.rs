@@ -88,6 +88,9 @@ pub struct ClusterConfig {
     /// Credentials for NATS: a user and password, or a token; from the configuration file
     /// or the environment, never from flags.
     pub credentials: NatsCredentials,
+    /// Create this cluster's log even though the NATS account already holds another
+    /// stockpulse log: a second cluster on purpose, not a mistyped stream name.
+    pub new_stream: bool,
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -121,6 +124,8 @@ pub struct ClusterLayer {
     pub stream: Option<String>,
     pub lease_ttl_ms: Option<u64>,
     pub lease_renew_ms: Option<u64>,
+    /// Start a second cluster on NATS that already holds a stockpulse log.
+    pub new_stream: Option<bool>,
     pub user: Option<String>,
     /// Also `STOCKPULSE_NATS_PASSWORD`.
     pub password: Option<String>,
@@ -152,6 +157,7 @@ impl ClusterLayer {
             stream: over.stream.or(self.stream),
             lease_ttl_ms: over.lease_ttl_ms.or(self.lease_ttl_ms),
             lease_renew_ms: over.lease_renew_ms.or(self.lease_renew_ms),
+            new_stream: over.new_stream.or(self.new_stream),
             user: over.user.or(self.user),
             password: over.password.or(self.password),
             token: over.token.or(self.token),
@@ -227,6 +233,7 @@ impl ClusterLayer {
             lease_ttl: Duration::from_millis(lease_ttl_ms),
             lease_renew: Duration::from_millis(lease_renew_ms),
             credentials,
+            new_stream: self.new_stream.unwrap_or(false),
         }))
     }
 }

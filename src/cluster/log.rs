@@ -55,6 +55,42 @@ pub(super) async fn ensure_stream(
 ) -> Result<u64, ClusterError> {
     let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
     let description = stream_description();
+    if !config.new_stream && jetstream.get_stream(&config.stream).await.is_err() {
+        // No log by this name. If the account holds another stockpulse log, this node's
+        // stream name is most likely mistyped: creating it would start a cluster of its own,
+        // taking orders the real one never sees.
+        let mut names = jetstream.stream_names();
+        let mut others = Vec::new();
+        while let Some(name) = names.next().await {
+            let name = name.map_err(|error| nats(&error))?;
+            if name == config.stream {
+                // It does exist: the first look was not answered.
+                others.clear();
+                break;
+            }
+            let is_log = match jetstream.get_stream(&name).await {
+                Ok(mut stream) => stream.info().await.is_ok_and(|info| {
+                    info.config
+                        .description
+                        .as_deref()
+                        .is_some_and(|text| text.starts_with("stockpulse log"))
+                }),
+                Err(_) => false,
+            };
+            if is_log {
+                others.push(name);
+            }
+        }
+        if !others.is_empty() {
+            return Err(ClusterError::Incompatible {
+                stream: config.stream.clone(),
+                reason: format!(
+                    "there is no such stream, and NATS already holds the stockpulse log {};                      set cluster.stream to join it, or cluster.new_stream = true to start a                      second cluster",
+                    others.join(", ")
+                ),
+            });
+        }
+    }
     let mut stream = jetstream
         .get_or_create_stream(stream::Config {
             name: config.stream.clone(),

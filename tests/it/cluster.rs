@@ -1089,3 +1089,45 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     assert_eq!(status, StatusCode::OK, "{order}");
     assert_eq!(order["status"], "sold");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_mistyped_stream_name_refuses_to_start_a_cluster_of_its_own() {
+    // Goal: a node configured with another stream name, on NATS that already holds a
+    // stockpulse log, refuses to join (exit 65, naming the log it found) instead of starting
+    // a cluster of its own that would take orders its peers never see; with
+    // `new_stream = true` it may.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::start(directory.path());
+    nats.ready().await;
+    let nodes = vec![Node::start(directory.path(), "a", &nats).await];
+    settled(&nodes).await;
+    let typo = directory.path().join("typo");
+    std::fs::create_dir_all(&typo).expect("directory");
+    std::fs::write(
+        typo.join("cluster.toml"),
+        "[cluster]\nreplicas = 3\nstream = \"stockpluse\"\n",
+    )
+    .expect("configuration written");
+    let mut stray = Node::prepare(&typo, "x", &nats);
+    stray.launch();
+    let code = stray.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(65), "{}", stray.log_text());
+    assert!(
+        stray
+            .log_text()
+            .contains("already holds the stockpulse log stockpulse"),
+        "{}",
+        stray.log_text()
+    );
+
+    let second = directory.path().join("second");
+    std::fs::create_dir_all(&second).expect("directory");
+    std::fs::write(
+        second.join("cluster.toml"),
+        "[cluster]\nreplicas = 3\nstream = \"second\"\nnew_stream = true\n",
+    )
+    .expect("configuration written");
+    let other = vec![Node::start(&second, "y", &nats).await];
+    settled(&other).await;
+}
