@@ -2,86 +2,16 @@
 //! it at a consistent cut without stopping the ledger for long (copy on write for orders);
 //! `Ledger::import` rebuilds a ledger from it and checks every invariant on the way in.
 
-use std::sync::Arc;
-
 use super::order::{OrderEntry, OrderStripe, Origin};
-use super::room::{ListingTally, Room};
 use super::sku::{PlatformTally, Quantities, SkuEntry, SkuSlot};
 use super::stripe::SkuTable;
-use super::{
-    Ledger, LedgerConfig, OrderRequest, OrderStatus, Platform, ReplayError, RestockId, SkuSettings,
-    Stock,
-};
-use crate::clock::Timestamp;
-
-/// Every SKU and every remembered order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LedgerImage {
-    pub skus: Vec<SkuImage>,
-    pub orders: Vec<OrderImage>,
-    pub rooms: Vec<Arc<Room>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SkuImage {
-    pub stock: Stock,
-    pub settings: SkuSettings,
-    /// (platform, locked, sold) for every platform that ever took this SKU.
-    pub platforms: Vec<(Platform, u64, u64)>,
-    pub updated_at: Timestamp,
-    /// The latest restock ids and quantities, oldest first.
-    pub restocks: Vec<(RestockId, u64)>,
-    /// What each room listing of this SKU consumed.
-    pub listings: Vec<ListingTally>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrderImage {
-    pub order: Arc<OrderRequest>,
-    pub status: OrderStatus,
-    /// Placed paid (`sell`) rather than reserved.
-    pub sold_at_creation: bool,
-    pub created_at: Timestamp,
-    pub expires_at: Timestamp,
-    pub updated_at: Timestamp,
-    /// Each line's SKU version right after the order last took its units; empty when
-    /// unknown (snapshots written before it was kept).
-    pub taken_versions: smallvec::SmallVec<[u64; 1]>,
-}
+use super::values::LedgerImage;
+use super::{Ledger, LedgerConfig, Platform, ReplayError};
 
 /// Orders copied under one stripe lock before it is released and taken again: at about
 /// 200 ns an order (each a cache miss in a large ledger), a pause of some 200 µs for the
 /// orders of that stripe.
 pub(super) const SNAPSHOT_ORDERS_PER_HOLD_MAX: usize = 64;
-
-/// A SKU as a snapshot keeps it.
-pub(super) fn sku_image(sku: &super::SkuId, entry: &SkuEntry) -> SkuImage {
-    SkuImage {
-        stock: entry.stock(sku),
-        settings: entry.settings.clone(),
-        platforms: entry
-            .platforms
-            .iter()
-            .map(|tally| (tally.platform.clone(), tally.locked, tally.sold))
-            .collect(),
-        updated_at: entry.updated_at,
-        restocks: entry.restocks.iter().cloned().collect(),
-        listings: entry.listings.clone(),
-    }
-}
-
-/// An order as a snapshot keeps it.
-pub(super) fn order_image(entry: &OrderEntry) -> OrderImage {
-    OrderImage {
-        order: entry.order.clone(),
-        status: entry.status,
-        sold_at_creation: entry.origin == Origin::Sell,
-        created_at: entry.created_at,
-        expires_at: entry.expires_at,
-        updated_at: entry.updated_at,
-        taken_versions: entry.taken_versions.clone(),
-    }
-}
 
 impl Ledger {
     /// The whole ledger at one instant, without stopping it for long. The cut holds every

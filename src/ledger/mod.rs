@@ -36,6 +36,7 @@ mod room;
 mod sku;
 mod stripe;
 mod types;
+mod values;
 
 #[cfg(test)]
 mod tests;
@@ -52,7 +53,6 @@ use smallvec::SmallVec;
 pub use durable::DurableState;
 pub use error::{LedgerError, ReplayError};
 pub use fact::{Consumed, Fact, Stocks};
-pub use image::{LedgerImage, OrderImage, SkuImage};
 pub use room::{
     Listing, ListingState, ListingTally, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX,
     Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series,
@@ -62,6 +62,7 @@ pub use types::{
     OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId,
     SkuSettings, SkuUpdate, SkuView, Stock, stock_qty,
 };
+pub use values::{LedgerImage, OrderImage, SkuImage};
 
 use crate::clock::Timestamp;
 use order::{Action, OrderEntry, OrderStripe, Origin, Step, is_finished};

@@ -131,7 +131,7 @@ pub(super) struct OrderStripe {
     copied_generation: u32,
     /// While a snapshot copies the ledger, each order changed here after its cut, as it was
     /// at the cut (`None`: absent then); the copy takes these instead of what it finds.
-    before_cut: std::collections::HashMap<OrderId, Option<super::OrderImage>>,
+    before_cut: std::collections::HashMap<OrderId, Option<super::values::OrderImage>>,
 }
 
 impl OrderStripe {
@@ -196,7 +196,7 @@ impl OrderStripe {
         // after being forgotten.
         let image = match self.get(hash, order_id) {
             Some(entry) if generation <= entry.born => return,
-            Some(entry) => Some(super::image::order_image(entry)),
+            Some(entry) => Some(entry.image()),
             None => return,
         };
         self.before_cut.insert(order_id.clone(), image);
@@ -209,7 +209,7 @@ impl OrderStripe {
         generation: u32,
         start: usize,
         count: usize,
-        out: &mut Vec<super::OrderImage>,
+        out: &mut Vec<super::values::OrderImage>,
     ) -> Option<usize> {
         let end = start.saturating_add(count);
         let capacity = self.orders.capacity();
@@ -217,7 +217,7 @@ impl OrderStripe {
             if let Some(slot) = self.orders.get(position)
                 && slot.entry.born < generation
             {
-                out.push(super::image::order_image(&slot.entry));
+                out.push(slot.entry.image());
             }
         }
         (end < capacity).then_some(end)
@@ -228,7 +228,7 @@ impl OrderStripe {
     pub(super) fn finish_copy(
         &mut self,
         generation: u32,
-    ) -> std::collections::HashMap<OrderId, Option<super::OrderImage>> {
+    ) -> std::collections::HashMap<OrderId, Option<super::values::OrderImage>> {
         self.copied_generation = generation;
         std::mem::take(&mut self.before_cut)
     }
@@ -359,6 +359,21 @@ impl ReplayStep {
             ReplayStep::Cancel => (Locked, Movement::Unlock, Cancelled),
             ReplayStep::Expire => (Locked, Movement::Unlock, Expired),
             ReplayStep::Refund => (Sold, Movement::Refund, Refunded),
+        }
+    }
+}
+
+impl OrderEntry {
+    /// The order as a snapshot keeps it.
+    pub(super) fn image(&self) -> super::values::OrderImage {
+        super::values::OrderImage {
+            order: self.order.clone(),
+            status: self.status,
+            sold_at_creation: self.origin == Origin::Sell,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            updated_at: self.updated_at,
+            taken_versions: self.taken_versions.clone(),
         }
     }
 }

@@ -354,3 +354,21 @@ pub(super) struct SkuSlot {
     pub(super) hash: u64,
     pub(super) entry: SkuEntry,
 }
+
+impl SkuEntry {
+    /// The SKU as a snapshot keeps it.
+    pub(super) fn image(&self, sku: &SkuId) -> super::values::SkuImage {
+        super::values::SkuImage {
+            stock: self.stock(sku),
+            settings: self.settings.clone(),
+            platforms: self
+                .platforms
+                .iter()
+                .map(|tally| (tally.platform.clone(), tally.locked, tally.sold))
+                .collect(),
+            updated_at: self.updated_at,
+            restocks: self.restocks.iter().cloned().collect(),
+            listings: self.listings.clone(),
+        }
+    }
+}

@@ -7,9 +7,9 @@ use hashbrown::HashTable;
 use parking_lot::MutexGuard;
 use smallvec::SmallVec;
 
-use super::image::SkuImage;
 use super::sku::{SkuEntry, SkuSlot};
 use super::types::SkuId;
+use super::values::SkuImage;
 
 /// Pads a stripe to its own cache lines so two cores locking neighbouring stripes do not
 /// fight over one line.
@@ -47,7 +47,7 @@ impl SkuTable {
     pub(super) fn find_mut(&mut self, key: &SkuKey<'_>, generation: u32) -> Option<&mut SkuEntry> {
         let slot = self.slots.find_mut(key.hash, |slot| slot.sku == *key.sku)?;
         if self.copied_generation < generation && !self.before_cut.contains_key(key.sku) {
-            let image = super::image::sku_image(&slot.sku, &slot.entry);
+            let image = slot.entry.image(&slot.sku);
             self.before_cut.insert(key.sku.clone(), Some(image));
         }
         Some(&mut slot.entry)
@@ -74,7 +74,7 @@ impl SkuTable {
         self.copied_generation = generation;
         for slot in self.slots.iter() {
             if !before_cut.contains_key(&slot.sku) {
-                out.push(super::image::sku_image(&slot.sku, &slot.entry));
+                out.push(slot.entry.image(&slot.sku));
             }
         }
         out.extend(before_cut.into_values().flatten());
