@@ -102,12 +102,13 @@ impl ClusterView {
         }
     }
 
-    fn node_view(&self) -> NodeView {
+    /// This node as the others see it, against the log's head `head`.
+    fn node_view(&self, head: u64) -> NodeView {
         NodeView {
             node: self.node.clone(),
             role: self.role.clone(),
             applied_seq: self.applied_seq,
-            lag: self.stream_seq.saturating_sub(self.applied_seq),
+            lag: head.saturating_sub(self.applied_seq),
         }
     }
 }
@@ -148,22 +149,47 @@ pub(crate) async fn gather(cluster: &Cluster) -> Vec<NodeView> {
         .map(|view| view.stream_seq.max(view.applied_seq))
         .max()
         .unwrap_or(0);
-    let mut nodes: Vec<NodeView> = views
-        .iter()
-        .map(|view| NodeView {
-            lag: head.saturating_sub(view.applied_seq),
-            ..view.node_view()
-        })
-        .collect();
+    let mut nodes: Vec<NodeView> = views.iter().map(|view| view.node_view(head)).collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     nodes
 }
 
 /// Answers other nodes' status requests until `stop`.
 pub(crate) async fn answer_status(cluster: Cluster, stop: tokio_util::sync::CancellationToken) {
-    let Ok(mut requests) = cluster.client().subscribe(status_subject(&cluster)).await else {
-        tracing::error!("Cannot answer status requests.");
-        return;
+    let subject = status_subject(&cluster);
+    each_request(&cluster, subject, stop, "status requests", |message| {
+        let cluster = cluster.clone();
+        async move {
+            let (Some(reply), Ok(payload)) = (
+                message.reply,
+                rmp_serde::to_vec_named(&ClusterView::of(cluster.status())),
+            ) else {
+                return;
+            };
+            let _ = cluster.client().publish(reply, payload.into()).await;
+        }
+    })
+    .await;
+}
+
+/// Runs `handle` on each request to `subject` (this node's to answer) until `stop` is
+/// cancelled or the subscription ends.
+async fn each_request<F, Fut>(
+    cluster: &Cluster,
+    subject: String,
+    stop: tokio_util::sync::CancellationToken,
+    what: &str,
+    mut handle: F,
+) where
+    F: FnMut(async_nats::Message) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut requests = match cluster.client().subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::error!(%error, "Cannot take {what}.");
+            return;
+        }
     };
     loop {
         let message = tokio::select! {
@@ -173,13 +199,7 @@ pub(crate) async fn answer_status(cluster: Cluster, stop: tokio_util::sync::Canc
                 None => return,
             },
         };
-        let (Some(reply), Ok(payload)) = (
-            message.reply,
-            rmp_serde::to_vec_named(&ClusterView::of(cluster.status())),
-        ) else {
-            continue;
-        };
-        let _ = cluster.client().publish(reply, payload.into()).await;
+        handle(message).await;
     }
 }
 
@@ -195,6 +215,29 @@ pub(super) async fn status(State(shared): State<AppState>) -> Result<Json<Cluste
     let mut view = ClusterView::of(cluster.status());
     view.nodes = gather(cluster).await;
     Ok(Json(view))
+}
+
+/// The leader this standby forwards to: the lease holder, when it is another node.
+fn leader_of(cluster: &Cluster) -> Option<String> {
+    let status = cluster.status();
+    status.leader.filter(|leader| *leader != status.node)
+}
+
+/// Sends `forwarded` to `leader` and waits for its answer; why not, otherwise.
+async fn ask_leader(
+    cluster: &Cluster,
+    leader: &str,
+    forwarded: &ForwardedRequest,
+) -> Result<ForwardedResponse, String> {
+    let payload = rmp_serde::to_vec(forwarded).map_err(|error| error.to_string())?;
+    let request = cluster
+        .client()
+        .request(forward_subject(cluster, leader), payload.into());
+    let message = tokio::time::timeout(FORWARD_TIMEOUT, request)
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|error| error.to_string())?;
+    rmp_serde::from_slice(&message.payload).map_err(|error| error.to_string())
 }
 
 fn is_write(request: &Request) -> bool {
@@ -221,8 +264,7 @@ pub(super) async fn forward_writes(
     if request.headers().contains_key(FORWARDED) {
         return not_leader(&cluster);
     }
-    let status = cluster.status();
-    let Some(leader) = status.leader.filter(|leader| *leader != status.node) else {
+    let Some(leader) = leader_of(&cluster) else {
         return not_leader(&cluster);
     };
     let (parts, body) = request.into_parts();
@@ -253,28 +295,12 @@ pub(super) async fn forward_writes(
             .collect(),
         body: body.to_vec(),
     };
-    let Ok(payload) = rmp_serde::to_vec(&forwarded) else {
-        return not_leader(&cluster);
-    };
-    let subject = forward_subject(&cluster, &leader);
-    let answer = tokio::time::timeout(
-        FORWARD_TIMEOUT,
-        cluster.client().request(subject, payload.into()),
-    )
-    .await;
-    let message = match answer {
-        Ok(Ok(message)) => message,
-        Ok(Err(error)) => {
-            tracing::warn!(%leader, %error, "Forwarding a write to the leader failed.");
+    let answer = match ask_leader(&cluster, &leader, &forwarded).await {
+        Ok(answer) => answer,
+        Err(reason) => {
+            tracing::warn!(%leader, %reason, "Forwarding a write to the leader failed.");
             return not_leader(&cluster);
         }
-        Err(_) => {
-            tracing::warn!(%leader, "The leader did not answer a forwarded write in time.");
-            return not_leader(&cluster);
-        }
-    };
-    let Ok(answer) = rmp_serde::from_slice::<ForwardedResponse>(&message.payload) else {
-        return not_leader(&cluster);
     };
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() =
@@ -307,11 +333,7 @@ pub(super) async fn forward_command(
         )
     };
     let cluster = shared.cluster.as_ref().ok_or_else(unavailable)?;
-    let status = cluster.status();
-    let leader = status
-        .leader
-        .filter(|leader| *leader != status.node)
-        .ok_or_else(unavailable)?;
+    let leader = leader_of(cluster).ok_or_else(unavailable)?;
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     if let Some(authority) = &shared.access.authority {
         let now = shared.clock.now().as_millis() / 1000;
@@ -332,18 +354,12 @@ pub(super) async fn forward_command(
         headers,
         body,
     };
-    let payload = rmp_serde::to_vec(&forwarded).map_err(|_| unavailable())?;
-    let message = tokio::time::timeout(
-        FORWARD_TIMEOUT,
-        cluster
-            .client()
-            .request(forward_subject(cluster, &leader), payload.into()),
-    )
-    .await
-    .map_err(|_| unavailable())?
-    .map_err(|_| unavailable())?;
-    let answer: ForwardedResponse =
-        rmp_serde::from_slice(&message.payload).map_err(|_| unavailable())?;
+    let answer = ask_leader(cluster, &leader, &forwarded)
+        .await
+        .map_err(|reason| {
+            tracing::warn!(%leader, %reason, "Forwarding a command to the leader failed.");
+            unavailable()
+        })?;
     let mut body: serde_json::Value =
         serde_json::from_slice(&answer.body).map_err(|_| unavailable())?;
     if answer.status != 200 {
@@ -380,45 +396,35 @@ pub(crate) async fn answer_forwarded(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let subject = forward_subject(&cluster, &cluster.status().node);
-    let mut requests = match cluster.client().subscribe(subject).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::error!(%error, "Cannot take forwarded writes.");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => return,
-            message = requests.next() => match message {
-                Some(message) => message,
-                None => return,
-            },
-        };
-        let Some(reply) = message.reply.clone() else {
-            continue;
-        };
+    each_request(&cluster, subject, stop, "forwarded writes", |message| {
         let (cluster, app) = (cluster.clone(), app.clone());
-        tokio::spawn(async move {
-            let answer = match rmp_serde::from_slice::<ForwardedRequest>(&message.payload) {
-                Ok(request) => serve_forwarded(app, request).await,
-                Err(error) => ForwardedResponse {
-                    status: 400,
-                    headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-                    body: serde_json::to_vec(&serde_json::json!({"error": {
-                        "code": "malformed_forward",
-                        "message": error.to_string(),
-                    }}))
-                    .unwrap_or_default(),
-                },
+        async move {
+            let Some(reply) = message.reply.clone() else {
+                return;
             };
-            if let Ok(payload) = rmp_serde::to_vec(&answer)
-                && let Err(error) = cluster.client().publish(reply, payload.into()).await
-            {
-                tracing::warn!(%error, "Cannot answer a forwarded write.");
-            }
-        });
-    }
+            // Each forwarded write is served on its own task: a slow one holds up no other.
+            tokio::spawn(async move {
+                let answer = match rmp_serde::from_slice::<ForwardedRequest>(&message.payload) {
+                    Ok(request) => serve_forwarded(app, request).await,
+                    Err(error) => ForwardedResponse {
+                        status: 400,
+                        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+                        body: serde_json::to_vec(&serde_json::json!({"error": {
+                            "code": "malformed_forward",
+                            "message": error.to_string(),
+                        }}))
+                        .unwrap_or_default(),
+                    },
+                };
+                if let Ok(payload) = rmp_serde::to_vec(&answer)
+                    && let Err(error) = cluster.client().publish(reply, payload.into()).await
+                {
+                    tracing::warn!(%error, "Cannot answer a forwarded write.");
+                }
+            });
+        }
+    })
+    .await;
 }
 
 async fn serve_forwarded(app: axum::Router, forwarded: ForwardedRequest) -> ForwardedResponse {

@@ -35,13 +35,13 @@ const APPEND_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Where the log stands for this node: the stream sequence of the last message applied (or
 /// appended), and whether following has stopped because this node leads.
 #[derive(Debug, Default)]
-pub struct StreamPosition {
+pub(super) struct StreamPosition {
     pub applied_seq: u64,
     pub leading: bool,
 }
 
 /// The subject of shard 0 of the log.
-pub fn log_subject(stream: &str) -> String {
+pub(super) fn log_subject(stream: &str) -> String {
     format!("{stream}.log.0")
 }
 

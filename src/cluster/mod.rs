@@ -32,13 +32,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use tokio::sync::watch;
 
 use crate::config::{ClusterConfig, NatsCredentials};
 use crate::journal::{Journal, LOG_FORMAT_VERSION};
 use crate::ledger::Ledger;
 
-pub use log::{StreamPosition, log_subject};
+use log::StreamPosition;
 
 /// How long a starting node waits for JetStream to answer before it gives up.
 const JETSTREAM_READY_MAX: Duration = Duration::from_secs(60);
@@ -133,7 +132,7 @@ struct Inner {
     config: ClusterConfig,
     client: async_nats::Client,
     jetstream: jetstream::Context,
-    status: watch::Sender<Status>,
+    status: parking_lot::Mutex<Status>,
     /// Whether this node may change its ledger: it leads the log.
     leading: AtomicBool,
     /// The log's epoch, the same on every node.
@@ -213,7 +212,7 @@ impl Cluster {
                 config: config.clone(),
                 client,
                 jetstream,
-                status: watch::channel(status).0,
+                status: parking_lot::Mutex::new(status),
                 leading: AtomicBool::new(false),
                 epoch,
                 previous_snapshot_seq: std::sync::atomic::AtomicU64::new(0),
@@ -222,12 +221,7 @@ impl Cluster {
     }
 
     pub fn status(&self) -> Status {
-        self.inner.status.borrow().clone()
-    }
-
-    /// Changes of this node's status (role, leader, positions).
-    pub fn watch(&self) -> watch::Receiver<Status> {
-        self.inner.status.subscribe()
+        self.inner.status.lock().clone()
     }
 
     /// Whether this node leads the log and may change its ledger.
@@ -250,7 +244,7 @@ impl Cluster {
     }
 
     fn update(&self, change: impl FnOnce(&mut Status)) {
-        self.inner.status.send_modify(change);
+        change(&mut self.inner.status.lock());
     }
 
     /// Follows the log into `ledger` through `journal`, and leads it when this node gets the

@@ -67,7 +67,7 @@ pub async fn publish(
     // Read before the cut: every message up to here holds only facts the image will hold.
     let stream_seq = cluster.status().applied_seq;
     let cut_journal = journal.clone();
-    let snapshot = tokio::task::spawn_blocking(move || cut_journal.shared_snapshot(&ledger))
+    let snapshot = tokio::task::spawn_blocking(move || cut_journal.encode_snapshot(&ledger))
         .await
         .map_err(|error| error.to_string())?;
     let mut object = Vec::with_capacity(HEADER_BYTES + snapshot.body.len());

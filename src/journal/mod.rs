@@ -15,9 +15,7 @@ mod replica;
 mod segment;
 mod writer;
 
-pub use replica::{
-    FollowError, LOG_FORMAT_VERSION, Replicator, SharedSnapshot, follower, follower_from_snapshot,
-};
+pub use replica::{FollowError, LOG_FORMAT_VERSION, Replicator, follower, follower_from_snapshot};
 pub use writer::{Fsync, OsFsync, SyncPoint};
 
 #[cfg(test)]
@@ -203,6 +201,23 @@ impl Shared {
         })
     }
 
+    /// `facts`, from `first_sequence` on, are durable: the durable state takes them, then the
+    /// watermark acknowledgements wait on moves, and only then may readers (the push hub)
+    /// see them. The writer calls it for its batches, a standby for the log's.
+    fn made_durable(&self, first_sequence: u64, facts: Vec<Fact>) {
+        let last = first_sequence + facts.len() as u64 - 1;
+        if let Some(listener) = self.listener.get() {
+            listener.durable(&facts);
+        }
+        self.durable.send_replace(last);
+        if 0 < self.published.receiver_count() {
+            let _ = self.published.send(DurableBatch {
+                first_sequence,
+                facts: facts.into(),
+            });
+        }
+    }
+
     /// A sync failed: whatever was written since the last good sync may be gone without the
     /// kernel saying so again, so nothing more is acknowledged until a restart reads what
     /// the disk really holds.
@@ -354,9 +369,8 @@ impl Journal {
                 "the journal is poisoned by a failed sync; no snapshot until a restart",
             ));
         }
-        let (image, sequence) = ledger.export(|| self.submitted());
-        let longest_hold = ledger.last_export_longest_hold();
-        let body = record::encode_image(&image);
+        let snapshot = self.encode_snapshot(ledger);
+        let (sequence, body) = (snapshot.sequence, &snapshot.body);
         let final_path = segment::snapshot_path(&self.directory, sequence);
         let temporary = final_path.with_extension("tmp");
         let poison = |error: std::io::Error| {
@@ -369,30 +383,20 @@ impl Journal {
                 .truncate(true)
                 .write(true)
                 .open(&temporary)?;
-            file.write_all(&segment::snapshot_header(sequence, &body))?;
-            file.write_all(&body)?;
+            file.write_all(&segment::snapshot_header(sequence, body))?;
+            file.write_all(body)?;
             self.fsync
                 .sync_file(&file, SyncPoint::Snapshot)
                 .map_err(poison)?;
         }
         std::fs::rename(&temporary, &final_path)?;
         self.fsync.sync_directory(&self.directory).map_err(poison)?;
-        self.snapshot_sequence.store(sequence, Ordering::Relaxed);
-        self.snapshot_entries.store(
-            (image.skus.len() + image.orders.len()) as u64,
-            Ordering::Relaxed,
-        );
-        self.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.snapshot_longest_hold_ns.store(
-            u64::try_from(longest_hold.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.snapshot_written(&snapshot);
         self.prune(sequence)?;
         tracing::info!(
             sequence,
-            skus = image.skus.len(),
-            orders = image.orders.len(),
-            longest_hold_us = longest_hold.as_micros(),
+            entries = snapshot.entries,
+            longest_hold_us = snapshot.longest_hold.as_micros(),
             "Snapshot written."
         );
         Ok(sequence)
@@ -432,6 +436,48 @@ impl Journal {
             let _ = writer.join();
         }
         self.lock.lock().take();
+    }
+}
+
+/// A snapshot's body, encoded, with the fact sequence it holds: written to a file by a
+/// single node, shared through the cluster's store by a leader.
+pub struct EncodedSnapshot {
+    pub sequence: u64,
+    /// The image, as a snapshot file's body.
+    pub body: Vec<u8>,
+    /// SKUs plus orders in it.
+    pub entries: u64,
+    /// The longest the copy held a ledger lock.
+    pub longest_hold: std::time::Duration,
+}
+
+impl Journal {
+    /// The ledger at a consistent cut (copy on write), encoded as a snapshot file's body.
+    /// Blocking.
+    pub fn encode_snapshot(&self, ledger: &Ledger) -> EncodedSnapshot {
+        let (image, sequence) = ledger.export(|| self.submitted());
+        let body = record::encode_image(&image);
+        let entries = (image.skus.len() + image.orders.len()) as u64;
+        EncodedSnapshot {
+            sequence,
+            body,
+            entries,
+            longest_hold: ledger.last_export_longest_hold(),
+        }
+    }
+
+    /// Counts `snapshot` as this journal's newest, written (to a file or the cluster's
+    /// store), so `snapshot_due` spaces the next one from it.
+    pub fn snapshot_written(&self, snapshot: &EncodedSnapshot) {
+        self.snapshot_sequence
+            .store(snapshot.sequence, Ordering::Relaxed);
+        self.snapshot_entries
+            .store(snapshot.entries, Ordering::Relaxed);
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_longest_hold_ns.store(
+            u64::try_from(snapshot.longest_hold.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 

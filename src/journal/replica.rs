@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{DurableBatch, Journal, segment};
+use super::{Journal, segment};
 use crate::ledger::{Fact, Ledger};
 
 /// The version of the records a replicated batch carries: the segment format's.
@@ -78,16 +78,7 @@ impl Journal {
         }
         shared.submitted_hint.store(last, Ordering::Relaxed);
         shared.written.store(last, Ordering::Release);
-        if let Some(listener) = shared.listener.get() {
-            listener.durable(&facts);
-        }
-        shared.durable.send_replace(last);
-        if 0 < shared.published.receiver_count() {
-            let _ = shared.published.send(DurableBatch {
-                first_sequence,
-                facts: facts.into(),
-            });
-        }
+        shared.made_durable(first_sequence, facts);
     }
 
     /// Makes this journal the writer of the log: from now on every change of `ledger` is
@@ -132,47 +123,6 @@ impl Journal {
     pub fn refuse(&self, reason: &str) {
         self.shared
             .poison(&std::io::Error::other(reason.to_owned()), &self.directory);
-    }
-}
-
-/// A ledger image for other nodes to start from, and the fact sequence it holds.
-pub struct SharedSnapshot {
-    pub sequence: u64,
-    /// The image, as a snapshot file's body.
-    pub body: Vec<u8>,
-    /// SKUs plus orders in it.
-    pub entries: u64,
-    /// The longest the copy held a ledger lock.
-    pub longest_hold: std::time::Duration,
-}
-
-impl Journal {
-    /// The ledger at a consistent cut, encoded as a snapshot file's body (copy on write, as
-    /// local snapshots are), for a cluster's shared snapshot store. Blocking.
-    pub fn shared_snapshot(&self, ledger: &Ledger) -> SharedSnapshot {
-        let (image, sequence) = ledger.export(|| self.submitted());
-        let body = super::record::encode_image(&image);
-        let entries = (image.skus.len() + image.orders.len()) as u64;
-        SharedSnapshot {
-            sequence,
-            body,
-            entries,
-            longest_hold: ledger.last_export_longest_hold(),
-        }
-    }
-
-    /// Counts a snapshot written elsewhere (the cluster's store) as this journal's newest, so
-    /// `snapshot_due` spaces the next one as it does local ones.
-    pub fn snapshot_written(&self, snapshot: &SharedSnapshot) {
-        self.snapshot_sequence
-            .store(snapshot.sequence, Ordering::Relaxed);
-        self.snapshot_entries
-            .store(snapshot.entries, Ordering::Relaxed);
-        self.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.snapshot_longest_hold_ns.store(
-            u64::try_from(snapshot.longest_hold.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
     }
 }
 

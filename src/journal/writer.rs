@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::segment::{self, SEGMENT_HEADER_BYTES};
-use super::{DurableBatch, Shared, SyncPolicy, record};
+use super::{Shared, SyncPolicy, record};
 use crate::ledger::Fact;
 
 /// How long the writer waits before retrying after an I/O error.
@@ -164,17 +164,7 @@ impl Writer {
                 let last = first_sequence + facts.len() as u64 - 1;
                 self.shared.written.store(last, Ordering::Release);
                 if self.policy != SyncPolicy::Always || !unsynced {
-                    if let Some(listener) = self.shared.listener.get() {
-                        listener.durable(&facts);
-                    }
-                    self.shared.durable.send_replace(last);
-                    // Only now may readers (the push hub) see these facts.
-                    if 0 < self.shared.published.receiver_count() {
-                        let _ = self.shared.published.send(DurableBatch {
-                            first_sequence,
-                            facts: facts.into(),
-                        });
-                    }
+                    self.shared.made_durable(first_sequence, facts);
                 }
             }
             if closing && self.shared.queue.lock().facts.is_empty() {
