@@ -176,19 +176,9 @@ impl Node {
 
     async fn spawn(&mut self) {
         self.launch();
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if client
-                .get(format!("{}/healthz", self.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        if !crate::support::answers_within(&self.base, Duration::from_secs(10)).await {
+            panic!("node {} did not answer: {}", self.id, self.log_text());
         }
-        panic!("node {} did not answer: {}", self.id, self.log_text());
     }
 
     /// Starts the process without waiting for it to answer.
@@ -334,6 +324,29 @@ async fn buyer(
     }
 }
 
+/// Three NATS servers, ready, and three nodes `a`, `b`, `c` on them.
+async fn three_nodes(directory: &Path) -> (Nats, Vec<Node>) {
+    let nats = Nats::start(directory);
+    nats.ready().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::start(directory, id, &nats).await);
+    }
+    (nats, nodes)
+}
+
+/// Creates `sku` with `total` units through the node at `base` (forwarded when it is a
+/// standby).
+async fn put_sku(client: &reqwest::Client, base: &str, sku: &str, total: u64) {
+    let response = client
+        .put(format!("{base}/api/v1/skus/{sku}"))
+        .json(&json!({ "total": total }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::OK, "PUT {sku} on {base}");
+}
+
 async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
     let response = client.get(url).send().await.expect("GET");
     let status = response.status();
@@ -350,12 +363,7 @@ async fn killing_the_leader_mid_show_loses_no_acknowledged_order_and_oversells_n
     // after retrying every order once more, each SKU's sold count must equal its sold orders.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory.path(), id, &nats).await);
-    }
+    let (_nats, mut nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let client = reqwest::Client::new();
     let skus = [
@@ -364,20 +372,8 @@ async fn killing_the_leader_mid_show_loses_no_acknowledged_order_and_oversells_n
         ("PLENTY", 1_000_000),
     ];
     for (sku, total) in skus {
-        let response = client
-            .put(format!(
-                "{}/api/v1/skus/{sku}",
-                nodes[(leader + 1) % 3].base
-            ))
-            .json(&json!({ "total": total }))
-            .send()
-            .await
-            .expect("PUT");
-        assert_eq!(
-            response.status(),
-            StatusCode::OK,
-            "forwarded from a standby"
-        );
+        // Through a standby: forwarded to the leader.
+        put_sku(&client, &nodes[(leader + 1) % 3].base, sku, total).await;
     }
     let outcomes: Outcomes = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -529,24 +525,13 @@ async fn a_leader_paused_past_its_lease_cannot_append_and_answers_503() {
     // sell through it; send an order to the stopped node; SIGCONT it.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory.path(), id, &nats).await);
-    }
+    let (_nats, nodes) = three_nodes(directory.path()).await;
     let old = settled(&nodes).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let response = client
-        .put(format!("{}/api/v1/skus/A", nodes[old].base))
-        .json(&json!({"total": 100}))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(response.status(), StatusCode::OK);
+    put_sku(&client, &nodes[old].base, "A", 100).await;
     let pid = nodes[old].child.as_ref().expect("running").id();
     let signal = |signal: &str| {
         let sent = Command::new("kill")
@@ -646,21 +631,10 @@ async fn a_nats_server_dying_does_not_stop_writes() {
     // then every acknowledged order is sold on every node.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let mut nats = Nats::start(directory.path());
-    nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory.path(), id, &nats).await);
-    }
+    let (mut nats, nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let client = reqwest::Client::new();
-    let response = client
-        .put(format!("{}/api/v1/skus/PLENTY", nodes[leader].base))
-        .json(&json!({ "total": 1_000_000 }))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(response.status(), StatusCode::OK);
+    put_sku(&client, &nodes[leader].base, "PLENTY", 1_000_000).await;
     let outcomes: Outcomes = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
@@ -753,12 +727,7 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
     // Method: a three-node cluster; a stranger appends a garbage batch to the log.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory.path(), id, &nats).await);
-    }
+    let (nats, mut nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let jetstream = nats_client(&nats).await;
     let mut headers = async_nats::HeaderMap::new();
@@ -828,23 +797,12 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
         "snapshot_every_facts = 20000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
     )
     .expect("configuration written");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory.path(), id, &nats).await);
-    }
+    let (nats, mut nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let client = reqwest::Client::new();
     let skus = ["A", "B", "C", "D"];
     for sku in skus {
-        let response = client
-            .put(format!("{}/api/v1/skus/{sku}", nodes[leader].base))
-            .json(&json!({ "total": 1_000_000 }))
-            .send()
-            .await
-            .expect("PUT");
-        assert_eq!(response.status(), StatusCode::OK);
+        put_sku(&client, &nodes[leader].base, sku, 1_000_000).await;
     }
     let batches = 400;
     for batch in 0..batches {
@@ -1006,22 +964,11 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     // the first screen's node is killed mid-run; the screen resumes on the other standby.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory.path(), id, &nats).await);
-    }
+    let (_nats, mut nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
     let client = reqwest::Client::new();
-    let response = client
-        .put(format!("{}/api/v1/skus/A", nodes[leader].base))
-        .json(&json!({ "total": 100_000 }))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(response.status(), StatusCode::OK);
+    put_sku(&client, &nodes[leader].base, "A", 100_000).await;
     settled(&nodes).await;
     let mut screens = Vec::new();
     let mut epochs = Vec::new();

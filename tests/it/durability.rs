@@ -139,19 +139,11 @@ impl Binary {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client
-                .get(format!("{}/healthz", binary.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return binary;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the server did not answer");
+        assert!(
+            support::answers_within(&binary.base, Duration::from_secs(5)).await,
+            "the server did not answer"
+        );
+        binary
     }
 
     fn kill(mut self) {

@@ -235,3 +235,17 @@ async fn decode(response: reqwest::Response) -> (StatusCode, Value) {
 pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
+
+/// Whether a server answers `GET {base}/healthz` within `limit`, asking every 25 ms: for
+/// the tests that start the real binary.
+pub(crate) async fn answers_within(base: &str, limit: Duration) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
