@@ -20,9 +20,9 @@ use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 pub use crate::demo::DEMO_SPEEDUP;
-use crate::hub::{self, Hub, HubSlot};
+use crate::hub::{self, Hub};
 use crate::journal::{self, Journal};
-use crate::ledger::{DurableState, Ledger};
+use crate::ledger::{DurableState, Ledger, RoomId, SkuId};
 use crate::notify::Notifier;
 
 /// How often the sweeper looks for expired locks: a lock is back in `available` at most this
@@ -111,9 +111,8 @@ pub async fn run(
         }
     };
     // What alerts, views and snapshots read: the ledger as the journal made it durable, kept
-    // by the journal itself from here on, before anything new happens.
+    // by the alert engine (below) as the journal makes each batch durable.
     let durable = Arc::new(DurableState::from_ledger(&ledger));
-    journal.listen(durable.clone());
     if cluster.is_none() {
         // Locks that ran out while the server was down expire now, and the journal records it.
         let expired = ledger.expire_due(clock.now());
@@ -128,31 +127,40 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let edge = Arc::new(crate::edge::EdgeCounters::default());
     // Alert delivery first: its store says which alert id comes next.
-    let announce = Arc::new(HubSlot::default());
     let notifier = Arc::new(
-        Notifier::start(
-            &config.data_dir,
-            config.notify.clone(),
-            clock.clone(),
-            announce.clone(),
-        )
-        .map_err(std::io::Error::other)?,
+        Notifier::start(&config.data_dir, config.notify.clone(), clock.clone())
+            .map_err(std::io::Error::other)?,
     );
-    let engine = Arc::new(Engine::new(
-        ledger.clone(),
-        durable.clone(),
-        clock.now(),
-        notifier.next_alert_id(),
-    ));
-    // Level changes whose alerts a crash kept from the store are raised now.
-    let caught_up = engine.catch_up(notifier.recorded_levels(), clock.now());
-    if !caught_up.is_empty() {
-        tracing::warn!(
-            count = caught_up.len(),
-            "Alerts raised at start-up for levels reached before the restart."
-        );
-        notifier.alerts(caught_up);
-    }
+    let engine =
+        if cluster.is_some() {
+            // Every node numbers alerts alike, from the log alone.
+            Arc::new(Engine::new(ledger.clone(), durable.clone(), clock.now(), 1))
+        } else {
+            let engine = Arc::new(Engine::new(
+                ledger.clone(),
+                durable.clone(),
+                clock.now(),
+                notifier.next_alert_id(),
+            ));
+            engine.remember(notifier.recorded_latest().iter().filter_map(
+                |((room, sku), latest)| {
+                    let key = (RoomId::new(room).ok()?, SkuId::new(sku).ok()?);
+                    Some((key, latest.clone()))
+                },
+            ));
+            // Level changes whose alerts a crash kept from the store are raised now.
+            let caught_up = engine.catch_up(notifier.recorded_levels(), clock.now());
+            if !caught_up.is_empty() {
+                tracing::warn!(
+                    count = caught_up.len(),
+                    "Alerts raised at start-up for levels reached before the restart."
+                );
+            }
+            engine
+        };
+    // The engine takes in every batch as it becomes durable, before anything in it is
+    // acknowledged: the durable state, then the levels and alerts it makes.
+    journal.listen(Arc::new(EngineListener(engine.clone())));
     if cluster.is_some() {
         // Until this node leads, its ledger changes only by the log.
         engine.set_halts(false);
@@ -165,7 +173,6 @@ pub async fn run(
         config.push_queue_bytes,
         cluster.as_ref().map(Cluster::epoch),
     ));
-    announce.set(hub.clone());
     let hub_handle = hub.clone();
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
@@ -323,6 +330,15 @@ pub async fn run(
     }
 }
 
+/// The journal's listener: the alert engine, which keeps the durable state.
+struct EngineListener(Arc<Engine>);
+
+impl crate::journal::DurableListener for EngineListener {
+    fn durable(&self, first_sequence: u64, facts: &[crate::ledger::Fact]) {
+        self.0.durable(first_sequence, facts);
+    }
+}
+
 struct Sweeper {
     ledger: Arc<Ledger>,
     journal: Arc<Journal>,
@@ -340,6 +356,7 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let forget_every = (FORGET_INTERVAL.as_millis() / SWEEP_INTERVAL.as_millis()) as u64;
+    let alert_tick_every = (crate::hub::ALERT_TICK.as_millis() / SWEEP_INTERVAL.as_millis()) as u64;
     let mut tick_count: u64 = 0;
     let mut snapshotting: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -356,6 +373,20 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
         }
         let now = sweeper.clock.now();
         tick_count += 1;
+        // Time passing is a fact too, for the alert engine: levels move with the plan and
+        // dwells end. In the journal, so every node re-evaluates at the same points. Not
+        // while the journal cannot write (nothing moves on a state that may yet be lost),
+        // and not while no room lists anything.
+        if tick_count.is_multiple_of(alert_tick_every)
+            && sweeper.journal.healthy()
+            && sweeper
+                .ledger
+                .rooms()
+                .iter()
+                .any(|room| !room.listings.is_empty())
+        {
+            sweeper.ledger.tick(now);
+        }
         let forget = tick_count.is_multiple_of(forget_every);
         // Ledger work that may take a while runs off the async workers, which serve requests.
         let ledger = sweeper.ledger.clone();

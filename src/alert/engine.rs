@@ -65,7 +65,27 @@ pub struct ListingChange {
     pub at: Rfc3339,
 }
 
-/// Something a room's subscribers (and, for alerts, the alerts topic) must see.
+/// What became of an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    /// A later level change of the same listing superseded it.
+    Resolved,
+}
+
+/// An alert's state changed: the alerts topics tell the console.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateChange {
+    pub id: u64,
+    pub room: String,
+    pub state: AlertState,
+    pub acknowledged_by: Option<String>,
+    pub at: Rfc3339,
+}
+
+/// Something a room's subscribers (and, for alerts, the alerts topics) must see.
 #[derive(Clone, Debug)]
 pub enum RoomEvent {
     Stock {
@@ -94,6 +114,12 @@ pub enum RoomEvent {
         room: RoomId,
         view: Box<RoomView>,
     },
+    /// An alert was acknowledged or resolved, or a new one opened: for the alerts topics
+    /// only.
+    AlertState {
+        room: RoomId,
+        change: StateChange,
+    },
 }
 
 impl RoomEvent {
@@ -104,9 +130,61 @@ impl RoomEvent {
             | RoomEvent::Hint { room, .. }
             | RoomEvent::Point { room, .. }
             | RoomEvent::Listing { room, .. }
-            | RoomEvent::Room { room, .. } => room,
+            | RoomEvent::Room { room, .. }
+            | RoomEvent::AlertState { room, .. } => room,
         }
     }
+}
+
+/// Where a message of the engine goes: a room's topic, the alerts of every room, or the
+/// alerts of one room.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Room(RoomId),
+    Alerts,
+    RoomAlerts(RoomId),
+}
+
+/// What a message of the engine carries.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// On a room's topic.
+    Event(Arc<RoomEvent>),
+    /// On the alerts topics: a new alert.
+    Alert(Arc<Alert>),
+    /// On the alerts topics: an alert's new state.
+    State(Arc<StateChange>),
+}
+
+/// One message of the engine with its channel's sequence number. The engine numbers every
+/// channel itself, from the durable facts alone, so every node of a cluster numbers them
+/// alike and a screen can resume on any node.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub channel: Channel,
+    pub seq: u64,
+    pub body: Body,
+}
+
+/// What a channel's snapshot shows.
+pub enum ChannelSnapshot {
+    /// The room's view; `None` once the room is gone.
+    Room(Option<Box<RoomView>>),
+    /// The latest alerts, oldest first.
+    Alerts(Vec<Arc<Alert>>),
+}
+
+/// Messages waiting for the hub beyond which they are dropped (their numbers stay taken, so
+/// the hub sees the gap and resyncs the topic's subscribers).
+pub const OUTBOX_MAX: usize = 1 << 16;
+
+/// Each listing's newest alert, which a later one resolves and an acknowledgement
+/// acknowledges while it is open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Latest {
+    pub id: u64,
+    pub state: AlertState,
+    pub acknowledged_by: Option<String>,
 }
 
 /// What the engine remembers of one listing.
@@ -126,6 +204,36 @@ struct Inner {
     recent: VecDeque<Arc<Alert>>,
     /// Each room's spec as last seen, to tell what a change of it changed.
     specs: HashMap<RoomId, Arc<crate::ledger::Room>>,
+    /// Each listing's newest alert, by room and SKU.
+    latest: HashMap<(RoomId, SkuId), Latest>,
+    /// The last sequence number of each channel.
+    sequences: HashMap<Channel, u64>,
+    /// Numbered messages the hub has not taken yet, oldest first.
+    outbox: Vec<Message>,
+    /// The sequence of the last durable fact taken in.
+    position: u64,
+    /// Started from an image: the rooms are read again from the durable state once it has
+    /// caught up with the image.
+    resuming: bool,
+}
+
+fn state_event(
+    room: &RoomId,
+    id: u64,
+    state: AlertState,
+    acknowledged_by: Option<String>,
+    at: Rfc3339,
+) -> RoomEvent {
+    RoomEvent::AlertState {
+        room: room.clone(),
+        change: StateChange {
+            id,
+            room: room.as_str().to_owned(),
+            state,
+            acknowledged_by,
+            at,
+        },
+    }
 }
 
 impl Inner {
@@ -158,6 +266,109 @@ impl Inner {
         }
         self.recent.push_back(alert.clone());
         alert
+    }
+
+    /// A new alert of a listing: the events that say so, in order (the alert, then its
+    /// predecessor resolved, then its own state: open, or resolved when back to green).
+    fn raised(
+        &mut self,
+        room: &RoomId,
+        sku: &SkuId,
+        alert: Arc<Alert>,
+        events: &mut Vec<RoomEvent>,
+    ) {
+        let at = alert.at;
+        let state = if alert.to == Level::Green {
+            AlertState::Resolved
+        } else {
+            AlertState::Open
+        };
+        let id = alert.id;
+        events.push(RoomEvent::Level {
+            room: room.clone(),
+            alert,
+        });
+        let latest = Latest {
+            id,
+            state,
+            acknowledged_by: None,
+        };
+        if let Some(previous) = self.latest.insert((room.clone(), sku.clone()), latest)
+            && previous.state != AlertState::Resolved
+        {
+            events.push(state_event(
+                room,
+                previous.id,
+                AlertState::Resolved,
+                previous.acknowledged_by,
+                at,
+            ));
+        }
+        events.push(state_event(room, id, state, None, at));
+    }
+
+    /// An operator acknowledged alert `id`: it changes only while it is its listing's
+    /// newest and open (an older one is resolved already).
+    fn acknowledged(&mut self, id: u64, by: &str, at: Timestamp, events: &mut Vec<RoomEvent>) {
+        let Some(((room, _), latest)) = self.latest.iter_mut().find(|(_, latest)| latest.id == id)
+        else {
+            return;
+        };
+        if latest.state != AlertState::Open {
+            return;
+        }
+        latest.state = AlertState::Acknowledged;
+        latest.acknowledged_by = Some(by.to_owned());
+        let room = room.clone();
+        events.push(state_event(
+            &room,
+            id,
+            AlertState::Acknowledged,
+            Some(by.to_owned()),
+            Rfc3339(at),
+        ));
+    }
+
+    /// Numbers events on their channels and queues them for the hub.
+    fn number(&mut self, events: Vec<RoomEvent>) {
+        for event in events {
+            let room = event.room().clone();
+            let alerts_body = match &event {
+                RoomEvent::Level { alert, .. } => Some(Body::Alert(alert.clone())),
+                RoomEvent::AlertState { change, .. } => Some(Body::State(Arc::new(change.clone()))),
+                _ => None,
+            };
+            if let Some(body) = alerts_body {
+                for channel in [Channel::Alerts, Channel::RoomAlerts(room.clone())] {
+                    self.queue(channel, body.clone());
+                }
+            }
+            if !matches!(event, RoomEvent::AlertState { .. }) {
+                self.queue(Channel::Room(room), Body::Event(Arc::new(event)));
+            }
+        }
+    }
+
+    fn queue(&mut self, channel: Channel, body: Body) {
+        let seq = self.sequences.entry(channel.clone()).or_insert(0);
+        *seq += 1;
+        let seq = *seq;
+        if OUTBOX_MAX <= self.outbox.len() {
+            return;
+        }
+        self.outbox.push(Message { channel, seq, body });
+    }
+
+    /// Every listing, by room and SKU.
+    fn listings(&self) -> Vec<(RoomId, SkuId)> {
+        let mut listings: Vec<(RoomId, SkuId)> = self
+            .listed
+            .iter()
+            .flat_map(|(sku, rooms)| rooms.iter().map(|room| (room.clone(), sku.clone())))
+            .collect();
+        // In one order on every node: the order of evaluation is the order of the alerts.
+        listings.sort();
+        listings
     }
 
     /// Notes that `room` lists `sku`.
@@ -279,6 +490,7 @@ impl Engine {
         now: Timestamp,
     ) -> Vec<Arc<Alert>> {
         let mut inner = self.inner.lock();
+        let mut events = Vec::new();
         let mut listings: Vec<(RoomId, SkuId, Level)> = inner
             .live
             .iter()
@@ -311,11 +523,14 @@ impl Engine {
                     level.as_str()
                 ),
             });
-            alerts.push(inner.raise(&room_id, &state, from, level, reasons, now));
+            let alert = inner.raise(&room_id, &state, from, level, reasons, now);
+            alerts.push(alert.clone());
+            inner.raised(&room_id, &sku, alert, &mut events);
             if level == Level::Red {
                 self.auto_halt(&room_id, &state, now);
             }
         }
+        inner.number(events);
         alerts
     }
 
@@ -326,6 +541,15 @@ impl Engine {
         now: Timestamp,
     ) -> Vec<RoomEvent> {
         let mut inner = self.inner.lock();
+        self.observe_locked(&mut inner, facts, now)
+    }
+
+    fn observe_locked<'a>(
+        &self,
+        inner: &mut Inner,
+        facts: impl IntoIterator<Item = &'a Fact>,
+        now: Timestamp,
+    ) -> Vec<RoomEvent> {
         let mut events = Vec::new();
         let mut touched: Vec<(RoomId, SkuId)> = Vec::new();
         let mut seen: HashSet<(RoomId, SkuId)> = HashSet::new();
@@ -369,7 +593,7 @@ impl Engine {
                         changed: &changed,
                         reshaped: &reshaped,
                     };
-                    if let Some(view) = self.build_view(&inner, &room.id, now, curves) {
+                    if let Some(view) = self.build_view(inner, &room.id, now, curves) {
                         events.push(RoomEvent::Room {
                             room: room.id.clone(),
                             view: Box::new(view),
@@ -391,6 +615,14 @@ impl Engine {
                     });
                     touch(room, sku, &mut touched);
                 }
+                Fact::Tick { at } => {
+                    for (room, sku) in inner.listings() {
+                        self.evaluate(inner, &room, &sku, *at, &mut events);
+                    }
+                }
+                Fact::AlertAcknowledged { at, id, by } => {
+                    inner.acknowledged(*id, by, *at, &mut events);
+                }
                 // No room lists anything: nothing to look up for each change.
                 _ if inner.listed.is_empty() => {}
                 _ => {
@@ -410,8 +642,10 @@ impl Engine {
                 }
             }
         }
+        // In one order on every node: the order of evaluation is the order of the alerts.
+        touched.sort();
         for (room, sku) in touched {
-            self.evaluate(&mut inner, &room, &sku, now, &mut events);
+            self.evaluate(inner, &room, &sku, now, &mut events);
         }
         events
     }
@@ -420,15 +654,83 @@ impl Engine {
     pub fn tick(&self, now: Timestamp) -> Vec<RoomEvent> {
         let mut inner = self.inner.lock();
         let mut events = Vec::new();
-        let listings: Vec<(RoomId, SkuId)> = inner
-            .listed
-            .iter()
-            .flat_map(|(sku, rooms)| rooms.iter().map(|room| (room.clone(), sku.clone())))
-            .collect();
-        for (room, sku) in listings {
+        for (room, sku) in inner.listings() {
             self.evaluate(&mut inner, &room, &sku, now, &mut events);
         }
         events
+    }
+
+    /// Takes in a batch of facts that just became durable, starting at `first_sequence`:
+    /// first into the durable state, then re-evaluating what they touched at the time of
+    /// the batch's newest fact (a [`Fact::Tick`] re-evaluates everything at its own time).
+    /// What changed is numbered and queued for the hub ([`Engine::take`]). Everything here
+    /// reads the facts and the durable state alone, never the clock: every node of a
+    /// cluster, taking in the same batches, decides the same levels and numbers the same
+    /// messages.
+    pub fn durable(&self, first_sequence: u64, facts: &[Fact]) {
+        let Some(now) = facts.iter().map(Fact::at).max() else {
+            return;
+        };
+        let last = first_sequence + facts.len() as u64 - 1;
+        let mut inner = self.inner.lock();
+        if last <= inner.position {
+            // Already in the image this engine started from: only the durable state lags.
+            self.durable.apply(facts);
+            return;
+        }
+        if inner.resuming {
+            // The durable state is now where the image was taken: the rooms again.
+            self.rediscover_locked(&mut inner);
+            inner.resuming = false;
+        }
+        self.durable.apply(facts);
+        let events = self.observe_locked(&mut inner, facts, now);
+        inner.position = last;
+        inner.number(events);
+    }
+
+    /// The numbered messages queued since the last call, oldest first.
+    pub fn take(&self) -> Vec<Message> {
+        std::mem::take(&mut self.inner.lock().outbox)
+    }
+
+    /// Under one lock: the queued messages (as [`Engine::take`]), a channel's sequence
+    /// number after them, and what the channel's snapshot shows at that number. For the
+    /// hub, whose snapshots must show exactly what the messages up to their number did.
+    pub fn take_with(
+        &self,
+        channel: &Channel,
+        now: Timestamp,
+    ) -> (Vec<Message>, u64, ChannelSnapshot) {
+        let mut inner = self.inner.lock();
+        let messages = std::mem::take(&mut inner.outbox);
+        let seq = inner.sequences.get(channel).copied().unwrap_or(0);
+        let snapshot = match channel {
+            Channel::Room(room) => {
+                ChannelSnapshot::Room(self.view_locked(&inner, room, now).map(Box::new))
+            }
+            Channel::Alerts => ChannelSnapshot::Alerts(inner.recent.iter().cloned().collect()),
+            Channel::RoomAlerts(room) => ChannelSnapshot::Alerts(
+                inner
+                    .recent
+                    .iter()
+                    .filter(|alert| alert.room == room.as_str())
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        (messages, seq, snapshot)
+    }
+
+    /// Every listing's newest alert as the notifier's store keeps it, at start-up: a later
+    /// alert resolves it and an acknowledgement acknowledges it as if seen live.
+    pub fn remember(&self, latest: impl IntoIterator<Item = ((RoomId, SkuId), Latest)>) {
+        self.inner.lock().latest.extend(latest);
+    }
+
+    /// The sequence of the last durable fact taken in.
+    pub fn position(&self) -> u64 {
+        self.inner.lock().position
     }
 
     fn evaluate(
@@ -479,10 +781,7 @@ impl Engine {
             };
             let reasons = evaluation.reasons.clone();
             let alert = inner.raise(room_id, &state, from, evaluation.level, reasons, now);
-            events.push(RoomEvent::Level {
-                room: room_id.clone(),
-                alert,
-            });
+            inner.raised(room_id, sku, alert, events);
             // Only a change seen live halts: a first evaluation (a new room) does not.
             if evaluation.level == Level::Red && previous.is_some() {
                 self.auto_halt(room_id, &state, now);

@@ -10,7 +10,10 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Alert, Engine, HintChange, ListingChange, Point, RECENT_ALERTS_MAX, RoomEvent};
+pub use engine::{
+    Alert, AlertState, Body, Channel, ChannelSnapshot, Engine, HintChange, Latest, ListingChange,
+    Message, OUTBOX_MAX, Point, RECENT_ALERTS_MAX, RoomEvent, StateChange,
+};
 pub use rules::{
     Adjustment, Evaluation, Forecast, Hint, Inputs, Level, LevelState, Reason, Thresholds,
     evaluate, forecast, plan_share, thresholds,

@@ -12,10 +12,8 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiPath;
 use crate::auth::Claims;
-use crate::notify::{AlertView, DeliveryState, DeliveryView};
-
-/// Longest name an acknowledgement may carry, in bytes.
-const ACKNOWLEDGER_BYTES_MAX: usize = 128;
+use crate::ledger::ACKNOWLEDGER_BYTES_MAX;
+use crate::notify::{AlertState, AlertView, DeliveryState, DeliveryView};
 
 fn unavailable(reason: String) -> ApiError {
     ApiError::new(
@@ -103,19 +101,46 @@ pub(crate) async fn acknowledge(
             "by must be 1 to {ACKNOWLEDGER_BYTES_MAX} bytes without control characters"
         )));
     }
-    match shared
-        .notifier
-        .acknowledge(id, by, claims.rooms.clone())
-        .await
-    {
-        Ok(Some(alert)) => Ok(Json(alert)),
-        Ok(None) => Err(ApiError::new(
+    match acknowledge_alert(&shared, id, by, claims.rooms.clone()).await? {
+        Some(alert) => Ok(Json(alert)),
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "alert_not_found",
             format!("alert {id} does not exist"),
         )),
-        Err(reason) => Err(unavailable(reason)),
     }
+}
+
+/// Acknowledges alert `id` for `by` (of one of `rooms`, when given): recorded in the
+/// journal first, so that every node's alert engine and notifier take it in the same
+/// place among the alerts; then the alert as it now stands. `None` when there is no such
+/// alert; an alert already acknowledged or resolved is answered as it is.
+pub(super) async fn acknowledge_alert(
+    shared: &AppState,
+    id: u64,
+    by: String,
+    rooms: Option<Vec<String>>,
+) -> Result<Option<AlertView>, ApiError> {
+    let Some(alert) = shared
+        .notifier
+        .get(id, rooms.clone())
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    if alert.state != AlertState::Open {
+        return Ok(Some(alert));
+    }
+    shared.writable()?;
+    let now = shared.now();
+    shared.ledger.acknowledge_alert(now, id, &by);
+    shared.durable().await?;
+    shared
+        .notifier
+        .acknowledge(id, by, now, rooms)
+        .await
+        .map_err(unavailable)
 }
 
 #[derive(Deserialize, IntoParams)]

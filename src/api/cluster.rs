@@ -325,6 +325,60 @@ pub(super) async fn forward_command(
     claims: &crate::auth::Claims,
     op: &super::dto::BatchOp,
 ) -> Result<serde_json::Value, ApiError> {
+    let body = serde_json::json!({ "ops": [op] });
+    let (status, mut body) = forward_as(shared, claims, "/api/v1/orders/batch", &body).await?;
+    if status != 200 {
+        // The whole batch was refused (503 on a node that lost the lead, 401, 403…): its
+        // error is the command's.
+        return Ok(serde_json::json!({"status": status, "error": body["error"].take()}));
+    }
+    Ok(body["results"][0].take())
+}
+
+/// Sends a WebSocket session's acknowledgement of alert `id` on a standby to the leader,
+/// which records it: the alert as it now stands, `None` when there is no such alert.
+pub(super) async fn forward_acknowledgement(
+    shared: &AppState,
+    claims: &crate::auth::Claims,
+    id: u64,
+    by: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let uri = format!("/api/v1/alerts/{id}/ack");
+    let (status, mut body) =
+        forward_as(shared, claims, &uri, &serde_json::json!({ "by": by })).await?;
+    match status {
+        200 => Ok(Some(body)),
+        404 => Ok(None),
+        _ => {
+            let code = match body["error"]["code"].as_str() {
+                Some("storage_unavailable") => "storage_unavailable",
+                Some("forbidden") => "forbidden",
+                Some("unauthorized") => "unauthorized",
+                Some("invalid_request") => "invalid_request",
+                _ => "not_leader",
+            };
+            let message = body["error"]["message"]
+                .take()
+                .as_str()
+                .unwrap_or("the leader refused it")
+                .to_owned();
+            Err(ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                code,
+                message,
+            ))
+        }
+    }
+}
+
+/// POSTs `body` to `uri` on the leader under `claims` (a short-lived token signed with the
+/// shared secret, when there is one): the answer's status and JSON body.
+async fn forward_as(
+    shared: &AppState,
+    claims: &crate::auth::Claims,
+    uri: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value), ApiError> {
     let unavailable = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -346,13 +400,11 @@ pub(super) async fn forward_command(
             format!("Bearer {}", authority.issue(&short)),
         ));
     }
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "ops": [op] })).map_err(|_| unavailable())?;
     let forwarded = ForwardedRequest {
         method: "POST".to_owned(),
-        uri: "/api/v1/orders/batch".to_owned(),
+        uri: uri.to_owned(),
         headers,
-        body,
+        body: serde_json::to_vec(body).map_err(|_| unavailable())?,
     };
     let answer = ask_leader(cluster, &leader, &forwarded)
         .await
@@ -360,14 +412,8 @@ pub(super) async fn forward_command(
             tracing::warn!(%leader, %reason, "Forwarding a command to the leader failed.");
             unavailable()
         })?;
-    let mut body: serde_json::Value =
-        serde_json::from_slice(&answer.body).map_err(|_| unavailable())?;
-    if answer.status != 200 {
-        // The whole batch was refused (503 on a node that lost the lead, 401, 403…): its
-        // error is the command's.
-        return Ok(serde_json::json!({"status": answer.status, "error": body["error"].take()}));
-    }
-    Ok(body["results"][0].take())
+    let body = serde_json::from_slice(&answer.body).map_err(|_| unavailable())?;
+    Ok((answer.status, body))
 }
 
 fn not_leader(cluster: &Cluster) -> Response {

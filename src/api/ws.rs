@@ -22,6 +22,7 @@ use crate::hub::{
     Chunk, Codec, Join, Joined, Resync, SESSION_RESYNC_DECAY, SESSION_RESYNCS_MAX,
     SESSION_TOPICS_MAX, ServerMessage, Topic,
 };
+use crate::ledger::ACKNOWLEDGER_BYTES_MAX;
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
 pub(crate) const PROTOCOL_MSGPACK: &str = "stockpulse.v1.msgpack";
@@ -304,9 +305,8 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                         continue;
                     }
                     (ClientMessage::Ack { id, by }, Some(granted)) => {
-                        let rooms = granted.rooms.clone();
                         let by = by.or_else(|| Some(granted.sub.clone()));
-                        let reply = acknowledge(&shared, codec, id, by, rooms).await;
+                        let reply = acknowledge(&shared, codec, granted, id, by).await;
                         if !send_within(&mut sender, frame_message(codec, reply)).await {
                             break;
                         }
@@ -524,25 +524,42 @@ fn credentials_hold(shared: &AppState, claims: &Option<Claims>, started: Instant
 async fn acknowledge(
     shared: &AppState,
     codec: Codec,
+    claims: &Claims,
     id: u64,
     by: Option<String>,
-    rooms: Option<Vec<String>>,
 ) -> Bytes {
+    let rooms = claims.rooms.clone();
     let by = by.unwrap_or_else(|| "console".to_owned());
-    if by.is_empty() || 128 < by.len() || by.chars().any(char::is_control) {
-        return ServerMessage::error("invalid_message", "by must be 1 to 128 bytes").encode(codec);
+    if by.is_empty() || ACKNOWLEDGER_BYTES_MAX < by.len() || by.chars().any(char::is_control) {
+        return ServerMessage::error(
+            "invalid_message",
+            &format!("by must be 1 to {ACKNOWLEDGER_BYTES_MAX} bytes without control characters"),
+        )
+        .encode(codec);
     }
-    match shared.notifier.acknowledge(id, by, rooms).await {
+    let standby = shared
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.leading());
+    let answer = if standby {
+        // The leader records it: asked under the session's claims.
+        super::cluster::forward_acknowledgement(shared, claims, id, &by).await
+    } else {
+        super::alerts::acknowledge_alert(shared, id, by, rooms)
+            .await
+            .map(|alert| alert.map(|alert| serde_json::to_value(alert).unwrap_or_default()))
+    };
+    match answer {
         Ok(Some(alert)) => {
             #[derive(Serialize)]
-            struct Acked<'a> {
+            struct Acked {
                 #[serde(rename = "type")]
                 kind: &'static str,
-                alert: &'a crate::notify::AlertView,
+                alert: serde_json::Value,
             }
             let acked = Acked {
                 kind: "acked",
-                alert: &alert,
+                alert,
             };
             match codec {
                 Codec::Json => Bytes::from(serde_json::to_vec(&acked).unwrap_or_default()),
@@ -553,7 +570,7 @@ async fn acknowledge(
         }
         Ok(None) => ServerMessage::error("alert_not_found", &format!("alert {id} does not exist"))
             .encode(codec),
-        Err(reason) => ServerMessage::error("storage_unavailable", &reason).encode(codec),
+        Err(error) => ServerMessage::error(error.code, &error.message).encode(codec),
     }
 }
 

@@ -171,6 +171,8 @@ pub(crate) fn event(topic: &str, seq: u64, event: &RoomEvent, codec: Codec) -> B
         RoomEvent::Point { point, .. } => flat("point", topic, seq, point, codec),
         RoomEvent::Listing { change, .. } => flat("listing", topic, seq, change, codec),
         RoomEvent::Room { view, .. } => room("room", topic, seq, Some(view.as_ref()), None, codec),
+        // The engine sends these on the alerts topics only.
+        RoomEvent::AlertState { change, .. } => flat("alert_state", topic, seq, change, codec),
     }
 }
 
@@ -183,7 +185,7 @@ pub(crate) fn alert(topic: &str, seq: u64, alert: &Alert, codec: Codec) -> Bytes
 pub(crate) fn alert_state(
     topic: &str,
     seq: u64,
-    change: &crate::notify::StateChange,
+    change: &crate::alert::StateChange,
     codec: Codec,
 ) -> Bytes {
     flat("alert_state", topic, seq, change, codec)

@@ -31,7 +31,9 @@ use tokio::sync::{Notify, mpsc};
 
 pub(crate) use message::{Chunk, Codec, ServerMessage};
 
-use crate::alert::{Alert, Engine, RoomEvent};
+use crate::alert::{
+    Alert, Body, Channel, ChannelSnapshot, Engine, Message, RoomEvent, StateChange,
+};
 use crate::clock::Clock;
 use crate::journal::DurableBatch;
 use crate::ledger::{DurableState, RoomId, SkuId, Stock};
@@ -51,7 +53,8 @@ pub(crate) const SESSION_RESYNC_DECAY: std::time::Duration = std::time::Duration
 pub(crate) const SESSION_TOPICS_MAX: usize = 256;
 /// Changes each topic keeps for resuming clients; an older gap gets a resync snapshot.
 pub(crate) const TOPIC_HISTORY_MAX: usize = 256;
-/// How often the alert engine re-evaluates every listing, for the changes time alone makes.
+/// How often the alert engine re-evaluates every listing, for the changes time alone makes
+/// (a [`crate::ledger::Fact::Tick`] in the journal).
 pub(crate) const ALERT_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The shortest time between two publishing rounds unless configured otherwise. A change
 /// arriving after a quiet spell goes out at once; under load, changes wait at most this long
@@ -103,7 +106,17 @@ enum Payload {
     Stock(Stock),
     Event(Arc<RoomEvent>),
     Alert(Arc<Alert>),
-    AlertState(Arc<crate::notify::StateChange>),
+    AlertState(Arc<StateChange>),
+}
+
+impl From<Body> for Payload {
+    fn from(body: Body) -> Payload {
+        match body {
+            Body::Event(event) => Payload::Event(event),
+            Body::Alert(alert) => Payload::Alert(alert),
+            Body::State(change) => Payload::AlertState(change),
+        }
+    }
 }
 
 impl Payload {
@@ -115,24 +128,6 @@ impl Payload {
             Payload::Event(event) => message::event(topic, sequence, event, codec),
             Payload::Alert(alert) => message::alert(topic, sequence, alert, codec),
             Payload::AlertState(change) => message::alert_state(topic, sequence, change, codec),
-        }
-    }
-}
-
-/// The hub, once it exists, as the notifier's way to announce alert states.
-#[derive(Default)]
-pub(crate) struct HubSlot(std::sync::OnceLock<Arc<Hub>>);
-
-impl HubSlot {
-    pub(crate) fn set(&self, hub: Arc<Hub>) {
-        let _ = self.0.set(hub);
-    }
-}
-
-impl crate::notify::Announce for HubSlot {
-    fn alert_state(&self, change: crate::notify::StateChange) {
-        if let Some(hub) = self.0.get() {
-            hub.alert_state(change);
         }
     }
 }
@@ -166,6 +161,14 @@ pub(crate) enum Resync {
 }
 
 impl SessionLink {
+    /// Marks the session for a resync that is not its doing: it missed changes.
+    fn lost(&self, counters: &HubCounters) {
+        if !self.resync.swap(true, Ordering::AcqRel) {
+            counters.resyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
     /// Whether the session is marked for a resync, without clearing the mark.
     pub(crate) fn resync_pending(&self) -> bool {
         self.resync.load(Ordering::Acquire)
@@ -234,12 +237,13 @@ struct TopicState {
 }
 
 impl TopicState {
-    fn new(number: u64, stock: Option<Stock>) -> TopicState {
+    /// A topic whose last change was `sequence`: a SKU topic counts its SKU's versions, the
+    /// others the alert engine's messages, and every node of a cluster derives both from
+    /// the same log, so a screen can resume on another node.
+    fn new(number: u64, stock: Option<Stock>, sequence: u64) -> TopicState {
         TopicState {
             number,
-            // A SKU topic counts its SKU's versions, which every node of a cluster derives
-            // from the same log: a screen can resume on another node.
-            sequence: stock.as_ref().map_or(0, |stock| stock.version),
+            sequence,
             stock,
             history: std::collections::VecDeque::new(),
             round: Vec::new(),
@@ -247,17 +251,21 @@ impl TopicState {
         }
     }
 
-    /// Adds a change: the next sequence number, the history, and the round when somebody
-    /// listens. `true` when the topic joined the round with it.
-    fn stage(&mut self, payload: Payload) -> bool {
-        let next = match &payload {
-            Payload::Stock(stock) => stock.version,
-            _ => self.sequence + 1,
-        };
+    /// Adds change `next`: the history, and the round when somebody listens. `true` when
+    /// the topic joined the round with it.
+    fn stage(&mut self, payload: Payload, next: u64, counters: &HubCounters) -> bool {
+        if next <= self.sequence {
+            // A snapshot that made the topic showed it already.
+            return false;
+        }
         if next != self.sequence + 1 {
-            // Changes this topic did not see (a SKU topic made again after a resync): the
-            // history would have a gap.
+            // Changes this topic did not see: the history would have a gap, and the
+            // subscribers must start again from a snapshot.
             self.history.clear();
+            self.round.clear();
+            for link in &self.subscribers {
+                link.lost(counters);
+            }
         }
         self.sequence = next;
         if TOPIC_HISTORY_MAX <= self.history.len() {
@@ -311,9 +319,6 @@ pub(crate) struct Hub {
     /// with another epoch's numbers gets a resync. In a cluster, the log's: every node
     /// numbers SKU topics alike.
     epoch: u64,
-    /// In a cluster, room and alert topics are numbered by each node on its own: a client
-    /// resuming one of them is resynced, since it may have followed another node.
-    local_rooms: bool,
     /// What snapshots read: the state the journal made durable.
     durable: Arc<DurableState>,
     engine: Arc<Engine>,
@@ -336,7 +341,6 @@ impl Hub {
     ) -> Hub {
         Hub {
             epoch: shared_epoch.unwrap_or_else(|| fastrand::u64(1..u64::from(u32::MAX))),
-            local_rooms: shared_epoch.is_some(),
             durable,
             engine,
             clock,
@@ -390,46 +394,50 @@ impl Hub {
     pub(crate) fn join(&self, link: &Arc<SessionLink>, topic: &Topic, join: Join) -> Joined {
         let mut states = self.topics.lock();
         let mut join = join;
+        // A room or alerts topic: what the engine queued is published first, so the
+        // topic's sequence is the engine's and the snapshot shows exactly that point.
+        let engine_snapshot = match channel(topic) {
+            Some(channel) => {
+                let (pending, seq, snapshot) = self.engine.take_with(&channel, self.clock.now());
+                let mut touched = Vec::new();
+                self.stage_messages(&mut states, pending, &mut touched);
+                self.flush(&mut states, touched);
+                Some((seq, snapshot))
+            }
+            None => None,
+        };
         let state = match states.entry(topic.clone()) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                // A topic that did not exist could not have been followed in this run: a
-                // client resuming it gets a snapshot, whatever sequence it names; but a SKU
-                // topic counts the SKU's versions, so a client that saw the current one is
-                // up to date.
-                if let Join::Since(seen) = join {
-                    let current = match topic {
-                        Topic::Sku(sku) => self.durable.stock(sku).map(|stock| stock.version),
-                        _ => None,
-                    };
-                    if current != Some(seen) {
-                        join = Join::Resync;
-                    }
-                }
-                let stock = match topic {
-                    Topic::Sku(sku) => match self.durable.stock(sku) {
-                        Some(stock) => Some(stock),
+                let (stock, sequence) = match (topic, &engine_snapshot) {
+                    (Topic::Sku(sku), _) => match self.durable.stock(sku) {
+                        Some(stock) => {
+                            let version = stock.version;
+                            (Some(stock), version)
+                        }
                         None => return Joined::Missing,
                     },
-                    Topic::Room(room) | Topic::RoomAlerts(room)
+                    (Topic::Room(room) | Topic::RoomAlerts(room), _)
                         if self.durable.room_spec(room).is_none() =>
                     {
                         return Joined::Missing;
                     }
-                    Topic::Room(_) | Topic::Alerts | Topic::RoomAlerts(_) => None,
+                    (_, Some((seq, _))) => (None, *seq),
+                    (_, None) => (None, 0),
                 };
+                // A topic nobody followed here has no history: a client resuming it is up to
+                // date when it saw the current sequence, and resynced otherwise.
+                if let Join::Since(seen) = join
+                    && seen != sequence
+                {
+                    join = Join::Resync;
+                }
                 let number = self.next_topic.fetch_add(1, Ordering::Relaxed);
-                entry.insert(TopicState::new(number, stock))
+                entry.insert(TopicState::new(number, stock, sequence))
             }
         };
         if !state.subscribers.iter().any(|other| other.id == link.id) {
             state.subscribers.push(link.clone());
-        }
-        if self.local_rooms
-            && !matches!(topic, Topic::Sku(_))
-            && let Join::Since(_) = join
-        {
-            join = Join::Resync;
         }
         let oldest = state.sequence + 1 - state.history.len() as u64;
         let kind = match join {
@@ -449,17 +457,11 @@ impl Hub {
             }
             Join::Since(_) => "resync",
         };
-        let body = match (topic, &state.stock) {
-            (Topic::Sku(_), Some(stock)) => SnapshotBody::Stock(stock.clone()),
-            (Topic::Room(room), _) => {
-                SnapshotBody::Room(self.engine.room_view(room, self.clock.now()).map(Box::new))
-            }
-            (Topic::RoomAlerts(room), _) => {
-                let mut alerts = self.engine.recent_alerts();
-                alerts.retain(|alert| alert.room == room.as_str());
-                SnapshotBody::Alerts(alerts)
-            }
-            _ => SnapshotBody::Alerts(self.engine.recent_alerts()),
+        let body = match (engine_snapshot, &state.stock) {
+            (None, Some(stock)) => SnapshotBody::Stock(stock.clone()),
+            (Some((_, ChannelSnapshot::Room(view))), _) => SnapshotBody::Room(view),
+            (Some((_, ChannelSnapshot::Alerts(alerts))), _) => SnapshotBody::Alerts(alerts),
+            (None, None) => return Joined::Missing,
         };
         Joined::Snapshot(Snapshot {
             topic_number: state.number,
@@ -470,7 +472,6 @@ impl Hub {
         })
     }
 
-    /// A snapshot's bytes in the session's codec, counted as pushed.
     pub(crate) fn encode_snapshot(&self, snapshot: &Snapshot, codec: Codec) -> Bytes {
         let (name, kind, seq) = (&snapshot.name, snapshot.kind, snapshot.seq);
         let bytes = match &snapshot.body {
@@ -501,13 +502,11 @@ impl Hub {
     }
 
     /// Publishes one round: every stock change of some durable batches, in order, then what
-    /// the alert engine made of them. Returns the new alerts, for delivery.
-    pub(crate) fn publish(&self, batches: &[DurableBatch]) -> Vec<Arc<Alert>> {
+    /// the alert engine made of them. Returns the alerts and their changes of state, for
+    /// the notifier.
+    pub(crate) fn publish(&self, batches: &[DurableBatch]) -> Vec<Body> {
         let facts = batches.iter().flat_map(|batch| batch.facts.iter());
         let mut states = self.topics.lock();
-        // Under the hub's lock, so a subscriber's snapshot is either before all of it or
-        // after all of it.
-        let events = self.engine.observe(facts.clone(), self.clock.now());
         let mut touched = Vec::new();
         for fact in facts {
             for stock in fact.stocks() {
@@ -526,67 +525,38 @@ impl Hub {
                     continue;
                 }
                 state.stock = Some(stock.clone());
-                if state.stage(Payload::Stock(stock.clone())) {
+                if state.stage(Payload::Stock(stock.clone()), stock.version, &self.counters) {
                     touched.push(topic);
                 }
             }
         }
-        let alerts = self.stage_events(&mut states, events, &mut touched);
+        // The engine took these batches in before they were published: what it made of
+        // them is queued already.
+        let alerts = self.stage_messages(&mut states, self.engine.take(), &mut touched);
         self.flush(&mut states, touched);
         alerts
     }
 
-    /// Publishes what the alert engine's tick found: levels also move with time. Returns
-    /// the new alerts.
-    pub(crate) fn tick(&self) -> Vec<Arc<Alert>> {
-        let mut states = self.topics.lock();
-        let events = self.engine.tick(self.clock.now());
-        if events.is_empty() {
-            return Vec::new();
-        }
-        let mut touched = Vec::new();
-        let alerts = self.stage_events(&mut states, events, &mut touched);
-        self.flush(&mut states, touched);
-        alerts
-    }
-
-    /// Publishes an alert's new state (acknowledged, resolved) on the alerts topic.
-    pub(crate) fn alert_state(&self, change: crate::notify::StateChange) {
-        let mut states = self.topics.lock();
-        let change = Arc::new(change);
-        let mut touched = Vec::new();
-        let room = RoomId::new(&change.room).ok().map(Topic::RoomAlerts);
-        for topic in std::iter::once(Topic::Alerts).chain(room) {
-            if let Some(state) = states.get_mut(&topic)
-                && state.stage(Payload::AlertState(change.clone()))
-            {
-                touched.push(topic);
-            }
-        }
-        self.flush(&mut states, touched);
-    }
-
-    fn stage_events(
+    /// Stages the engine's messages on their topics; returns what the notifier takes (the
+    /// alerts channel's).
+    fn stage_messages(
         &self,
         states: &mut HashMap<Topic, TopicState>,
-        events: Vec<RoomEvent>,
+        messages: Vec<Message>,
         touched: &mut Vec<Topic>,
-    ) -> Vec<Arc<Alert>> {
+    ) -> Vec<Body> {
         let mut alerts = Vec::new();
-        for event in events {
-            if let RoomEvent::Level { alert, room } = &event {
-                alerts.push(alert.clone());
-                for topic in [Topic::Alerts, Topic::RoomAlerts(room.clone())] {
-                    if let Some(state) = states.get_mut(&topic)
-                        && state.stage(Payload::Alert(alert.clone()))
-                    {
-                        touched.push(topic);
-                    }
-                }
+        for Message { channel, seq, body } in messages {
+            if channel == Channel::Alerts {
+                alerts.push(body.clone());
             }
-            let topic = Topic::Room(event.room().clone());
+            let topic = match channel {
+                Channel::Room(room) => Topic::Room(room),
+                Channel::Alerts => Topic::Alerts,
+                Channel::RoomAlerts(room) => Topic::RoomAlerts(room),
+            };
             if let Some(state) = states.get_mut(&topic)
-                && state.stage(Payload::Event(Arc::new(event)))
+                && state.stage(body.into(), seq, &self.counters)
             {
                 touched.push(topic);
             }
@@ -621,28 +591,23 @@ impl Hub {
         }
     }
 
-    /// Marks every session for a resync: the hub fell behind the journal's feed, so each
-    /// topic takes its state from the durable state again, and its history, which now has a gap,
-    /// is dropped.
-    /// Returns the alerts for the levels that moved in the facts the hub missed.
-    pub(crate) fn resync_everyone(&self) -> Vec<Arc<Alert>> {
+    /// Marks every session for a resync: the hub fell behind the journal's feed, so each SKU
+    /// topic takes its state from the durable state again, and its history, which now has
+    /// a gap, is dropped. Room and alerts topics missed nothing (the engine took every
+    /// batch in as it became durable): their messages are staged as usual.
+    /// Returns what the notifier takes.
+    pub(crate) fn resync_everyone(&self) -> Vec<Body> {
         let mut states = self.topics.lock();
-        // The rooms again, then every listing evaluated as if seen live: a level that moved
-        // in the missed facts raises its alert (and auto-halts) now rather than never.
-        self.engine.rediscover();
-        let events = self.engine.tick(self.clock.now());
         for (topic, state) in states.iter_mut() {
-            // Every topic may have missed changes: its sequence moves on past the gap, so a
-            // client resuming from before it is resynced rather than told it is up to date
-            // (a SKU topic's to its SKU's version now).
-            state.sequence += 1;
             if let Topic::Sku(sku) = topic
                 && let Some(stock) = self.durable.stock(sku)
             {
+                // A client resuming from before the gap is resynced rather than told it is
+                // up to date.
                 state.sequence = stock.version;
                 state.stock = Some(stock);
+                state.history.clear();
             }
-            state.history.clear();
             state.round.clear();
             for link in &state.subscribers {
                 link.resync.store(true, Ordering::Release);
@@ -651,13 +616,23 @@ impl Hub {
         }
         // Every subscriber resyncs, so these reach only the history and the notifier.
         let mut touched = Vec::new();
-        let alerts = self.stage_events(&mut states, events, &mut touched);
+        let alerts = self.stage_messages(&mut states, self.engine.take(), &mut touched);
         for topic in touched {
             if let Some(state) = states.get_mut(&topic) {
                 state.round.clear();
             }
         }
         alerts
+    }
+}
+
+/// The engine's channel of a room or alerts topic.
+fn channel(topic: &Topic) -> Option<Channel> {
+    match topic {
+        Topic::Sku(_) => None,
+        Topic::Room(room) => Some(Channel::Room(room.clone())),
+        Topic::Alerts => Some(Channel::Alerts),
+        Topic::RoomAlerts(room) => Some(Channel::RoomAlerts(room.clone())),
     }
 }
 
@@ -701,26 +676,15 @@ pub(crate) async fn run(
     // After a resync, the last durable sequence its snapshots already show.
     let mut skip_through = 0u64;
     let mut last_round = tokio::time::Instant::now() - interval;
-    let mut ticker = tokio::time::interval(ALERT_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What the engine queued before the first batch (alerts raised at start-up).
+    notifier.changes(hub.publish(&[]));
     loop {
         let mut lagged = false;
-        tokio::select! {
-            received = feed.recv() => match received {
-                Ok(batch) if batch_last(&batch) <= skip_through => continue,
-                Ok(batch) => round.push(batch),
-                Err(RecvError::Lagged(_)) => lagged = true,
-                Err(RecvError::Closed) => return,
-            },
-            _ = ticker.tick() => {
-                // While the journal cannot write, nothing moves on what time alone would
-                // change: no level change, no alert, no auto-halt on a state that may yet
-                // turn out to be lost.
-                if journal.healthy() {
-                    notifier.alerts(hub.tick());
-                }
-                continue;
-            }
+        match feed.recv().await {
+            Ok(batch) if batch_last(&batch) <= skip_through => continue,
+            Ok(batch) => round.push(batch),
+            Err(RecvError::Lagged(_)) => lagged = true,
+            Err(RecvError::Closed) => return,
         }
         // Under load, let the changes gather until the interval since the last round is over.
         tokio::time::sleep_until(last_round + interval).await;
@@ -739,12 +703,12 @@ pub(crate) async fn run(
         }
         if lagged {
             tracing::warn!("Push hub fell behind the journal; resyncing every session.");
-            notifier.alerts(hub.resync_everyone());
+            notifier.changes(hub.resync_everyone());
             // The snapshots of the resync read the durable state: batches up to here that
             // are still in the feed are in them already, and must not be published again.
             skip_through = journal.durable();
         } else {
-            notifier.alerts(hub.publish(&round));
+            notifier.changes(hub.publish(&round));
         }
         round.clear();
         last_round = tokio::time::Instant::now();

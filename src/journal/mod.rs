@@ -137,11 +137,12 @@ struct Shared {
 /// Called by the writer with each batch of facts once it is durable, before anything in it
 /// is acknowledged or published. It must be quick: acknowledgements wait for it.
 pub trait DurableListener: Send + Sync {
-    fn durable(&self, facts: &[Fact]);
+    /// `facts` are numbered from `first_sequence`.
+    fn durable(&self, first_sequence: u64, facts: &[Fact]);
 }
 
 impl DurableListener for crate::ledger::DurableState {
-    fn durable(&self, facts: &[Fact]) {
+    fn durable(&self, _first_sequence: u64, facts: &[Fact]) {
         self.apply(facts);
     }
 }
@@ -207,7 +208,7 @@ impl Shared {
     fn made_durable(&self, first_sequence: u64, facts: Vec<Fact>) {
         let last = first_sequence + facts.len() as u64 - 1;
         if let Some(listener) = self.listener.get() {
-            listener.durable(&facts);
+            listener.durable(first_sequence, &facts);
         }
         self.durable.send_replace(last);
         if 0 < self.published.receiver_count() {

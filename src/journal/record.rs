@@ -171,6 +171,15 @@ enum FactRecord<'a> {
         #[serde(borrow)]
         sku: Cow<'a, str>,
     },
+    Tick {
+        at: u64,
+    },
+    AlertAcknowledged {
+        at: u64,
+        id: u64,
+        #[serde(borrow)]
+        by: Cow<'a, str>,
+    },
 }
 
 /// A listing's policy, field by field (see `ledger::Policy`).
@@ -549,8 +558,29 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             room: Cow::Borrowed(room.as_str()),
             sku: Cow::Borrowed(sku.as_str()),
         },
+        Fact::Tick { .. } => FactRecord::Tick { at },
+        Fact::AlertAcknowledged { id, by, .. } => FactRecord::AlertAcknowledged {
+            at,
+            id: *id,
+            by: Cow::Borrowed(by.as_str()),
+        },
     };
     rmp_serde::encode::write(buffer, &record).expect("writing to a Vec cannot fail");
+}
+
+/// Who acknowledged an alert, as the API takes it: a name of at most
+/// [`ACKNOWLEDGER_BYTES_MAX`] bytes with no control character.
+fn acknowledger(by: &str) -> Result<String, DecodeError> {
+    if by.is_empty()
+        || crate::ledger::ACKNOWLEDGER_BYTES_MAX < by.len()
+        || by.chars().any(char::is_control)
+    {
+        return Err(DecodeError::Value(format!(
+            "acknowledged by {by:?}: not a name of 1 to {} bytes without control characters",
+            crate::ledger::ACKNOWLEDGER_BYTES_MAX
+        )));
+    }
+    Ok(by.to_owned())
 }
 
 /// The order a transition record names, as the ledger being rebuilt holds it.
@@ -699,6 +729,12 @@ pub(super) fn decode_fact(
             at: at(time),
             room: value(RoomId::new(&room))?,
             sku: value(SkuId::new(&sku))?,
+        },
+        FactRecord::Tick { at: time } => Fact::Tick { at: at(time) },
+        FactRecord::AlertAcknowledged { at: time, id, by } => Fact::AlertAcknowledged {
+            at: at(time),
+            id,
+            by: acknowledger(&by)?,
         },
     })
 }

@@ -109,6 +109,19 @@ pub enum Fact {
         room: RoomId,
         sku: SkuId,
     },
+    /// Time passed: the alert engine re-evaluates every listing at `at`, since levels also
+    /// move with time. Changes no stock; in the log so that every node of a cluster
+    /// evaluates at the same points and decides the same levels.
+    Tick {
+        at: Timestamp,
+    },
+    /// An operator acknowledged alert `id`. Changes no stock; in the log so that every
+    /// node's alert records agree.
+    AlertAcknowledged {
+        at: Timestamp,
+        id: u64,
+        by: String,
+    },
 }
 
 impl Fact {
@@ -126,7 +139,9 @@ impl Fact {
             | Fact::OrderRefunded { at, .. }
             | Fact::RoomPut { at, .. }
             | Fact::ListingHalted { at, .. }
-            | Fact::ListingResumed { at, .. } => *at,
+            | Fact::ListingResumed { at, .. }
+            | Fact::Tick { at }
+            | Fact::AlertAcknowledged { at, .. } => *at,
         }
     }
 
@@ -143,7 +158,11 @@ impl Fact {
             | Fact::OrderCancelled { stocks, .. }
             | Fact::OrderExpired { stocks, .. }
             | Fact::OrderRefunded { stocks, .. } => stocks,
-            Fact::RoomPut { .. } | Fact::ListingHalted { .. } | Fact::ListingResumed { .. } => &[],
+            Fact::RoomPut { .. }
+            | Fact::ListingHalted { .. }
+            | Fact::ListingResumed { .. }
+            | Fact::Tick { .. }
+            | Fact::AlertAcknowledged { .. } => &[],
         }
     }
 
@@ -195,7 +214,9 @@ impl Fact {
             | Fact::Resumed { .. }
             | Fact::RoomPut { .. }
             | Fact::ListingHalted { .. }
-            | Fact::ListingResumed { .. } => None,
+            | Fact::ListingResumed { .. }
+            | Fact::Tick { .. }
+            | Fact::AlertAcknowledged { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -221,6 +242,8 @@ impl Fact {
             Fact::RoomPut { .. } => "room_put",
             Fact::ListingHalted { .. } => "listing_halted",
             Fact::ListingResumed { .. } => "listing_resumed",
+            Fact::Tick { .. } => "tick",
+            Fact::AlertAcknowledged { .. } => "alert_acknowledged",
         }
     }
 }

@@ -58,9 +58,9 @@ pub use room::{
     Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series,
 };
 pub use types::{
-    ID_BYTES_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX, OrderId, OrderRequest,
-    OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId,
-    SkuSettings, SkuUpdate, SkuView, Stock, stock_qty,
+    ACKNOWLEDGER_BYTES_MAX, ID_BYTES_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX,
+    OrderId, OrderRequest, OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId,
+    STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView, Stock, stock_qty,
 };
 pub use values::{LedgerImage, OrderImage, SkuImage};
 
@@ -979,6 +979,25 @@ impl Ledger {
             self.record(&fact);
         }
         Ok(fact)
+    }
+
+    /// Records that time passed, for the alert engine: nothing in the ledger moves.
+    pub fn tick(&self, now: Timestamp) -> Fact {
+        let fact = Fact::Tick { at: now };
+        self.record(&fact);
+        fact
+    }
+
+    /// Records that `by` acknowledged alert `id`, for the alert engine and the notifier:
+    /// nothing in the ledger moves. Whether there is such an alert is theirs to know.
+    pub fn acknowledge_alert(&self, now: Timestamp, id: u64, by: &str) -> Fact {
+        let fact = Fact::AlertAcknowledged {
+            at: now,
+            id,
+            by: by.to_owned(),
+        };
+        self.record(&fact);
+        fact
     }
 
     /// Every room, by id.

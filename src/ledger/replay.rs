@@ -111,6 +111,8 @@ impl Ledger {
                         reason: error.to_string(),
                     })
             }
+            // The alert engine's facts: nothing in the ledger moves.
+            Fact::Tick { .. } | Fact::AlertAcknowledged { .. } => Ok(()),
             Fact::OrderReserved {
                 at,
                 order,

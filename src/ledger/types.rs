@@ -11,6 +11,8 @@ use crate::clock::Timestamp;
 
 /// Longest identifier accepted, in bytes: platform order ids are rarely over 40.
 pub const ID_BYTES_MAX: usize = 128;
+/// The longest name an alert may be acknowledged by, in bytes.
+pub const ACKNOWLEDGER_BYTES_MAX: usize = 128;
 /// Largest quantity on one order line: more than any live room sells of one SKU at once, so a
 /// bigger number is a client bug, not an order.
 pub const LINE_QTY_MAX: u32 = 1_000_000;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::config::NotifyConfig;
-use crate::alert::Level;
+use crate::alert::{AlertState, Level};
 use crate::clock::Timestamp;
 
 /// An alert as delivery sees it: what routing needs, and the alert as the API shows it.
@@ -26,15 +26,6 @@ pub struct Notice {
     pub at: Timestamp,
     /// The alert's JSON (`GET /api/v1/alerts` and webhook bodies carry it).
     pub body: Arc<serde_json::Value>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Open,
-    Acknowledged,
-    /// A later level change of the same listing superseded it.
-    Resolved,
 }
 
 /// An alert and what became of it.
@@ -204,6 +195,20 @@ impl Dispatcher {
         record.next_escalation = None;
         record.owed.retain(|(_, escalation)| !escalation);
         Some(true)
+    }
+
+    /// This node starts delivering (it leads a cluster now): what alerts raised before
+    /// `before` were owed was the previous leader's to send, and is forgotten; their
+    /// escalations keep their schedule. Returns the records that changed.
+    pub(super) fn settle_owed_before(&mut self, before: Timestamp) -> Vec<u64> {
+        let mut changed = Vec::new();
+        for record in self.alerts.values_mut() {
+            if record.notice.at < before && !record.owed.is_empty() {
+                record.owed.clear();
+                changed.push(record.notice.id);
+            }
+        }
+        changed
     }
 
     /// Forgets receivers no longer configured; returns the records that changed.

@@ -26,12 +26,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+pub use crate::alert::AlertState;
 pub use config::{Format, NotifyConfig, ReceiverConfig, RouteConfig};
-pub use dispatch::{AlertRecord, AlertState, Notice};
+pub use dispatch::{AlertRecord, Notice};
 pub use store::{Delivery, DeliveryState, StoreError};
 pub use webhook::signature;
 
-use crate::alert::{Alert, Level};
+use crate::alert::{Body, Latest, Level};
 use crate::clock::{Clock, Rfc3339, Timestamp};
 use dispatch::Dispatcher;
 use store::Store;
@@ -43,25 +44,14 @@ const POLL: Duration = Duration::from_millis(50);
 /// Alerts `GET /api/v1/alerts` returns at most, the newest; deliveries likewise.
 pub const ALERTS_LISTED_MAX: usize = 1_000;
 pub const DELIVERIES_LISTED_MAX: usize = 1_000;
+/// When a node starts leading, what alerts raised this long before were owed is still
+/// delivered: the previous leader may have died before sending it. Receivers tell a repeat
+/// by the alert ids.
+const PROMOTION_REDELIVERY: Duration = Duration::from_secs(30);
 /// Finished alerts and deliveries are kept this long, then forgotten.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often finished records are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// An alert's state changed: the alerts topic tells the console.
-#[derive(Clone, Debug, Serialize)]
-pub struct StateChange {
-    pub id: u64,
-    pub room: String,
-    pub state: AlertState,
-    pub acknowledged_by: Option<String>,
-    pub at: Rfc3339,
-}
-
-/// Where the notifier announces state changes (the push hub).
-pub trait Announce: Send + Sync {
-    fn alert_state(&self, change: StateChange);
-}
 
 /// An alert as the API lists it: the alert, its state, and its deliveries.
 #[derive(Clone, Debug, Serialize)]
@@ -122,13 +112,24 @@ pub struct NotifyCounters {
 }
 
 enum Command {
-    Alerts(Vec<Arc<Alert>>),
+    /// New alerts and acknowledgements, in the order the engine took them from the
+    /// journal.
+    Changes(Vec<Body>),
+    /// An alert as it stands; `None` when there is no such alert (or none of `rooms`).
+    Get {
+        id: u64,
+        rooms: Option<Vec<String>>,
+        reply: oneshot::Sender<Option<AlertView>>,
+    },
     Acknowledge {
         id: u64,
         by: String,
+        at: Timestamp,
         rooms: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Option<AlertView>, String>>,
     },
+    /// This node starts delivering.
+    Promote,
     List {
         open_only: bool,
         reply: oneshot::Sender<Vec<AlertView>>,
@@ -152,11 +153,14 @@ pub struct Notifier {
     /// The level of each listing's newest alert in the store when it opened, by (room, SKU):
     /// what start-up compares the recovered levels with.
     recorded_levels: HashMap<(String, String), Level>,
+    /// Each listing's newest alert in the store when it opened, by (room, SKU).
+    recorded_latest: HashMap<(String, String), Latest>,
     pub counters: Arc<NotifyCounters>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// False on a cluster standby: the leader delivers alerts, once.
-    delivers: std::sync::atomic::AtomicBool,
+    /// False on a cluster standby: it records alerts as the leader does, and the leader
+    /// delivers them.
+    delivers: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Notifier {
@@ -166,7 +170,6 @@ impl Notifier {
         data_dir: &Path,
         config: NotifyConfig,
         clock: Arc<dyn Clock>,
-        announce: Arc<dyn Announce>,
     ) -> Result<Notifier, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|error| StoreError::Database(error.to_string()))?;
@@ -178,9 +181,19 @@ impl Notifier {
             .next_back()
             .map_or(1, |last| last + 1);
         let mut recorded_levels = HashMap::new();
+        let mut recorded_latest = HashMap::new();
+        // In id order: the newest alert of each listing is the last one seen.
         for record in loaded.alerts.values() {
             let key = (record.notice.room.clone(), record.notice.sku.clone());
-            recorded_levels.insert(key, record.notice.to);
+            recorded_levels.insert(key.clone(), record.notice.to);
+            recorded_latest.insert(
+                key,
+                Latest {
+                    id: record.notice.id,
+                    state: record.state,
+                    acknowledged_by: record.acknowledged_by.clone(),
+                },
+            );
         }
         let dispatcher = Dispatcher::new(config.clone(), loaded.alerts, next_delivery, clock.now());
         let next_alert_id = dispatcher.next_alert_id();
@@ -192,11 +205,12 @@ impl Notifier {
             .build()
             .map_err(|error| StoreError::Database(error.to_string()))?;
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delivers = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let worker = Worker {
             stopping: stopping.clone(),
+            delivers: delivers.clone(),
             config,
             clock,
-            announce,
             store,
             dispatcher,
             deliveries: loaded.deliveries,
@@ -216,10 +230,11 @@ impl Notifier {
             commands,
             next_alert_id,
             recorded_levels,
+            recorded_latest,
             counters,
             stopping,
             thread: parking_lot::Mutex::new(Some(thread)),
-            delivers: std::sync::atomic::AtomicBool::new(true),
+            delivers,
         })
     }
 
@@ -233,21 +248,31 @@ impl Notifier {
         &self.recorded_levels
     }
 
-    /// Hands new alerts over without waiting; when the notifier is that far behind, they
-    /// are dropped, logged and counted (the alerts topic still showed them).
-    /// Whether alerts handed over are recorded and delivered: false while this node
-    /// follows a cluster's log.
-    pub fn set_delivers(&self, delivers: bool) {
-        self.delivers
-            .store(delivers, std::sync::atomic::Ordering::Release);
+    /// Each listing's newest alert when the store opened, by (room, SKU).
+    pub fn recorded_latest(&self) -> &HashMap<(String, String), Latest> {
+        &self.recorded_latest
     }
 
-    pub fn alerts(&self, alerts: Vec<Arc<Alert>>) {
-        if alerts.is_empty() || !self.delivers.load(std::sync::atomic::Ordering::Acquire) {
+    /// Whether this node delivers what it records: false while it follows a cluster's log.
+    /// Turned on when the node starts leading: what alerts raised before then were owed
+    /// is left to the previous leader, their escalations keep their schedule.
+    pub fn set_delivers(&self, delivers: bool) {
+        let was = self
+            .delivers
+            .swap(delivers, std::sync::atomic::Ordering::AcqRel);
+        if delivers && !was && self.send(Command::Promote).is_err() {
+            tracing::error!("The notifier could not take over delivery.");
+        }
+    }
+
+    /// Hands new alerts and acknowledgements over without waiting; when the notifier is that
+    /// far behind, they are dropped, logged and counted (the alerts topic still showed them).
+    pub fn changes(&self, changes: Vec<Body>) {
+        if changes.is_empty() {
             return;
         }
-        let count = alerts.len() as u64;
-        match self.commands.try_send(Command::Alerts(alerts)) {
+        let count = changes.len() as u64;
+        match self.commands.try_send(Command::Changes(changes)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counters
@@ -258,18 +283,33 @@ impl Notifier {
         }
     }
 
-    /// Acknowledges an alert; `Ok(None)` when there is no such alert.
-    /// `rooms`, when given, limits it to alerts of those rooms (others are not found).
+    /// An alert as it stands; `Ok(None)` when there is no such alert. `rooms`, when given,
+    /// limits it to alerts of those rooms (others are not found).
+    pub async fn get(
+        &self,
+        id: u64,
+        rooms: Option<Vec<String>>,
+    ) -> Result<Option<AlertView>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Get { id, rooms, reply })?;
+        answer.await.map_err(|_| "the notifier stopped".to_owned())
+    }
+
+    /// Acknowledges an alert as of `at` (the journal's record of it; the same
+    /// acknowledgement arriving again from the journal changes nothing); `Ok(None)` when
+    /// there is no such alert. `rooms`, when given, limits it to alerts of those rooms.
     pub async fn acknowledge(
         &self,
         id: u64,
         by: String,
+        at: Timestamp,
         rooms: Option<Vec<String>>,
     ) -> Result<Option<AlertView>, String> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Acknowledge {
             id,
             by,
+            at,
             rooms,
             reply,
         })?;
@@ -324,9 +364,10 @@ impl Drop for Notifier {
 
 struct Worker {
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether this node delivers (see [`Notifier::set_delivers`]).
+    delivers: Arc<std::sync::atomic::AtomicBool>,
     config: Arc<NotifyConfig>,
     clock: Arc<dyn Clock>,
-    announce: Arc<dyn Announce>,
     store: Store,
     dispatcher: Dispatcher,
     deliveries: BTreeMap<u64, Delivery>,
@@ -364,56 +405,71 @@ impl Worker {
     fn handle(&mut self, command: Command) {
         let now = self.clock.now();
         match command {
-            Command::Alerts(alerts) => {
+            Command::Changes(changes) => {
                 let mut changed = Vec::new();
-                for alert in alerts {
-                    let body = serde_json::to_value(alert.as_ref()).unwrap_or_default();
-                    let notice = Notice {
-                        id: alert.id,
-                        room: alert.room.clone(),
-                        sku: alert.sku.clone(),
-                        from: alert.from,
-                        to: alert.to,
-                        hot: alert.hot,
-                        at: now,
-                        body: Arc::new(body),
-                    };
-                    changed.extend(self.dispatcher.add(notice, now));
+                for change in changes {
+                    match change {
+                        Body::Alert(alert) => {
+                            let body = serde_json::to_value(alert.as_ref()).unwrap_or_default();
+                            let at = alert.at.0;
+                            let notice = Notice {
+                                id: alert.id,
+                                room: alert.room.clone(),
+                                sku: alert.sku.clone(),
+                                from: alert.from,
+                                to: alert.to,
+                                hot: alert.hot,
+                                at,
+                                body: Arc::new(body),
+                            };
+                            changed.extend(self.dispatcher.add(notice, at));
+                        }
+                        Body::State(change) if change.state == AlertState::Acknowledged => {
+                            let by = change.acknowledged_by.as_deref().unwrap_or_default();
+                            if self.dispatcher.acknowledge(change.id, by, change.at.0) == Some(true)
+                            {
+                                changed.push(change.id);
+                            }
+                        }
+                        // Resolutions and new alerts' states: the dispatcher decides those
+                        // from the alerts themselves.
+                        Body::State(_) | Body::Event(_) => {}
+                    }
                 }
                 changed.sort_unstable();
                 changed.dedup();
                 self.save(&changed, &[]);
-                for id in changed {
-                    self.announce_state(id, now);
-                }
+            }
+            Command::Get { id, rooms, reply } => {
+                let _ = reply.send(self.visible(id, rooms.as_deref()));
             }
             Command::Acknowledge {
                 id,
                 by,
+                at,
                 rooms,
                 reply,
             } => {
-                let outside = self.dispatcher.record(id).is_some_and(|record| {
-                    rooms
-                        .as_ref()
-                        .is_some_and(|rooms| !rooms.contains(&record.notice.room))
-                });
-                if outside {
+                if self.visible(id, rooms.as_deref()).is_none() {
                     let _ = reply.send(Ok(None));
                     return;
                 }
-                let answer = match self.dispatcher.acknowledge(id, &by, now) {
+                let answer = match self.dispatcher.acknowledge(id, &by, at) {
                     None => Ok(None),
                     Some(false) => Ok(self.view(id)),
                     Some(true) => match self.save_checked(&[id], &[]) {
-                        Ok(()) => {
-                            self.announce_state(id, now);
-                            Ok(self.view(id))
-                        }
+                        Ok(()) => Ok(self.view(id)),
                         Err(error) => Err(error.to_string()),
                     },
                 };
                 let _ = reply.send(answer);
+            }
+            Command::Promote => {
+                // Alerts raised well before this node took over were the previous leader's
+                // to deliver; those of the last moments may not have gone out, and go now.
+                let before = now.saturating_sub(PROMOTION_REDELIVERY);
+                let changed = self.dispatcher.settle_owed_before(before);
+                self.save(&changed, &[]);
             }
             Command::List { open_only, reply } => {
                 let views: Vec<AlertView> = self
@@ -530,6 +586,10 @@ impl Worker {
     /// Due groups and escalations become deliveries (saved before anything is sent); due
     /// deliveries are sent.
     fn tick(&mut self) {
+        if !self.delivers.load(std::sync::atomic::Ordering::Acquire) {
+            // A standby records; the leader delivers.
+            return;
+        }
         let now = self.clock.now();
         let (outgoing, changed) = self.dispatcher.due(now);
         let mut made = Vec::new();
@@ -685,16 +745,13 @@ impl Worker {
         self.store.save(&records, deliveries)
     }
 
-    fn announce_state(&self, id: u64, now: Timestamp) {
-        if let Some(record) = self.dispatcher.record(id) {
-            self.announce.alert_state(StateChange {
-                id,
-                room: record.notice.room.clone(),
-                state: record.state,
-                acknowledged_by: record.acknowledged_by.clone(),
-                at: Rfc3339(now),
-            });
+    /// The view of alert `id`, when it exists and is of one of `rooms` (any, without).
+    fn visible(&self, id: u64, rooms: Option<&[String]>) -> Option<AlertView> {
+        let record = self.dispatcher.record(id)?;
+        if rooms.is_some_and(|rooms| !rooms.contains(&record.notice.room)) {
+            return None;
         }
+        self.view(id)
     }
 
     fn view(&self, id: u64) -> Option<AlertView> {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::config::{NotifyConfig, ReceiverConfig, RouteConfig};
-use super::dispatch::{AlertState, Dispatcher, Notice};
+use super::dispatch::{Dispatcher, Notice};
+use crate::alert::AlertState;
 use crate::alert::Level;
 use crate::clock::Timestamp;
 
