@@ -54,8 +54,10 @@ pub async fn run(
         ),
         None => None,
     };
-    // Where a cluster node's ledger starts in the log: the shared snapshot's place, or 0.
+    // Where a cluster node's ledger starts in the log: the shared snapshot's place, or 0;
+    // and the alert engine's state there.
     let mut stream_start = 0;
+    let mut engine_image = None;
     let (ledger, journal) = match &cluster {
         // A cluster node starts from the newest shared snapshot (or empty) and follows the
         // log; only the leader changes it.
@@ -66,6 +68,7 @@ pub async fn run(
             let (ledger, journal) = match loaded {
                 Some(loaded) => {
                     stream_start = loaded.stream_seq;
+                    engine_image = Some(loaded.engine);
                     let ledger_config = config.ledger();
                     let started = tokio::task::spawn_blocking(move || {
                         journal::follower_from_snapshot(
@@ -131,33 +134,14 @@ pub async fn run(
         Notifier::start(&config.data_dir, config.notify.clone(), clock.clone())
             .map_err(std::io::Error::other)?,
     );
-    let engine =
-        if cluster.is_some() {
-            // Every node numbers alerts alike, from the log alone.
-            Arc::new(Engine::new(ledger.clone(), durable.clone(), clock.now(), 1))
-        } else {
-            let engine = Arc::new(Engine::new(
-                ledger.clone(),
-                durable.clone(),
-                clock.now(),
-                notifier.next_alert_id(),
-            ));
-            engine.remember(notifier.recorded_latest().iter().filter_map(
-                |((room, sku), latest)| {
-                    let key = (RoomId::new(room).ok()?, SkuId::new(sku).ok()?);
-                    Some((key, latest.clone()))
-                },
-            ));
-            // Level changes whose alerts a crash kept from the store are raised now.
-            let caught_up = engine.catch_up(notifier.recorded_levels(), clock.now());
-            if !caught_up.is_empty() {
-                tracing::warn!(
-                    count = caught_up.len(),
-                    "Alerts raised at start-up for levels reached before the restart."
-                );
-            }
-            engine
-        };
+    let engine = start_engine(
+        &ledger,
+        &durable,
+        &notifier,
+        clock.now(),
+        cluster.is_some(),
+        engine_image,
+    );
     // The engine takes in every batch as it becomes durable, before anything in it is
     // acknowledged: the durable state, then the levels and alerts it makes.
     journal.listen(Arc::new(EngineListener(engine.clone())));
@@ -238,6 +222,7 @@ pub async fn run(
             metrics,
             snapshot_every_facts: config.snapshot_every_facts,
             cluster: cluster.clone(),
+            engine: engine.clone(),
         },
         cancel.clone(),
     ));
@@ -330,6 +315,50 @@ pub async fn run(
     }
 }
 
+/// The alert engine. A cluster node's numbers alerts and messages from the log alone: from
+/// its start, or from where the shared snapshot's engine was (`image`). A single node's
+/// goes on from the notifier's store: the next alert id, each listing's newest alert, and
+/// the alerts a crash kept from it, raised now.
+fn start_engine(
+    ledger: &Arc<Ledger>,
+    durable: &Arc<DurableState>,
+    notifier: &Notifier,
+    now: crate::clock::Timestamp,
+    cluster: bool,
+    image: Option<crate::alert::image::EngineImage>,
+) -> Arc<Engine> {
+    if cluster {
+        let engine = Arc::new(Engine::new(ledger.clone(), durable.clone(), now, 1));
+        if let Some(image) = image {
+            engine.restore(image);
+        }
+        return engine;
+    }
+    let engine = Arc::new(Engine::new(
+        ledger.clone(),
+        durable.clone(),
+        now,
+        notifier.next_alert_id(),
+    ));
+    engine.remember(
+        notifier
+            .recorded_latest()
+            .iter()
+            .filter_map(|((room, sku), latest)| {
+                let key = (RoomId::new(room).ok()?, SkuId::new(sku).ok()?);
+                Some((key, latest.clone()))
+            }),
+    );
+    let caught_up = engine.catch_up(notifier.recorded_levels(), now);
+    if !caught_up.is_empty() {
+        tracing::warn!(
+            count = caught_up.len(),
+            "Alerts raised at start-up for levels reached before the restart."
+        );
+    }
+    engine
+}
+
 /// The journal's listener: the alert engine, which keeps the durable state.
 struct EngineListener(Arc<Engine>);
 
@@ -348,6 +377,8 @@ struct Sweeper {
     /// In a cluster, only the leader sweeps (expiries are changes), and no node writes
     /// local snapshots.
     cluster: Option<Cluster>,
+    /// Its state goes into the shared snapshots.
+    engine: Arc<Engine>,
 }
 
 /// Expires due locks every [`SWEEP_INTERVAL`], forgets old finished orders every
@@ -415,14 +446,15 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
         let due = idle && sweeper.journal.snapshot_due(sweeper.snapshot_every_facts);
         if let Some(cluster) = sweeper.cluster.as_ref().filter(|_| due) {
             // The leader shares its snapshots for other nodes to start from.
-            let (cluster, ledger, journal) = (
+            let (cluster, ledger, journal, engine) = (
                 cluster.clone(),
                 sweeper.ledger.clone(),
                 sweeper.journal.clone(),
+                sweeper.engine.clone(),
             );
             snapshotting = Some(tokio::spawn(async move {
                 if let Err(error) =
-                    crate::cluster::snapshot::publish(&cluster, ledger, journal).await
+                    crate::cluster::snapshot::publish(&cluster, ledger, journal, engine).await
                 {
                     tracing::error!(%error, "Shared snapshot failed; nodes start further back.");
                 }

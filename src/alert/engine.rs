@@ -733,6 +733,68 @@ impl Engine {
         self.inner.lock().position
     }
 
+    /// The engine's state after the last batch it took in, for a shared snapshot.
+    pub fn image(&self) -> super::image::EngineImage {
+        let inner = self.inner.lock();
+        let mut live: Vec<super::image::LiveImage> = inner
+            .live
+            .iter()
+            .map(|((room, sku), live)| super::image::LiveImage {
+                room: room.clone(),
+                sku: sku.clone(),
+                state: live.state,
+                hint: live.hint,
+                point: live.point,
+            })
+            .collect();
+        live.sort_by(|a, b| (&a.room, &a.sku).cmp(&(&b.room, &b.sku)));
+        super::image::EngineImage {
+            position: inner.position,
+            next_alert: inner.next_alert,
+            live,
+            latest: inner
+                .latest
+                .iter()
+                .map(|(key, latest)| (key.clone(), latest.clone()))
+                .collect(),
+            sequences: inner
+                .sequences
+                .iter()
+                .map(|(channel, seq)| (channel.clone(), *seq))
+                .collect(),
+            recent: inner.recent.clone(),
+        }
+    }
+
+    /// Takes the state of `image`, taken after the batch ending at its position: batches
+    /// up to there only move the durable state; at the first one after, the rooms are read
+    /// again from the durable state (where the image was then) and the engine goes on as
+    /// the one that made the image did.
+    pub fn restore(&self, image: super::image::EngineImage) {
+        let mut inner = self.inner.lock();
+        inner.position = image.position;
+        inner.next_alert = image.next_alert;
+        inner.live = image
+            .live
+            .into_iter()
+            .map(|live| {
+                (
+                    (live.room, live.sku),
+                    Live {
+                        state: live.state,
+                        hint: live.hint,
+                        point: live.point,
+                    },
+                )
+            })
+            .collect();
+        inner.latest = image.latest.into_iter().collect();
+        inner.sequences = image.sequences.into_iter().collect();
+        inner.recent = image.recent;
+        inner.outbox.clear();
+        inner.resuming = true;
+    }
+
     fn evaluate(
         &self,
         inner: &mut Inner,

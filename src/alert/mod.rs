@@ -4,6 +4,7 @@
 //! points for the push hub.
 
 mod engine;
+pub mod image;
 mod rules;
 mod view;
 

@@ -3,8 +3,12 @@
 //! ones; a node that starts loads it and follows the log from there instead of from the
 //! first message.
 //!
-//! The object is a small header (magic, version, the fact sequence the image holds, and a
-//! stream sequence to follow from) and the image, encoded as a snapshot file's body. The
+//! The object is a small header (magic, version, the fact sequence the image holds, a
+//! stream sequence to follow from, and the length of the alert engine's image), the alert
+//! engine's image, and the ledger's image, encoded as a snapshot file's body. The engine's
+//! image is taken after the ledger's, at the end of a batch the engine took in; a node
+//! that starts from it goes on deciding levels, raising alerts and numbering messages where
+//! every other node is. The
 //! stream sequence is the leader's last appended message read *before* the cut: every
 //! message up to it holds only facts the image has, and every fact after the image is in a
 //! later message (a message may hold both; following skips the facts already held).
@@ -22,8 +26,10 @@ use crate::journal::Journal;
 use crate::ledger::Ledger;
 
 const MAGIC: &[u8; 8] = b"SPCLSNAP";
-const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
+const VERSION: u32 = 2;
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
+/// How long a snapshot waits for the alert engine to take in the facts its cut holds.
+const ENGINE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 const OBJECT: &str = "latest";
 
 fn bucket(config: &ClusterConfig) -> String {
@@ -55,6 +61,8 @@ pub(super) async fn ensure_store(
 pub struct Loaded {
     pub sequence: u64,
     pub stream_seq: u64,
+    /// The alert engine's image.
+    pub engine: crate::alert::image::EngineImage,
     pub body: Vec<u8>,
 }
 
@@ -63,6 +71,7 @@ pub async fn publish(
     cluster: &Cluster,
     ledger: std::sync::Arc<Ledger>,
     journal: std::sync::Arc<Journal>,
+    engine: std::sync::Arc<crate::alert::Engine>,
 ) -> Result<(), String> {
     // Read before the cut: every message up to here holds only facts the image will hold.
     let stream_seq = cluster.status().applied_seq;
@@ -70,11 +79,23 @@ pub async fn publish(
     let snapshot = tokio::task::spawn_blocking(move || cut_journal.encode_snapshot(&ledger))
         .await
         .map_err(|error| error.to_string())?;
-    let mut object = Vec::with_capacity(HEADER_BYTES + snapshot.body.len());
+    // The engine at or after the cut: it takes each batch in before the batch counts as
+    // durable, so once the cut is durable the engine has it.
+    let deadline = tokio::time::Instant::now() + ENGINE_WAIT_MAX;
+    while journal.durable() < snapshot.sequence {
+        if deadline < tokio::time::Instant::now() || !journal.healthy() {
+            return Err("the log did not take the facts the cut holds".to_owned());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let engine = crate::alert::image::encode(&engine.image());
+    let mut object = Vec::with_capacity(HEADER_BYTES + engine.len() + snapshot.body.len());
     object.extend_from_slice(MAGIC);
     object.extend_from_slice(&VERSION.to_le_bytes());
     object.extend_from_slice(&snapshot.sequence.to_le_bytes());
     object.extend_from_slice(&stream_seq.to_le_bytes());
+    object.extend_from_slice(&(engine.len() as u64).to_le_bytes());
+    object.extend_from_slice(&engine);
     object.extend_from_slice(&snapshot.body);
     let store = cluster
         .inner
@@ -167,11 +188,22 @@ async fn load_once(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
             "version {version}, this node reads {VERSION}"
         )));
     }
-    let (sequence, stream_seq) = (word(12), word(20));
-    bytes.drain(..HEADER_BYTES);
+    let (sequence, stream_seq, engine_bytes) = (word(12), word(20), word(28));
+    let engine_end = usize::try_from(engine_bytes)
+        .ok()
+        .and_then(|bytes| HEADER_BYTES.checked_add(bytes))
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(|| bad("the alert engine's image is cut short"))?;
+    let engine = crate::alert::image::decode(&bytes[HEADER_BYTES..engine_end])
+        .map_err(|reason| bad(&reason))?;
+    if engine.position < sequence {
+        return Err(bad("the alert engine's image is older than the ledger's"));
+    }
+    bytes.drain(..engine_end);
     Ok(Some(Loaded {
         sequence,
         stream_seq,
+        engine,
         body: bytes,
     }))
 }

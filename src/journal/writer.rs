@@ -22,6 +22,10 @@ use super::{Shared, SyncPolicy, record};
 use crate::ledger::Fact;
 
 /// How long the writer waits before retrying after an I/O error.
+/// The most a message of the replicated log holds, in bytes, plus one record: NATS refuses
+/// messages over its `max_payload` (1 MiB unless configured otherwise), and a backlog that
+/// gathered while the log was away must not become one message it refuses.
+pub(super) const REPLICATED_BATCH_BYTES_MAX: usize = 256 * 1024;
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where in its work the journal syncs, so a test can fail one particular sync.
@@ -84,6 +88,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// A writer that appends to a replicated log instead of files, from fact `sequence` on.
+    /// Batches are cut to messages of at most [`REPLICATED_BATCH_BYTES_MAX`].
     pub(super) fn replicating(
         shared: Arc<Shared>,
         sequence: u64,
@@ -126,6 +131,15 @@ impl Writer {
                 let first_sequence = queue.submitted + 1 - facts.len() as u64;
                 (facts, first_sequence, queue.closing)
             };
+            if self.replicator.is_some() {
+                if !facts.is_empty() {
+                    self.replicate(facts, first_sequence);
+                }
+                if closing && self.shared.queue.lock().facts.is_empty() {
+                    return;
+                }
+                continue;
+            }
             if !facts.is_empty() {
                 self.write_batch(&facts, first_sequence);
                 if self.poisoned() {
@@ -179,24 +193,48 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, facts: &[Fact], first_sequence: u64) {
-        self.buffer.clear();
-        if let Some(replicator) = self.replicator.as_mut() {
+    /// Appends facts to the replicated log in messages of at most
+    /// [`REPLICATED_BATCH_BYTES_MAX`], each durable (and told to the listener) once the log
+    /// holds it: one message is one durable batch on every node.
+    fn replicate(&mut self, mut facts: Vec<Fact>, first_sequence: u64) {
+        let mut first = first_sequence;
+        while !facts.is_empty() {
+            self.buffer.clear();
+            let mut count = 0;
             for (position, fact) in facts.iter().enumerate() {
-                let sequence = first_sequence + position as u64;
+                let sequence = first + position as u64;
                 segment::frame(&mut self.buffer, sequence, self.synced, |buffer| {
                     record::encode_fact(fact, buffer)
                 });
+                count += 1;
+                if REPLICATED_BATCH_BYTES_MAX <= self.buffer.len() {
+                    break;
+                }
             }
-            let last = first_sequence + facts.len() as u64 - 1;
-            if let Err(reason) = replicator.append(first_sequence, last, &self.buffer) {
+            let rest = facts.split_off(count);
+            let last = first + count as u64 - 1;
+            let Some(replicator) = self.replicator.as_mut() else {
+                return;
+            };
+            if let Err(reason) = replicator.append(first, last, &self.buffer) {
                 // The ledger holds changes the log may not: nothing more is acknowledged,
                 // and the node must start again from the log.
                 self.shared
                     .poison(&std::io::Error::other(reason), &self.directory);
+                return;
             }
-            return;
+            self.written_last = last;
+            self.synced = last;
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared.written.store(last, Ordering::Release);
+            self.shared.made_durable(first, facts);
+            facts = rest;
+            first = last + 1;
         }
+    }
+
+    fn write_batch(&mut self, facts: &[Fact], first_sequence: u64) {
+        self.buffer.clear();
         for (position, fact) in facts.iter().enumerate() {
             let sequence = first_sequence + position as u64;
             let before = self.buffer.len();

@@ -785,11 +785,15 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream() {
     // Goal: a fourth node started after 100,000 facts starts from the newest shared snapshot
-    // plus the stream after it, then serves reads that agree with the leader's.
+    // plus the stream after it, then serves reads that agree with the leader's, and numbers
+    // room and alert topics as the leader does (the alert engine's state is in the
+    // snapshot too).
     // Method: three nodes snapshotting every 20,000 facts take 100,000 paid orders in
-    // batches; once the leader has shared a snapshot, node d starts; it must say it started
-    // from the snapshot, catch up, and then every SKU and a sample of orders read from it
-    // must equal the leader's.
+    // batches, those of SKU A in room r1, which raises alerts; once the leader has shared a
+    // snapshot, node d starts; it must say it started from the snapshot, catch up, and then
+    // every SKU and a sample of orders read from it must equal the leader's; screens on the
+    // leader and on d see the next order of the room under the same number, and the same
+    // alerts.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     std::fs::write(
@@ -804,11 +808,24 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
     for sku in skus {
         put_sku(&client, &nodes[leader].base, sku, 1_000_000).await;
     }
+    let room = json!({
+        "starts_at": from_now(-60), "ends_at": from_now(3 * 3600 - 60),
+        "listings": [{"sku": "A", "forecast": 20_000}],
+    });
+    let response = client
+        .put(format!("{}/api/v1/rooms/r1", nodes[leader].base))
+        .json(&room)
+        .send()
+        .await
+        .expect("room");
+    assert!(response.status().is_success(), "{response:?}");
     let batches = 400;
     for batch in 0..batches {
         let ops: Vec<Value> = (0..250)
             .map(|index| {
-                json!({"op": "sell", "order_id": format!("o{batch}-{index}"), "sku": skus[index % skus.len()], "qty": 1, "platform": "douyin"})
+                let sku = skus[index % skus.len()];
+                let room = (sku == "A").then_some("r1");
+                json!({"op": "sell", "order_id": format!("o{batch}-{index}"), "sku": sku, "qty": 1, "platform": "douyin", "room": room})
             })
             .collect();
         let response = client
@@ -868,9 +885,23 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
         .find(|line| line.contains("Started from the shared snapshot"))
         .unwrap_or_else(|| panic!("d did not start from the snapshot:\n{log}"));
     assert!(!started_from.contains("facts=0 "), "{started_from}");
-    let leader_view = nodes[leader].cluster().await.expect("leader");
-    let late_view = late.cluster().await.expect("d");
-    assert_eq!(late_view["facts"], leader_view["facts"]);
+    // Time passing is a fact too (once a second while a room lists something): d agrees
+    // with the leader between two of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (leader_view, late_view) = loop {
+        let leader_view = nodes[leader].cluster().await.expect("leader");
+        let late_view = late.cluster().await.expect("d");
+        if late_view["facts"] == leader_view["facts"] {
+            break (leader_view, late_view);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "d holds {} facts, the leader {}",
+            late_view["facts"],
+            leader_view["facts"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     // Every node answers for itself: the leader lists all four, caught up.
     let names: Vec<&str> = leader_view["nodes"]
         .as_array()
@@ -915,6 +946,55 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
         assert_eq!(status, StatusCode::OK, "{order_id}");
         assert_eq!(on_late["status"], "sold");
     }
+    // The room and the alerts, numbered alike on the leader and on d.
+    let topics = ["room:r1", "alerts"];
+    let mut screens = Vec::new();
+    let mut seen = Vec::new();
+    for node in [&nodes[leader], late] {
+        let mut socket = screen(node).await;
+        crate::push::send(&mut socket, json!({"op": "subscribe", "topics": topics})).await;
+        let mut screen_seen = Seen::default();
+        read_until(&mut socket, &mut screen_seen, |seen| {
+            topics.iter().all(|topic| seen.topics.contains_key(*topic))
+        })
+        .await;
+        screens.push(socket);
+        seen.push(screen_seen);
+    }
+    let (_, a) = get_json(&client, &format!("{}/api/v1/skus/A", nodes[leader].base)).await;
+    let next_sold = a["sold"].as_u64().expect("sold") + 1;
+    let response = client
+        .post(format!("{}/api/v1/orders", nodes[leader].base))
+        .json(&json!({"order_id": "last", "sku": "A", "qty": 1, "platform": "douyin", "room": "r1", "paid": true}))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for (socket, screen_seen) in screens.iter_mut().zip(seen.iter_mut()) {
+        read_until(socket, screen_seen, |seen| seen.sold("room:r1", next_sold)).await;
+    }
+    let numbered = |seen: &Seen| {
+        seen.topics["room:r1"]
+            .iter()
+            .find(|(_, message)| {
+                message["type"] == "stock" && message["stock"]["sold"] == next_sold
+            })
+            .map(|(seq, message)| (*seq, message.clone()))
+    };
+    assert_eq!(numbered(&seen[0]), numbered(&seen[1]));
+    let alerts = |seen: &Seen| {
+        let (seq, snapshot) = seen.topics["alerts"].first_key_value().expect("snapshot");
+        let ids: Vec<Value> = snapshot["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .map(|alert| alert["id"].clone())
+            .collect();
+        (*seq, ids)
+    };
+    let on_leader = alerts(&seen[0]);
+    assert!(!on_leader.1.is_empty(), "no alert raised");
+    assert_eq!(alerts(&seen[1]), on_leader);
 }
 
 async fn screen(node: &Node) -> crate::push::Socket {
@@ -1035,6 +1115,242 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     let (status, order) = get_json(&client, &format!("{leader_base}/api/v1/orders/ws-1")).await;
     assert_eq!(status, StatusCode::OK, "{order}");
     assert_eq!(order["status"], "sold");
+}
+
+/// What one screen saw of its topics: each topic's messages by sequence number.
+#[derive(Default)]
+struct Seen {
+    topics: BTreeMap<String, BTreeMap<u64, Value>>,
+}
+
+impl Seen {
+    /// Takes a batch of messages in: after a topic's snapshot, each message must be the
+    /// next of its topic (no gap, no repeat, no resync).
+    fn take(&mut self, messages: Vec<Value>) {
+        for message in messages {
+            let Some(topic) = message["topic"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let seq = message["seq"].as_u64().expect("seq");
+            let kind = message["type"].as_str().expect("type").to_owned();
+            let topic_seen = self.topics.entry(topic.clone()).or_default();
+            match topic_seen.last_key_value() {
+                None => {}
+                Some((last, _)) => {
+                    assert_ne!(kind, "resync", "{topic}: a resync: {message}");
+                    assert_ne!(kind, "snapshot", "{topic}: a second snapshot: {message}");
+                    assert_eq!(seq, last + 1, "{topic}: a gap or a repeat: {message}");
+                }
+            }
+            topic_seen.insert(seq, message);
+        }
+    }
+
+    /// The newest sequence seen on `topic`.
+    fn last(&self, topic: &str) -> u64 {
+        *self.topics[topic].last_key_value().expect("seen").0
+    }
+
+    /// Whether `topic` had a room stock message showing `sold` units sold.
+    fn sold(&self, topic: &str, sold: u64) -> bool {
+        self.topics.get(topic).is_some_and(|messages| {
+            messages
+                .values()
+                .any(|message| message["type"] == "stock" && message["stock"]["sold"] == sold)
+        })
+    }
+}
+
+/// Reads until `done` holds, within 30 s.
+async fn read_until(
+    socket: &mut crate::push::Socket,
+    seen: &mut Seen,
+    done: impl Fn(&Seen) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(seen) {
+        assert!(tokio::time::Instant::now() < deadline, "not seen in time");
+        seen.take(crate::push::next_messages(socket).await);
+    }
+}
+
+/// An RFC 3339 time `offset_s` seconds from now.
+fn from_now(offset_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let at = (now + offset_s * 1000).max(0) as u64;
+    stockpulse::clock::rfc3339(stockpulse::clock::Timestamp::from_millis(at)).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_and_alert_topics_are_numbered_alike_on_every_node_and_resume_on_another() {
+    // Goal: a big screen's room topic and a console's alerts topic carry the same messages
+    // with the same numbers on every node (levels, hints, curve points and alerts decided
+    // from the log alone), so a screen whose node dies resumes on another by `since` with
+    // no gap and no resync; an operator on a standby acknowledges an alert by the id it
+    // shows, and every node records it.
+    // Method: a room lists SKU A (forecast 100); screens on both standbys follow the room
+    // and the alerts; 90 units sell on the leader, alerts are raised; whatever both screens
+    // saw under the same number must be the same message. The first screen's node is
+    // killed, 5 more units sell, and the screen resumes on the other standby: the next
+    // message of each topic is the one after the last it saw. It acknowledges the newest
+    // alert there; the alerts topic says so, and both live nodes list it acknowledged.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (_nats, mut nodes) = three_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
+    let client = reqwest::Client::new();
+    put_sku(&client, &nodes[leader].base, "A", 1_000).await;
+    let room = json!({
+        "starts_at": from_now(-60), "ends_at": from_now(3 * 3600 - 60),
+        "listings": [{"sku": "A", "forecast": 100}],
+    });
+    let response = client
+        .put(format!("{}/api/v1/rooms/r1", nodes[leader].base))
+        .json(&room)
+        .send()
+        .await
+        .expect("room");
+    assert!(response.status().is_success(), "{response:?}");
+    settled(&nodes).await;
+    let topics = ["room:r1", "alerts"];
+    let mut screens = Vec::new();
+    let mut seen = Vec::new();
+    let mut epoch = 0;
+    for index in [first, second] {
+        let mut socket = screen(&nodes[index]).await;
+        crate::push::send(&mut socket, json!({"op": "subscribe", "topics": topics})).await;
+        let mut screen_seen = Seen::default();
+        read_until(&mut socket, &mut screen_seen, |seen| {
+            topics.iter().all(|topic| seen.topics.contains_key(*topic))
+        })
+        .await;
+        epoch = screen_seen.topics["room:r1"]
+            .values()
+            .next()
+            .expect("snapshot")["epoch"]
+            .as_u64()
+            .expect("epoch");
+        screens.push(socket);
+        seen.push(screen_seen);
+    }
+    let leader_base = nodes[leader].base.clone();
+    let place = |from: usize, to: usize| {
+        let (client, base) = (client.clone(), leader_base.clone());
+        async move {
+            for index in from..to {
+                let response = client
+                    .post(format!("{base}/api/v1/orders"))
+                    .json(
+                        &json!({"order_id": format!("o{index}"), "sku": "A", "qty": 1,
+                        "platform": "douyin", "room": "r1", "paid": true}),
+                    )
+                    .send()
+                    .await
+                    .expect("order");
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        }
+    };
+    place(0, 90).await;
+    for (socket, screen_seen) in screens.iter_mut().zip(seen.iter_mut()) {
+        read_until(socket, screen_seen, |seen| seen.sold("room:r1", 90)).await;
+    }
+    // The same number is the same message on both nodes.
+    let mut compared = 0;
+    for topic in topics {
+        for (seq, message) in &seen[0].topics[topic] {
+            if let Some(other) = seen[1].topics[topic].get(seq)
+                && message["type"] != "snapshot"
+                && other["type"] != "snapshot"
+            {
+                assert_eq!(message, other, "{topic} #{seq} differs between nodes");
+                compared += 1;
+            }
+        }
+    }
+    assert!(90 <= compared, "only {compared} messages compared");
+    let alerts: Vec<Value> = seen[0].topics["alerts"]
+        .values()
+        .filter(|message| message["type"] == "alert")
+        .cloned()
+        .collect();
+    assert!(!alerts.is_empty(), "no alert raised");
+
+    // The first screen's node dies; orders go on; the screen resumes on the other standby.
+    nodes[first].kill();
+    drop(screens.remove(0));
+    let mut resumed_seen = seen.remove(0);
+    let since: BTreeMap<&str, u64> = topics
+        .iter()
+        .map(|topic| (*topic, resumed_seen.last(topic)))
+        .collect();
+    place(90, 95).await;
+    let mut resumed = screen(&nodes[second]).await;
+    crate::push::send(
+        &mut resumed,
+        json!({"op": "subscribe", "topics": topics, "since": since, "epoch": epoch}),
+    )
+    .await;
+    read_until(&mut resumed, &mut resumed_seen, |seen| {
+        seen.sold("room:r1", 95)
+    })
+    .await;
+
+    // The newest alert, acknowledged on a standby by the id the screen showed.
+    let newest = alerts.last().expect("an alert")["id"].as_u64().expect("id");
+    crate::push::send(
+        &mut resumed,
+        json!({"op": "ack", "id": newest, "by": "ops"}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut acked = None;
+    let mut announced = false;
+    while acked.is_none() || !announced {
+        assert!(tokio::time::Instant::now() < deadline, "no acknowledgement");
+        let messages = crate::push::next_messages(&mut resumed).await;
+        for message in &messages {
+            if message["type"] == "acked" {
+                acked = Some(message.clone());
+            }
+            if message["type"] == "alert_state"
+                && message["id"] == newest
+                && message["state"] == "acknowledged"
+            {
+                announced = true;
+            }
+        }
+        resumed_seen.take(messages);
+    }
+    let acked = acked.expect("acked");
+    assert_eq!(acked["alert"]["state"], "acknowledged", "{acked}");
+    assert_eq!(acked["alert"]["acknowledged_by"], "ops", "{acked}");
+    for index in [leader, second] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, listed) =
+                get_json(&client, &format!("{}/api/v1/alerts", nodes[index].base)).await;
+            assert_eq!(status, StatusCode::OK);
+            let state = listed["alerts"]
+                .as_array()
+                .expect("alerts")
+                .iter()
+                .find(|alert| alert["id"] == newest)
+                .map(|alert| alert["state"].clone());
+            if state == Some(json!("acknowledged")) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {index} lists alert {newest} as {state:?}: {listed}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
