@@ -240,6 +240,9 @@ async fn ask_leader(
     rmp_serde::from_slice(&message.payload).map_err(|error| error.to_string())
 }
 
+/// What a forwarded request's encoding adds to its parts, at most.
+const FORWARD_OVERHEAD_BYTES: usize = 1024;
+
 fn is_write(request: &Request) -> bool {
     let path = request.uri().path();
     !matches!(
@@ -295,6 +298,27 @@ pub(super) async fn forward_writes(
             .collect(),
         body: body.to_vec(),
     };
+    // A request travels to the leader as one NATS message: what NATS would refuse is refused
+    // here, plainly, rather than retried as if the leader were away.
+    let max_payload = cluster.client().server_info().max_payload;
+    let encoded = forwarded.body.len()
+        + forwarded.uri.len()
+        + forwarded
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>();
+    if 0 < max_payload && max_payload < encoded + FORWARD_OVERHEAD_BYTES {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "this node forwards writes to the leader in messages of at most {max_payload} \
+                 bytes; send this one to the leader, or in smaller parts"
+            ),
+        )
+        .into_response();
+    }
     let answer = match ask_leader(&cluster, &leader, &forwarded).await {
         Ok(answer) => answer,
         Err(reason) => {

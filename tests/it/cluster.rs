@@ -1351,6 +1351,20 @@ async fn room_and_alert_topics_are_numbered_alike_on_every_node_and_resume_on_an
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    // A write a standby could not forward in one NATS message (1 MiB) is refused plainly,
+    // not retried as if the leader were away.
+    let padding = "x".repeat(1_048_000);
+    let response = client
+        .post(format!("{}/api/v1/orders/batch", nodes[second].base))
+        .header("content-type", "application/json")
+        .body(format!("{{\"ops\": [], \"padding\": \"{padding}\"}}"))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
