@@ -325,12 +325,22 @@ async fn buyer(
 }
 
 /// Three NATS servers, ready, and three nodes `a`, `b`, `c` on them.
+/// A NATS cluster and three nodes on it, started at the same moment (as a deployment
+/// would): they race to create the log and to take the lease, and exactly one leads.
 async fn three_nodes(directory: &Path) -> (Nats, Vec<Node>) {
     let nats = Nats::start(directory);
     nats.ready().await;
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(Node::start(directory, id, &nats).await);
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| Node::prepare(directory, id, &nats))
+        .collect();
+    for node in &mut nodes {
+        node.launch();
+    }
+    for node in &nodes {
+        if !crate::support::answers_within(&node.base, Duration::from_secs(10)).await {
+            panic!("node {} did not answer: {}", node.id, node.log_text());
+        }
     }
     (nats, nodes)
 }
@@ -836,32 +846,8 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
             .expect("batch");
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = client
-            .get(format!("{}/metrics", nodes[leader].base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let shared = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("stockpulse_journal_snapshots_total "))
-            .and_then(|count| count.parse::<u64>().ok())
-            .unwrap_or(0);
-        // Two: the second trims the log up to the first.
-        if 2 <= shared {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no shared snapshot: {}",
-            nodes[leader].log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Two: the second trims the log up to the first.
+    wait_for_shared_snapshots(&client, &nodes[leader], 2).await;
     // Each shared snapshot trims the log up to the one before it: the log no longer starts
     // at its first message, so d cannot replay it all.
     let mut stream = nats_client(&nats)
@@ -995,6 +981,137 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
     let on_leader = alerts(&seen[0]);
     assert!(!on_leader.1.is_empty(), "no alert raised");
     assert_eq!(alerts(&seen[1]), on_leader);
+}
+
+/// Waits until `leader` has shared at least `count` snapshots since it started.
+async fn wait_for_shared_snapshots(client: &reqwest::Client, leader: &Node, count: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", leader.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let shared = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("stockpulse_journal_snapshots_total "))
+            .and_then(|count| count.parse::<u64>().ok())
+            .unwrap_or(0);
+        if count <= shared {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no shared snapshot: {}",
+            leader.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sells one unit in each of `batches` batches of 250 orders through `base`, spread over
+/// `skus`, with order ids `{prefix}{batch}-{index}`.
+async fn sell_in_batches(
+    client: &reqwest::Client,
+    base: &str,
+    prefix: &str,
+    batches: usize,
+    skus: &[&str],
+) {
+    for batch in 0..batches {
+        let ops: Vec<Value> = (0..250)
+            .map(|index| {
+                json!({"op": "sell", "order_id": format!("{prefix}{batch}-{index}"),
+                    "sku": skus[index % skus.len()], "qty": 1, "platform": "douyin"})
+            })
+            .collect();
+        let response = client
+            .post(format!("{base}/api/v1/orders/batch"))
+            .json(&json!({ "ops": ops }))
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_left_behind_a_trimmed_log_starts_again_from_the_snapshot() {
+    // Goal: a standby that falls further behind than the log keeps (it was paused while the
+    // leader shared snapshots and trimmed the log past it) does not skip what it missed or
+    // stop for good: it starts again from the newest shared snapshot and catches up.
+    // Method: three nodes snapshotting every 20,000 facts; one standby is stopped
+    // (SIGSTOP); 60,000 orders sell on the leader, which shares snapshots and trims the log
+    // past the stopped node; SIGCONT. The node says its log was trimmed past it, starts
+    // from the snapshot, and then reads every SKU as the leader does.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        directory.path().join("cluster.toml"),
+        "snapshot_every_facts = 20000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
+    )
+    .expect("configuration written");
+    let (nats, nodes) = three_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let behind = (leader + 1) % 3;
+    let client = reqwest::Client::new();
+    let skus = ["A", "B"];
+    for sku in skus {
+        put_sku(&client, &nodes[leader].base, sku, 1_000_000).await;
+    }
+    settled(&nodes).await;
+    let stopped_at = nodes[behind].cluster().await.expect("standby")["applied_seq"]
+        .as_u64()
+        .expect("applied_seq");
+    let pid = nodes[behind].child.as_ref().expect("running").id();
+    let signal = |signal: &str| {
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid}");
+    };
+    signal("-STOP");
+    sell_in_batches(&client, &nodes[leader].base, "o", 240, &skus).await;
+    wait_for_shared_snapshots(&client, &nodes[leader], 2).await;
+    let first = nats_client(&nats)
+        .await
+        .get_stream("stockpulse")
+        .await
+        .expect("the log stream")
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .first_sequence;
+    assert!(
+        stopped_at + 1 < first,
+        "the log was not trimmed past the stopped node ({stopped_at} applied, log from {first})"
+    );
+    signal("-CONT");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = nodes[behind].log_text();
+        if log.contains("Started from the shared snapshot") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node left behind did not start again from the snapshot:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settled(&nodes).await;
+    for sku in skus {
+        let url = |node: &Node| format!("{}/api/v1/skus/{sku}", node.base);
+        let (_, on_leader) = get_json(&client, &url(&nodes[leader])).await;
+        let (_, on_behind) = get_json(&client, &url(&nodes[behind])).await;
+        assert_eq!(on_behind, on_leader, "{sku}");
+        assert_eq!(on_behind["sold"], 30_000);
+    }
 }
 
 async fn screen(node: &Node) -> crate::push::Socket {
