@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Alert, AlertState, Channel, Latest};
+use super::event::{Alert, AlertState, Channel, Latest};
 use super::rules::{Hint, Level, LevelState, Reason};
 use crate::clock::{Rfc3339, Timestamp};
 use crate::ledger::{RoomId, SkuId};

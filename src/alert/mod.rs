@@ -4,6 +4,7 @@
 //! points for the push hub.
 
 mod engine;
+mod event;
 pub mod image;
 mod rules;
 mod view;
@@ -11,9 +12,10 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{
-    Alert, AlertState, Body, Channel, ChannelSnapshot, Engine, HintChange, Latest, ListingChange,
-    Message, OUTBOX_MAX, Point, RECENT_ALERTS_MAX, RoomEvent, StateChange,
+pub use engine::{Engine, OUTBOX_MAX, RECENT_ALERTS_MAX};
+pub use event::{
+    Alert, AlertState, Body, Channel, ChannelSnapshot, HintChange, Latest, ListingChange, Message,
+    Point, RoomEvent, StateChange,
 };
 pub use rules::{
     Adjustment, Evaluation, Forecast, Hint, Inputs, Level, LevelState, Reason, Thresholds,
