@@ -175,4 +175,3 @@ pub struct Latest {
     pub state: AlertState,
     pub acknowledged_by: Option<String>,
 }
-
