@@ -46,6 +46,9 @@ pub struct FanoutReport {
     /// The slowest subscriber's p99.
     pub worst_subscriber_p99_us: u64,
     pub server: Option<ServerUsage>,
+    /// The load generator's own CPU (its readers, mostly): on one machine it competes
+    /// with the server's.
+    pub load: Option<ServerUsage>,
 }
 
 impl FanoutReport {
@@ -80,6 +83,20 @@ impl FanoutReport {
             rows.push((
                 "server cpu / memory".to_owned(),
                 format!("{:.0} % / {} KiB", server.cpu_percent, server.rss_kib),
+            ));
+            rows.push((
+                "server cpu per delivery".to_owned(),
+                format!("{:.3} µs", server.cpu_us_per(self.deliveries)),
+            ));
+        }
+        if let Some(load) = &self.load {
+            rows.push((
+                "load generator cpu, per delivery".to_owned(),
+                format!(
+                    "{:.0} % of a core, {:.3} µs",
+                    load.cpu_percent,
+                    load.cpu_us_per(self.deliveries)
+                ),
             ));
         }
         table(&rows)
@@ -174,6 +191,7 @@ pub async fn fanout(
         subscribers.push(subscriber(options.target, &sku).await?);
     }
     let server = server.map(|sampler| sampler.restarted());
+    let load = ProcessSampler::own();
     let started = Instant::now();
     let deadline = started + options.duration;
     let mut readers = Vec::new();
@@ -310,5 +328,6 @@ pub async fn fanout(
         order_to_screen: tally.latency_summary(),
         worst_subscriber_p99_us: worst,
         server: server.map(|sampler| sampler.usage()),
+        load: load.map(|sampler| sampler.usage()),
     })
 }

@@ -94,6 +94,10 @@ impl IngestReport {
                 format!("{:.0} % of a core", server.cpu_percent),
             ));
             rows.push((
+                "server cpu per order".to_owned(),
+                format!("{:.2} µs", server.cpu_us_per(self.orders)),
+            ));
+            rows.push((
                 "server memory (rss / peak)".to_owned(),
                 format!("{} / {} KiB", server.rss_kib, server.rss_peak_kib),
             ));

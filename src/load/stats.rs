@@ -94,6 +94,8 @@ pub struct LatencySummary {
 pub struct ServerUsage {
     /// CPU time over wall time, in percent of one core (200 is both cores of the machine).
     pub cpu_percent: f64,
+    /// CPU time, user and system, in seconds.
+    pub cpu_seconds: f64,
     /// Resident memory at the end of the run.
     pub rss_kib: u64,
     /// The most resident memory the process ever had.
@@ -122,6 +124,11 @@ impl ProcessSampler {
         })
     }
 
+    /// A sampler of this process (the load generator itself).
+    pub fn own() -> Option<Self> {
+        ProcessSampler::start(std::process::id())
+    }
+
     /// A sampler of the same process starting now, so set-up is not counted.
     pub fn restarted(&self) -> ProcessSampler {
         ProcessSampler::start(self.pid).unwrap_or(*self)
@@ -134,6 +141,7 @@ impl ProcessSampler {
             std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         ServerUsage {
             cpu_percent: ticks as f64 / CLOCK_TICKS_PER_SECOND / seconds * 100.0,
+            cpu_seconds: ticks as f64 / CLOCK_TICKS_PER_SECOND,
             rss_kib: status_kib(&status, "VmRSS:"),
             rss_peak_kib: status_kib(&status, "VmHWM:"),
         }
@@ -159,6 +167,13 @@ fn status_kib(status: &str, key: &str) -> u64 {
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|value| value.parse().ok())
         .unwrap_or(0)
+}
+
+impl ServerUsage {
+    /// CPU time per operation, in microseconds.
+    pub fn cpu_us_per(&self, operations: u64) -> f64 {
+        self.cpu_seconds * 1e6 / operations.max(1) as f64
+    }
 }
 
 /// Formats rows of two columns as a table.
