@@ -25,6 +25,20 @@ pub const BODY_LIMIT_BYTES_DEFAULT: u64 = 1024 * 1024;
 /// The largest request body that may be configured: 64 MiB.
 pub const BODY_LIMIT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// The most threads that may serve requests.
+pub const WORKERS_MAX: usize = 1024;
+
+/// Threads serving requests unless configured otherwise: every core but one, which the
+/// journal's writer (group commit: encode, write, sync) keeps busy under load; one at
+/// least. On two cores, one worker and the writer spend a fifth less CPU per order than two
+/// workers and the writer, which wake each other across cores (`docs/BENCHMARKS.md`).
+fn workers_default() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -53,6 +67,9 @@ pub struct Config {
     /// The shortest time between two rounds of pushes: under load, changes wait at most
     /// this long and travel together. Zero sends every round at once.
     pub push_interval: Duration,
+    /// Threads serving requests and pushes. The journal's writer has its own thread, which
+    /// is busy under load: by default one core is left to it.
+    pub workers: usize,
     /// Alert delivery: receivers, routes, grouping, limits, escalation (`[notify]`).
     pub notify: crate::notify::NotifyConfig,
     /// Credentials and origins (`[auth]`).
@@ -254,6 +271,7 @@ impl Default for Config {
             repair: false,
             push_queue_bytes: crate::hub::SESSION_QUEUE_BYTES_DEFAULT,
             push_interval: crate::hub::PUSH_INTERVAL_DEFAULT,
+            workers: workers_default(),
             notify: crate::notify::NotifyConfig::default(),
             auth: AuthConfig::default(),
             insecure: false,
@@ -318,6 +336,8 @@ pub struct ConfigLayer {
     pub push_queue_kib: Option<u64>,
     /// The shortest time between two rounds of pushes, in milliseconds.
     pub push_interval_ms: Option<u64>,
+    /// Threads serving requests and pushes.
+    pub workers: Option<usize>,
     /// Alert delivery (the configuration file only).
     pub notify: Option<crate::notify::NotifyConfig>,
     /// Credentials and origins; the secret may also come from `STOCKPULSE_AUTH_SECRET`.
@@ -412,6 +432,7 @@ impl ConfigLayer {
             snapshot_every_facts: over.snapshot_every_facts.or(self.snapshot_every_facts),
             push_queue_kib: over.push_queue_kib.or(self.push_queue_kib),
             push_interval_ms: over.push_interval_ms.or(self.push_interval_ms),
+            workers: over.workers.or(self.workers),
             notify: over.notify.or(self.notify),
             connections_max: over.connections_max.or(self.connections_max),
             connections_per_ip_max: over.connections_per_ip_max.or(self.connections_per_ip_max),
@@ -536,6 +557,12 @@ impl ConfigLayer {
                 )));
             }
         };
+        let workers = self.workers.unwrap_or(defaults.workers);
+        if !(1..=WORKERS_MAX).contains(&workers) {
+            return Err(ConfigError::Invalid(format!(
+                "workers must be between 1 and {WORKERS_MAX}, got {workers}"
+            )));
+        }
         let notify = self.notify.unwrap_or_default();
         notify.validate().map_err(ConfigError::Invalid)?;
         let limits = crate::edge::Limits {
@@ -593,6 +620,7 @@ impl ConfigLayer {
             repair: false,
             push_queue_bytes: usize::try_from(push_queue_kib * 1024).unwrap_or(usize::MAX),
             push_interval,
+            workers,
             notify,
             auth,
             insecure: false,

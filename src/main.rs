@@ -56,6 +56,9 @@ struct Args {
     /// The shortest time between two rounds of pushes, in milliseconds [default: 5].
     #[arg(long, env = "STOCKPULSE_PUSH_INTERVAL_MS")]
     push_interval_ms: Option<u64>,
+    /// Threads serving requests and pushes [default: the cores but one, at least one].
+    #[arg(long, env = "STOCKPULSE_WORKERS")]
+    workers: Option<usize>,
     /// Start even when the journal is corrupt before its tail: cut it at the first bad
     /// record, losing what follows.
     #[arg(long)]
@@ -241,6 +244,7 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         snapshot_every_facts: args.snapshot_every_facts,
         push_queue_kib: args.push_queue_kib,
         push_interval_ms: args.push_interval_ms,
+        workers: args.workers,
         notify: None,
         connections_max: None,
         connections_per_ip_max: None,
@@ -277,8 +281,17 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn serve(config: stockpulse::config::Config) -> anyhow::Result<()> {
+fn serve(config: stockpulse::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(serve_on_runtime(config))
+}
+
+async fn serve_on_runtime(config: stockpulse::config::Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
