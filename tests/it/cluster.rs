@@ -1115,6 +1115,27 @@ async fn a_standby_left_behind_a_trimmed_log_starts_again_from_the_snapshot() {
     }
 }
 
+/// Sells one unit of SKU A for each of orders `o{index}`, through `base`, in `room`.
+async fn place(
+    client: &reqwest::Client,
+    base: &str,
+    orders: std::ops::Range<usize>,
+    room: Option<&str>,
+) {
+    for index in orders {
+        let response = client
+            .post(format!("{base}/api/v1/orders"))
+            .json(
+                &json!({"order_id": format!("o{index}"), "sku": "A", "qty": 1,
+                "platform": "douyin", "room": room, "paid": true}),
+            )
+            .send()
+            .await
+            .expect("order");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+}
+
 async fn screen(node: &Node) -> crate::push::Socket {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut request = format!("ws://127.0.0.1:{}/ws", node.port)
@@ -1182,21 +1203,7 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     }
     assert_eq!(epochs[0], epochs[1], "every node numbers SKU topics alike");
     let leader_base = nodes[leader].base.clone();
-    let place = |from: usize, to: usize| {
-        let (client, base) = (client.clone(), leader_base.clone());
-        async move {
-            for index in from..to {
-                let response = client
-                    .post(format!("{base}/api/v1/orders"))
-                    .json(&json!({"order_id": format!("o{index}"), "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
-                    .send()
-                    .await
-                    .expect("order");
-                assert_eq!(response.status(), StatusCode::CREATED);
-            }
-        }
-    };
-    place(0, 50).await;
+    place(&client, &leader_base, 0..50, None).await;
     let mut seen = Vec::new();
     let target = lasts[0] + 50;
     follow_until(&mut screens[0], &mut lasts[0], target, &mut seen).await;
@@ -1205,14 +1212,14 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     // The first screen's node dies; orders go on meanwhile.
     nodes[first].kill();
     drop(screens.remove(0));
-    place(50, 100).await;
+    place(&client, &leader_base, 50..100, None).await;
     let mut resumed = screen(&nodes[second]).await;
     crate::push::send(
         &mut resumed,
         json!({"op": "subscribe", "topics": ["sku:A"], "since": {"sku:A": lasts[0]}, "epoch": epochs[0]}),
     )
     .await;
-    place(100, 120).await;
+    place(&client, &leader_base, 100..120, None).await;
     let mut last = lasts[0];
     follow_until(&mut resumed, &mut last, target + 70, &mut seen).await;
     assert_eq!(seen.len(), 120);
@@ -1356,24 +1363,7 @@ async fn room_and_alert_topics_are_numbered_alike_on_every_node_and_resume_on_an
         seen.push(screen_seen);
     }
     let leader_base = nodes[leader].base.clone();
-    let place = |from: usize, to: usize| {
-        let (client, base) = (client.clone(), leader_base.clone());
-        async move {
-            for index in from..to {
-                let response = client
-                    .post(format!("{base}/api/v1/orders"))
-                    .json(
-                        &json!({"order_id": format!("o{index}"), "sku": "A", "qty": 1,
-                        "platform": "douyin", "room": "r1", "paid": true}),
-                    )
-                    .send()
-                    .await
-                    .expect("order");
-                assert_eq!(response.status(), StatusCode::CREATED);
-            }
-        }
-    };
-    place(0, 90).await;
+    place(&client, &leader_base, 0..90, Some("r1")).await;
     for (socket, screen_seen) in screens.iter_mut().zip(seen.iter_mut()) {
         read_until(socket, screen_seen, |seen| seen.sold("room:r1", 90)).await;
     }
@@ -1406,7 +1396,7 @@ async fn room_and_alert_topics_are_numbered_alike_on_every_node_and_resume_on_an
         .iter()
         .map(|topic| (*topic, resumed_seen.last(topic)))
         .collect();
-    place(90, 95).await;
+    place(&client, &leader_base, 90..95, Some("r1")).await;
     let mut resumed = screen(&nodes[second]).await;
     crate::push::send(
         &mut resumed,
