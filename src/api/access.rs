@@ -4,9 +4,8 @@
 //! (and listens on loopback only).
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -247,12 +246,9 @@ async fn signed_webhook(
     Ok(request)
 }
 
-/// The middleware: credentials to claims, claims against the route.
-pub(crate) async fn authorize(
-    State(shared): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Credentials to claims, claims against the route: the request to serve (with its claims),
+/// or the refusal to answer.
+pub(crate) async fn admit(shared: &AppState, request: Request) -> Result<Request, Response> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     if shared.access.authority.is_none() {
@@ -268,7 +264,7 @@ pub(crate) async fn authorize(
                     .map(|authority| authority.as_str())
             });
         if !shared.access.host_allowed(host) {
-            return refused(
+            return Err(refused(
                 StatusCode::MISDIRECTED_REQUEST,
                 "misdirected_host",
                 format!(
@@ -277,23 +273,23 @@ pub(crate) async fn authorize(
                      or configure a secret",
                     host.unwrap_or_default()
                 ),
-            );
+            ));
         }
     }
     let segments = match api_segments(&path) {
         Some(Ok(segments)) => Some(segments),
         Some(Err(())) => {
-            return refused(
+            return Err(refused(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
                 "the path is not valid percent-encoded UTF-8".to_owned(),
-            );
+            ));
         }
         None => None,
     };
     let need = classify(&method, &path, segments.as_deref());
     if matches!(need, Need::Public) {
-        return next.run(request).await;
+        return Ok(request);
     }
     // Without credentials configured every request is an administrator: a page on another
     // site must not be able to use that (a cross-site POST from a browser carries Origin).
@@ -310,14 +306,14 @@ pub(crate) async fn authorize(
                 .access
                 .origin_allowed(origin, header_text(header::HOST))
         {
-            return refused(
+            return Err(refused(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!(
                     "pages on {} may not change this server",
                     origin.unwrap_or_default()
                 ),
-            );
+            ));
         }
     }
     let platform = request
@@ -330,16 +326,13 @@ pub(crate) async fn authorize(
             // Signed webhooks place orders, nothing else: a captured signature cannot be
             // replayed against another route.
             if method != Method::POST || path != "/api/v1/orders" {
-                return refused(
+                return Err(refused(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "a signed platform webhook may only POST /api/v1/orders".to_owned(),
-                );
+                ));
             }
-            match signed_webhook(&shared, request, platform).await {
-                Ok(request) => request,
-                Err(response) => return response,
-            }
+            signed_webhook(shared, request, platform).await?
         }
         _ => {
             let found = token(request.headers(), request.uri().query());
@@ -351,7 +344,11 @@ pub(crate) async fn authorize(
                     request
                 }
                 Err(error) => {
-                    return refused(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string());
+                    return Err(refused(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        error.to_string(),
+                    ));
                 }
             }
         }
@@ -367,13 +364,13 @@ pub(crate) async fn authorize(
         Need::Act(action) => claims.allows(action),
     };
     if !allowed {
-        return refused(
+        return Err(refused(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("{:?} {} may not {method} {path}", claims.role, claims.sub),
-        );
+        ));
     }
-    next.run(request).await
+    Ok(request)
 }
 
 #[cfg(test)]

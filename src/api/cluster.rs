@@ -251,13 +251,9 @@ fn is_write(request: &Request) -> bool {
     ) && path.starts_with("/api/v1/")
 }
 
-/// Middleware: on a standby, writes go to the leader; on the leader, and for reads, the
-/// request is served here.
-pub(super) async fn forward_writes(
-    State(shared): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// On a standby, writes go to the leader; on the leader, and for reads, `next` serves the
+/// request here.
+pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: Next) -> Response {
     let Some(cluster) = shared.cluster.clone() else {
         return next.run(request).await;
     };

@@ -176,31 +176,23 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            cluster::forward_writes,
-        ))
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            access::authorize,
-        ))
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            record_latency,
-        ))
+        .layer(middleware::from_fn_with_state(shared.clone(), edge))
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .with_state(shared)
 }
 
-async fn record_latency(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+/// Around every route, in one layer: credentials and the route's permission
+/// (`access::admit`), then the request served here or, on a standby, forwarded to the leader
+/// (`cluster::forward_or_serve`), and the time it took, by route, for `/metrics`.
+async fn edge(State(shared): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
-    let response = next.run(request).await;
-    let route = route.as_deref().unwrap_or("unmatched");
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = match access::admit(&shared, request).await {
+        Ok(request) => cluster::forward_or_serve(&shared, request, next).await,
+        Err(refused) => refused,
+    };
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     shared
         .metrics
         .request_finished(method.as_str(), route, started.elapsed().as_secs_f64());
