@@ -24,7 +24,7 @@ pub const RECENT_ALERTS_MAX: usize = 500;
 
 /// Messages waiting for the hub beyond which they are dropped (their numbers stay taken, so
 /// the hub sees the gap and resyncs the topic's subscribers).
-pub const OUTBOX_MAX: usize = 1 << 16;
+const OUTBOX_MAX: usize = 1 << 16;
 
 /// What the engine remembers of one listing.
 struct Live {
@@ -289,14 +289,6 @@ impl Engine {
                 };
             }
         }
-    }
-
-    /// Takes the rooms from the durable state again without deciding any level, when the
-    /// hub missed facts: the next [`Engine::tick`] then reports every level that moved
-    /// meanwhile, with its alert and auto-halt, as if seen live.
-    pub fn rediscover(&self) {
-        let mut inner = self.inner.lock();
-        self.rediscover_locked(&mut inner);
     }
 
     /// Which rooms list which SKU, and each room's spec, from the durable state; forgets
@@ -567,11 +559,6 @@ impl Engine {
         self.inner.lock().latest.extend(latest);
     }
 
-    /// The sequence of the last durable fact taken in.
-    pub fn position(&self) -> u64 {
-        self.inner.lock().position
-    }
-
     /// The engine's state after the last batch it took in, for a shared snapshot.
     pub fn image(&self) -> super::image::EngineImage {
         let inner = self.inner.lock();
@@ -762,10 +749,5 @@ impl Engine {
                     .unwrap_or_default()
             },
         ))
-    }
-
-    /// The latest alerts, oldest first.
-    pub fn recent_alerts(&self) -> Vec<Arc<Alert>> {
-        self.inner.lock().recent.iter().cloned().collect()
     }
 }

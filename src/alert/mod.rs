@@ -12,7 +12,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Engine, OUTBOX_MAX, RECENT_ALERTS_MAX};
+pub use engine::{Engine, RECENT_ALERTS_MAX};
 pub use event::{
     Alert, AlertState, Body, Channel, ChannelSnapshot, HintChange, Latest, ListingChange, Message,
     Point, RoomEvent, StateChange,
