@@ -161,8 +161,8 @@ pub(crate) enum Resync {
 }
 
 impl SessionLink {
-    /// Marks the session for a resync that is not its doing: it missed changes.
-    fn lost(&self, counters: &HubCounters) {
+    /// Marks the session for a resync (its own slowness only when `slow` was set first).
+    fn mark_for_resync(&self, counters: &HubCounters) {
         if !self.resync.swap(true, Ordering::AcqRel) {
             counters.resyncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -264,7 +264,7 @@ impl TopicState {
             self.history.clear();
             self.round.clear();
             for link in &self.subscribers {
-                link.lost(counters);
+                link.mark_for_resync(counters);
             }
         }
         self.sequence = next;
@@ -327,6 +327,10 @@ pub(crate) struct Hub {
     next_session: AtomicU64,
     next_topic: AtomicU64,
     counters: HubCounters,
+    /// The alerts channel's messages staged and not yet handed to the notifier: a join
+    /// stages what the engine queued before it takes a snapshot, and the next round hands
+    /// it over. Taken under the topics' lock.
+    for_notifier: Mutex<Vec<Body>>,
     /// The per-session queue limit, in bytes.
     queue_bytes_max: usize,
 }
@@ -348,6 +352,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             next_topic: AtomicU64::new(1),
             counters: HubCounters::default(),
+            for_notifier: Mutex::new(Vec::new()),
             queue_bytes_max,
         }
     }
@@ -532,20 +537,20 @@ impl Hub {
         }
         // The engine took these batches in before they were published: what it made of
         // them is queued already.
-        let alerts = self.stage_messages(&mut states, self.engine.take(), &mut touched);
+        self.stage_messages(&mut states, self.engine.take(), &mut touched);
         self.flush(&mut states, touched);
-        alerts
+        self.take_for_notifier()
     }
 
-    /// Stages the engine's messages on their topics; returns what the notifier takes (the
-    /// alerts channel's).
+    /// Stages the engine's messages on their topics, and the alerts channel's for the
+    /// notifier ([`Hub::take_for_notifier`]).
     fn stage_messages(
         &self,
         states: &mut HashMap<Topic, TopicState>,
         messages: Vec<Message>,
         touched: &mut Vec<Topic>,
-    ) -> Vec<Body> {
-        let mut alerts = Vec::new();
+    ) {
+        let mut alerts = self.for_notifier.lock();
         for Message { channel, seq, body } in messages {
             if channel == Channel::Alerts {
                 alerts.push(body.clone());
@@ -561,7 +566,11 @@ impl Hub {
                 touched.push(topic);
             }
         }
-        alerts
+    }
+
+    /// What the notifier takes: the alerts and acknowledgements staged so far.
+    fn take_for_notifier(&self) -> Vec<Body> {
+        std::mem::take(&mut *self.for_notifier.lock())
     }
 
     /// Sends each touched topic's round to its subscribers, encoded once per codec.
@@ -616,13 +625,13 @@ impl Hub {
         }
         // Every subscriber resyncs, so these reach only the history and the notifier.
         let mut touched = Vec::new();
-        let alerts = self.stage_messages(&mut states, self.engine.take(), &mut touched);
+        self.stage_messages(&mut states, self.engine.take(), &mut touched);
         for topic in touched {
             if let Some(state) = states.get_mut(&topic) {
                 state.round.clear();
             }
         }
-        alerts
+        self.take_for_notifier()
     }
 }
 
@@ -656,10 +665,7 @@ fn push(link: &SessionLink, chunk: Chunk, counters: &HubCounters) {
     if length <= link.queue_bytes_max {
         link.slow.store(true, Ordering::Release);
     }
-    if !link.resync.swap(true, Ordering::AcqRel) {
-        counters.resyncs.fetch_add(1, Ordering::Relaxed);
-    }
-    link.wake.notify_one();
+    link.mark_for_resync(counters);
 }
 
 /// Feeds the hub from the journal until the feed closes: each round publishes whatever the
