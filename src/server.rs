@@ -256,6 +256,16 @@ pub async fn run(
             }
         });
     }
+    let mut shutdown = std::pin::pin!(shutdown);
+    if let Some(cluster) = &cluster {
+        // A cluster node serves once it holds the log as far as it went at start, as a
+        // single node serves once it has replayed its journal.
+        tokio::select! {
+            () = cluster.caught_up() => {}
+            () = &mut shutdown => cancel.cancel(),
+            () = cancel.cancelled() => {}
+        }
+    }
     let stop = cancel.clone();
     let server = tokio::spawn(crate::edge::serve(
         listener,
@@ -265,9 +275,11 @@ pub async fn run(
         stop.cancelled_owned(),
         SHUTDOWN_GRACE,
     ));
-    tokio::select! {
-        () = shutdown => {}
-        () = cancel.cancelled() => {}
+    if !cancel.is_cancelled() {
+        tokio::select! {
+            () = &mut shutdown => {}
+            () = cancel.cancelled() => {}
+        }
     }
     tracing::info!("Shutting down: no new connections, finishing requests in flight.");
     cancel.cancel();

@@ -42,6 +42,9 @@ use log::StreamPosition;
 /// How long a starting node waits for JetStream to answer before it gives up.
 const JETSTREAM_READY_MAX: Duration = Duration::from_secs(60);
 
+/// How often a starting node looks whether it has caught up with the log.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
+
 /// What a node is doing in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -241,6 +244,30 @@ impl Cluster {
 
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
+    }
+
+    /// Waits until this node has applied the log as far as it reached when the wait began,
+    /// or leads it. A starting node serves nothing before: like a single node replaying its
+    /// journal, it would answer from a ledger that lacks acknowledged changes.
+    pub async fn caught_up(&self) {
+        let head = loop {
+            match log::last_sequence(self).await {
+                Ok(head) => break head,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot read where the log ends yet; asking again.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let started = tokio::time::Instant::now();
+        while self.status().applied_seq < head && !self.leading() {
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
+        tracing::info!(
+            stream_seq = head,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Caught up with the log; serving."
+        );
     }
 
     fn update(&self, change: impl FnOnce(&mut Status)) {

@@ -229,7 +229,7 @@ impl Drop for Node {
     }
 }
 
-/// Waits until one node leads and every live node has applied the whole stream; returns
+/// Waits until one node leads and every running node has applied the whole stream; returns
 /// the leader's index.
 async fn settled(nodes: &[Node]) -> usize {
     wait_for_leader(nodes, true).await
@@ -254,10 +254,12 @@ async fn wait_for_leader(nodes: &[Node], caught_up: bool) -> usize {
             .collect();
         if let [leader] = leaders.as_slice() {
             let head = views[*leader].as_ref().expect("leader")["applied_seq"].clone();
-            let level = views
-                .iter()
-                .flatten()
-                .all(|view| view["applied_seq"] == head);
+            // Every node still running must answer: one that is starting again (after
+            // stepping down) is not level until it answers with the leader's sequence.
+            let level = nodes.iter().zip(&views).all(|(node, view)| match view {
+                Some(view) => view["applied_seq"] == head,
+                None => node.child.is_none(),
+            });
             if level || !caught_up {
                 return *leader;
             }
@@ -856,14 +858,17 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
         .get_stream("stockpulse")
         .await
         .expect("the log stream");
-    let first = stream
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .first_sequence;
-    assert!(1 < first, "the log was never trimmed");
+    let state = stream.info().await.expect("stream info").state.clone();
+    assert!(1 < state.first_sequence, "the log was never trimmed");
     nodes.push(Node::start(directory.path(), "d", &nats).await);
+    // d answers only once it holds the log as far as it went when d started: its first
+    // answer already counts every acknowledged order.
+    let first_answer = nodes[3].cluster().await.expect("d answers");
+    assert!(
+        state.last_sequence <= first_answer["applied_seq"].as_u64().unwrap_or(0),
+        "d answered before catching up to message {}: {first_answer}",
+        state.last_sequence
+    );
     let leader = settled(&nodes).await;
     let late = &nodes[3];
     let log = late.log_text();
