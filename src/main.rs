@@ -283,6 +283,14 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
 
 fn serve(config: stockpulse::config::Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    // Remembered orders grow the heap for as long as the refund window; with transparent
+    // huge pages, each fresh 2 MiB page is zeroed at once, inside whichever request touched
+    // it first (a millisecond on a virtual machine). Like Redis, the server turns them off
+    // for itself: 4 KiB faults cost less in all, and spread out (docs/BENCHMARKS.md).
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(%error, "Cannot turn transparent huge pages off for the server.");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers)
         .enable_all()
