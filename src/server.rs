@@ -393,6 +393,34 @@ struct Sweeper {
     engine: Arc<Engine>,
 }
 
+/// Runs `work` on a thread of its own, which it may give a lower priority
+/// ([`lower_priority`]: a thread cannot take it back, so not on a pooled one); the handle
+/// resolves when it is done.
+fn in_background(name: &str, work: impl FnOnce() + Send + 'static) -> tokio::task::JoinHandle<()> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+    if let Err(error) = &spawned {
+        tracing::error!(%error, name, "Cannot start a background thread.");
+    }
+    tokio::spawn(async move {
+        let _ = finished.await;
+    })
+}
+
+/// Lowers the calling thread's CPU priority (nice 10), so that on a machine with few cores
+/// the request workers and the journal's writer go first. For a thread of its own only.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(%error, "Cannot lower a background thread's priority.");
+    }
+}
+
 /// Expires due locks every [`SWEEP_INTERVAL`], forgets old finished orders every
 /// [`FORGET_INTERVAL`], and writes a snapshot once enough facts piled up, until cancelled.
 async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
@@ -474,8 +502,11 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
         } else if due {
             let ledger = sweeper.ledger.clone();
             let journal = sweeper.journal.clone();
-            snapshotting = Some(tokio::task::spawn_blocking(move || {
-                if let Err(error) = journal.snapshot(&ledger) {
+            snapshotting = Some(in_background("snapshot", move || {
+                // The copy holds ledger locks a stripe at a time and runs at the requests'
+                // priority, so that it is never descheduled holding one; encoding and
+                // writing hold none, and give way to the requests.
+                if let Err(error) = journal.snapshot_then(&ledger, lower_priority) {
                     tracing::error!(%error, "Snapshot failed; the journal keeps everything.");
                 }
             }));

@@ -157,6 +157,9 @@ pub struct DurableBatch {
 /// Facts that may wait for the writer unless configured otherwise: five seconds of the
 /// fastest ingest measured, a few hundred megabytes at most.
 pub const QUEUE_FACTS_MAX_DEFAULT: u64 = 1_000_000;
+/// A snapshot, or a segment being prepared, is synced every this many bytes as it is
+/// written, so that the writer's syncs never wait behind more than this much of it.
+const SNAPSHOT_SYNC_CHUNK_BYTES: usize = 8 << 20;
 
 /// Durable batches a slow reader may fall behind by before it is told it lagged (and must
 /// resynchronise from the ledger).
@@ -363,6 +366,12 @@ impl Journal {
     /// redundant. Blocking: call it from a blocking thread. A failed sync poisons the journal
     /// as the writer's do: the disk lost writes without saying which.
     pub fn snapshot(&self, ledger: &Ledger) -> std::io::Result<u64> {
+        self.snapshot_then(ledger, || {})
+    }
+
+    /// [`Journal::snapshot`], calling `after_cut` once the ledger is copied: what follows
+    /// (encoding, writing) holds no lock the requests need, and may run at a lower priority.
+    pub fn snapshot_then(&self, ledger: &Ledger, after_cut: impl FnOnce()) -> std::io::Result<u64> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             // Memory holds changes the disk may have lost; the next start must read what the
             // disk holds, not a snapshot of them.
@@ -370,7 +379,7 @@ impl Journal {
                 "the journal is poisoned by a failed sync; no snapshot until a restart",
             ));
         }
-        let snapshot = self.encode_snapshot(ledger);
+        let snapshot = self.encode_snapshot_then(ledger, after_cut);
         let (sequence, body) = (snapshot.sequence, &snapshot.body);
         let final_path = segment::snapshot_path(&self.directory, sequence);
         let temporary = final_path.with_extension("tmp");
@@ -385,10 +394,20 @@ impl Journal {
                 .write(true)
                 .open(&temporary)?;
             file.write_all(&segment::snapshot_header(sequence, body))?;
-            file.write_all(body)?;
-            self.fsync
-                .sync_file(&file, SyncPoint::Snapshot)
-                .map_err(poison)?;
+            // Synced as it goes: a gigabyte left dirty and synced at the end would hold up
+            // the writer's syncs behind its flush (one filesystem journal) for hundreds of
+            // milliseconds; a few megabytes at a time hold them up for a few.
+            for chunk in body.chunks(SNAPSHOT_SYNC_CHUNK_BYTES) {
+                file.write_all(chunk)?;
+                self.fsync
+                    .sync_file(&file, SyncPoint::Snapshot)
+                    .map_err(poison)?;
+            }
+            if body.is_empty() {
+                self.fsync
+                    .sync_file(&file, SyncPoint::Snapshot)
+                    .map_err(poison)?;
+            }
         }
         std::fs::rename(&temporary, &final_path)?;
         self.fsync.sync_directory(&self.directory).map_err(poison)?;
@@ -456,7 +475,12 @@ impl Journal {
     /// The ledger at a consistent cut (copy on write), encoded as a snapshot file's body.
     /// Blocking.
     pub fn encode_snapshot(&self, ledger: &Ledger) -> EncodedSnapshot {
+        self.encode_snapshot_then(ledger, || {})
+    }
+
+    fn encode_snapshot_then(&self, ledger: &Ledger, after_cut: impl FnOnce()) -> EncodedSnapshot {
         let (image, sequence) = ledger.export(|| self.submitted());
+        after_cut();
         let body = record::encode_image(&image);
         let entries = (image.skus.len() + image.orders.len()) as u64;
         EncodedSnapshot {

@@ -390,6 +390,11 @@ fn prepare(directory: &Path, segment_bytes: u64) -> std::io::Result<(PathBuf, Fi
         let length = zeros.len().min((segment_bytes - offset) as usize);
         file.write_all_at(&zeros[..length], offset)?;
         offset += length as u64;
+        // Synced as it goes, as a snapshot is: the writer's syncs wait behind at most this
+        // much of it, not the whole segment.
+        if offset.is_multiple_of(super::SNAPSHOT_SYNC_CHUNK_BYTES as u64) {
+            file.sync_data()?;
+        }
     }
     file.sync_all()?;
     Ok((path, file))
