@@ -77,6 +77,44 @@ fn classify<'a>(method: &Method, path: &str, segments: Option<&'a [String]>) -> 
     }
 }
 
+/// The roles that may call `method` on the route `template` (its parameters in braces, as
+/// the API's document writes them), decided by the same rules as requests are: `None` for a
+/// route anyone may call. Operators and viewers limited to some rooms reach only those.
+pub(crate) fn roles(method: &Method, template: &str) -> Option<Vec<&'static str>> {
+    let path: String = template
+        .chars()
+        .filter(|c| !matches!(c, '{' | '}'))
+        .collect();
+    let segments = api_segments(&path).and_then(Result::ok);
+    let every = [
+        (Role::Admin, "admin"),
+        (Role::Operator, "operator"),
+        (Role::Ingest, "ingest"),
+        (Role::Viewer, "viewer"),
+    ];
+    let allowed = |role: Role| match classify(method, &path, segments.as_deref()) {
+        Need::Public | Need::Authenticated => true,
+        Need::Acknowledge => matches!(role, Role::Admin | Role::Operator),
+        Need::Act(action) => Claims {
+            sub: String::new(),
+            role,
+            rooms: None,
+            exp: u64::MAX,
+        }
+        .allows(action),
+    };
+    if matches!(classify(method, &path, segments.as_deref()), Need::Public) {
+        return None;
+    }
+    Some(
+        every
+            .into_iter()
+            .filter(|(role, _)| allowed(*role))
+            .map(|(_, name)| name)
+            .collect(),
+    )
+}
+
 fn refused(status: StatusCode, code: &'static str, message: String) -> Response {
     let mut response = ApiError::new(status, code, message).into_response();
     if status == StatusCode::UNAUTHORIZED {

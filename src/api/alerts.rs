@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiPath;
 use crate::auth::Claims;
-use crate::ledger::ACKNOWLEDGER_BYTES_MAX;
+use crate::ledger::ACKNOWLEDGER_CHARS_MAX;
 use crate::notify::{AlertState, AlertView, DeliveryState, DeliveryView};
 
 fn unavailable(reason: String) -> ApiError {
@@ -96,9 +96,12 @@ pub(crate) async fn acknowledge(
             .map_err(|error| ApiError::invalid(format!("invalid acknowledgement: {error}")))?
     };
     let by = request.by.unwrap_or_else(|| claims.sub.clone());
-    if by.is_empty() || ACKNOWLEDGER_BYTES_MAX < by.len() || by.chars().any(char::is_control) {
+    if by.is_empty()
+        || ACKNOWLEDGER_CHARS_MAX < by.chars().count()
+        || by.chars().any(char::is_control)
+    {
         return Err(ApiError::invalid(format!(
-            "by must be 1 to {ACKNOWLEDGER_BYTES_MAX} bytes without control characters"
+            "by must be 1 to {ACKNOWLEDGER_CHARS_MAX} characters without control characters"
         )));
     }
     match acknowledge_alert(&shared, id, by, claims.rooms.clone()).await? {

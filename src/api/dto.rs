@@ -14,8 +14,8 @@ use crate::ledger::{
     SkuView, Stock, stock_qty,
 };
 
-/// Longest SKU name accepted, in bytes.
-pub(crate) const SKU_NAME_BYTES_MAX: usize = 256;
+/// Longest SKU name accepted, in characters.
+pub(crate) const SKU_NAME_CHARS_MAX: usize = 256;
 /// Longest lock TTL a SKU may set: one day.
 pub(crate) const LOCK_TTL_S_MAX: u64 = 24 * 60 * 60;
 /// Most platform quotas on one SKU.
@@ -23,16 +23,87 @@ pub(crate) const QUOTAS_MAX: usize = 32;
 
 pub(crate) use crate::clock::{Rfc3339, rfc3339};
 
+/// Integers as JSON Schema counts them: `5` and `5.0` alike (a number with no fraction is an
+/// integer there), so a client that writes whole numbers as floats is not refused.
+pub(crate) mod integral {
+    use serde::de::{Deserializer, Error, Visitor};
+
+    struct Whole;
+
+    impl Visitor<'_> for Whole {
+        type Value = i64;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an integer")
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<i64, E> {
+            i64::try_from(value).map_err(|_| E::custom(format!("{value} is too large")))
+        }
+
+        fn visit_f64<E: Error>(self, value: f64) -> Result<i64, E> {
+            // Exactly representable: |value| below 2^53 has no rounding to hide.
+            if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+                Ok(value as i64)
+            } else {
+                Err(E::custom(format!("{value} is not an integer")))
+            }
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        deserializer.deserialize_any(Whole)
+    }
+
+    /// The same for an optional field.
+    pub(crate) mod option {
+        use serde::Deserialize;
+        use serde::de::Deserializer;
+
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(deserialize_with = "super::deserialize")] i64);
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<i64>, D::Error> {
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(value)| value))
+        }
+    }
+
+    /// The same for an optional count that cannot be negative.
+    pub(crate) mod unsigned {
+        use serde::de::{Deserializer, Error};
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<u64>, D::Error> {
+            super::option::deserialize(deserializer)?
+                .map(|value| {
+                    u64::try_from(value)
+                        .map_err(|_| D::Error::custom(format!("{value} is negative")))
+                })
+                .transpose()
+        }
+    }
+}
+
 /// Create or update a SKU. Every field is optional on update; a new SKU starts at zero.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PutSkuRequest {
     pub(crate) name: Option<String>,
     /// Physical units on hand for this sale.
+    #[serde(default, deserialize_with = "integral::option::deserialize")]
     pub(crate) total: Option<i64>,
     /// Units held back and never sellable (VIP allocations, gifts, safety stock).
+    #[serde(default, deserialize_with = "integral::option::deserialize")]
     pub(crate) reserved: Option<i64>,
     /// How long a lock on this SKU lasts, in seconds; `0` goes back to the server default.
+    #[serde(default, deserialize_with = "integral::unsigned::deserialize")]
     pub(crate) lock_ttl_s: Option<u64>,
     /// The most each platform may hold (locked + sold); replaces every quota when given.
     pub(crate) quotas: Option<BTreeMap<String, i64>>,
@@ -41,11 +112,11 @@ pub(crate) struct PutSkuRequest {
 impl PutSkuRequest {
     pub(crate) fn into_update(self) -> Result<SkuUpdate, ApiError> {
         if let Some(name) = &self.name
-            && SKU_NAME_BYTES_MAX < name.len()
+            && SKU_NAME_CHARS_MAX < name.chars().count()
         {
             return Err(ApiError::invalid(format!(
-                "name is {} bytes long; the limit is {SKU_NAME_BYTES_MAX}",
-                name.len()
+                "name is {} characters long; the limit is {SKU_NAME_CHARS_MAX}",
+                name.chars().count()
             )));
         }
         let lock_ttl_ms = match self.lock_ttl_s {
@@ -95,6 +166,7 @@ impl PutSkuRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RestockRequest {
+    #[serde(deserialize_with = "integral::deserialize")]
     pub(crate) qty: i64,
     /// Your id for this restock: sent again (after a timeout or a 503), it is applied once.
     /// The SKU remembers its latest 64.
@@ -187,6 +259,7 @@ pub(crate) struct SkuListQuery {
     /// Only SKUs whose id sorts after this one.
     pub(crate) after: Option<String>,
     /// Most SKUs in the page: 1 to 10,000, default 1,000.
+    #[param(minimum = 1, maximum = 10_000)]
     pub(crate) limit: Option<u32>,
 }
 
@@ -195,6 +268,7 @@ pub(crate) struct SkuListQuery {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LineBody {
     pub(crate) sku: String,
+    #[serde(deserialize_with = "integral::deserialize")]
     pub(crate) qty: i64,
 }
 
@@ -205,6 +279,7 @@ pub(crate) struct OrderRequestBody {
     /// The platform's order id: the idempotency key.
     pub(crate) order_id: String,
     pub(crate) sku: Option<String>,
+    #[serde(default, deserialize_with = "integral::option::deserialize")]
     pub(crate) qty: Option<i64>,
     pub(crate) lines: Option<Vec<LineBody>>,
     /// The platform the order came from (`douyin`, `kuaishou`, `taobao`, ...).
@@ -354,6 +429,7 @@ pub(crate) struct BatchItem {
     op: BatchOpKind,
     order_id: String,
     sku: Option<String>,
+    #[serde(default, deserialize_with = "integral::option::deserialize")]
     qty: Option<i64>,
     lines: Option<Vec<LineBody>>,
     platform: Option<String>,

@@ -212,7 +212,8 @@ pub(crate) async fn health(State(shared): State<AppState>) -> Json<HealthRespons
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text exposition", body = String)))]
+    responses((status = 200, description = "OpenMetrics text exposition", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
     if let Some(cluster) = &shared.cluster {
         let nodes = cluster::gather(cluster).await;

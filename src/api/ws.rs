@@ -22,7 +22,7 @@ use crate::hub::{
     Chunk, Codec, Join, Joined, Resync, SESSION_RESYNC_DECAY, SESSION_RESYNCS_MAX,
     SESSION_TOPICS_MAX, ServerMessage, Topic,
 };
-use crate::ledger::ACKNOWLEDGER_BYTES_MAX;
+use crate::ledger::ACKNOWLEDGER_CHARS_MAX;
 
 pub(crate) const PROTOCOL_JSON: &str = "stockpulse.v1.json";
 pub(crate) const PROTOCOL_MSGPACK: &str = "stockpulse.v1.msgpack";
@@ -147,10 +147,10 @@ impl<'a> Reply<'a> {
 /// Commands a session may have waiting for durability before more are refused.
 const PENDING_REPLIES_MAX: usize = 10_000;
 /// Replies, refusals included, a session may have waiting before it is closed (1008): with
-/// ids of at most [`CLIENT_ID_BYTES_MAX`], a few megabytes.
+/// ids of at most [`CLIENT_ID_CHARS_MAX`], a few megabytes.
 const PENDING_REPLIES_CLOSE: usize = 2 * PENDING_REPLIES_MAX;
 /// The longest client id of an order command, as the longest id of anything else.
-const CLIENT_ID_BYTES_MAX: usize = crate::ledger::ID_BYTES_MAX;
+const CLIENT_ID_CHARS_MAX: usize = crate::ledger::ID_CHARS_MAX;
 
 /// A reply waiting for the journal.
 struct PendingReply {
@@ -324,9 +324,9 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                         }
                         continue;
                     }
-                    Ok((id, _)) if id.is_empty() || CLIENT_ID_BYTES_MAX < id.len() || id.chars().any(char::is_control) => {
+                    Ok((id, _)) if id.is_empty() || CLIENT_ID_CHARS_MAX < id.chars().count() || id.chars().any(char::is_control) => {
                         bad_messages += 1;
-                        let refusal = ("invalid_message", format!("a command's id is 1 to {CLIENT_ID_BYTES_MAX} bytes without control characters"));
+                        let refusal = ("invalid_message", format!("a command's id is 1 to {CLIENT_ID_CHARS_MAX} characters without control characters"));
                         if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
                             break;
                         }
@@ -530,10 +530,15 @@ async fn acknowledge(
 ) -> Bytes {
     let rooms = claims.rooms.clone();
     let by = by.unwrap_or_else(|| "console".to_owned());
-    if by.is_empty() || ACKNOWLEDGER_BYTES_MAX < by.len() || by.chars().any(char::is_control) {
+    if by.is_empty()
+        || ACKNOWLEDGER_CHARS_MAX < by.chars().count()
+        || by.chars().any(char::is_control)
+    {
         return ServerMessage::error(
             "invalid_message",
-            &format!("by must be 1 to {ACKNOWLEDGER_BYTES_MAX} bytes without control characters"),
+            &format!(
+                "by must be 1 to {ACKNOWLEDGER_CHARS_MAX} characters without control characters"
+            ),
         )
         .encode(codec);
     }

@@ -569,15 +569,15 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
 }
 
 /// Who acknowledged an alert, as the API takes it: a name of at most
-/// [`ACKNOWLEDGER_BYTES_MAX`] bytes with no control character.
+/// [`ACKNOWLEDGER_CHARS_MAX`] bytes with no control character.
 fn acknowledger(by: &str) -> Result<String, DecodeError> {
     if by.is_empty()
-        || crate::ledger::ACKNOWLEDGER_BYTES_MAX < by.len()
+        || crate::ledger::ACKNOWLEDGER_CHARS_MAX < by.chars().count()
         || by.chars().any(char::is_control)
     {
         return Err(DecodeError::Value(format!(
-            "acknowledged by {by:?}: not a name of 1 to {} bytes without control characters",
-            crate::ledger::ACKNOWLEDGER_BYTES_MAX
+            "acknowledged by {by:?}: not a name of 1 to {} characters without control characters",
+            crate::ledger::ACKNOWLEDGER_CHARS_MAX
         )));
     }
     Ok(by.to_owned())

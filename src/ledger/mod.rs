@@ -58,7 +58,7 @@ pub use room::{
     Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series,
 };
 pub use types::{
-    ACKNOWLEDGER_BYTES_MAX, ID_BYTES_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX,
+    ACKNOWLEDGER_CHARS_MAX, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX,
     OrderId, OrderRequest, OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId,
     STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView, Stock, stock_qty,
 };

@@ -10,9 +10,9 @@ use smallvec::SmallVec;
 use crate::clock::Timestamp;
 
 /// Longest identifier accepted, in bytes: platform order ids are rarely over 40.
-pub const ID_BYTES_MAX: usize = 128;
+pub const ID_CHARS_MAX: usize = 128;
 /// The longest name an alert may be acknowledged by, in bytes.
-pub const ACKNOWLEDGER_BYTES_MAX: usize = 128;
+pub const ACKNOWLEDGER_CHARS_MAX: usize = 128;
 /// Largest quantity on one order line: more than any live room sells of one SKU at once, so a
 /// bigger number is a client bug, not an order.
 pub const LINE_QTY_MAX: u32 = 1_000_000;
@@ -27,8 +27,8 @@ pub const STOCK_QTY_MAX: u64 = 10_000_000_000;
 pub enum InvalidValue {
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
-    #[error("{field} is {bytes} bytes long; the limit is {ID_BYTES_MAX}")]
-    TooLong { field: &'static str, bytes: usize },
+    #[error("{field} is {chars} characters long; the limit is {ID_CHARS_MAX}")]
+    TooLong { field: &'static str, chars: usize },
     #[error("{field} contains a control character")]
     ControlCharacter { field: &'static str },
     #[error("{field} must be between 1 and {max}, got {value}")]
@@ -51,11 +51,11 @@ fn check_id(field: &'static str, value: &str) -> Result<(), InvalidValue> {
     if value.is_empty() {
         return Err(InvalidValue::Empty { field });
     }
-    if ID_BYTES_MAX < value.len() {
-        return Err(InvalidValue::TooLong {
-            field,
-            bytes: value.len(),
-        });
+    // Characters, not bytes: what a JSON Schema's `maxLength` counts, so a client checking
+    // against the API's document is refused nothing it allows (at most 512 bytes).
+    let chars = value.chars().count();
+    if ID_CHARS_MAX < chars {
+        return Err(InvalidValue::TooLong { field, chars });
     }
     if value.chars().any(char::is_control) {
         return Err(InvalidValue::ControlCharacter { field });
@@ -70,7 +70,7 @@ macro_rules! identifier {
         pub struct $name(CompactString);
 
         impl $name {
-            /// Validates `value`: 1 to 128 bytes, no control characters.
+            /// Validates `value`: 1 to 128 characters, no control characters.
             pub fn new(value: &str) -> Result<Self, InvalidValue> {
                 check_id($field, value)?;
                 Ok($name(CompactString::new(value)))

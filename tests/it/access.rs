@@ -739,3 +739,46 @@ async fn without_a_secret_a_rebound_host_name_is_refused() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_document_says_how_to_authenticate_and_which_roles_each_route_takes() {
+    // Goal: with an auth secret, the API's document names the ways to authenticate (bearer,
+    // `?token=`, a platform's signed webhook) and, on every route, the roles the server lets
+    // through, decided by the same rules as requests. Method: read it without credentials
+    // (it is public) and compare a few routes with the role matrix above.
+    let server = secured().await;
+    let response = reqwest::get(server.url("/api/openapi.json"))
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: serde_json::Value = response.json().await.expect("JSON");
+    let schemes = &document["components"]["securitySchemes"];
+    for scheme in ["bearer", "token", "platform", "timestamp", "signature"] {
+        assert!(schemes[scheme].is_object(), "no {scheme} scheme");
+    }
+    let roles = |path: &str, method: &str| document["paths"][path][method]["x-roles"].clone();
+    assert_eq!(roles("/api/v1/orders", "post"), json!(["admin", "ingest"]));
+    assert_eq!(
+        roles("/api/v1/skus/{sku}", "put"),
+        json!(["admin", "operator"])
+    );
+    assert_eq!(
+        roles("/api/v1/alerts/{id}/ack", "post"),
+        json!(["admin", "operator"])
+    );
+    assert_eq!(
+        roles("/api/v1/skus", "get"),
+        json!(["admin", "operator", "ingest", "viewer"])
+    );
+    let place = &document["paths"]["/api/v1/orders"]["post"]["security"];
+    assert_eq!(place[0], json!({"bearer": ["admin", "ingest"]}));
+    assert_eq!(
+        place[2],
+        json!({"platform": [], "timestamp": [], "signature": []})
+    );
+    assert_eq!(
+        document["paths"]["/healthz"]["get"]["security"],
+        json!([{}])
+    );
+    server.stop().await;
+}

@@ -766,7 +766,7 @@ async fn a_big_room_edited_fifty_times_keeps_its_screens() {
 #[tokio::test]
 async fn an_order_command_with_an_overlong_id_is_refused() {
     // Goal: a command's client id is kept until its reply goes, so it is bounded like every
-    // other id: 1 to 128 bytes. Method: a reserve with a 200-byte id gets invalid_message and
+    // other id: 1 to 128 characters. Method: a reserve with a 200-character id gets invalid_message and
     // changes nothing; the same with a short id is placed.
     let server = TestServer::start().await;
     server.sku("A", 10).await;

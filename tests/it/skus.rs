@@ -149,7 +149,83 @@ async fn service_routes_answer() {
     ] {
         assert!(document["paths"][path].is_object(), "missing {path}");
     }
+    // The contract: every operation has its own id; path ids carry their constraints; the
+    // errors the server answers are documented; an order links to what can follow it.
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            assert!(
+                ids.insert(id.to_owned()),
+                "{method} {path}: operation id {id:?} again"
+            );
+        }
+    }
+    assert_eq!(document["components"]["schemas"]["Id"]["maxLength"], 128);
+    let place = &document["paths"]["/api/v1/orders"]["post"];
+    for status in ["201", "400", "413", "422", "503"] {
+        assert!(
+            place["responses"][status].is_object(),
+            "POST /api/v1/orders: no {status}"
+        );
+    }
+    assert_eq!(
+        place["responses"]["201"]["links"]["confirmOrder"]["parameters"]["order_id"],
+        "$response.body#/order_id"
+    );
+    let confirm = &document["paths"]["/api/v1/orders/{order_id}/confirm"]["post"];
+    assert_eq!(
+        confirm["parameters"][0]["schema"]["$ref"],
+        "#/components/schemas/Id"
+    );
+    assert_eq!(
+        document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+            .as_object()
+            .and_then(|content| content.keys().next().cloned())
+            .unwrap_or_default(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    // Without an auth secret, no route asks for credentials.
+    assert!(document["components"]["securitySchemes"].is_null());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn what_the_document_allows_the_server_takes() {
+    // Goal: a client that follows the document is refused nothing it allows: ids count
+    // characters as JSON Schema does (not bytes), and whole numbers written as floats are
+    // integers. Method: a SKU named with 100 Chinese characters (300 bytes), a restock of
+    // `5.0`; then 129 characters and `5.5` are refused and change nothing.
+    let server = TestServer::start().await;
+    let long: String = "货".repeat(100);
+    let path = format!("/api/v1/skus/{}", urlencode(&long));
+    let (status, created) = server.put(&path, json!({"total": 10.0})).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let (status, restocked) = server
+        .post(&format!("{path}/restock"), json!({"qty": 5.0}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{restocked}");
+    assert_eq!(restocked["total"], 15);
+    let (status, refused) = server
+        .post(&format!("{path}/restock"), json!({"qty": 5.5}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let too_long: String = "货".repeat(129);
+    let (status, refused) = server
+        .put(
+            &format!("/api/v1/skus/{}", urlencode(&too_long)),
+            json!({"total": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(code(&refused), "invalid_request");
+    let (_, stock) = server.get(&path).await;
+    assert_eq!(stock["total"], 15);
+    server.stop().await;
+}
+
+fn urlencode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[tokio::test]
