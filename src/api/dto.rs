@@ -74,6 +74,29 @@ pub(crate) mod integral {
         }
     }
 
+    /// The same for an optional map of names to integers.
+    pub(crate) mod map {
+        use std::collections::BTreeMap;
+
+        use serde::Deserialize;
+        use serde::de::Deserializer;
+
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(deserialize_with = "super::deserialize")] i64);
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<BTreeMap<String, i64>>, D::Error> {
+            Ok(
+                Option::<BTreeMap<String, Wrapped>>::deserialize(deserializer)?.map(|map| {
+                    map.into_iter()
+                        .map(|(name, Wrapped(value))| (name, value))
+                        .collect()
+                }),
+            )
+        }
+    }
+
     /// The same for an optional count that cannot be negative.
     pub(crate) mod unsigned {
         use serde::de::{Deserializer, Error};
@@ -106,6 +129,7 @@ pub(crate) struct PutSkuRequest {
     #[serde(default, deserialize_with = "integral::unsigned::deserialize")]
     pub(crate) lock_ttl_s: Option<u64>,
     /// The most each platform may hold (locked + sold); replaces every quota when given.
+    #[serde(default, deserialize_with = "integral::map::deserialize")]
     pub(crate) quotas: Option<BTreeMap<String, i64>>,
 }
 

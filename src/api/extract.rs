@@ -28,9 +28,14 @@ where
     }
 }
 
-/// Decodes one JSON document: syntax errors are 400, shape errors 422.
+/// Decodes one JSON object: syntax errors are 400, shape errors 422. Every body the API
+/// takes is an object: an array is refused even where serde would read one as a struct.
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| json_error(&error))
+    let decoded = serde_json::from_slice(bytes).map_err(|error| json_error(&error))?;
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    Ok(decoded)
 }
 
 pub(crate) fn json_error(error: &serde_json::Error) -> ApiError {

@@ -243,6 +243,10 @@ fn contract(secured: bool) -> Value {
         )) {
             match constraint {
                 Constraint::Id => *target = json!({"$ref": "#/components/schemas/Id"}),
+                Constraint::OptionalId => {
+                    *target =
+                        json!({"anyOf": [{"$ref": "#/components/schemas/Id"}, {"type": "null"}]});
+                }
                 Constraint::Merge(extra) => {
                     if let (Some(target), Some(extra)) = (target.as_object_mut(), extra.as_object())
                     {
@@ -253,6 +257,30 @@ fn contract(secured: bool) -> Value {
                 }
             }
         }
+    }
+    // One line (`sku` and `qty`) or several (`lines`), never both; a null is an absence.
+    document["components"]["schemas"]["OrderRequestBody"]["oneOf"] = json!([
+        {
+            "title": "one line",
+            "required": ["sku", "qty"],
+            "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}, "lines": {"type": "null"}},
+        },
+        {
+            "title": "several lines",
+            "required": ["lines"],
+            "properties": {"lines": {"type": "array"}, "sku": {"type": "null"}, "qty": {"type": "null"}},
+        },
+    ]);
+    // Each item of a batch is checked on its own and answered in its own result, so the
+    // batch takes any item; what an item should be is said in words.
+    if let Some(ops) = document.pointer_mut("/components/schemas/BatchRequest/properties/ops") {
+        *ops = json!({
+            "type": "array",
+            "maxItems": crate::api::orders::BATCH_OPS_MAX,
+            "items": {
+                "description": "An order operation: `op` (`reserve`, `sell`, `confirm`, `cancel` or `refund`) with the fields of `POST /api/v1/orders` (`reserve`, `sell`) or `order_id` alone (the others). An item that is not one is answered with its own 422 in `results`; the others are applied.",
+            },
+        });
     }
     let Some(paths) = document["paths"].as_object_mut() else {
         return document;
@@ -369,6 +397,8 @@ fn operation_mut<'a>(document: &'a mut Value, id: &str) -> Option<&'a mut Value>
 enum Constraint {
     /// An id: [`ID_CHARS_MAX`] characters at most, no control character.
     Id,
+    /// An id, or null (the same as leaving it out).
+    OptionalId,
     /// These JSON Schema keywords, added to the field's schema.
     Merge(Value),
 }
@@ -382,6 +412,17 @@ fn constraints() -> Vec<(&'static str, &'static str, Constraint)> {
         ("OrderRequestBody", "order_id", Constraint::Id),
         ("OrderRequestBody", "platform", Constraint::Id),
         ("OrderRequestBody", "qty", Constraint::Merge(qty())),
+        ("OrderRequestBody", "room", Constraint::OptionalId),
+        (
+            "PutRoomRequest",
+            "starts_at",
+            Constraint::Merge(json!({"format": "date-time"})),
+        ),
+        (
+            "PutRoomRequest",
+            "ends_at",
+            Constraint::Merge(json!({"format": "date-time"})),
+        ),
         (
             "OrderRequestBody",
             "lines",
@@ -415,7 +456,7 @@ fn constraints() -> Vec<(&'static str, &'static str, Constraint)> {
             "qty",
             Constraint::Merge(json!({"minimum": 1, "maximum": STOCK_QTY_MAX})),
         ),
-        ("RestockRequest", "restock_id", Constraint::Id),
+        ("RestockRequest", "restock_id", Constraint::OptionalId),
         (
             "ForecastRequest",
             "forecast",

@@ -219,6 +219,10 @@ async fn what_the_document_allows_the_server_takes() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert_eq!(code(&refused), "invalid_request");
+    // And what it refuses, the server refuses: an array where an object is due (serde would
+    // read `[null, null]` as a SKU update with nothing in it).
+    let (status, refused) = server.put(&path, json!([null, null])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     let (_, stock) = server.get(&path).await;
     assert_eq!(stock["total"], 15);
     server.stop().await;
