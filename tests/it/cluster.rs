@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +30,44 @@ struct Nats {
     client_ports: Vec<u16>,
     monitor_ports: Vec<u16>,
     configs: Vec<PathBuf>,
+    /// Where each server writes its log.
+    logs: Vec<PathBuf>,
 }
 
 impl Nats {
-    fn start(directory: &Path) -> Nats {
+    /// Three NATS servers, clustered, each with JetStream, once every one of them has a
+    /// JetStream meta leader. A free port found by binding port 0 may be taken by another
+    /// test before the server binds it, so a cluster that does not come up in time is
+    /// started again on other ports, twice at most.
+    async fn started(directory: &Path) -> Nats {
+        for attempt in 0..3 {
+            let mut nats = Nats::start(directory, attempt);
+            match nats.ready().await {
+                Ok(()) => return nats,
+                Err(reason) => {
+                    eprintln!("NATS cluster attempt {attempt}: {reason}; starting it again");
+                    for index in 0..nats.servers.len() {
+                        nats.kill(index);
+                    }
+                }
+            }
+        }
+        panic!(
+            "no NATS cluster in three attempts: {}",
+            (0..3)
+                .map(|index| {
+                    let log = directory.join(format!("nats-2-{index}.log"));
+                    format!(
+                        "\n--- {}\n{}",
+                        log.display(),
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                })
+                .collect::<String>()
+        );
+    }
+
+    fn start(directory: &Path, attempt: usize) -> Nats {
         let count = 3;
         let client_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let monitor_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
@@ -44,7 +78,7 @@ impl Nats {
             .collect();
         let mut configs = Vec::new();
         for index in 0..count {
-            let store = directory.join(format!("nats-{index}"));
+            let store = directory.join(format!("nats-{attempt}-{index}"));
             let config = format!(
                 "server_name: n{index}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                  jetstream {{\n  store_dir: \"{}\"\n}}\n\
@@ -55,7 +89,7 @@ impl Nats {
                 route_ports[index],
                 routes.join("\n    ")
             );
-            let path = directory.join(format!("nats-{index}.conf"));
+            let path = directory.join(format!("nats-{attempt}-{index}.conf"));
             std::fs::write(&path, config).expect("NATS configuration written");
             configs.push(path);
         }
@@ -64,6 +98,9 @@ impl Nats {
             client_ports,
             monitor_ports,
             configs,
+            logs: (0..count)
+                .map(|index| directory.join(format!("nats-{attempt}-{index}.log")))
+                .collect(),
         };
         for index in 0..count {
             let child = nats.spawn(index);
@@ -73,21 +110,27 @@ impl Nats {
     }
 
     fn spawn(&self, index: usize) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.logs[index])
+            .expect("NATS log file");
         Command::new("nats-server")
             .arg("-c")
             .arg(&self.configs[index])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("NATS log file"))
+            .stderr(log)
             .spawn()
             .expect("nats-server starts (Debian package nats-server)")
     }
 
-    /// Waits until every server has a JetStream meta leader (`/healthz` answers 200).
-    async fn ready(&self) {
+    /// Waits until every server has a JetStream meta leader (`/healthz` answers 200), for
+    /// 30 s; says which one did not, with its log.
+    async fn ready(&mut self) -> Result<(), String> {
         let client = reqwest::Client::new();
-        for port in &self.monitor_ports {
-            let url = format!("http://127.0.0.1:{port}/healthz");
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for index in 0..self.monitor_ports.len() {
+            let url = format!("http://127.0.0.1:{}/healthz", self.monitor_ports[index]);
             loop {
                 let healthy = client
                     .get(&url)
@@ -97,13 +140,24 @@ impl Nats {
                 if healthy {
                     break;
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "NATS at {url} not ready in 30 s"
-                );
+                let exited = self.servers[index]
+                    .as_mut()
+                    .is_some_and(|child| child.try_wait().ok().flatten().is_some());
+                if exited || deadline < tokio::time::Instant::now() {
+                    return Err(format!(
+                        "NATS at {url} {}: {}",
+                        if exited {
+                            "exited"
+                        } else {
+                            "not ready in 30 s"
+                        },
+                        std::fs::read_to_string(&self.logs[index]).unwrap_or_default()
+                    ));
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        Ok(())
     }
 
     fn urls(&self) -> String {
@@ -341,8 +395,7 @@ async fn buyer(
 /// A NATS cluster and three nodes on it, started at the same moment (as a deployment
 /// would): they race to create the log and to take the lease, and exactly one leads.
 async fn three_nodes(directory: &Path) -> (Nats, Vec<Node>) {
-    let nats = Nats::start(directory);
-    nats.ready().await;
+    let nats = Nats::started(directory).await;
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .into_iter()
         .map(|id| Node::prepare(directory, id, &nats))
@@ -782,8 +835,7 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
     // program) refuses to join with a clear error and exit code 65.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
+    let nats = Nats::started(directory.path()).await;
     let jetstream = nats_client(&nats).await;
     jetstream
         .get_or_create_stream(async_nats::jetstream::stream::Config {
@@ -1499,8 +1551,7 @@ async fn a_node_with_a_mistyped_stream_name_refuses_to_start_a_cluster_of_its_ow
     // `new_stream = true` it may.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    let nats = Nats::start(directory.path());
-    nats.ready().await;
+    let nats = Nats::started(directory.path()).await;
     let nodes = vec![Node::start(directory.path(), "a", &nats).await];
     settled(&nodes).await;
     let typo = directory.path().join("typo");
