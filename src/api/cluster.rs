@@ -204,7 +204,11 @@ async fn each_request<F, Fut>(
 }
 
 /// `GET /api/v1/cluster`: this node's view of the cluster; 404 when it runs alone.
-pub(super) async fn status(State(shared): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "service",
+    responses(
+        (status = 200, description = "This node's role, the leader, the term, how far this node applied the log and how far the log goes, and every node that answered within 200 ms with its role and lag (README, \"Run a cluster\")"),
+        (status = 404, description = "`not_clustered`: this server runs alone", body = super::error::ErrorBody)))]
+pub(crate) async fn status(State(shared): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
     let cluster = shared.cluster.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

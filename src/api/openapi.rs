@@ -49,6 +49,7 @@ use super::error::{ErrorBody, ErrorDetail};
         super::orders::confirm,
         super::orders::cancel,
         super::orders::refund,
+        super::cluster::status,
         super::health,
         super::metrics_text,
         document,
@@ -132,6 +133,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/orders/{order_id}/confirm", "confirmOrder"),
     ("post", "/api/v1/orders/{order_id}/cancel", "cancelOrder"),
     ("post", "/api/v1/orders/{order_id}/refund", "refundOrder"),
+    ("get", "/api/v1/cluster", "clusterStatus"),
     ("get", "/healthz", "health"),
     ("get", "/metrics", "metrics"),
     ("get", "/api/openapi.json", "openapi"),
@@ -291,6 +293,13 @@ fn contract(secured: bool) -> Value {
         };
         for (method, operation) in item.iter_mut() {
             complete(path, method, operation, secured);
+        }
+    }
+    for (id, example) in examples() {
+        if let Some(content) = operation_mut(&mut document, id)
+            .and_then(|operation| operation.pointer_mut("/requestBody/content/application~1json"))
+        {
+            content["example"] = example;
         }
     }
     for (from, status, parameter, source, targets) in LINKS {
@@ -468,6 +477,43 @@ fn constraints() -> Vec<(&'static str, &'static str, Constraint)> {
             Constraint::Merge(
                 json!({"minLength": 1, "maxLength": ACKNOWLEDGER_CHARS_MAX, "pattern": "^[^\\x00-\\x1F\\x7F-\\x9F]+$"}),
             ),
+        ),
+    ]
+}
+
+/// An example body for each operation that takes one, as a platform or a console sends it.
+fn examples() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "putSku",
+            json!({"name": "丝绒口红 #01", "total": 5000, "reserved": 200, "lock_ttl_s": 900, "quotas": {"douyin": 3000, "kuaishou": 1500}}),
+        ),
+        ("restockSku", json!({"qty": 800, "restock_id": "truck-7"})),
+        (
+            "putRoom",
+            json!({
+                "name": "双十一美妆专场",
+                "starts_at": "2026-11-11T20:00:00Z",
+                "ends_at": "2026-11-11T23:00:00Z",
+                "listings": [
+                    {"sku": "LIP-01", "forecast": 3000},
+                    {"sku": "MASK-07", "forecast": 1200, "plan": [{"elapsed_s": 3600, "share": 0.5}], "policy": {"auto_halt": true}},
+                ],
+            }),
+        ),
+        ("setForecast", json!({"forecast": 3600})),
+        ("acknowledgeAlert", json!({"by": "运营-小李"})),
+        (
+            "placeOrder",
+            json!({"order_id": "DY202611112001", "sku": "LIP-01", "qty": 2, "platform": "douyin", "room": "r1"}),
+        ),
+        (
+            "placeBatch",
+            json!({"ops": [
+                {"op": "reserve", "order_id": "DY202611112002", "sku": "LIP-01", "qty": 1, "platform": "douyin", "room": "r1"},
+                {"op": "sell", "order_id": "KS202611112003", "lines": [{"sku": "LIP-01", "qty": 1}, {"sku": "MASK-07", "qty": 3}], "platform": "kuaishou"},
+                {"op": "confirm", "order_id": "DY202611112001"},
+            ]}),
         ),
     ]
 }

@@ -185,6 +185,18 @@ async fn service_routes_answer() {
             .unwrap_or_default(),
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
+    // Every body the API takes has an example, and the cluster's route is documented.
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            if let Some(body) = operation.get("requestBody") {
+                assert!(
+                    body["content"]["application/json"]["example"].is_object(),
+                    "{method} {path}: no example body"
+                );
+            }
+        }
+    }
+    assert!(document["paths"]["/api/v1/cluster"]["get"].is_object());
     // Without an auth secret, no route asks for credentials.
     assert!(document["components"]["securitySchemes"].is_null());
     server.stop().await;
