@@ -37,6 +37,17 @@ enum Need<'a> {
     Act(Action<'a>),
 }
 
+impl Need<'_> {
+    /// Whether `claims` may do what this route needs.
+    fn allows(&self, claims: &Claims) -> bool {
+        match self {
+            Need::Public | Need::Authenticated => true,
+            Need::Acknowledge => matches!(claims.role, Role::Admin | Role::Operator),
+            Need::Act(action) => claims.allows(*action),
+        }
+    }
+}
+
 /// A path's segments under `/api/v1/`, percent-decoded exactly as the handlers' `Path`
 /// extractors decode them, so a route is authorised on the ids it will act on. `None` for a
 /// path outside the API, `Some(Err)` for one that does not decode (the handler would refuse
@@ -86,30 +97,27 @@ pub(crate) fn roles(method: &Method, template: &str) -> Option<Vec<&'static str>
         .filter(|c| !matches!(c, '{' | '}'))
         .collect();
     let segments = api_segments(&path).and_then(Result::ok);
+    let need = classify(method, &path, segments.as_deref());
+    if matches!(need, Need::Public) {
+        return None;
+    }
     let every = [
         (Role::Admin, "admin"),
         (Role::Operator, "operator"),
         (Role::Ingest, "ingest"),
         (Role::Viewer, "viewer"),
     ];
-    let allowed = |role: Role| match classify(method, &path, segments.as_deref()) {
-        Need::Public | Need::Authenticated => true,
-        Need::Acknowledge => matches!(role, Role::Admin | Role::Operator),
-        Need::Act(action) => Claims {
-            sub: String::new(),
-            role,
-            rooms: None,
-            exp: u64::MAX,
-        }
-        .allows(action),
-    };
-    if matches!(classify(method, &path, segments.as_deref()), Need::Public) {
-        return None;
-    }
     Some(
         every
             .into_iter()
-            .filter(|(role, _)| allowed(*role))
+            .filter(|(role, _)| {
+                need.allows(&Claims {
+                    sub: String::new(),
+                    role: *role,
+                    rooms: None,
+                    exp: u64::MAX,
+                })
+            })
             .map(|(_, name)| name)
             .collect(),
     )
@@ -396,12 +404,7 @@ pub(crate) async fn admit(shared: &AppState, request: Request) -> Result<Request
         .get::<Claims>()
         .cloned()
         .unwrap_or_else(Claims::open);
-    let allowed = match need {
-        Need::Public | Need::Authenticated => true,
-        Need::Acknowledge => matches!(claims.role, Role::Admin | Role::Operator),
-        Need::Act(action) => claims.allows(action),
-    };
-    if !allowed {
+    if !need.allows(&claims) {
         return Err(refused(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -59,18 +59,19 @@ pub(crate) mod integral {
         deserializer.deserialize_any(Whole)
     }
 
+    /// An integer read as above, for the containers below.
+    #[derive(serde::Deserialize)]
+    struct Integer(#[serde(deserialize_with = "deserialize")] i64);
+
     /// The same for an optional field.
     pub(crate) mod option {
         use serde::Deserialize;
         use serde::de::Deserializer;
 
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(deserialize_with = "super::deserialize")] i64);
-
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Option<i64>, D::Error> {
-            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(value)| value))
+            Ok(Option::<super::Integer>::deserialize(deserializer)?.map(|integer| integer.0))
         }
     }
 
@@ -81,19 +82,15 @@ pub(crate) mod integral {
         use serde::Deserialize;
         use serde::de::Deserializer;
 
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(deserialize_with = "super::deserialize")] i64);
-
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Option<BTreeMap<String, i64>>, D::Error> {
-            Ok(
-                Option::<BTreeMap<String, Wrapped>>::deserialize(deserializer)?.map(|map| {
-                    map.into_iter()
-                        .map(|(name, Wrapped(value))| (name, value))
-                        .collect()
-                }),
-            )
+            let map = Option::<BTreeMap<String, super::Integer>>::deserialize(deserializer)?;
+            Ok(map.map(|map| {
+                map.into_iter()
+                    .map(|(name, integer)| (name, integer.0))
+                    .collect()
+            }))
         }
     }
 

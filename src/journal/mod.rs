@@ -394,9 +394,10 @@ impl Journal {
                 .write(true)
                 .open(&temporary)?;
             file.write_all(&segment::snapshot_header(sequence, body))?;
-            // Synced as it goes: a gigabyte left dirty and synced at the end would hold up
-            // the writer's syncs behind its flush (one filesystem journal) for hundreds of
-            // milliseconds; a few megabytes at a time hold them up for a few.
+            // Synced as it goes: a sync ends with a flush of the disk's cache, which waits
+            // for every write in flight, so a gigabyte left dirty and synced at the end would
+            // hold up the writer's syncs for hundreds of milliseconds; a few megabytes at a
+            // time hold them up for a few.
             for chunk in body.chunks(SNAPSHOT_SYNC_CHUNK_BYTES) {
                 file.write_all(chunk)?;
                 self.fsync

@@ -569,7 +569,7 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
 }
 
 /// Who acknowledged an alert, as the API takes it: a name of at most
-/// [`ACKNOWLEDGER_CHARS_MAX`] bytes with no control character.
+/// [`ACKNOWLEDGER_CHARS_MAX`] characters with no control character.
 fn acknowledger(by: &str) -> Result<String, DecodeError> {
     if by.is_empty()
         || crate::ledger::ACKNOWLEDGER_CHARS_MAX < by.chars().count()

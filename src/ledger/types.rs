@@ -9,9 +9,9 @@ use smallvec::SmallVec;
 
 use crate::clock::Timestamp;
 
-/// Longest identifier accepted, in bytes: platform order ids are rarely over 40.
+/// Longest identifier accepted, in characters: platform order ids are rarely over 40.
 pub const ID_CHARS_MAX: usize = 128;
-/// The longest name an alert may be acknowledged by, in bytes.
+/// The longest name an alert may be acknowledged by, in characters.
 pub const ACKNOWLEDGER_CHARS_MAX: usize = 128;
 /// Largest quantity on one order line: more than any live room sells of one SKU at once, so a
 /// bigger number is a client bug, not an order.
