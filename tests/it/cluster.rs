@@ -423,8 +423,20 @@ async fn put_sku(client: &reqwest::Client, base: &str, sku: &str, total: u64) {
     assert_eq!(response.status(), StatusCode::OK, "PUT {sku} on {base}");
 }
 
+/// GETs `url`. A node that steps down starts again (its process re-executes itself), so
+/// its port can be closed for a moment at any time after a leader change: a refused
+/// connection is retried for up to 30 s, and the node answers only once it has caught up.
 async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let response = client.get(url).send().await.expect("GET");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        match client.get(url).send().await {
+            Ok(response) => break response,
+            Err(error) if error.is_connect() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("GET {url}: {error:?}"),
+        }
+    };
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
