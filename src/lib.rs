@@ -30,3 +30,6 @@ pub mod server;
 mod api;
 mod demo;
 mod hub;
+
+/// The `/ws` protocol as an AsyncAPI 3.0 document, as `/api/asyncapi.json` serves it.
+pub use api::asyncapi;

@@ -12,13 +12,14 @@ use crate::clock::Rfc3339;
 use crate::ledger::{RoomId, Stock};
 
 /// A level change of one listing: an alert.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     pub id: u64,
     pub room: String,
     pub sku: String,
     pub from: Level,
     pub to: Level,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Rfc3339,
     pub reasons: Vec<Reason>,
     pub hot: bool,
@@ -28,38 +29,41 @@ pub struct Alert {
 }
 
 /// A listing's hint changed (`hint` is `null` when there is nothing to do).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct HintChange {
     pub room: String,
     pub sku: String,
     pub level: Level,
     pub hint: Option<HintView>,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Rfc3339,
 }
 
 /// The consumption curve grew: consumed at the end of `bucket`, and the plan there.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Point {
     pub room: String,
     pub sku: String,
     pub bucket: usize,
     pub actual: u64,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Rfc3339,
 }
 
 /// A listing was halted or resumed in its room.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ListingChange {
     pub room: String,
     pub sku: String,
     pub halted: bool,
     /// Halted by the engine at red, rather than by an operator.
     pub auto: bool,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Rfc3339,
 }
 
 /// What became of an alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Open,
@@ -69,12 +73,13 @@ pub enum AlertState {
 }
 
 /// An alert's state changed: the alerts topics tell the console.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StateChange {
     pub id: u64,
     pub room: String,
     pub state: AlertState,
     pub acknowledged_by: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Rfc3339,
 }
 

@@ -32,7 +32,17 @@ use crate::ledger::{Listing, Policy, Room, Series};
 
 /// Alert levels, in order.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
@@ -54,7 +64,7 @@ impl Level {
 }
 
 /// How the dynamic rule adjusted the thresholds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Adjustment {
     None,
@@ -65,7 +75,7 @@ pub enum Adjustment {
 }
 
 /// The thresholds in force now, as shares of the forecast and a coverage factor.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Thresholds {
     pub yellow: f64,
     pub orange: f64,
@@ -78,7 +88,7 @@ pub struct Thresholds {
 }
 
 /// One rule that holds the level where it is, with its numbers.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     /// `consumed_share`, `coverage`, `sold_out`, `tightened`, `relaxed`, `hysteresis`,
     /// `dwell`.

@@ -8,13 +8,16 @@ use super::rules::{self, Evaluation, Hint, Inputs, LevelState};
 use crate::clock::{Rfc3339, Timestamp};
 use crate::ledger::{ListingState, Policy, Room, RoomState};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RoomView {
     pub room: String,
     pub name: String,
+    #[schema(value_type = String, format = DateTime)]
     pub starts_at: Rfc3339,
+    #[schema(value_type = String, format = DateTime)]
     pub ends_at: Rfc3339,
     /// The server's time when this view was taken.
+    #[schema(value_type = String, format = DateTime)]
     pub now: Rfc3339,
     pub elapsed_s: u64,
     pub remaining_s: u64,
@@ -27,14 +30,14 @@ pub struct RoomView {
 }
 
 /// Sums over the listings.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub forecast: u64,
     pub consumed: u64,
     pub available: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ListingView {
     pub sku: String,
     pub name: String,
@@ -54,7 +57,7 @@ pub struct ListingView {
 }
 
 /// The SKU's pool quantities (shared by every room and platform).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct StockFigures {
     pub total: u64,
     pub reserved: u64,
@@ -67,10 +70,11 @@ pub struct StockFigures {
     pub version: u64,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct Projection {
     pub velocity_per_min: f64,
     /// When the stock runs out at this velocity; `null` when nothing sells.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub sellout_at: Option<Rfc3339>,
     /// Seconds from now to the sell-out.
     pub sellout_in_s: Option<u64>,
@@ -82,7 +86,7 @@ pub struct Projection {
 }
 
 /// A hint with its wording in both languages.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct HintView {
     pub key: &'static str,
     #[serde(rename = "zh-CN")]
@@ -102,7 +106,7 @@ impl From<Hint> for HintView {
 }
 
 /// A listing's policy in API units: shares and factors as decimals, durations in seconds.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyView {
     pub yellow: f64,
     pub orange: f64,
@@ -151,7 +155,7 @@ impl From<&Policy> for PolicyView {
 /// of a line, `[seconds into the show, units]`, from the start to the end of the show.
 /// `actual` is left out where the reader has it already (a room change: the curve of a
 /// listing that stays on the same schedule did not change; `point` messages extend it).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SeriesView {
     pub bucket_s: f64,
     pub before_start: u64,

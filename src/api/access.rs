@@ -367,8 +367,11 @@ pub(crate) async fn admit(shared: &AppState, request: Request) -> Result<Request
         .get("x-stockpulse-platform")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
+    // A token, when the request carries one, decides; the platform headers are read only
+    // without one (a proxy may add them to every request it forwards).
+    let has_token = token(request.headers(), request.uri().query()).is_some();
     let request = match platform {
-        Some(platform) if shared.access.authority.is_some() => {
+        Some(platform) if shared.access.authority.is_some() && !has_token => {
             // Signed webhooks place orders, nothing else: a captured signature cannot be
             // replayed against another route.
             if method != Method::POST || path != "/api/v1/orders" {

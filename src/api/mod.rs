@@ -7,6 +7,7 @@
 
 mod access;
 mod alerts;
+mod asyncapi;
 mod cluster;
 mod dto;
 mod error;
@@ -35,6 +36,7 @@ use crate::hub::Hub;
 use crate::journal::Journal;
 use crate::ledger::Ledger;
 pub(crate) use access::Access;
+pub use asyncapi::asyncapi;
 pub(crate) use cluster::{answer_forwarded, answer_status};
 use dto::HealthResponse;
 use error::ApiError;
@@ -167,6 +169,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/asyncapi.json", get(asyncapi::document))
         .route("/ws", get(ws::upgrade))
         .route("/", get(web::screen))
         .route("/host", get(web::host))

@@ -53,6 +53,7 @@ use super::error::{ErrorBody, ErrorDetail};
         super::health,
         super::metrics_text,
         document,
+        super::asyncapi::document,
     ),
     components(schemas(
         PutSkuRequest,
@@ -137,6 +138,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/healthz", "health"),
     ("get", "/metrics", "metrics"),
     ("get", "/api/openapi.json", "openapi"),
+    ("get", "/api/asyncapi.json", "asyncapi"),
 ];
 
 /// The links from an operation's success to the operations it makes callable: (operation,
@@ -234,7 +236,7 @@ fn contract(secured: bool) -> Value {
         components["securitySchemes"] = json!({
             "bearer": {"type": "http", "scheme": "bearer", "description": "A token signed with the server's secret (`stockpulse token`), as `Authorization: Bearer …`"},
             "token": {"type": "apiKey", "in": "query", "name": "token", "description": "The same token as a `token` query parameter, for pages and `/ws`"},
-            "platform": {"type": "apiKey", "in": "header", "name": "x-stockpulse-platform", "description": "A platform's signed order webhook: the platform's name, with `x-stockpulse-timestamp` and `x-stockpulse-signature` (HMAC-SHA256 of the timestamp and the body with the platform's secret); places that platform's orders only"},
+            "platform": {"type": "apiKey", "in": "header", "name": "x-stockpulse-platform", "description": "A platform's signed order webhook: the platform's name, with `x-stockpulse-timestamp` and `x-stockpulse-signature` (HMAC-SHA256 of the timestamp and the body with the platform's secret); places that platform's orders only. Read only when the request carries no token: a token, when present, decides"},
             "timestamp": {"type": "apiKey", "in": "header", "name": "x-stockpulse-timestamp"},
             "signature": {"type": "apiKey", "in": "header", "name": "x-stockpulse-signature"},
         });

@@ -268,7 +268,7 @@ fn view(shared: &AppState, room: &RoomId) -> Result<Json<RoomView>, ApiError> {
     params(("room" = String, Path, description = "Room id")),
     request_body = PutRoomRequest,
     responses(
-        (status = 200, description = "The room with every listing's stock, level, reasons, thresholds, forecast and curve (docs/ALERTS.md)"),
+        (status = 200, description = "The room with every listing's stock, level, reasons, thresholds, forecast and curve (docs/ALERTS.md)", body = RoomView),
         (status = 404, description = "A listed SKU does not exist", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody)))]
 pub(crate) async fn put(
@@ -288,7 +288,7 @@ pub(crate) async fn put(
 #[utoipa::path(get, path = "/api/v1/rooms/{room}", tag = "rooms",
     params(("room" = String, Path, description = "Room id")),
     responses(
-        (status = 200, description = "The room with every listing's stock, level, reasons, thresholds, forecast and curve (docs/ALERTS.md)"),
+        (status = 200, description = "The room with every listing's stock, level, reasons, thresholds, forecast and curve (docs/ALERTS.md)", body = RoomView),
         (status = 404, description = "No such room", body = ErrorBody)))]
 pub(crate) async fn get(
     State(shared): State<AppState>,
@@ -362,7 +362,7 @@ pub(crate) async fn list(
 #[utoipa::path(post, path = "/api/v1/rooms/{room}/listings/{sku}/halt", tag = "rooms",
     params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
     responses(
-        (status = 200, description = "The room; orders naming it are refused for the SKU with `halted`"),
+        (status = 200, description = "The room; orders naming it are refused for the SKU with `halted`", body = RoomView),
         (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody)))]
 pub(crate) async fn halt(
     State(shared): State<AppState>,
@@ -374,7 +374,7 @@ pub(crate) async fn halt(
 #[utoipa::path(post, path = "/api/v1/rooms/{room}/listings/{sku}/resume", tag = "rooms",
     params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
     responses(
-        (status = 200, description = "The room; orders naming it are taken for the SKU again"),
+        (status = 200, description = "The room; orders naming it are taken for the SKU again", body = RoomView),
         (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody)))]
 pub(crate) async fn resume(
     State(shared): State<AppState>,
@@ -415,7 +415,7 @@ pub(crate) struct ForecastRequest {
     params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
     request_body = ForecastRequest,
     responses(
-        (status = 200, description = "The room with the listing's new forecast (what it consumed stays)"),
+        (status = 200, description = "The room with the listing's new forecast (what it consumed stays)", body = RoomView),
         (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody),
         (status = 422, description = "`forecast` not positive", body = ErrorBody)))]
 pub(crate) async fn forecast(

@@ -15,7 +15,8 @@ pub(crate) enum Codec {
 }
 
 /// A SKU's quantities, as stock messages carry them.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Stock)]
 pub(crate) struct StockBody<'a> {
     pub(crate) sku: &'a str,
     pub(crate) total: u64,

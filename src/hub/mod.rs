@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-pub(crate) use message::{Chunk, Codec, ServerMessage};
+pub(crate) use message::{Chunk, Codec, ServerMessage, StockBody};
 
 use crate::alert::{
     Alert, Body, Channel, ChannelSnapshot, Engine, Message, RoomEvent, StateChange,

@@ -66,7 +66,7 @@ pub struct AlertView {
     pub deliveries: Vec<DeliveryView>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: u64,
     pub receiver: String,
@@ -76,8 +76,11 @@ pub struct DeliveryView {
     pub held_back: u64,
     pub state: DeliveryState,
     pub attempts: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Rfc3339,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt: Option<Rfc3339>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Rfc3339>,
     pub last_error: Option<String>,
 }

@@ -14,7 +14,7 @@ use crate::clock::Timestamp;
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,

@@ -624,6 +624,36 @@ async fn a_platform_signs_its_order_webhooks() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{id} was not placed");
     }
     assert_eq!(stock_of_a(&server).await["locked"], 2);
+    // A token, when the request carries one, decides: the platform headers beside it (a
+    // proxy may add them) are not read, whether their signature is bad or good.
+    let with_token = |token: String, body: String, signature: String| {
+        let request = server
+            .client
+            .post(server.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("x-stockpulse-platform", "douyin")
+            .header("x-stockpulse-timestamp", now.to_string())
+            .header("x-stockpulse-signature", signature)
+            .body(body);
+        async move { request.send().await.expect("answered").status() }
+    };
+    let ingest = token(Role::Ingest, None, 3600);
+    assert_eq!(
+        with_token(ingest, body("dy-6"), "not a signature".to_owned()).await,
+        StatusCode::CREATED
+    );
+    let viewer = token(Role::Viewer, None, 3600);
+    assert_eq!(
+        with_token(
+            viewer,
+            body("dy-7"),
+            signed(&body("dy-7"), now, PLATFORM_SECRET)
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(stock_of_a(&server).await["locked"], 4);
     server.stop().await;
 }
 

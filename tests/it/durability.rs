@@ -594,10 +594,12 @@ async fn websocket_commands_get_replies_while_the_journal_is_stuck() {
                 .expect("a frame");
             if let tokio_tungstenite::tungstenite::Message::Text(text) = messages {
                 let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                match value {
-                    Value::Array(items) => replies.extend(items),
-                    one => replies.push(one),
-                }
+                let messages = match value {
+                    Value::Array(items) => items,
+                    one => vec![one],
+                };
+                messages.iter().for_each(crate::protocol::conforms);
+                replies.extend(messages);
             }
         }
     };

@@ -9,6 +9,7 @@ mod hostile;
 mod load;
 mod notify;
 mod orders;
+mod protocol;
 mod push;
 mod rooms;
 mod skus;

@@ -49,10 +49,12 @@ pub(crate) async fn next_messages(socket: &mut Socket) -> Vec<Value> {
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected frame {other:?}"),
         };
-        return match value {
+        let messages = match value {
             Value::Array(items) => items,
             single => vec![single],
         };
+        messages.iter().for_each(crate::protocol::conforms);
+        return messages;
     }
 }
 
@@ -684,10 +686,12 @@ async fn read_until(socket: &mut Socket, kind: &str, count: usize) -> Vec<Value>
             Message::Close(close) => panic!("closed: {close:?}"),
             _ => continue,
         };
-        match value {
-            Value::Array(items) => seen.extend(items),
-            one => seen.push(one),
-        }
+        let messages = match value {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        messages.iter().for_each(crate::protocol::conforms);
+        seen.extend(messages);
     }
     seen
 }
