@@ -343,17 +343,22 @@ impl Engine {
             };
             let evaluation = rules::evaluate(&view::inputs(&room, &state, now), None);
             let mut reasons = evaluation.reasons;
-            reasons.push(Reason {
-                rule: "restart",
+            reasons.push(Reason::new(
+                "restart",
                 level,
-                value: 0.0,
-                threshold: 0.0,
-                text: format!(
-                    "raised at start-up: the listing reached {} before the server restarted, \
-                     and its alert had not been recorded",
-                    level.as_str()
+                (0.0, 0.0),
+                (
+                    format!(
+                        "启动时补发：重启前该商品已达{}，其告警未及记录",
+                        level.zh_cn()
+                    ),
+                    format!(
+                        "raised at start-up: the listing reached {} before the server restarted, \
+                         and its alert had not been recorded",
+                        level.as_str()
+                    ),
                 ),
-            });
+            ));
             let alert = inner.raise(&room_id, &state, from, level, reasons, now);
             alerts.push(alert.clone());
             inner.raised(&room_id, &sku, alert, &mut events);

@@ -115,7 +115,10 @@ struct ReasonRecord {
     level: Level,
     value: f64,
     threshold: f64,
+    /// The English words (images before the Chinese ones were kept hold only these).
     text: String,
+    #[serde(default)]
+    zh_cn: String,
 }
 
 pub fn encode(image: &EngineImage) -> Vec<u8> {
@@ -181,7 +184,8 @@ pub fn encode(image: &EngineImage) -> Vec<u8> {
                         level: reason.level,
                         value: reason.value,
                         threshold: reason.threshold,
-                        text: reason.text.clone(),
+                        text: reason.en.clone(),
+                        zh_cn: reason.zh_cn.clone(),
                     })
                     .collect(),
                 hot: alert.hot,
@@ -264,13 +268,18 @@ pub fn decode(bytes: &[u8]) -> Result<EngineImage, String> {
                 .iter()
                 .find(|rule| **rule == reason.rule)
                 .ok_or_else(|| format!("unknown rule {:?}", reason.rule))?;
-            reasons.push(Reason {
+            // An image kept before reasons had Chinese words shows the English ones.
+            let zh_cn = if reason.zh_cn.is_empty() {
+                reason.text.clone()
+            } else {
+                reason.zh_cn
+            };
+            reasons.push(Reason::new(
                 rule,
-                level: reason.level,
-                value: reason.value,
-                threshold: reason.threshold,
-                text: reason.text,
-            });
+                reason.level,
+                (reason.value, reason.threshold),
+                (zh_cn, reason.text),
+            ));
         }
         image.recent.push_back(Arc::new(Alert {
             id: alert.id,

@@ -53,6 +53,16 @@ pub enum Level {
 }
 
 impl Level {
+    /// The level's name as the pages show it in Chinese.
+    pub fn zh_cn(self) -> &'static str {
+        match self {
+            Level::Green => "正常",
+            Level::Yellow => "预警",
+            Level::Orange => "紧张",
+            Level::Red => "告急",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Green => "green",
@@ -97,8 +107,28 @@ pub struct Reason {
     /// The measured number and the threshold it was compared with.
     pub value: f64,
     pub threshold: f64,
-    /// The same in words, in English.
-    pub text: String,
+    /// The same in words, in Chinese and in English: the pages choose.
+    #[serde(rename = "zh-CN")]
+    pub zh_cn: String,
+    pub en: String,
+}
+
+impl Reason {
+    pub fn new(
+        rule: &'static str,
+        level: Level,
+        (value, threshold): (f64, f64),
+        (zh_cn, en): (String, String),
+    ) -> Reason {
+        Reason {
+            rule,
+            level,
+            value,
+            threshold,
+            zh_cn,
+            en,
+        }
+    }
 }
 
 /// A listing's level as it was last decided.
@@ -261,13 +291,12 @@ fn level_of(
 ) -> (Level, Vec<Reason>) {
     let mut reasons = Vec::new();
     if inputs.available == 0 {
-        reasons.push(Reason {
-            rule: "sold_out",
-            level: Level::Red,
-            value: 0.0,
-            threshold: 0.0,
-            text: "nothing is available".to_owned(),
-        });
+        reasons.push(Reason::new(
+            "sold_out",
+            Level::Red,
+            (0.0, 0.0),
+            ("已无可售库存".to_owned(), "nothing is available".to_owned()),
+        ));
     }
     for (level, threshold) in [
         (Level::Red, thresholds.red),
@@ -275,35 +304,39 @@ fn level_of(
         (Level::Yellow, thresholds.yellow),
     ] {
         if threshold - margin <= consumed_share {
-            reasons.push(Reason {
-                rule: "consumed_share",
+            let (consumed, at) = (consumed_share * 100.0, threshold * 100.0);
+            reasons.push(Reason::new(
+                "consumed_share",
                 level,
-                value: consumed_share,
-                threshold,
-                text: format!(
-                    "{:.0} % of the forecast consumed, {} at {:.0} %",
-                    consumed_share * 100.0,
-                    level.as_str(),
-                    threshold * 100.0
+                (consumed_share, threshold),
+                (
+                    format!(
+                        "已消耗预估的 {consumed:.0}%，达到{}线 {at:.0}%",
+                        level.zh_cn()
+                    ),
+                    format!(
+                        "{consumed:.0} % of the forecast consumed, {} at {at:.0} %",
+                        level.as_str()
+                    ),
                 ),
-            });
+            ));
             break;
         }
     }
     let needed = thresholds.coverage * (1.0 + margin) * demand_to_come;
     if 0.0 < demand_to_come && (inputs.available as f64) < needed {
-        reasons.push(Reason {
-            rule: "coverage",
-            level: Level::Yellow,
-            value: inputs.available as f64,
-            threshold: needed,
-            text: format!(
-                "{} available cover less than {:.2} × the {:.0} units still to come",
-                inputs.available,
-                thresholds.coverage * (1.0 + margin),
-                demand_to_come
+        let (available, factor) = (inputs.available, thresholds.coverage * (1.0 + margin));
+        reasons.push(Reason::new(
+            "coverage",
+            Level::Yellow,
+            (available as f64, needed),
+            (
+                format!("可售 {available} 件，不足后续预计需求 {demand_to_come:.0} 件的 {factor:.2} 倍"),
+                format!(
+                    "{available} available cover less than {factor:.2} × the {demand_to_come:.0} units still to come"
+                ),
             ),
-        });
+        ));
     }
     let level = reasons
         .iter()
@@ -379,31 +412,40 @@ pub fn evaluate(inputs: &Inputs<'_>, previous: Option<LevelState>) -> Evaluation
         if previous.level <= held {
             level = previous.level;
             reasons = held_reasons;
-            reasons.push(Reason {
-                rule: "hysteresis",
-                level: previous.level,
-                value: margin,
-                threshold: margin,
-                text: format!(
-                    "stays {} until the numbers are {:.0} % past its threshold",
-                    previous.level.as_str(),
-                    margin * 100.0
+            let past = margin * 100.0;
+            reasons.push(Reason::new(
+                "hysteresis",
+                previous.level,
+                (margin, margin),
+                (
+                    format!(
+                        "保持{}，直到指标回落到阈值以下 {past:.0}%",
+                        previous.level.zh_cn()
+                    ),
+                    format!(
+                        "stays {} until the numbers are {past:.0} % past its threshold",
+                        previous.level.as_str()
+                    ),
                 ),
-            });
+            ));
         } else if dwelt < policy.dwell_ms {
             level = previous.level;
-            reasons.push(Reason {
-                rule: "dwell",
-                level: previous.level,
-                value: dwelt as f64 / 1000.0,
-                threshold: policy.dwell_ms as f64 / 1000.0,
-                text: format!(
-                    "stays {} for at least {} s; {} s so far",
-                    previous.level.as_str(),
-                    policy.dwell_ms / 1000,
-                    dwelt / 1000
+            let (least, so_far) = (policy.dwell_ms / 1000, dwelt / 1000);
+            reasons.push(Reason::new(
+                "dwell",
+                previous.level,
+                (dwelt as f64 / 1000.0, policy.dwell_ms as f64 / 1000.0),
+                (
+                    format!(
+                        "{}至少保持 {least} 秒，已保持 {so_far} 秒",
+                        previous.level.zh_cn()
+                    ),
+                    format!(
+                        "stays {} for at least {least} s; {so_far} s so far",
+                        previous.level.as_str()
+                    ),
                 ),
-            });
+            ));
         } else {
             level = held.max(raw_level);
             reasons = held_reasons;
@@ -411,30 +453,42 @@ pub fn evaluate(inputs: &Inputs<'_>, previous: Option<LevelState>) -> Evaluation
     }
     match thresholds.adjustment {
         Adjustment::None => {}
-        Adjustment::Tightened => reasons.push(Reason {
-            rule: "tightened",
-            level,
-            value: thresholds.early_share,
-            threshold: share(policy.tighten_share),
-            text: format!(
-                "{:.0} % of the forecast sold within {} min: thresholds × {:.2}",
+        Adjustment::Tightened => {
+            let (sold, within, factor) = (
                 thresholds.early_share * 100.0,
                 policy.tighten_within_ms / 60_000,
-                share(policy.tighten_factor)
-            ),
-        }),
-        Adjustment::Relaxed => reasons.push(Reason {
-            rule: "relaxed",
-            level,
-            value: forecast.consumed_share,
-            threshold: share(policy.relax_share),
-            text: format!(
-                "under {:.0} % of the forecast after {} min: thresholds × {:.2}",
+                share(policy.tighten_factor),
+            );
+            reasons.push(Reason::new(
+                "tightened",
+                level,
+                (thresholds.early_share, share(policy.tighten_share)),
+                (
+                    format!("开播 {within} 分钟内已售出预估的 {sold:.0}%：阈值 × {factor:.2}"),
+                    format!(
+                        "{sold:.0} % of the forecast sold within {within} min: thresholds × {factor:.2}"
+                    ),
+                ),
+            ));
+        }
+        Adjustment::Relaxed => {
+            let (under, after, factor) = (
                 share(policy.relax_share) * 100.0,
                 policy.relax_after_ms / 60_000,
-                share(policy.relax_factor)
-            ),
-        }),
+                share(policy.relax_factor),
+            );
+            reasons.push(Reason::new(
+                "relaxed",
+                level,
+                (forecast.consumed_share, share(policy.relax_share)),
+                (
+                    format!("开播 {after} 分钟后售出不足预估的 {under:.0}%：阈值 × {factor:.2}"),
+                    format!(
+                        "under {under:.0} % of the forecast after {after} min: thresholds × {factor:.2}"
+                    ),
+                ),
+            ));
+        }
     }
     let hint = match level {
         Level::Red => Some(Hint::StopSelling),

@@ -583,3 +583,54 @@ fn an_engine_image_that_does_not_decode_is_refused_plainly() {
     }
     assert!(super::image::decode(b"\xff\xff\xff\xff").is_err());
 }
+
+#[test]
+fn an_engine_image_kept_before_reasons_had_chinese_words_reads_with_the_english_ones() {
+    // Goal: a shared snapshot written before reasons carried Chinese words still restores
+    // its recent alerts, their reasons in English in both places, and a new image keeps both.
+    // Method: an image with one alert; its reasons' last field (the Chinese words) taken out
+    // of the encoded record, as the earlier format wrote it; decoded, then both round trips.
+    let reason = Reason::new(
+        "consumed_share",
+        Level::Yellow,
+        (0.8, 0.8),
+        (
+            "已消耗预估的 80%，达到预警线 80%".to_owned(),
+            "80 % of the forecast consumed, yellow at 80 %".to_owned(),
+        ),
+    );
+    let alert = Alert {
+        id: 7,
+        room: "r1".to_owned(),
+        sku: "A".to_owned(),
+        from: Level::Green,
+        to: Level::Yellow,
+        at: crate::clock::Rfc3339(at(60)),
+        reasons: vec![reason.clone()],
+        hot: false,
+        consumed: 80,
+        forecast: 100,
+        available: 20,
+    };
+    let image = super::image::EngineImage {
+        recent: std::collections::VecDeque::from([std::sync::Arc::new(alert)]),
+        ..Default::default()
+    };
+    let bytes = super::image::encode(&image);
+    let restored = super::image::decode(&bytes).expect("decodes");
+    assert_eq!(restored.recent[0].reasons, vec![reason.clone()]);
+
+    let mut record: serde_json::Value = rmp_serde::from_slice(&bytes).expect("a record");
+    for alert in record[6].as_array_mut().expect("recent alerts") {
+        for reason in alert[6].as_array_mut().expect("reasons") {
+            let fields = reason.as_array_mut().expect("a reason");
+            assert_eq!(fields.len(), 6);
+            fields.pop();
+        }
+    }
+    let earlier = rmp_serde::to_vec(&record).expect("encodes");
+    let restored = super::image::decode(&earlier).expect("an earlier image decodes");
+    let words = &restored.recent[0].reasons[0];
+    assert_eq!(words.en, reason.en);
+    assert_eq!(words.zh_cn, reason.en);
+}

@@ -325,7 +325,7 @@ fn server_messages(schemas: &Map<String, Value>) -> Vec<Described> {
             "level",
             "A listing's alert level changed, with the rules and figures behind it",
             flat(schemas, &["level"], ROOM_TOPIC, "Alert"),
-            json!({"type": "level", "topic": "room:r1", "seq": 3, "id": 1, "room": "r1", "sku": "LIP", "from": "green", "to": "yellow", "at": "2026-11-25T13:30:00.000Z", "hot": true, "consumed": 80, "forecast": 100, "available": 920, "reasons": [{"rule": "consumed_share", "level": "yellow", "value": 0.8, "threshold": 0.8, "text": "80 % of the forecast consumed, yellow at 80 %"}]}),
+            json!({"type": "level", "topic": "room:r1", "seq": 3, "id": 1, "room": "r1", "sku": "LIP", "from": "green", "to": "yellow", "at": "2026-11-25T13:30:00.000Z", "hot": true, "consumed": 80, "forecast": 100, "available": 920, "reasons": [{"rule": "consumed_share", "level": "yellow", "value": 0.8, "threshold": 0.8, "zh-CN": "已消耗预估的 80%，达到预警线 80%", "en": "80 % of the forecast consumed, yellow at 80 %"}]}),
         ),
         (
             "hint",

@@ -175,6 +175,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/host", get(web::host))
         .route("/console", get(web::console))
         .route("/web/{*path}", get(web::asset))
+        .route("/favicon.ico", get(web::icon))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

@@ -1,6 +1,6 @@
 //! The dashboards: the pages under `web/`, compiled into the binary so it serves them with
 //! nothing beside it. `/` is the big screen, `/host` the host's phone, `/console` the
-//! operators' console; `/web/...` their scripts and styles.
+//! operators' console; `/web/...` their scripts, styles and icon (also at `/favicon.ico`).
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -12,6 +12,7 @@ const FILES: &[(&str, &str)] = &[
     ("host.html", include_str!("../../web/host.html")),
     ("console.html", include_str!("../../web/console.html")),
     ("style.css", include_str!("../../web/style.css")),
+    ("icon.svg", include_str!("../../web/icon.svg")),
     ("js/live.js", include_str!("../../web/js/live.js")),
     ("js/i18n.js", include_str!("../../web/js/i18n.js")),
     ("js/chart.js", include_str!("../../web/js/chart.js")),
@@ -30,6 +31,7 @@ fn file(path: &str) -> Response {
         Some("html") => "text/html; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
         _ => "application/octet-stream",
     };
     (
@@ -52,6 +54,11 @@ pub(crate) async fn host() -> Response {
 
 pub(crate) async fn console() -> Response {
     file("console.html")
+}
+
+/// Browsers ask for `/favicon.ico` whatever the page says: the same icon.
+pub(crate) async fn icon() -> Response {
+    file("icon.svg")
 }
 
 pub(crate) async fn asset(Path(path): Path<String>) -> Response {

@@ -15,29 +15,66 @@ use crate::clock::{Rfc3339, Timestamp};
 /// How long one attempt may take.
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One line about what a message carries: the worst alert first.
-fn summary(alerts: &[&AlertRecord], held_back: u64, escalation: bool) -> String {
+/// The language a line is written in.
+#[derive(Clone, Copy)]
+enum Language {
+    Chinese,
+    English,
+}
+
+/// One line about what a message carries, the worst alert first, in `language`.
+fn summary(
+    alerts: &[&AlertRecord],
+    held_back: u64,
+    escalation: bool,
+    language: Language,
+) -> String {
     let mut sorted: Vec<&&AlertRecord> = alerts.iter().collect();
     sorted.sort_by_key(|record| std::cmp::Reverse(record.notice.to));
     let mut text = String::new();
     if escalation {
-        text.push_str("UNACKNOWLEDGED: ");
+        text.push_str(match language {
+            Language::Chinese => "【未确认】",
+            Language::English => "UNACKNOWLEDGED: ",
+        });
     }
     if let Some(first) = sorted.first() {
         let notice = &first.notice;
-        text.push_str(&format!(
-            "{} {} {} -> {}",
-            notice.room,
-            notice.sku,
-            notice.from.as_str(),
-            notice.to.as_str()
-        ));
+        text.push_str(&match language {
+            Language::Chinese => format!(
+                "直播间 {} 商品 {}：{} → {}",
+                notice.room,
+                notice.sku,
+                notice.from.zh_cn(),
+                notice.to.zh_cn()
+            ),
+            Language::English => format!(
+                "{} {} {} -> {}",
+                notice.room,
+                notice.sku,
+                notice.from.as_str(),
+                notice.to.as_str()
+            ),
+        });
     }
-    if 1 < sorted.len() {
-        text.push_str(&format!(" and {} more", sorted.len() - 1));
-    }
-    if 0 < held_back {
-        text.push_str(&format!("; {held_back} held back by the rate limit"));
+    let more = sorted.len().saturating_sub(1);
+    match language {
+        Language::Chinese => {
+            if 0 < more {
+                text.push_str(&format!("，另有 {more} 条"));
+            }
+            if 0 < held_back {
+                text.push_str(&format!("；限流暂缓 {held_back} 条"));
+            }
+        }
+        Language::English => {
+            if 0 < more {
+                text.push_str(&format!(" and {more} more"));
+            }
+            if 0 < held_back {
+                text.push_str(&format!("; {held_back} held back by the rate limit"));
+            }
+        }
     }
     text
 }
@@ -51,7 +88,8 @@ pub(super) fn body(
     escalation: bool,
     at: Timestamp,
 ) -> String {
-    let summary = summary(alerts, held_back, escalation);
+    let summary_zh = summary(alerts, held_back, escalation, Language::Chinese);
+    let summary = summary(alerts, held_back, escalation, Language::English);
     let value = match receiver.format {
         Format::Json => json!({
             "idempotency_key": key,
@@ -60,6 +98,7 @@ pub(super) fn body(
             "escalation": escalation,
             "held_back": held_back,
             "summary": summary,
+            "summary_zh": summary_zh,
             "alerts": alerts.iter().map(|record| record.notice.body.as_ref()).collect::<Vec<&Value>>(),
         }),
         Format::Sms => {
@@ -68,10 +107,12 @@ pub(super) fn body(
                 "room": worst.map(|record| record.notice.room.as_str()).unwrap_or_default(),
                 "sku": worst.map(|record| record.notice.sku.as_str()).unwrap_or_default(),
                 "level": worst.map(|record| record.notice.to.as_str()).unwrap_or_default(),
+                "level_zh": worst.map(|record| record.notice.to.zh_cn()).unwrap_or_default(),
                 "count": alerts.len(),
                 "held_back": held_back,
                 "escalation": escalation,
                 "summary": summary,
+                "summary_zh": summary_zh,
             });
             json!({
                 "PhoneNumbers": receiver.phones.join(","),

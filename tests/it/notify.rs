@@ -357,7 +357,22 @@ async fn a_hot_red_escalates_until_acknowledged() {
         serde_json::from_str(first["TemplateParam"].as_str().expect("a JSON string"))
             .expect("JSON");
     assert_eq!(parameters["level"], "red");
+    assert_eq!(parameters["level_zh"], "告急");
     assert_eq!(parameters["escalation"], false);
+    // A Chinese template reads its words: the summary in both languages.
+    let summary_zh = parameters["summary_zh"]
+        .as_str()
+        .expect("a Chinese summary");
+    assert!(
+        summary_zh.contains("商品 PEN") && summary_zh.contains("→ 告急"),
+        "{summary_zh}"
+    );
+    assert!(
+        parameters["summary"]
+            .as_str()
+            .expect("an English summary")
+            .contains("-> red")
+    );
 
     assert!(
         advance_until(&server, Duration::from_secs(30), 40, || {
@@ -369,6 +384,12 @@ async fn a_hot_red_escalates_until_acknowledged() {
     let parameters: Value =
         serde_json::from_str(escalation["TemplateParam"].as_str().expect("string")).expect("JSON");
     assert_eq!(parameters["escalation"], true);
+    assert!(
+        parameters["summary_zh"]
+            .as_str()
+            .expect("a Chinese summary")
+            .starts_with("【未确认】")
+    );
 
     let (_, open) = server.get("/api/v1/alerts?state=open").await;
     let red = open["alerts"]

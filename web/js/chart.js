@@ -19,7 +19,7 @@ const COLORS = {
  * @param {object} listing a listing of the room view (series, forecast, thresholds)
  * @param {number} showSeconds the show's length
  * @param {number} elapsedSeconds now, into the show
- * @param {{plan: string, actual: string}} labels
+ * @param {{plan: string, actual: string, hour: string}} labels (`hour` with `{n}` for the number)
  */
 export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) {
   const ratio = window.devicePixelRatio || 1;
@@ -74,7 +74,7 @@ export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) 
     context.fillText(String(Math.round(units)), 6, row + 4);
   }
   for (let hour = 0; hour * 3600 <= showSeconds; hour += 1) {
-    context.fillText(`${hour}h`, x(hour * 3600) - 6, height - 8);
+    context.fillText(labels.hour.replace("{n}", String(hour)), x(hour * 3600) - 6, height - 8);
   }
 
   // The plan: the corners of a line.

@@ -3,7 +3,7 @@
 // room topic), and the rooms. The feed keeps a fixed number of alerts.
 
 import { Live } from "./live.js";
-import { t } from "./i18n.js";
+import { errorText, t, words } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
 import { api, clock, count, mergeRoom } from "./format.js";
 
@@ -12,7 +12,7 @@ const state = { room: null, view: null, alerts: new Map() };
 const $ = (id) => document.getElementById(id);
 
 function showError(error) {
-  $("error").textContent = error ? String(error.message ?? error) : "";
+  $("error").textContent = errorText(error);
 }
 
 async function act(work) {
@@ -49,7 +49,7 @@ function renderAlert(alert) {
   item.querySelector(".state").textContent = t(alert.state);
   const by = alert.acknowledged_by ? ` · ${t("by")} ${alert.acknowledged_by}` : "";
   item.querySelector(".meta").textContent = `${clock(alert.at)}${by}`;
-  item.querySelector(".why").textContent = alert.reasons?.[0]?.text ?? "";
+  item.querySelector(".why").textContent = words(alert.reasons?.[0]);
   const button = item.querySelector(".ack");
   button.textContent = t("ack");
   button.hidden = alert.state !== "open";

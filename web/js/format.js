@@ -41,7 +41,7 @@ export function token() {
   return given ?? sessionStorage.getItem("stockpulse.token");
 }
 
-/** Fetches JSON from the API; throws with the server's error message. */
+/** Fetches JSON from the API; throws with the server's error `code` and message. */
 export async function api(method, path, body) {
   const headers = body === undefined ? {} : { "content-type": "application/json" };
   const credential = token();
@@ -53,7 +53,11 @@ export async function api(method, path, body) {
   });
   const text = await response.text();
   const value = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new Error(value?.error?.message ?? `HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(value?.error?.message ?? `HTTP ${response.status}`);
+    error.code = value?.error?.code ?? `http_${response.status}`;
+    throw error;
+  }
   return value;
 }
 

@@ -2,9 +2,9 @@
 // the time to sell-out. It follows the listing in the worst state unless the host picks one.
 
 import { Live } from "./live.js";
-import { hintText, t } from "./i18n.js";
+import { hintText, selloutText, t } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
-import { api, count, duration, mergeRoom } from "./format.js";
+import { api, count, mergeRoom } from "./format.js";
 
 const ORDER = { green: 0, yellow: 1, orange: 2, red: 3 };
 const REFRESH_MS = 5000;
@@ -31,10 +31,12 @@ function render() {
   $("hint").dataset.key = entry.hint?.key ?? "";
   $("left").textContent = count(entry.stock.available);
   const inSeconds = entry.projection.sellout_in_s;
-  $("sellout").textContent =
-    inSeconds === null || inSeconds === undefined
-      ? t("noSellout")
-      : duration(inSeconds - (Date.now() - state.fetchedAt) / 1000);
+  const since = (Date.now() - state.fetchedAt) / 1000;
+  $("sellout").textContent = selloutText(
+    entry.stock.available,
+    inSeconds === null || inSeconds === undefined ? null : inSeconds - since,
+    state.view.remaining_s - since,
+  );
   const nav = $("listings");
   for (const button of nav.children) {
     const listing = state.view.listings.find((item) => item.sku === button.dataset.sku);

@@ -15,19 +15,24 @@ const WORDS = {
     sold: "已售",
     sellout: "预计售罄",
     restock: "建议补货",
-    noSellout: "—",
+    noSellout: "暂无售罄预估",
+    soldOut: "已售罄",
+    notThisShow: "本场内不会售罄",
+    selloutSoon: "1 分钟内售罄",
+    selloutIn: "约 {n} 分钟后售罄",
     halted: "已停售",
     green: "正常",
     yellow: "预警",
     orange: "紧张",
     red: "告急",
     plan: "计划",
+    hourMark: "{n}小时",
     actual: "实际",
     alerts: "告警",
     hints: "提示",
     noRoom: "还没有直播间：PUT /api/v1/rooms/{room}",
     unitsLeft: "剩余件数",
-    toSellout: "距售罄",
+    toSellout: "售罄预估",
     keepGoing: "节奏正常，继续",
     ack: "确认",
     acknowledged: "已确认",
@@ -59,19 +64,24 @@ const WORDS = {
     sold: "Sold",
     sellout: "Sell-out",
     restock: "Restock",
-    noSellout: "—",
+    noSellout: "no sell-out estimate yet",
+    soldOut: "sold out",
+    notThisShow: "not before the end of the show",
+    selloutSoon: "sells out within 1 min",
+    selloutIn: "sells out in ~{n} min",
     halted: "Halted",
     green: "OK",
     yellow: "Watch",
     orange: "Tight",
     red: "Critical",
     plan: "Plan",
+    hourMark: "{n}h",
     actual: "Actual",
     alerts: "Alerts",
     hints: "Hints",
     noRoom: "No room yet: PUT /api/v1/rooms/{room}",
     unitsLeft: "Units left",
-    toSellout: "To sell-out",
+    toSellout: "Sell-out",
     keepGoing: "On pace, keep going",
     ack: "Acknowledge",
     acknowledged: "Acknowledged",
@@ -91,6 +101,44 @@ const WORDS = {
     time: "Time",
   },
 };
+
+/** What a page says when the API refuses something, by the error's code. */
+const ERRORS = {
+  "zh-CN": {
+    invalid_request: "输入有误，请检查后重试",
+    malformed_json: "请求格式有误",
+    unauthorized: "登录已失效，请重新获取链接",
+    forbidden: "没有权限执行此操作",
+    sku_not_found: "商品不存在",
+    room_not_found: "直播间不存在",
+    listing_not_found: "该商品不在此直播间",
+    alert_not_found: "告警不存在",
+    order_not_found: "订单不存在",
+    insufficient_stock: "库存不足",
+    halted: "已停售",
+    payload_too_large: "内容过大",
+    storage_unavailable: "服务器暂时无法保存，请稍后重试",
+    not_leader: "集群正在切换，请稍后重试",
+    network: "网络连接失败，请稍后重试",
+    other: "操作失败",
+  },
+  en: {
+    network: "Network error, try again",
+    other: "It did not work",
+  },
+};
+
+/**
+ * An API error in the current language: in Chinese by its code, in English the server's
+ * own message (which names the ids and numbers).
+ */
+export function errorText(error) {
+  if (!error) return "";
+  const words = ERRORS[language];
+  if (!error.code) return words.network;
+  if (language === "en") return error.message || words.other;
+  return words[error.code] ?? `${words.other}（${error.code}）`;
+}
 
 const STORED = "stockpulse.language";
 
@@ -133,8 +181,29 @@ export function onChange(listener) {
   listeners.push(listener);
 }
 
+/** What the server wrote in both languages (a hint, a reason), in the current one. */
+export function words(item) {
+  if (!item) return "";
+  return language === "zh-CN" ? item["zh-CN"] ?? item.en ?? "" : item.en ?? item["zh-CN"] ?? "";
+}
+
 /** A hint's wording in the current language (the server sends both). */
 export function hintText(hint) {
-  if (!hint) return t("keepGoing");
-  return language === "zh-CN" ? hint["zh-CN"] : hint.en;
+  return hint ? words(hint) : t("keepGoing");
+}
+
+/**
+ * When a listing sells out, as people say it: "约 23 分钟后售罄" / "sells out in ~23 min", and
+ * "本场内不会售罄" / "not before the end of the show" when the estimate is past the end.
+ * `inSeconds` is null when nothing sells (no estimate).
+ */
+export function selloutText(available, inSeconds, remainingSeconds) {
+  if (available === 0) return t("soldOut");
+  if (inSeconds === null || inSeconds === undefined) return t("noSellout");
+  if (remainingSeconds !== null && remainingSeconds !== undefined && inSeconds > remainingSeconds) {
+    return t("notThisShow");
+  }
+  const minutes = Math.max(1, Math.round(inSeconds / 60));
+  if (inSeconds < 60) return t("selloutSoon");
+  return t("selloutIn").replace("{n}", String(minutes));
 }

@@ -5,7 +5,7 @@
 // fixed number of lines, so nothing grows over a show.
 
 import { Live } from "./live.js";
-import { apply, hintText, lang, t } from "./i18n.js";
+import { apply, hintText, lang, selloutText, t, words } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
 import { drawCurve } from "./chart.js";
 import { api, clock, count, duration, mergeRoom } from "./format.js";
@@ -13,7 +13,7 @@ import { api, clock, count, duration, mergeRoom } from "./format.js";
 const TICKER_LINES = 8;
 const REFRESH_MS = 5000;
 
-const state = { room: null, view: null, selected: null, offset: 0, cards: new Map() };
+const state = { room: null, view: null, selected: null, offset: 0, cards: new Map(), ticker: [] };
 const $ = (id) => document.getElementById(id);
 
 function listing(sku) {
@@ -40,10 +40,10 @@ function buildCards() {
         <span><span data-i18n="locked"></span><b data-field="locked"></b></span>
         <span><span data-i18n="sold"></span><b data-field="sold"></b></span>
         <span><span data-i18n="consumed"></span><b data-field="consumed"></b></span>
-        <span><span data-i18n="sellout"></span><b data-field="sellout"></b></span>
         <span><span data-i18n="restock"></span><b data-field="restock"></b></span>
         <span class="halted" data-field="halted"></span>
-      </div>`;
+      </div>
+      <div class="sellout" data-field="sellout"></div>`;
     card.addEventListener("click", () => select(entry.sku));
     cards.append(card);
     state.cards.set(entry.sku, card);
@@ -66,9 +66,13 @@ function renderCard(sku) {
   field("locked").textContent = count(entry.stock.locked);
   field("sold").textContent = count(entry.stock.sold);
   field("consumed").textContent = `${count(entry.consumed)} / ${count(entry.forecast)}`;
-  field("sellout").textContent = entry.projection.sellout_at
-    ? clock(entry.projection.sellout_at)
-    : t("noSellout");
+  const now = Date.now() + state.offset;
+  const sellout = entry.projection.sellout_at;
+  field("sellout").textContent = selloutText(
+    entry.stock.available,
+    sellout ? (Date.parse(sellout) - now) / 1000 : null,
+    (Date.parse(state.view.ends_at) - now) / 1000,
+  );
   field("restock").textContent = count(entry.projection.suggested_restock);
   field("halted").textContent = entry.halted || entry.stock.halted ? t("halted") : "";
 }
@@ -97,6 +101,7 @@ function renderCurve() {
   drawCurve($("chart"), entry, show, Math.min(Math.max(elapsed, 0), show), {
     plan: t("plan"),
     actual: t("actual"),
+    hour: t("hourMark"),
   });
 }
 
@@ -112,15 +117,23 @@ function select(sku) {
   renderAll();
 }
 
+/** Adds a line to the ticker; `text` gives its words in the current language. */
 function tick(level, text, at) {
-  const line = document.createElement("li");
-  levelClass(line, level);
-  const time = document.createElement("time");
-  time.textContent = clock(at);
-  line.append(time, text);
-  const ticker = $("ticker");
-  ticker.prepend(line);
-  while (ticker.children.length > TICKER_LINES) ticker.lastElementChild.remove();
+  state.ticker.unshift({ level, text, at });
+  state.ticker.length = Math.min(state.ticker.length, TICKER_LINES);
+  renderTicker();
+}
+
+function renderTicker() {
+  const lines = state.ticker.map(({ level, text, at }) => {
+    const line = document.createElement("li");
+    levelClass(line, level);
+    const time = document.createElement("time");
+    time.textContent = clock(at);
+    line.append(time, text());
+    return line;
+  });
+  $("ticker").replaceChildren(...lines);
 }
 
 function adopt(view) {
@@ -167,15 +180,17 @@ function take(message) {
       entry.reasons = message.reasons;
       renderCard(entry.sku);
       if (entry.sku === state.selected) renderCurve();
-      const reason = message.reasons[0]?.text ?? "";
-      tick(message.to, `${entry.name || entry.sku}: ${t(message.from)} → ${t(message.to)} · ${reason}`, message.at);
+      const name = entry.name || entry.sku;
+      const reason = message.reasons[0];
+      tick(message.to, () => `${name}: ${t(message.from)} → ${t(message.to)} · ${words(reason)}`, message.at);
       return;
     }
     case "hint": {
       const entry = listing(message.sku);
       if (!entry) return;
       entry.hint = message.hint;
-      if (message.hint) tick(message.level, `${entry.name || entry.sku}: ${hintText(message.hint)}`, message.at);
+      const hint = message.hint;
+      if (hint) tick(message.level, () => `${entry.name || entry.sku}: ${hintText(hint)}`, message.at);
       return;
     }
     case "listing": {
@@ -195,8 +210,9 @@ async function seedTicker() {
     const { alerts } = await api("GET", "/api/v1/alerts");
     const recent = alerts.filter((alert) => alert.room === state.room).slice(-TICKER_LINES);
     for (const alert of recent) {
-      const reason = alert.reasons?.[0]?.text ?? "";
-      tick(alert.to, `${alert.sku}: ${t(alert.from)} → ${t(alert.to)} · ${reason}`, alert.at);
+      const reason = alert.reasons?.[0];
+      const name = () => listing(alert.sku)?.name || alert.sku;
+      tick(alert.to, () => `${name()}: ${t(alert.from)} → ${t(alert.to)} · ${words(reason)}`, alert.at);
     }
   } catch {
     // The ticker fills as the show goes on.
@@ -222,7 +238,10 @@ async function refresh() {
 }
 
 async function main() {
-  const showState = setUp(renderAll);
+  const showState = setUp(() => {
+    renderAll();
+    renderTicker();
+  });
   state.room = await waitForRoom();
   await seedTicker();
   new Live([`room:${state.room}`], take, showState).start();

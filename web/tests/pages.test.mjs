@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import test from "node:test";
 
-import { Server, launch, screenshots } from "./support.mjs";
+import { Server, latinWords, launch, screenshots, watchedPage } from "./support.mjs";
 
 const MINUTE = 60_000;
 let serial = 0;
@@ -53,11 +53,11 @@ test("the pages follow a live show", async (t) => {
   });
   assert.equal(room.status, 200, JSON.stringify(room.body));
 
-  const screen = await browser.newPage({ viewport: { width: 1920, height: 1080 }, locale: "zh-CN" });
+  const screen = await watchedPage(browser, { viewport: { width: 1920, height: 1080 }, locale: "zh-CN" });
   await screen.goto(`${server.base}/?room=r1`);
   await screen.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
   assert.equal(await shown(screen), "1,000");
-  const host = await browser.newPage({ viewport: { width: 390, height: 844 }, locale: "zh-CN" });
+  const host = await watchedPage(browser, { viewport: { width: 390, height: 844 }, locale: "zh-CN" });
   await host.goto(`${server.base}/host?room=r1&sku=LIP`);
   await host.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
 
@@ -100,8 +100,29 @@ test("the pages follow a live show", async (t) => {
     await host.screenshot({ path: join(screenshots, "host.png") });
   });
 
+  await t.test("in Chinese the big screen and the host's phone show no English word", async () => {
+    // Reasons come in both languages and the pages choose; sell-out times read as people
+    // say them. Product and room names are the shop's own and stay as they are.
+    await screen.waitForFunction(() => document.querySelectorAll("#ticker li").length >= 3);
+    const names = ["丝绒口红", "眼线笔", "晚八点专场"];
+    assert.deepEqual(await latinWords(screen, names), []);
+    assert.deepEqual(await latinWords(host, names), []);
+    const ticker = await screen.locator("#ticker").innerText();
+    assert.match(ticker, /已消耗预估的 \d+%，达到告急线 \d+%/);
+    // PEN sells nothing: no estimate; LIP, with stock left and red, shows its own phrase.
+    assert.equal(await screen.locator('.card[data-sku="PEN"] .sellout').textContent(), "暂无售罄预估");
+    // The forecast figures are read again every five seconds.
+    await screen.waitForFunction(
+      () => /^(约 \d+ 分钟后售罄|1 分钟内售罄|本场内不会售罄)$/.test(document.querySelector('.card[data-sku="LIP"] .sellout').textContent),
+      null,
+      { timeout: 8000 },
+    );
+    assert.deepEqual(screen.problems, []);
+    assert.deepEqual(host.problems, []);
+  });
+
   await t.test("acknowledging an alert in the console shows in the feed and over the API", async () => {
-    const console = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    const console = await watchedPage(browser, { viewport: { width: 1600, height: 1000 } });
     await console.goto(`${server.base}/console?room=r1`);
     await console.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
     const open = console.locator('#feed li[data-state="open"]').first();
@@ -118,7 +139,23 @@ test("the pages follow a live show", async (t) => {
     assert.equal(alert.state, "acknowledged");
     assert.equal(alert.acknowledged_by, "console");
     await console.screenshot({ path: join(screenshots, "console.png") });
+    assert.deepEqual(console.problems, []);
+    // A refused action says why, in the page's language: the server's message in English,
+    // the code's words in Chinese.
+    const refusedRestock = async (page) => {
+      const line = page.locator('#listings tr[data-sku="LIP"]');
+      await line.locator("input.qty").fill("0");
+      await line.locator("button.restock").click();
+      await page.waitForFunction(() => document.getElementById("error").textContent !== "");
+      return page.locator("#error").textContent();
+    };
+    assert.match(await refusedRestock(console), /qty/);
     await console.close();
+    const chinese = await browser.newPage({ viewport: { width: 1600, height: 1000 }, locale: "zh-CN" });
+    await chinese.goto(`${server.base}/console?room=r1`);
+    await chinese.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
+    assert.equal(await refusedRestock(chinese), "输入有误，请检查后重试");
+    await chinese.close();
   });
 
   await t.test("killed and restarted, the pages reconnect and show the current state", async () => {
@@ -170,10 +207,14 @@ test("the pages follow a live show", async (t) => {
   });
 
   await t.test("the big screen speaks English too", async () => {
-    const english = await browser.newPage({ viewport: { width: 1920, height: 1080 }, locale: "en-US" });
+    const english = await watchedPage(browser, { viewport: { width: 1920, height: 1080 }, locale: "en-US" });
     await english.goto(`${server.base}/?room=r1&lang=en`);
     await english.waitForFunction(() => document.getElementById("connection").dataset.state === "live");
     assert.equal(await english.locator('.card[data-sku="LIP"] .badge').textContent(), "Critical");
+    await english.waitForFunction(() => document.querySelectorAll("#ticker li").length >= 1);
+    assert.match(await english.locator("#ticker").innerText(), /of the forecast consumed/);
+    assert.equal(await english.locator('.card[data-sku="PEN"] .sellout').textContent(), "no sell-out estimate yet");
+    assert.deepEqual(english.problems, []);
     await english.screenshot({ path: join(screenshots, "screen-en.png") });
     await english.close();
   });

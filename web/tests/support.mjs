@@ -103,3 +103,38 @@ export async function launch() {
     args: ["--no-sandbox", "--disable-gpu"],
   });
 }
+
+/**
+ * A new page that records what goes wrong in it: console errors, uncaught exceptions, and
+ * requests answered with an error status (a missing icon included). `page.problems` lists
+ * them.
+ */
+export async function watchedPage(browser, options) {
+  const page = await browser.newPage(options);
+  page.problems = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") page.problems.push(`console: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => page.problems.push(`exception: ${error.message}`));
+  page.on("response", (response) => {
+    if (response.status() >= 400) page.problems.push(`${response.status()} ${response.url()}`);
+  });
+  return page;
+}
+
+/**
+ * The words a page shows in Latin letters, two or more in a row, outside the language toggle
+ * (which names the other language in its own words) and outside `names` (product and room
+ * names, which are what the shop calls them).
+ */
+export async function latinWords(page, names) {
+  const text = await page.evaluate(() => {
+    const clone = document.body.cloneNode(true);
+    clone.querySelector("#language")?.remove();
+    for (const hidden of clone.querySelectorAll("[hidden]")) hidden.remove();
+    return clone.innerText;
+  });
+  let rest = text;
+  for (const name of names) rest = rest.split(name).join(" ");
+  return rest.match(/[A-Za-z]{2,}/g) ?? [];
+}
