@@ -421,8 +421,9 @@ fn lower_priority() {
     }
 }
 
-/// Expires due locks every [`SWEEP_INTERVAL`], forgets old finished orders every
-/// [`FORGET_INTERVAL`], and writes a snapshot once enough facts piled up, until cancelled.
+/// Expires due locks and journals the demand refused orders lost every [`SWEEP_INTERVAL`],
+/// forgets old finished orders every [`FORGET_INTERVAL`], and writes a snapshot once enough
+/// facts piled up, until cancelled.
 async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -457,6 +458,10 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
                 .any(|room| !room.listings.is_empty())
         {
             sweeper.ledger.tick(now);
+        }
+        // Refused orders' units go into the journal as lost demand, at most a sweep late.
+        if sweeper.journal.healthy() {
+            sweeper.ledger.flush_lost(now);
         }
         let forget = tick_count.is_multiple_of(forget_every);
         // Ledger work that may take a while runs off the async workers, which serve requests.

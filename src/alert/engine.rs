@@ -11,8 +11,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::event::{
-    Alert, AlertState, Body, Channel, ChannelSnapshot, HintChange, Latest, ListingChange, Message,
-    Point, RoomEvent, StateChange,
+    Alert, AlertState, Body, Channel, ChannelSnapshot, HintChange, Latest, ListingChange,
+    LostChange, Message, Point, RoomEvent, StateChange,
 };
 use super::rules::{self, Hint, Level, LevelState, Reason};
 use super::view::{self, HintView, RoomView};
@@ -458,6 +458,24 @@ impl Engine {
                 }
                 Fact::AlertAcknowledged { at, id, by } => {
                     inner.acknowledged(*id, by, *at, &mut events);
+                }
+                Fact::LostDemand { at, entries } => {
+                    for entry in entries {
+                        let Some(state) = self.durable.listing(&entry.room, &entry.sku) else {
+                            continue;
+                        };
+                        events.push(RoomEvent::Lost {
+                            room: entry.room.clone(),
+                            change: LostChange {
+                                room: entry.room.as_str().to_owned(),
+                                sku: entry.sku.as_str().to_owned(),
+                                lost: view::lost_view(&state, *at),
+                                at: Rfc3339(*at),
+                            },
+                        });
+                        // The suggested restock covers what was refused.
+                        touch(&entry.room, &entry.sku, &mut touched);
+                    }
                 }
                 // No room lists anything: nothing to look up for each change.
                 _ if inner.listed.is_empty() => {}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::rules::{Level, Reason};
-use super::view::{HintView, RoomView};
+use super::view::{HintView, LostView, RoomView};
 use crate::clock::Rfc3339;
 use crate::ledger::{RoomId, Stock};
 
@@ -62,6 +62,16 @@ pub struct ListingChange {
     pub at: Rfc3339,
 }
 
+/// Orders naming the room were refused for the listing: its lost demand now.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct LostChange {
+    pub room: String,
+    pub sku: String,
+    pub lost: LostView,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Rfc3339,
+}
+
 /// What became of an alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +116,10 @@ pub enum RoomEvent {
         room: RoomId,
         change: ListingChange,
     },
+    Lost {
+        room: RoomId,
+        change: LostChange,
+    },
     /// The room was created or changed: its view, with the actual curves only of the
     /// listings whose curve changed (new ones, or all when the schedule moved).
     Room {
@@ -128,6 +142,7 @@ impl RoomEvent {
             | RoomEvent::Hint { room, .. }
             | RoomEvent::Point { room, .. }
             | RoomEvent::Listing { room, .. }
+            | RoomEvent::Lost { room, .. }
             | RoomEvent::Room { room, .. }
             | RoomEvent::AlertState { room, .. } => room,
         }

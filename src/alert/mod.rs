@@ -14,11 +14,11 @@ mod tests;
 
 pub use engine::{Engine, RECENT_ALERTS_MAX};
 pub use event::{
-    Alert, AlertState, Body, Channel, ChannelSnapshot, HintChange, Latest, ListingChange, Message,
-    Point, RoomEvent, StateChange,
+    Alert, AlertState, Body, Channel, ChannelSnapshot, HintChange, Latest, ListingChange,
+    LostChange, Message, Point, RoomEvent, StateChange,
 };
 pub use rules::{
-    Adjustment, Evaluation, Forecast, Hint, Inputs, Level, LevelState, Reason, Thresholds,
-    evaluate, forecast, plan_share, thresholds,
+    Adjustment, Evaluation, Forecast, Hint, Inputs, LOST_RECENT_WINDOW, Level, LevelState, Reason,
+    Thresholds, evaluate, forecast, plan_share, thresholds,
 };
-pub use view::{ListingView, RoomView};
+pub use view::{ListingView, LostView, RoomView};

@@ -149,7 +149,8 @@ pub struct Forecast {
     pub sellout_at: Option<Timestamp>,
     /// Units the velocity sells from now to the end of the show.
     pub demand_to_end: f64,
-    /// Units to restock so the effective coverage holds to the end.
+    /// Units to restock so the effective coverage holds to the end, plus what was refused
+    /// in the last [`LOST_RECENT_WINDOW`].
     pub suggested_restock: u64,
     /// A restock ordered now arrives before the show ends.
     pub restock_arrives_in_time: bool,
@@ -207,8 +208,14 @@ pub struct Inputs<'a> {
     pub consumed: u64,
     pub available: u64,
     pub series: &'a Series,
+    /// Units refused to orders naming the room in the last [`LOST_RECENT_WINDOW`]: demand
+    /// a restock should cover too.
+    pub lost_recent: u64,
     pub now: Timestamp,
 }
+
+/// How far back refused orders count toward the suggested restock.
+pub const LOST_RECENT_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 fn share(thousandths: u32) -> f64 {
     f64::from(thousandths) / 1000.0
@@ -374,7 +381,9 @@ pub fn forecast(inputs: &Inputs<'_>, thresholds: &Thresholds) -> Forecast {
         velocity_per_min,
         sellout_at,
         demand_to_end,
-        suggested_restock: wanted.saturating_sub(inputs.available),
+        suggested_restock: wanted
+            .saturating_add(inputs.lost_recent)
+            .saturating_sub(inputs.available),
         restock_arrives_in_time: now.as_millis().saturating_add(policy.lead_time_ms)
             < room.ends_at.as_millis(),
         plan_share: plan_share(room, inputs.listing, elapsed),

@@ -59,6 +59,7 @@ fn judge(
             consumed,
             available,
             series,
+            lost_recent: 0,
             now: at(now_ms),
         },
         previous,

@@ -54,6 +54,27 @@ pub struct ListingView {
     pub hint: Option<HintView>,
     pub policy: PolicyView,
     pub series: SeriesView,
+    pub lost: LostView,
+}
+
+/// Units refused to orders naming the room, for want of stock or a halt: sales the show
+/// lost. Counting them changes no stock.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct LostView {
+    pub units: u64,
+    pub insufficient_stock: u64,
+    pub halted: u64,
+    /// Refused in the last ten minutes: the suggested restock covers these too.
+    pub last_10_min: u64,
+    /// Per platform, those that had any refused.
+    pub platforms: Vec<PlatformLostView>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PlatformLostView {
+    pub platform: String,
+    pub insufficient_stock: u64,
+    pub halted: u64,
 }
 
 /// The SKU's pool quantities (shared by every room and platform).
@@ -187,7 +208,39 @@ pub(super) fn inputs<'a>(room: &'a Room, state: &'a ListingState, now: Timestamp
         consumed: state.tally.consumed,
         available: state.stock.available,
         series: &state.tally.series,
+        lost_recent: lost_recent(state, now),
         now,
+    }
+}
+
+/// Units refused to orders naming the room in the last [`rules::LOST_RECENT_WINDOW`].
+fn lost_recent(state: &ListingState, now: Timestamp) -> u64 {
+    let tally = &state.tally;
+    let total = tally.lost.total();
+    let from = Timestamp::from_millis(
+        now.as_millis()
+            .saturating_sub(rules::LOST_RECENT_WINDOW.as_millis() as u64),
+    );
+    total.saturating_sub(tally.lost_series.interpolate(from, now, total))
+}
+
+/// A listing's lost demand as screens and the API read it.
+pub(super) fn lost_view(state: &ListingState, now: Timestamp) -> LostView {
+    let lost = &state.tally.lost;
+    LostView {
+        units: lost.total(),
+        insufficient_stock: lost.insufficient_stock(),
+        halted: lost.halted(),
+        last_10_min: lost_recent(state, now),
+        platforms: lost
+            .platforms
+            .iter()
+            .map(|entry| PlatformLostView {
+                platform: entry.platform.as_str().to_owned(),
+                insufficient_stock: entry.insufficient_stock,
+                halted: entry.halted,
+            })
+            .collect(),
     }
 }
 
@@ -270,6 +323,7 @@ pub(super) fn listing_view(
         },
         hint: evaluation.hint.map(HintView::from),
         policy: PolicyView::from(&state.listing.policy),
+        lost: lost_view(state, now),
         series: SeriesView {
             bucket_s: series.bucket_ms as f64 / 1000.0,
             before_start: series.before_start,

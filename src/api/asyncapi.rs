@@ -23,6 +23,7 @@ use crate::ledger::{ACKNOWLEDGER_CHARS_MAX, ID_CHARS_MAX, LINE_QTY_MAX, ORDER_LI
     crate::alert::HintChange,
     crate::alert::Point,
     crate::alert::ListingChange,
+    crate::alert::LostChange,
     crate::alert::StateChange,
     crate::notify::DeliveryView,
     super::dto::OrderResponse,
@@ -338,6 +339,12 @@ fn server_messages(schemas: &Map<String, Value>) -> Vec<Described> {
             "A listing was halted or resumed in its room (`auto`: by the engine at red)",
             flat(schemas, &["listing"], ROOM_TOPIC, "ListingChange"),
             json!({"type": "listing", "topic": "room:r1", "seq": 9, "room": "r1", "sku": "LIP", "halted": true, "auto": true, "at": "2026-11-25T13:30:00.000Z"}),
+        ),
+        (
+            "lost",
+            "Orders naming the room were refused for the listing (for want of stock, or halted): its lost demand now. Counted once the journal holds it, at most a tenth of a second after the refusals",
+            flat(schemas, &["lost"], ROOM_TOPIC, "LostChange"),
+            json!({"type": "lost", "topic": "room:r1", "seq": 11, "room": "r1", "sku": "LIP", "lost": {"units": 12, "insufficient_stock": 10, "halted": 2, "last_10_min": 12, "platforms": [{"platform": "douyin", "insufficient_stock": 10, "halted": 2}]}, "at": "2026-11-25T13:31:00.000Z"}),
         ),
         (
             "room",

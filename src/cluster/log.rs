@@ -107,14 +107,26 @@ pub(super) async fn ensure_stream(
         .info()
         .await
         .map_err(|error| nats(&format!("reading the log stream: {error}")))?;
-    if info.config.description.as_deref() != Some(description.as_str()) {
-        return Err(ClusterError::Incompatible {
-            stream: config.stream.clone(),
-            reason: format!(
-                "it says {:?}, this node writes and reads {description:?}",
-                info.config.description.as_deref().unwrap_or("")
-            ),
-        });
+    let described = info.config.description.clone().unwrap_or_default();
+    if described != description {
+        // A log of an earlier format this node reads: it says from now on what this node
+        // writes into it, so nodes that cannot read that refuse it rather than stop on a
+        // record they do not know.
+        if !super::readable_description(&described) {
+            return Err(ClusterError::Incompatible {
+                stream: config.stream.clone(),
+                reason: format!(
+                    "it says {described:?}, this node writes and reads {description:?}"
+                ),
+            });
+        }
+        let mut upgraded = info.config.clone();
+        upgraded.description = Some(description.clone());
+        jetstream
+            .update_stream(&upgraded)
+            .await
+            .map_err(|error| nats(&format!("describing the log stream: {error}")))?;
+        tracing::info!(stream = %config.stream, from = %described, to = %description, "The log now says the record format this node writes.");
     }
     let created = info.created.unix_timestamp_nanos();
     let folded = (created as u64) ^ ((created >> 64) as u64);

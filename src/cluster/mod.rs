@@ -125,6 +125,14 @@ fn stream_description() -> String {
     format!("stockpulse log, record format {LOG_FORMAT_VERSION}")
 }
 
+/// Whether a log stream with this description holds records this node reads: its own
+/// format, or an earlier one whose records are a part of it.
+fn readable_description(description: &str) -> bool {
+    crate::journal::LOG_FORMATS_READ
+        .iter()
+        .any(|format| description == format!("stockpulse log, record format {format}"))
+}
+
 /// A connected node. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {

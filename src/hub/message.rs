@@ -171,6 +171,7 @@ pub(crate) fn event(topic: &str, seq: u64, event: &RoomEvent, codec: Codec) -> B
         RoomEvent::Hint { change, .. } => flat("hint", topic, seq, change, codec),
         RoomEvent::Point { point, .. } => flat("point", topic, seq, point, codec),
         RoomEvent::Listing { change, .. } => flat("listing", topic, seq, change, codec),
+        RoomEvent::Lost { change, .. } => flat("lost", topic, seq, change, codec),
         RoomEvent::Room { view, .. } => room("room", topic, seq, Some(view.as_ref()), None, codec),
         // The engine sends these on the alerts topics only.
         RoomEvent::AlertState { change, .. } => flat("alert_state", topic, seq, change, codec),

@@ -15,7 +15,9 @@ mod replica;
 mod segment;
 mod writer;
 
-pub use replica::{FollowError, LOG_FORMAT_VERSION, Replicator, follower, follower_from_snapshot};
+pub use replica::{
+    FollowError, LOG_FORMAT_VERSION, LOG_FORMATS_READ, Replicator, follower, follower_from_snapshot,
+};
 pub use writer::{Fsync, OsFsync, SyncPoint};
 
 #[cfg(test)]

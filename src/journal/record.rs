@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Consumed, Fact, LedgerImage, Line, Lines, Listing, ListingTally, OrderId, OrderImage,
-    OrderRequest, OrderStatus, PlanPoint, Platform, Policy, Qty, RestockId, Room, RoomId, Series,
-    SkuId, SkuImage, SkuSettings, Stock, Stocks,
+    Consumed, Fact, LedgerImage, Line, Lines, Listing, ListingTally, Lost, LostEntry, OrderId,
+    OrderImage, OrderRequest, OrderStatus, PlanPoint, Platform, PlatformLost, Policy, Qty,
+    RestockId, Room, RoomId, Series, SkuId, SkuImage, SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -180,6 +180,51 @@ enum FactRecord<'a> {
         #[serde(borrow)]
         by: Cow<'a, str>,
     },
+    LostDemand {
+        at: u64,
+        #[serde(borrow)]
+        entries: Vec<LostRecord<'a>>,
+    },
+}
+
+/// Units refused to orders naming a room, on one listing: (platform, for want of stock,
+/// halted) per platform.
+#[derive(Serialize, Deserialize)]
+struct LostRecord<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
+    #[serde(borrow)]
+    platforms: Vec<(Cow<'a, str>, u64, u64)>,
+}
+
+fn lost_platforms(lost: &Lost) -> Vec<(Cow<'_, str>, u64, u64)> {
+    lost.platforms
+        .iter()
+        .map(|entry| {
+            (
+                Cow::Borrowed(entry.platform.as_str()),
+                entry.insufficient_stock,
+                entry.halted,
+            )
+        })
+        .collect()
+}
+
+fn lost(platforms: Vec<(Cow<'_, str>, u64, u64)>) -> Result<Lost, DecodeError> {
+    Ok(Lost {
+        platforms: platforms
+            .into_iter()
+            .map(|(platform, insufficient_stock, halted)| {
+                Ok(PlatformLost {
+                    platform: value(Platform::new(&platform))?,
+                    insufficient_stock,
+                    halted,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?,
+    })
 }
 
 /// A listing's policy, field by field (see `ledger::Policy`).
@@ -241,6 +286,13 @@ struct TallyRecord<'a> {
     /// Added after the first snapshots: 0 (counts every order) when absent.
     #[serde(default)]
     generation: u64,
+    /// Added with lost demand: none when absent.
+    #[serde(borrow, default)]
+    lost: Vec<(Cow<'a, str>, u64, u64)>,
+    #[serde(default)]
+    lost_series: Vec<u64>,
+    #[serde(default)]
+    lost_before_start: u64,
 }
 
 fn policy_record(policy: &Policy) -> PolicyRecord {
@@ -346,19 +398,31 @@ fn tally_record(tally: &ListingTally) -> TallyRecord<'_> {
         series: tally.series.points.clone(),
         series_before_start: tally.series.before_start,
         generation: tally.generation,
+        lost: lost_platforms(&tally.lost),
+        lost_series: tally.lost_series.points.clone(),
+        lost_before_start: tally.lost_series.before_start,
     }
 }
 
 fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
     let sane = (1..=crate::ledger::SHOW_MS_MAX).contains(&record.series_bucket_ms)
         && (1..=crate::ledger::SERIES_POINTS_MAX).contains(&record.series_buckets)
-        && record.series.len() as u64 <= record.series_buckets;
+        && record.series.len() as u64 <= record.series_buckets
+        && record.lost_series.len() as u64 <= record.series_buckets;
     if !sane {
         return Err(DecodeError::Value(format!(
             "the consumption series of room {} does not fit its show",
             record.room
         )));
     }
+    let lost = lost(record.lost)?;
+    let lost_series = Series {
+        starts_at: Timestamp::from_millis(record.series_starts_at),
+        bucket_ms: record.series_bucket_ms,
+        buckets: record.series_buckets,
+        before_start: record.lost_before_start,
+        points: record.lost_series,
+    };
     Ok(ListingTally {
         room: value(RoomId::new(&record.room))?,
         generation: record.generation,
@@ -371,6 +435,8 @@ fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
             before_start: record.series_before_start,
             points: record.series,
         },
+        lost,
+        lost_series,
     })
 }
 
@@ -564,6 +630,17 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             id: *id,
             by: Cow::Borrowed(by.as_str()),
         },
+        Fact::LostDemand { entries, .. } => FactRecord::LostDemand {
+            at,
+            entries: entries
+                .iter()
+                .map(|entry| LostRecord {
+                    room: Cow::Borrowed(entry.room.as_str()),
+                    sku: Cow::Borrowed(entry.sku.as_str()),
+                    platforms: lost_platforms(&entry.lost),
+                })
+                .collect(),
+        },
     };
     rmp_serde::encode::write(buffer, &record).expect("writing to a Vec cannot fail");
 }
@@ -735,6 +812,19 @@ pub(super) fn decode_fact(
             at: at(time),
             id,
             by: acknowledger(&by)?,
+        },
+        FactRecord::LostDemand { at: time, entries } => Fact::LostDemand {
+            at: at(time),
+            entries: entries
+                .into_iter()
+                .map(|entry| {
+                    Ok(LostEntry {
+                        room: value(RoomId::new(&entry.room))?,
+                        sku: value(SkuId::new(&entry.sku))?,
+                        lost: lost(entry.platforms)?,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?,
         },
     })
 }

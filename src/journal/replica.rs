@@ -12,6 +12,8 @@ use crate::ledger::{Fact, Ledger};
 
 /// The version of the records a replicated batch carries: the segment format's.
 pub const LOG_FORMAT_VERSION: u32 = segment::FORMAT_VERSION;
+/// The record formats of a log this node reads.
+pub const LOG_FORMATS_READ: &[u32] = segment::LOG_FORMATS_READ;
 
 /// Where a leader's batches go: a replicated log. `append` returns once the log holds the
 /// batch (a quorum of its servers), or fails; a failure poisons the journal, since the

@@ -164,6 +164,17 @@ impl Inner {
                     tally.halted = matches!(fact, Fact::ListingHalted { .. });
                 }
             }
+            Fact::LostDemand { at, entries } => {
+                for entry in entries {
+                    if let Some(tally) = self
+                        .rooms
+                        .get_mut(&entry.room)
+                        .and_then(|durable| durable.tallies.get_mut(&entry.sku))
+                    {
+                        tally.add_lost(*at, &entry.lost);
+                    }
+                }
+            }
             _ => self.apply_consumption(fact),
         }
     }

@@ -10,9 +10,17 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::room::Room;
+use super::room::{Lost, Room};
 use super::types::{OrderId, OrderRequest, RestockId, RoomId, SkuId, SkuSettings, Stock};
 use crate::clock::Timestamp;
+
+/// Units refused to orders naming `room`, on its listing of `sku`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostEntry {
+    pub room: RoomId,
+    pub sku: SkuId,
+    pub lost: Lost,
+}
 
 /// The stock of every SKU an order touched, after the change, in the order's line order.
 pub type Stocks = SmallVec<[Stock; 1]>;
@@ -122,6 +130,12 @@ pub enum Fact {
         id: u64,
         by: String,
     },
+    /// Orders naming rooms were refused for want of stock or a halt since the last such
+    /// fact: demand the shows lost, added to the listings' tallies. Changes no stock.
+    LostDemand {
+        at: Timestamp,
+        entries: Vec<LostEntry>,
+    },
 }
 
 impl Fact {
@@ -141,7 +155,8 @@ impl Fact {
             | Fact::ListingHalted { at, .. }
             | Fact::ListingResumed { at, .. }
             | Fact::Tick { at }
-            | Fact::AlertAcknowledged { at, .. } => *at,
+            | Fact::AlertAcknowledged { at, .. }
+            | Fact::LostDemand { at, .. } => *at,
         }
     }
 
@@ -162,7 +177,8 @@ impl Fact {
             | Fact::ListingHalted { .. }
             | Fact::ListingResumed { .. }
             | Fact::Tick { .. }
-            | Fact::AlertAcknowledged { .. } => &[],
+            | Fact::AlertAcknowledged { .. }
+            | Fact::LostDemand { .. } => &[],
         }
     }
 
@@ -216,7 +232,8 @@ impl Fact {
             | Fact::ListingHalted { .. }
             | Fact::ListingResumed { .. }
             | Fact::Tick { .. }
-            | Fact::AlertAcknowledged { .. } => None,
+            | Fact::AlertAcknowledged { .. }
+            | Fact::LostDemand { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -244,6 +261,7 @@ impl Fact {
             Fact::ListingResumed { .. } => "listing_resumed",
             Fact::Tick { .. } => "tick",
             Fact::AlertAcknowledged { .. } => "alert_acknowledged",
+            Fact::LostDemand { .. } => "lost_demand",
         }
     }
 }

@@ -45,17 +45,18 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 pub use durable::DurableState;
 pub use error::{LedgerError, ReplayError};
-pub use fact::{Consumed, Fact, Stocks};
+pub use fact::{Consumed, Fact, LostEntry, Stocks};
 pub use room::{
-    Listing, ListingState, ListingTally, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX,
-    Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series,
+    Listing, ListingState, ListingTally, Lost, LostReason, PLAN_POINTS_MAX, PlanPoint,
+    PlatformLost, Policy, ROOM_LISTINGS_MAX, Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX,
+    SHOW_MS_MAX, Series,
 };
 pub use types::{
     ACKNOWLEDGER_CHARS_MAX, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX,
@@ -163,6 +164,9 @@ pub struct Ledger {
     /// The longest any lock was held by the last export, in nanoseconds: the pause a
     /// snapshot imposes on the operations that need that lock.
     export_longest_hold_ns: std::sync::atomic::AtomicU64,
+    /// Units refused since the last [`Ledger::flush_lost`], by room and SKU: counted as they
+    /// happen, in the journal (and in the tallies) once flushed. Taken after any stripe.
+    lost_pending: Mutex<HashMap<(RoomId, SkuId), Lost>>,
 }
 
 /// Where facts go the moment they happen. `append` is called with the stripes of the change
@@ -190,6 +194,7 @@ impl Ledger {
             room_writes: Mutex::new(()),
             snapshot_generation: std::sync::atomic::AtomicU32::new(0),
             export_longest_hold_ns: std::sync::atomic::AtomicU64::new(0),
+            lost_pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -274,14 +279,19 @@ impl Ledger {
             })?;
             let qty = line.qty.get();
             if rules == Rules::Enforce && movement.takes_available() {
-                entry.check_take(&line.sku, platform, qty)?;
+                let mut refused = entry.check_take(&line.sku, platform, qty).err();
                 if let Some(room) = &order.room
+                    && refused.is_none()
                     && entry.listing(room).is_some_and(|tally| tally.halted)
                 {
-                    return Err(LedgerError::ListingHalted {
+                    refused = Some(LedgerError::ListingHalted {
                         room: room.clone(),
                         sku: line.sku.clone(),
                     });
+                }
+                if let Some(error) = refused {
+                    self.count_lost(order, &error);
+                    return Err(error);
                 }
             }
             let plan = entry.plan(platform, movement, qty).ok_or_else(|| {
@@ -982,6 +992,62 @@ impl Ledger {
             self.record(&fact);
         }
         Ok(fact)
+    }
+
+    /// Counts a refused order as lost demand, when it names a room and was refused for want
+    /// of stock or a halt: every line's units, on the listing of its SKU in that room.
+    fn count_lost(&self, order: &OrderRequest, error: &LedgerError) {
+        let reason = match error {
+            LedgerError::InsufficientStock { .. } => LostReason::InsufficientStock,
+            LedgerError::Halted { .. } | LedgerError::ListingHalted { .. } => LostReason::Halted,
+            _ => return,
+        };
+        let Some(room) = &order.room else {
+            return;
+        };
+        let mut pending = self.lost_pending.lock();
+        for line in order.lines.iter() {
+            pending
+                .entry((room.clone(), line.sku.clone()))
+                .or_default()
+                .add(&order.platform, reason, line.qty.get());
+        }
+    }
+
+    /// Moves the units refused since the last call into the tallies of the listings that
+    /// still list their SKUs, as one fact for the journal; `None` when nothing was refused.
+    pub fn flush_lost(&self, now: Timestamp) -> Option<Fact> {
+        let pending = std::mem::take(&mut *self.lost_pending.lock());
+        if pending.is_empty() {
+            return None;
+        }
+        let mut pending: Vec<((RoomId, SkuId), Lost)> = pending.into_iter().collect();
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        let keys: Vec<SkuKey<'_>> = pending
+            .iter()
+            .map(|((_, sku), _)| self.sku_key(sku))
+            .collect();
+        let mut skus = self.lock_skus(&keys);
+        let mut entries = Vec::new();
+        for (((room, sku), lost), key) in pending.iter().zip(&keys) {
+            if let Some(tally) = skus
+                .entry_mut(key)
+                .and_then(|entry| entry.listing_mut(room))
+            {
+                tally.add_lost(now, lost);
+                entries.push(LostEntry {
+                    room: room.clone(),
+                    sku: sku.clone(),
+                    lost: lost.clone(),
+                });
+            }
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        let fact = Fact::LostDemand { at: now, entries };
+        self.record(&fact);
+        Some(fact)
     }
 
     /// Records that time passed, for the alert engine: nothing in the ledger moves.

@@ -113,6 +113,21 @@ impl Ledger {
             }
             // The alert engine's facts: nothing in the ledger moves.
             Fact::Tick { .. } | Fact::AlertAcknowledged { .. } => Ok(()),
+            Fact::LostDemand { at, entries } => {
+                // A listing removed since keeps no count, as when the fact was made.
+                for entry in entries {
+                    let key = self.sku_key(&entry.sku);
+                    let mut table = self.skus[key.stripe].0.lock();
+                    let generation = self.snapshot_generation();
+                    if let Some(tally) = table
+                        .find_mut(&key, generation)
+                        .and_then(|sku| sku.listing_mut(&entry.room))
+                    {
+                        tally.add_lost(*at, &entry.lost);
+                    }
+                }
+                Ok(())
+            }
             Fact::OrderReserved {
                 at,
                 order,

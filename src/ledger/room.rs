@@ -6,7 +6,9 @@
 //! the same critical section that moves the units, replay rebuilds it from the facts, and a
 //! snapshot carries it. A listing halted for its room refuses orders naming that room.
 
-use super::types::{InvalidValue, RoomId, SkuId, Stock};
+use smallvec::SmallVec;
+
+use super::types::{InvalidValue, Platform, RoomId, SkuId, Stock};
 use crate::clock::Timestamp;
 
 /// The longest show: two days.
@@ -247,6 +249,85 @@ impl Room {
     }
 }
 
+/// Why an order was refused, when the refusal is a sale lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    InsufficientStock,
+    Halted,
+}
+
+/// Units one platform's orders were refused, by why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformLost {
+    pub platform: Platform,
+    pub insufficient_stock: u64,
+    pub halted: u64,
+}
+
+/// Units refused to orders naming a room, per platform: demand the show lost. Counting it
+/// changes no stock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    pub platforms: SmallVec<[PlatformLost; 2]>,
+}
+
+impl Lost {
+    pub fn add(&mut self, platform: &Platform, reason: LostReason, units: u64) {
+        let index = match self
+            .platforms
+            .iter()
+            .position(|entry| &entry.platform == platform)
+        {
+            Some(index) => index,
+            None => {
+                self.platforms.push(PlatformLost {
+                    platform: platform.clone(),
+                    insufficient_stock: 0,
+                    halted: 0,
+                });
+                self.platforms.len() - 1
+            }
+        };
+        let entry = &mut self.platforms[index];
+        let count = match reason {
+            LostReason::InsufficientStock => &mut entry.insufficient_stock,
+            LostReason::Halted => &mut entry.halted,
+        };
+        *count = count.saturating_add(units);
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: &Lost) {
+        for entry in &other.platforms {
+            self.add(
+                &entry.platform,
+                LostReason::InsufficientStock,
+                entry.insufficient_stock,
+            );
+            self.add(&entry.platform, LostReason::Halted, entry.halted);
+        }
+    }
+
+    pub fn insufficient_stock(&self) -> u64 {
+        self.platforms
+            .iter()
+            .map(|entry| entry.insufficient_stock)
+            .sum()
+    }
+
+    pub fn halted(&self) -> u64 {
+        self.platforms.iter().map(|entry| entry.halted).sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.insufficient_stock().saturating_add(self.halted())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
 /// What a listing consumed, kept in its SKU's entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListingTally {
@@ -260,6 +341,10 @@ pub struct ListingTally {
     /// Locked + sold by orders naming the room, now.
     pub consumed: u64,
     pub series: Series,
+    /// Units refused to orders naming the room, as far as the journal holds them.
+    pub lost: Lost,
+    /// `lost.total()` at the end of each bucket, on the same schedule as `series`.
+    pub lost_series: Series,
 }
 
 /// `consumed` at the end of each bucket of the show, from its start up to the last change.
@@ -379,7 +464,15 @@ impl ListingTally {
             halted: false,
             consumed: 0,
             series: Series::for_room(room),
+            lost: Lost::default(),
+            lost_series: Series::for_room(room),
         }
+    }
+
+    /// Adds refused units the journal now holds, at `at`.
+    pub(crate) fn add_lost(&mut self, at: Timestamp, lost: &Lost) {
+        self.lost.merge(lost);
+        self.lost_series.record(at, self.lost.total());
     }
 
     /// Adds what a movement took and gives back, at `at`.
@@ -396,7 +489,8 @@ impl ListingTally {
             || series.bucket_ms != self.series.bucket_ms
             || series.buckets != self.series.buckets
         {
-            self.series = self.series.resampled(series, at, self.consumed);
+            self.series = self.series.resampled(series.clone(), at, self.consumed);
+            self.lost_series = self.lost_series.resampled(series, at, self.lost.total());
         }
     }
 }

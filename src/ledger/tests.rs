@@ -3130,3 +3130,134 @@ fn a_snapshot_taken_while_orders_flow_plus_the_facts_after_its_cut_is_the_ledger
         assert_eq!(image, end, "snapshot at fact {cut}");
     }
 }
+
+#[test]
+fn refused_orders_naming_a_room_are_lost_demand_and_change_no_stock() {
+    // Goal: an order naming a room refused for want of stock or for a halt counts every
+    // line's units on that room's listings, per platform and why, once flushed into a fact;
+    // it changes no stock. A quota refusal, an order naming no room, a SKU the room does not
+    // list count nothing. Replay and a snapshot keep the counts, and the lost series says
+    // when. Method: a room listing A (5 units) and B; refusals of each kind, two flushes,
+    // then replay of every fact and an export/import round trip.
+    let recorder = Arc::new(Recorder::default());
+    let ledger = Ledger::new(LedgerConfig::default());
+    ledger.attach(recorder.clone());
+    ledger
+        .put_sku(at(0), &sku_id("A"), total_update(5))
+        .expect("A");
+    let quota = SkuUpdate {
+        total: Some(100),
+        quotas: Some(vec![(platform("kuaishou"), 1)]),
+        ..SkuUpdate::default()
+    };
+    ledger.put_sku(at(0), &sku_id("B"), quota).expect("B");
+    ledger
+        .put_sku(at(0), &sku_id("C"), total_update(0))
+        .expect("C");
+    ledger
+        .put_room(at(0), room("r1", &[("A", 10), ("B", 10)]))
+        .expect("room");
+    ledger
+        .sell(at(1_000), in_room("o1", "r1", &[("A", 5)]))
+        .expect("the stock");
+    assert_eq!(ledger.flush_lost(at(1_100)), None, "nothing refused yet");
+    let before = ledger.skus();
+    let refused = [
+        // Sold out: 2 + 3 units of A lost on douyin, B's line on the same order too.
+        in_room("o2", "r1", &[("A", 2)]),
+        in_room("o3", "r1", &[("A", 3), ("B", 4)]),
+        // Another platform.
+        OrderRequest {
+            platform: platform("kuaishou"),
+            ..in_room("o4", "r1", &[("A", 1)])
+        },
+        // No room, a room that does not list C: nothing.
+        request("o5", "douyin", &[("A", 7)]),
+        in_room("o6", "r1", &[("C", 9)]),
+    ];
+    for order in refused {
+        assert!(ledger.reserve(at(2_000), order).is_err());
+    }
+    // A quota refusal is not a lost sale of the show.
+    ledger
+        .reserve(
+            at(2_000),
+            OrderRequest {
+                platform: platform("kuaishou"),
+                ..in_room("o7", "r1", &[("B", 1)])
+            },
+        )
+        .expect("within the quota");
+    let over_quota = OrderRequest {
+        platform: platform("kuaishou"),
+        ..in_room("o8", "r1", &[("B", 1)])
+    };
+    assert!(matches!(
+        ledger.reserve(at(2_000), over_quota),
+        Err(LedgerError::PlatformQuotaExceeded { .. })
+    ));
+    let changed_b = ledger.skus();
+    assert_eq!(
+        before
+            .iter()
+            .filter(|view| view.stock.sku != sku_id("B"))
+            .collect::<Vec<_>>(),
+        changed_b
+            .iter()
+            .filter(|view| view.stock.sku != sku_id("B"))
+            .collect::<Vec<_>>(),
+        "refusals move no stock"
+    );
+    let lost_of = |ledger: &Ledger, sku: &str| {
+        ledger
+            .listing(&room_id("r1"), &sku_id(sku))
+            .expect("listed")
+            .tally
+            .lost
+    };
+    assert!(
+        lost_of(&ledger, "A").is_empty(),
+        "counted only once flushed"
+    );
+    let fact = ledger.flush_lost(at(2_100)).expect("a fact");
+    assert!(matches!(&fact, Fact::LostDemand { entries, .. } if entries.len() == 2));
+    let a = lost_of(&ledger, "A");
+    assert_eq!((a.insufficient_stock(), a.halted(), a.total()), (6, 0, 6));
+    let douyin = a
+        .platforms
+        .iter()
+        .find(|entry| entry.platform == platform("douyin"))
+        .expect("douyin");
+    assert_eq!(douyin.insufficient_stock, 5);
+    assert_eq!(lost_of(&ledger, "B").insufficient_stock(), 4);
+
+    // A halted listing: what its orders ask is lost too, as halted.
+    ledger
+        .halt_listing(at(3_000), &room_id("r1"), &sku_id("B"), false)
+        .expect("halt");
+    assert!(
+        ledger
+            .sell(at(3_500), in_room("o9", "r1", &[("B", 8)]))
+            .is_err()
+    );
+    ledger.flush_lost(at(4 * MINUTE_MS)).expect("a fact");
+    let b = lost_of(&ledger, "B");
+    assert_eq!((b.insufficient_stock(), b.halted()), (4, 8));
+    let series = ledger
+        .listing(&room_id("r1"), &sku_id("B"))
+        .expect("listed")
+        .tally
+        .lost_series;
+    assert_eq!(series.at_bucket(series.bucket(at(2_100))), 4);
+    assert_eq!(series.at_bucket(series.bucket(at(4 * MINUTE_MS))), 12);
+
+    let facts = recorder.facts.lock().clone();
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in &facts {
+        assert_eq!(replayed.apply(fact), Ok(()), "replaying {fact:?}");
+    }
+    assert_eq!(replayed.room(&room_id("r1")), ledger.room(&room_id("r1")));
+    let (image, ()) = ledger.export(|| ());
+    let imported = Ledger::import(LedgerConfig::default(), image).expect("import");
+    assert_eq!(imported.room(&room_id("r1")), ledger.room(&room_id("r1")));
+}

@@ -841,6 +841,20 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
     );
 }
 
+/// Makes the log stream `stockpulse` as another program or version would, described so.
+async fn log_described(jetstream: &async_nats::jetstream::Context, description: &str) {
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "stockpulse".to_owned(),
+            description: Some(description.to_owned()),
+            subjects: vec!["stockpulse.log.>".to_owned()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("a stream described so");
+}
+
 #[tokio::test]
 async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
     // Goal: a node whose stream was made for something else (another record version, another
@@ -849,16 +863,7 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let nats = Nats::started(directory.path()).await;
     let jetstream = nats_client(&nats).await;
-    jetstream
-        .get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: "stockpulse".to_owned(),
-            description: Some("stockpulse log, record format 999".to_owned()),
-            subjects: vec!["stockpulse.log.>".to_owned()],
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("a stream of another record format");
+    log_described(&jetstream, "stockpulse log, record format 999").await;
     let mut node = Node::prepare(directory.path(), "a", &nats);
     node.launch();
     let code = node.exit_code(Duration::from_secs(20)).await;
@@ -867,6 +872,31 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
         node.log_text().contains("record format 999"),
         "{}",
         node.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes() {
+    // Goal: a log made by nodes of record format 4 (before lost demand) is one this node
+    // reads: it joins, leads, and the stream says format 5 from then on, so a node of the
+    // earlier format refuses it rather than stop on a record it does not know.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::started(directory.path()).await;
+    let jetstream = nats_client(&nats).await;
+    log_described(&jetstream, "stockpulse log, record format 4").await;
+    let mut node = Node::prepare(directory.path(), "a", &nats);
+    node.launch();
+    assert!(
+        crate::support::answers_within(&node.base, Duration::from_secs(20)).await,
+        "{}",
+        node.log_text()
+    );
+    let mut stream = jetstream.get_stream("stockpulse").await.expect("the log");
+    let info = stream.info().await.expect("its description");
+    assert_eq!(
+        info.config.description.as_deref(),
+        Some("stockpulse log, record format 5")
     );
 }
 

@@ -12,6 +12,7 @@ mod orders;
 mod protocol;
 mod push;
 mod rooms;
+mod show;
 mod skus;
 mod support;
 mod tidy;

@@ -148,6 +148,7 @@ async fn the_protocol_document_is_served_and_its_examples_hold() {
         "level",
         "hint",
         "listing",
+        "lost",
         "room",
         "alert",
         "alertState",

@@ -16,7 +16,7 @@ use crate::support::{TestServer, code};
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// A three-hour show from the test clock's start (12:00 to 15:00 UTC) listing each sku.
-fn show(listings: Value) -> Value {
+pub(crate) fn show(listings: Value) -> Value {
     json!({
         "name": "晚八点专场",
         "starts_at": "2026-11-25T12:00:00Z",

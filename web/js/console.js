@@ -89,6 +89,7 @@ function row(entry) {
     line.dataset.sku = entry.sku;
     line.innerHTML = `<td class="sku"></td><td class="level"></td><td class="available"></td>
       <td class="consumed"></td>
+      <td class="lost"></td>
       <td><input class="forecast" type="number" min="1"> <button class="save" type="button"></button></td>
       <td><input class="qty" type="number" min="1" value="50"> <button class="restock" type="button"></button></td>
       <td><button class="halt" type="button"></button></td>`;
@@ -108,6 +109,12 @@ function renderListing(entry) {
   level.textContent = t(entry.level);
   line.querySelector(".available").textContent = count(entry.stock.available);
   line.querySelector(".consumed").textContent = count(entry.consumed);
+  const lost = line.querySelector(".lost");
+  lost.textContent = count(entry.lost?.units ?? 0);
+  // Per platform and why, on hover.
+  lost.title = (entry.lost?.platforms ?? [])
+    .map((one) => `${one.platform}: ${t("soldOutShort")} ${count(one.insufficient_stock)} · ${t("halted")} ${count(one.halted)}`)
+    .join("\n");
   const forecast = line.querySelector(".forecast");
   if (document.activeElement !== forecast) forecast.value = entry.forecast;
   line.querySelector(".save").textContent = t("save");
@@ -194,6 +201,11 @@ function takeRoom(message) {
     case "listing": {
       const entry = listing(message.sku);
       if (entry) entry.halted = message.halted;
+      break;
+    }
+    case "lost": {
+      const entry = listing(message.sku);
+      if (entry) entry.lost = message.lost;
       break;
     }
     default:

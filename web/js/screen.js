@@ -41,6 +41,7 @@ function buildCards() {
         <span><span data-i18n="sold"></span><b data-field="sold"></b></span>
         <span><span data-i18n="consumed"></span><b data-field="consumed"></b></span>
         <span><span data-i18n="restock"></span><b data-field="restock"></b></span>
+        <span><span data-i18n="lost"></span><b data-field="lost"></b></span>
         <span class="halted" data-field="halted"></span>
       </div>
       <div class="sellout" data-field="sellout"></div>`;
@@ -74,6 +75,7 @@ function renderCard(sku) {
     (Date.parse(state.view.ends_at) - now) / 1000,
   );
   field("restock").textContent = count(entry.projection.suggested_restock);
+  field("lost").textContent = count(entry.lost?.units ?? 0);
   field("halted").textContent = entry.halted || entry.stock.halted ? t("halted") : "";
 }
 
@@ -200,6 +202,13 @@ function take(message) {
       renderCard(entry.sku);
       return;
     }
+    case "lost": {
+      const entry = listing(message.sku);
+      if (!entry) return;
+      entry.lost = message.lost;
+      renderCard(entry.sku);
+      return;
+    }
     default:
   }
 }
@@ -229,6 +238,7 @@ async function refresh() {
       if (!entry) continue;
       entry.projection = fresh.projection;
       entry.thresholds = fresh.thresholds;
+      entry.lost = fresh.lost;
       if (fresh.series.actual.length >= entry.series.actual.length) entry.series = fresh.series;
     }
     state.offset = Date.parse(view.now) - Date.now();

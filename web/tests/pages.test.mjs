@@ -206,6 +206,24 @@ test("the pages follow a live show", async (t) => {
     await page.close();
   });
 
+  await t.test("an order refused in the room shows as lost on the card", async () => {
+    // PEN halted in r1: an order naming r1 is refused, and its units are the show's loss.
+    assert.equal((await server.api("POST", "/api/v1/rooms/r1/listings/PEN/halt")).status, 200);
+    const refused = await server.api("POST", "/api/v1/orders", {
+      order_id: "refused-1",
+      sku: "PEN",
+      qty: 3,
+      platform: "douyin",
+      room: "r1",
+    });
+    assert.equal(refused.status, 409, JSON.stringify(refused.body));
+    await screen.waitForFunction(
+      () => document.querySelector('.card[data-sku="PEN"] [data-field="lost"]').textContent === "3",
+      null,
+      { timeout: 3000 },
+    );
+  });
+
   await t.test("the big screen speaks English too", async () => {
     const english = await watchedPage(browser, { viewport: { width: 1920, height: 1080 }, locale: "en-US" });
     await english.goto(`${server.base}/?room=r1&lang=en`);
