@@ -157,19 +157,28 @@ impl Demo {
         let mut listings = Vec::new();
         for script in &LINE_UP {
             let sku = SkuId::new(script.sku).ok()?;
+            // On a data directory an earlier demo used, the SKU keeps what it sold and gets
+            // its script's stock on top.
+            let committed = ledger
+                .sku(&sku)
+                .map_or(0, |view| view.stock.total - view.stock.available);
             let update = SkuUpdate {
                 name: Some(script.name.to_owned()),
-                total: Some(script.stock),
+                total: Some(committed + script.stock),
                 ..SkuUpdate::default()
             };
             if let Err(error) = ledger.put_sku(now, &sku, update) {
                 tracing::warn!(%sku, %error, "Demo SKU not created.");
                 return None;
             }
+            // Plans follow how each product sold in the earlier demos, when there were any.
+            let history = ledger.shows(&sku).unwrap_or_default();
+            let (plan, shape) = crate::ledger::history_plan(&history, 5, SHOW.as_millis() as u64);
             listings.push(Listing {
                 sku: sku.clone(),
                 forecast: script.forecast,
-                plan: Vec::new(),
+                plan,
+                shape,
                 policy: Policy {
                     auto_halt: script.auto_halt,
                     hot: script.hot,
@@ -346,7 +355,9 @@ pub(crate) async fn run(
         }
         let now = clock.now();
         if demo.over(now) {
-            tracing::info!("Demo show over; start again with --demo on a fresh data directory.");
+            tracing::info!(
+                "Demo show over; its report is at /report?room=demo, and --demo again on the same data directory plans the next show from this one."
+            );
             return;
         }
         demo.step(&ledger, now);
@@ -409,5 +420,34 @@ mod tests {
         }
         assert!(0 < halts);
         assert!(demo.halted_since.iter().all(Option::is_none));
+        // The show leaves its history, and the next demo on the same ledger plans by it.
+        ledger.flush_lost(now);
+        let ended = ledger.end_shows(now);
+        assert!(
+            matches!(ended.as_slice(), [crate::ledger::Fact::ShowEnded { records, .. }] if records.len() == LINE_UP.len()),
+            "seed {seed}: {ended:?}"
+        );
+        let later = now.saturating_add(Duration::from_secs(3600));
+        Demo::setup(&ledger, later, seed).expect("a second demo starts on the same ledger");
+        let room = ledger
+            .room(&RoomId::new(DEMO_ROOM).expect("room id"))
+            .expect("the demo room");
+        for listing in &room.listings {
+            assert_eq!(
+                listing.listing.shape,
+                crate::ledger::PlanShape::History { shows: 1 },
+                "seed {seed}: {}",
+                listing.listing.sku
+            );
+            assert_eq!(listing.stock.available, listing_stock(&listing.listing.sku));
+        }
+    }
+
+    /// The stock a listing's script puts on hand.
+    fn listing_stock(sku: &SkuId) -> u64 {
+        LINE_UP
+            .iter()
+            .find(|script| script.sku == sku.as_str())
+            .map_or(0, |script| script.stock)
     }
 }

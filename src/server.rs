@@ -421,9 +421,9 @@ fn lower_priority() {
     }
 }
 
-/// Expires due locks and journals the demand refused orders lost every [`SWEEP_INTERVAL`],
-/// forgets old finished orders every [`FORGET_INTERVAL`], and writes a snapshot once enough
-/// facts piled up, until cancelled.
+/// Expires due locks, journals the demand refused orders lost and ends the shows whose time
+/// is up every [`SWEEP_INTERVAL`], forgets old finished orders every [`FORGET_INTERVAL`],
+/// and writes a snapshot once enough facts piled up, until cancelled.
 async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,9 +459,11 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
         {
             sweeper.ledger.tick(now);
         }
-        // Refused orders' units go into the journal as lost demand, at most a sweep late.
+        // Refused orders' units go into the journal as lost demand, at most a sweep late;
+        // then shows whose end passed leave their records in their SKUs' histories.
         if sweeper.journal.healthy() {
             sweeper.ledger.flush_lost(now);
+            sweeper.ledger.end_shows(now);
         }
         let forget = tick_count.is_multiple_of(forget_every);
         // Ledger work that may take a while runs off the async workers, which serve requests.

@@ -95,6 +95,10 @@ pub struct Thresholds {
     /// The share of the forecast sold in the show by the tightening deadline (or now, when
     /// that is earlier): what the dynamic rule measured.
     pub early_share: f64,
+    /// The shares the dynamic rule compares with, the policy's scaled by the plan's pace:
+    /// tightened at `tighten_share` sold by the deadline, relaxed under `relax_share` now.
+    pub tighten_share: f64,
+    pub relax_share: f64,
 }
 
 /// One rule that holds the level where it is, with its numbers.
@@ -246,6 +250,19 @@ pub fn plan_share(room: &Room, listing: &Listing, elapsed_ms: u64) -> f64 {
     share(previous.1)
 }
 
+/// How far the plan expects to be `elapsed_ms` into the show against a straight line: 1
+/// for a straight line, above 1 for a plan that sells early, below 1 for a slow start. The
+/// dynamic rules' shares are those of a straight-line plan, scaled by it, so a listing
+/// selling to its shaped plan is neither ahead nor behind.
+fn pace(room: &Room, listing: &Listing, elapsed_ms: u64) -> f64 {
+    let show_ms = room.show_ms().max(1);
+    let linear = elapsed_ms.min(show_ms) as f64 / show_ms as f64;
+    if linear <= 0.0 {
+        return 1.0;
+    }
+    plan_share(room, listing, elapsed_ms) / linear
+}
+
 /// The thresholds in force for `inputs`.
 pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {
     let policy = &inputs.listing.policy;
@@ -262,10 +279,12 @@ pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {
         .series
         .interpolate(mark, inputs.now, inputs.consumed)
         .saturating_sub(inputs.series.before_start) as f64;
-    let adjustment = if share(policy.tighten_share) <= by_mark / forecast {
+    let tighten_at =
+        share(policy.tighten_share) * pace(room, inputs.listing, policy.tighten_within_ms);
+    let relax_under = share(policy.relax_share) * pace(room, inputs.listing, elapsed);
+    let adjustment = if tighten_at <= by_mark / forecast {
         Adjustment::Tightened
-    } else if policy.relax_after_ms <= elapsed
-        && (inputs.consumed as f64) / forecast < share(policy.relax_share)
+    } else if policy.relax_after_ms <= elapsed && (inputs.consumed as f64) / forecast < relax_under
     {
         Adjustment::Relaxed
     } else {
@@ -284,6 +303,8 @@ pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {
         coverage: share(policy.coverage) * lead / factor,
         adjustment,
         early_share: by_mark / forecast,
+        tighten_share: tighten_at,
+        relax_share: relax_under,
     }
 }
 
@@ -463,33 +484,36 @@ pub fn evaluate(inputs: &Inputs<'_>, previous: Option<LevelState>) -> Evaluation
     match thresholds.adjustment {
         Adjustment::None => {}
         Adjustment::Tightened => {
-            let (sold, within, factor) = (
+            let (sold, within, factor, at) = (
                 thresholds.early_share * 100.0,
                 policy.tighten_within_ms / 60_000,
                 share(policy.tighten_factor),
+                thresholds.tighten_share * 100.0,
             );
             reasons.push(Reason::new(
                 "tightened",
                 level,
-                (thresholds.early_share, share(policy.tighten_share)),
+                (thresholds.early_share, thresholds.tighten_share),
                 (
-                    format!("开播 {within} 分钟内已售出预估的 {sold:.0}%：阈值 × {factor:.2}"),
                     format!(
-                        "{sold:.0} % of the forecast sold within {within} min: thresholds × {factor:.2}"
+                        "开播 {within} 分钟内已售出预估的 {sold:.0}%（按计划 {at:.0}% 即收紧）：阈值 × {factor:.2}"
+                    ),
+                    format!(
+                        "{sold:.0} % of the forecast sold within {within} min (tightens at {at:.0} % on this plan): thresholds × {factor:.2}"
                     ),
                 ),
             ));
         }
         Adjustment::Relaxed => {
             let (under, after, factor) = (
-                share(policy.relax_share) * 100.0,
+                thresholds.relax_share * 100.0,
                 policy.relax_after_ms / 60_000,
                 share(policy.relax_factor),
             );
             reasons.push(Reason::new(
                 "relaxed",
                 level,
-                (forecast.consumed_share, share(policy.relax_share)),
+                (forecast.consumed_share, thresholds.relax_share),
                 (
                     format!("开播 {after} 分钟后售出不足预估的 {under:.0}%：阈值 × {factor:.2}"),
                     format!(

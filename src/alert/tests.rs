@@ -28,6 +28,7 @@ fn show(policy: Policy) -> Room {
             sku: SkuId::new("A").expect("sku id"),
             forecast: 1000,
             plan: Vec::new(),
+            shape: crate::ledger::PlanShape::Given,
             policy,
         }],
     }
@@ -634,4 +635,53 @@ fn an_engine_image_kept_before_reasons_had_chinese_words_reads_with_the_english_
     let words = &restored.recent[0].reasons[0];
     assert_eq!(words.en, reason.en);
     assert_eq!(words.zh_cn, reason.en);
+}
+
+/// The show of [`show`] with listing A planned by `shape`.
+fn shaped(shape: crate::ledger::PlanShape) -> Room {
+    let mut room = show(Policy::default());
+    let show_ms = room.show_ms();
+    room.listings[0].plan = shape.profile(show_ms).unwrap_or_default();
+    room.listings[0].shape = shape;
+    room
+}
+
+#[test]
+fn a_listing_selling_to_its_shaped_plan_is_neither_ahead_nor_behind() {
+    // Goal: the rules compare against the listing's own plan. A front-loaded product selling
+    // to its front-loaded plan stays green; the same sales against a straight line are far
+    // ahead of plan (tightened) and short of cover (yellow). A slow starter behind a straight
+    // line is relaxed (add interaction); against its own plan it is not.
+    // Figures by hand: a three-hour show, forecast 1,000, 1,200 on hand.
+    // Front-loaded (50 % by 36 min): 30 min in, the plan expects 500 × 30 / 36 = 416.7; the
+    // listing consumed 417, 783 left. Its pace against a straight line (16.7 % by then) is
+    // 2.5, so it tightens only at 0.4 × 2.5 = 100 %; the demand to come is 583.3, covered
+    // 1.2 × 583.3 = 700 ≤ 783: green. On a straight line: 41.7 % ≥ 40 % tightens (× 0.85),
+    // the coverage becomes 1.2 / 0.85 = 1.412, and 1.412 × 833.3 = 1,176 > 783: yellow.
+    // Slow start (10 % by 54 min, 30 % by 99 min): 60 min in, the plan expects 12.7 %;
+    // 95 consumed. On a straight line 9.5 % < 10 % relaxes; on its plan the pace is
+    // 0.127 / 0.333 = 0.38, so it relaxes only under 3.8 %: not relaxed.
+    use crate::ledger::PlanShape;
+    let minute_30 = 30 * MINUTE;
+    let front = shaped(PlanShape::FrontLoaded);
+    let on_plan = simple(&front, 417, 783, minute_30);
+    assert_eq!(on_plan.level, Level::Green, "{:?}", on_plan.reasons);
+    assert_eq!(on_plan.thresholds.adjustment, Adjustment::None);
+    assert!((on_plan.thresholds.tighten_share - 1.0).abs() < 1e-3);
+    assert!((on_plan.forecast.plan_share - 0.416_67).abs() < 1e-4);
+    let linear = simple(&show(Policy::default()), 417, 783, minute_30);
+    assert_eq!(linear.level, Level::Yellow);
+    assert_eq!(linear.thresholds.adjustment, Adjustment::Tightened);
+    assert_eq!(rules_of(&linear), ["coverage", "tightened"]);
+    assert!((linear.reasons[0].threshold - 1_176.47).abs() < 0.1);
+
+    let minute_60 = 60 * MINUTE;
+    let slow = shaped(PlanShape::SlowStart);
+    let behind_a_line = simple(&show(Policy::default()), 95, 1_105, minute_60);
+    assert_eq!(behind_a_line.thresholds.adjustment, Adjustment::Relaxed);
+    assert_eq!(behind_a_line.hint, Some(Hint::AddInteraction));
+    let on_its_plan = simple(&slow, 95, 1_105, minute_60);
+    assert_eq!(on_its_plan.thresholds.adjustment, Adjustment::None);
+    assert_eq!(on_its_plan.hint, None);
+    assert!((on_its_plan.thresholds.relax_share - 0.038).abs() < 1e-3);
 }

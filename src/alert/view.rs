@@ -55,6 +55,47 @@ pub struct ListingView {
     pub policy: PolicyView,
     pub series: SeriesView,
     pub lost: LostView,
+    pub plan_shape: PlanShapeView,
+}
+
+/// How the listing's plan was made: `linear`, `points`, `front_loaded`, `slow_start` or
+/// `history` (with the finished shows it averages); `note` says why a plan asked to follow
+/// history is a straight line.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PlanShapeView {
+    pub shape: &'static str,
+    pub shows: Option<u32>,
+    pub note: Option<Words>,
+}
+
+/// Words in Chinese and English: the pages choose.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Words {
+    #[serde(rename = "zh-CN")]
+    pub zh_cn: &'static str,
+    pub en: &'static str,
+}
+
+impl PlanShapeView {
+    fn of(listing: &crate::ledger::Listing) -> PlanShapeView {
+        use crate::ledger::PlanShape;
+        let (shape, shows, note) = match listing.shape {
+            PlanShape::Given if listing.plan.is_empty() => ("linear", None, None),
+            PlanShape::Given => ("points", None, None),
+            PlanShape::FrontLoaded => ("front_loaded", None, None),
+            PlanShape::SlowStart => ("slow_start", None, None),
+            PlanShape::History { shows } => ("history", Some(shows), None),
+            PlanShape::NoHistory => (
+                "linear",
+                None,
+                Some(Words {
+                    zh_cn: "该商品还没有卖出过的已结束场次，按直线计划",
+                    en: "no finished show of this SKU sold anything yet: a straight line",
+                }),
+            ),
+        };
+        PlanShapeView { shape, shows, note }
+    }
 }
 
 /// Units refused to orders naming the room, for want of stock or a halt: sales the show
@@ -324,6 +365,7 @@ pub(super) fn listing_view(
         hint: evaluation.hint.map(HintView::from),
         policy: PolicyView::from(&state.listing.policy),
         lost: lost_view(state, now),
+        plan_shape: PlanShapeView::of(&state.listing),
         series: SeriesView {
             bucket_s: series.bucket_ms as f64 / 1000.0,
             before_start: series.before_start,

@@ -146,6 +146,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/skus", get(skus::list))
         .route("/skus/{sku}", get(skus::get).put(skus::put))
         .route("/skus/{sku}/restock", post(skus::restock))
+        .route("/skus/{sku}/history", get(skus::history))
         .route("/skus/{sku}/halt", post(skus::halt))
         .route("/skus/{sku}/resume", post(skus::resume))
         .route("/rooms", get(rooms::list))

@@ -15,8 +15,8 @@ use super::extract::{ApiJson, ApiPath};
 use crate::alert::RoomView;
 use crate::clock::{Rfc3339, Timestamp};
 use crate::ledger::{
-    LedgerError, Listing, PLAN_POINTS_MAX, PlanPoint, Policy, ROOM_LISTINGS_MAX, Room, RoomId,
-    SkuId,
+    LedgerError, Listing, PLAN_POINTS_MAX, PlanPoint, PlanShape, Policy, ROOM_LISTINGS_MAX, Room,
+    RoomId, SHOWS_KEPT_MAX, ShowRecord, SkuId,
 };
 
 /// Longest room name accepted, in bytes.
@@ -41,11 +41,103 @@ pub(crate) struct ListingBody {
     sku: String,
     /// Units expected to sell in this show.
     forecast: i64,
-    /// The plan curve: the share of the forecast expected by each point; linear when absent.
+    /// The plan curve: the share of the forecast expected by each point, or a shape; a
+    /// straight line when absent.
     #[serde(default)]
-    plan: Vec<PlanPointBody>,
+    plan: Option<PlanBody>,
     #[serde(default)]
     policy: PolicyBody,
+}
+
+/// A plan: its corners, or how to shape it.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum PlanBody {
+    /// The share of the forecast expected by each point, straight lines between them.
+    Points(Vec<PlanPointBody>),
+    Shape(ShapeBody),
+}
+
+/// A plan shaped like the product sells (docs/ALERTS.md).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShapeBody {
+    shape: ShapeName,
+    /// With `history`: how many of the SKU's latest finished shows to average (5).
+    #[schema(minimum = 1, maximum = 20)]
+    shows: Option<u32>,
+}
+
+/// `linear` (a straight line), `front_loaded` (开场即巅峰: half the forecast in the first
+/// fifth of the show), `slow_start` (慢热型: most in the second half), or `history` (the
+/// average curve of the SKU's latest finished shows; a straight line when it has none).
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ShapeName {
+    Linear,
+    FrontLoaded,
+    SlowStart,
+    History,
+}
+
+/// Shows a `history` plan averages unless told.
+const HISTORY_SHOWS_DEFAULT: u32 = 5;
+
+impl PlanBody {
+    /// The plan's corners over a show of `show_ms`, and how they were made; `history` gives
+    /// the SKU's finished shows.
+    fn resolve(
+        self,
+        show_ms: u64,
+        history: impl FnOnce() -> Vec<ShowRecord>,
+    ) -> Result<(Vec<PlanPoint>, PlanShape), ApiError> {
+        let (name, shows) = match self {
+            PlanBody::Points(points) => {
+                if PLAN_POINTS_MAX < points.len() {
+                    return Err(ApiError::invalid(format!(
+                        "a plan has at most {PLAN_POINTS_MAX} points"
+                    )));
+                }
+                let points = points
+                    .into_iter()
+                    .map(|point| {
+                        Ok(PlanPoint {
+                            elapsed_ms: millis("plan.elapsed_s", point.elapsed_s)?,
+                            share: thousandths("plan.share", point.share)?,
+                        })
+                    })
+                    .collect::<Result<_, ApiError>>()?;
+                return Ok((points, PlanShape::Given));
+            }
+            PlanBody::Shape(ShapeBody { shape, shows }) => (shape, shows),
+        };
+        if shows.is_some() && !matches!(name, ShapeName::History) {
+            return Err(ApiError::invalid(
+                "plan.shows goes with the history shape only",
+            ));
+        }
+        let resolved = match name {
+            ShapeName::Linear => (Vec::new(), PlanShape::Given),
+            ShapeName::FrontLoaded => (
+                PlanShape::FrontLoaded.profile(show_ms).unwrap_or_default(),
+                PlanShape::FrontLoaded,
+            ),
+            ShapeName::SlowStart => (
+                PlanShape::SlowStart.profile(show_ms).unwrap_or_default(),
+                PlanShape::SlowStart,
+            ),
+            ShapeName::History => {
+                let asked = shows.unwrap_or(HISTORY_SHOWS_DEFAULT);
+                if !(1..=SHOWS_KEPT_MAX as u32).contains(&asked) {
+                    return Err(ApiError::invalid(format!(
+                        "plan.shows must be between 1 and {SHOWS_KEPT_MAX}, got {asked}"
+                    )));
+                }
+                crate::ledger::history_plan(&history(), asked as usize, show_ms)
+            }
+        };
+        Ok(resolved)
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -181,7 +273,13 @@ fn parse_time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
 }
 
 impl PutRoomRequest {
-    fn into_room(self, id: RoomId) -> Result<Room, ApiError> {
+    /// The room this body describes; `history` gives a SKU's finished shows, for plans
+    /// shaped by them.
+    fn into_room(
+        self,
+        id: RoomId,
+        history: &dyn Fn(&SkuId) -> Vec<ShowRecord>,
+    ) -> Result<Room, ApiError> {
         let name = self.name.unwrap_or_default();
         if ROOM_NAME_BYTES_MAX < name.len() || name.chars().any(char::is_control) {
             return Err(ApiError::invalid(format!(
@@ -199,11 +297,6 @@ impl PutRoomRequest {
             .listings
             .into_iter()
             .map(|listing| {
-                if PLAN_POINTS_MAX < listing.plan.len() {
-                    return Err(ApiError::invalid(format!(
-                        "a plan has at most {PLAN_POINTS_MAX} points"
-                    )));
-                }
                 let forecast = u64::try_from(listing.forecast)
                     .ok()
                     .filter(|forecast| 0 < *forecast)
@@ -213,19 +306,17 @@ impl PutRoomRequest {
                             listing.forecast
                         ))
                     })?;
+                let sku = SkuId::new(&listing.sku)?;
+                let show_ms = ends_at.as_millis().saturating_sub(starts_at.as_millis());
+                let (plan, shape) = match listing.plan {
+                    Some(plan) => plan.resolve(show_ms, || history(&sku))?,
+                    None => (Vec::new(), PlanShape::Given),
+                };
                 Ok(Listing {
-                    sku: SkuId::new(&listing.sku)?,
+                    sku,
                     forecast,
-                    plan: listing
-                        .plan
-                        .into_iter()
-                        .map(|point| {
-                            Ok(PlanPoint {
-                                elapsed_ms: millis("plan.elapsed_s", point.elapsed_s)?,
-                                share: thousandths("plan.share", point.share)?,
-                            })
-                        })
-                        .collect::<Result<_, ApiError>>()?,
+                    plan,
+                    shape,
                     policy: listing.policy.into_policy()?,
                 })
             })
@@ -249,7 +340,7 @@ pub(crate) fn decode_room(bytes: &[u8]) -> bool {
     };
     serde_json::from_slice::<PutRoomRequest>(bytes)
         .ok()
-        .is_some_and(|body| body.into_room(id).is_ok())
+        .is_some_and(|body| body.into_room(id, &|_| Vec::new()).is_ok())
 }
 
 fn room_id(raw: &str) -> Result<RoomId, ApiError> {
@@ -277,7 +368,9 @@ pub(crate) async fn put(
     ApiJson(body): ApiJson<PutRoomRequest>,
 ) -> Result<Json<RoomView>, ApiError> {
     let id = room_id(&room)?;
-    let room = body.into_room(id.clone())?;
+    let room = body.into_room(id.clone(), &|sku| {
+        shared.ledger.shows(sku).unwrap_or_default()
+    })?;
     shared.writable()?;
     shared.ledger.put_room(shared.now(), room)?;
     // The view reads durable state, so it is taken once this change is durable.

@@ -163,3 +163,98 @@ pub(crate) async fn resume(
     shared.durable().await?;
     Ok(answer)
 }
+
+/// Finished shows a suggested forecast averages.
+const SUGGESTION_SHOWS: usize = 5;
+
+/// One finished show of a SKU.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ShowView {
+    room: String,
+    /// The show's title.
+    name: String,
+    #[schema(value_type = String, format = DateTime)]
+    starts_at: crate::clock::Rfc3339,
+    #[schema(value_type = String, format = DateTime)]
+    ends_at: crate::clock::Rfc3339,
+    forecast: u64,
+    /// Consumed during the show (locked + sold by orders naming the room).
+    consumed: u64,
+    /// Units refused to the show's orders (for want of stock, or halted).
+    lost: u64,
+    /// What buyers asked for: consumed + lost.
+    demand: u64,
+    /// consumed / forecast.
+    accuracy: f64,
+    /// The fastest rate of the show, units a minute, and when.
+    peak_per_min: f64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    peak_at: Option<crate::clock::Rfc3339>,
+    /// The share of `consumed` reached at each twentieth of the show (21 values from 0 to
+    /// 1); empty when nothing was consumed.
+    curve: Vec<f64>,
+}
+
+/// A SKU's finished shows, newest first, and the forecast they suggest.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct HistoryResponse {
+    sku: String,
+    shows: Vec<ShowView>,
+    /// The mean demand (consumed + lost) of the latest five shows, rounded up; `null`
+    /// without any.
+    suggested_forecast: Option<u64>,
+    /// How many shows the suggestion averages.
+    suggested_from: usize,
+}
+
+#[utoipa::path(get, path = "/api/v1/skus/{sku}/history", tag = "skus",
+    params(("sku" = String, Path, description = "SKU id")),
+    responses(
+        (status = 200, description = "The SKU's latest finished shows (at most 20), newest first, with their forecast, consumption, lost demand, peak and normalised curve, and a suggested forecast", body = HistoryResponse),
+        (status = 404, description = "No such SKU", body = ErrorBody)))]
+pub(crate) async fn history(
+    State(shared): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let sku = sku_id(&sku)?;
+    let shows = shared
+        .ledger
+        .shows(&sku)
+        .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
+    let recent: Vec<u64> = shows
+        .iter()
+        .rev()
+        .take(SUGGESTION_SHOWS)
+        .map(|show| show.consumed.saturating_add(show.lost))
+        .collect();
+    let suggested_forecast =
+        (!recent.is_empty()).then(|| recent.iter().sum::<u64>().div_ceil(recent.len() as u64));
+    let shows = shows
+        .into_iter()
+        .rev()
+        .map(|show| ShowView {
+            room: show.room.as_str().to_owned(),
+            accuracy: show.consumed as f64 / show.forecast.max(1) as f64,
+            peak_per_min: show.peak_per_min(),
+            peak_at: show.peak_at.map(crate::clock::Rfc3339),
+            demand: show.consumed.saturating_add(show.lost),
+            curve: show
+                .curve
+                .iter()
+                .map(|share| f64::from(*share) / 1000.0)
+                .collect(),
+            name: show.name,
+            starts_at: crate::clock::Rfc3339(show.starts_at),
+            ends_at: crate::clock::Rfc3339(show.ends_at),
+            forecast: show.forecast,
+            consumed: show.consumed,
+            lost: show.lost,
+        })
+        .collect();
+    Ok(Json(HistoryResponse {
+        sku: sku.to_string(),
+        shows,
+        suggested_forecast,
+        suggested_from: recent.len(),
+    }))
+}

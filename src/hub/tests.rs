@@ -86,6 +86,7 @@ fn room(ledger: &Ledger, hub: &Hub, feed: &Feed) {
             sku: SkuId::new("A").expect("id"),
             forecast: 10,
             plan: Vec::new(),
+            shape: crate::ledger::PlanShape::Given,
             policy: crate::ledger::Policy {
                 auto_halt: true,
                 ..crate::ledger::Policy::default()

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::ledger::{
     Consumed, Fact, LedgerImage, Line, Lines, Listing, ListingTally, Lost, LostEntry, OrderId,
-    OrderImage, OrderRequest, OrderStatus, PlanPoint, Platform, PlatformLost, Policy, Qty,
-    RestockId, Room, RoomId, Series, SkuId, SkuImage, SkuSettings, Stock, Stocks,
+    OrderImage, OrderRequest, OrderStatus, PlanPoint, PlanShape, Platform, PlatformLost, Policy,
+    Qty, RestockId, Room, RoomId, Series, ShowRecord, SkuId, SkuImage, SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -185,6 +185,71 @@ enum FactRecord<'a> {
         #[serde(borrow)]
         entries: Vec<LostRecord<'a>>,
     },
+    ShowEnded {
+        at: u64,
+        #[serde(borrow)]
+        records: Vec<(Cow<'a, str>, ShowRecordRecord<'a>)>,
+    },
+}
+
+/// What a finished show left of one listing (see `ledger::ShowRecord`).
+#[derive(Serialize, Deserialize)]
+struct ShowRecordRecord<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    starts_at: u64,
+    ends_at: u64,
+    forecast: u64,
+    consumed: u64,
+    lost: u64,
+    peak_units: u64,
+    bucket_ms: u64,
+    peak_at: Option<u64>,
+    curve: Vec<u16>,
+}
+
+fn show_record_record(record: &ShowRecord) -> ShowRecordRecord<'_> {
+    ShowRecordRecord {
+        room: Cow::Borrowed(record.room.as_str()),
+        name: Cow::Borrowed(&record.name),
+        starts_at: record.starts_at.as_millis(),
+        ends_at: record.ends_at.as_millis(),
+        forecast: record.forecast,
+        consumed: record.consumed,
+        lost: record.lost,
+        peak_units: record.peak_units,
+        bucket_ms: record.bucket_ms,
+        peak_at: record.peak_at.map(Timestamp::as_millis),
+        curve: record.curve.clone(),
+    }
+}
+
+fn show_record(record: ShowRecordRecord<'_>) -> Result<ShowRecord, DecodeError> {
+    let curve_fits = record.curve.is_empty()
+        || (record.curve.len() == crate::ledger::CURVE_POINTS
+            && record.curve.windows(2).all(|pair| pair[0] <= pair[1])
+            && record.curve.last() == Some(&1000));
+    if !curve_fits || record.ends_at < record.starts_at || record.bucket_ms == 0 {
+        return Err(DecodeError::Value(format!(
+            "the record of show {} at {} does not fit a show",
+            record.room, record.starts_at
+        )));
+    }
+    Ok(ShowRecord {
+        room: value(RoomId::new(&record.room))?,
+        name: record.name.into_owned(),
+        starts_at: Timestamp::from_millis(record.starts_at),
+        ends_at: Timestamp::from_millis(record.ends_at),
+        forecast: record.forecast,
+        consumed: record.consumed,
+        lost: record.lost,
+        peak_units: record.peak_units,
+        bucket_ms: record.bucket_ms,
+        peak_at: record.peak_at.map(Timestamp::from_millis),
+        curve: record.curve,
+    })
 }
 
 /// Units refused to orders naming a room, on one listing: (platform, for want of stock,
@@ -256,6 +321,33 @@ struct ListingRecord<'a> {
     /// (elapsed ms, share in thousandths) per plan point.
     plan: Vec<(u64, u32)>,
     policy: PolicyRecord,
+    /// How the plan was made: 0 given (absent in earlier records), 1 front-loaded, 2 slow
+    /// start, 3 history (of `shape_shows` shows), 4 history asked for, none found.
+    #[serde(default)]
+    shape: u8,
+    #[serde(default)]
+    shape_shows: u32,
+}
+
+fn shape_record(shape: PlanShape) -> (u8, u32) {
+    match shape {
+        PlanShape::Given => (0, 0),
+        PlanShape::FrontLoaded => (1, 0),
+        PlanShape::SlowStart => (2, 0),
+        PlanShape::History { shows } => (3, shows),
+        PlanShape::NoHistory => (4, 0),
+    }
+}
+
+fn shape(code: u8, shows: u32) -> Result<PlanShape, DecodeError> {
+    Ok(match code {
+        0 => PlanShape::Given,
+        1 => PlanShape::FrontLoaded,
+        2 => PlanShape::SlowStart,
+        3 => PlanShape::History { shows },
+        4 => PlanShape::NoHistory,
+        other => return Err(DecodeError::Value(format!("unknown plan shape {other}"))),
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -355,6 +447,8 @@ fn room_record(room: &Room) -> RoomRecord<'_> {
                     .map(|point| (point.elapsed_ms, point.share))
                     .collect(),
                 policy: policy_record(&listing.policy),
+                shape: shape_record(listing.shape).0,
+                shape_shows: shape_record(listing.shape).1,
             })
             .collect(),
     }
@@ -378,6 +472,7 @@ fn room(record: RoomRecord<'_>) -> Result<Arc<Room>, DecodeError> {
                         .into_iter()
                         .map(|(elapsed_ms, share)| PlanPoint { elapsed_ms, share })
                         .collect(),
+                    shape: shape(listing.shape, listing.shape_shows)?,
                     policy: policy(listing.policy),
                 })
             })
@@ -630,6 +725,13 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             id: *id,
             by: Cow::Borrowed(by.as_str()),
         },
+        Fact::ShowEnded { records, .. } => FactRecord::ShowEnded {
+            at,
+            records: records
+                .iter()
+                .map(|(sku, record)| (Cow::Borrowed(sku.as_str()), show_record_record(record)))
+                .collect(),
+        },
         Fact::LostDemand { entries, .. } => FactRecord::LostDemand {
             at,
             entries: entries
@@ -813,6 +915,13 @@ pub(super) fn decode_fact(
             id,
             by: acknowledger(&by)?,
         },
+        FactRecord::ShowEnded { at: time, records } => Fact::ShowEnded {
+            at: at(time),
+            records: records
+                .into_iter()
+                .map(|(sku, record)| Ok((value(SkuId::new(&sku))?, show_record(record)?)))
+                .collect::<Result<_, DecodeError>>()?,
+        },
         FactRecord::LostDemand { at: time, entries } => Fact::LostDemand {
             at: at(time),
             entries: entries
@@ -842,6 +951,9 @@ struct SkuImageRecord<'a> {
     restocks: Vec<(Cow<'a, str>, u64)>,
     #[serde(borrow, default)]
     listings: Vec<TallyRecord<'a>>,
+    /// Added with show histories: none when absent.
+    #[serde(borrow, default)]
+    shows: Vec<ShowRecordRecord<'a>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -912,6 +1024,7 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                     .map(|(id, qty)| (Cow::Borrowed(id.as_str()), *qty))
                     .collect(),
                 listings: sku.listings.iter().map(tally_record).collect(),
+                shows: sku.shows.iter().map(show_record_record).collect(),
             })
             .collect(),
         rooms: image.rooms.iter().map(|room| room_record(room)).collect(),
@@ -960,6 +1073,11 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                         .listings
                         .into_iter()
                         .map(tally)
+                        .collect::<Result<_, DecodeError>>()?,
+                    shows: sku
+                        .shows
+                        .into_iter()
+                        .map(show_record)
                         .collect::<Result<_, DecodeError>>()?,
                 })
             })

@@ -65,6 +65,7 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
                     elapsed_ms: 3_600_000,
                     share: 600,
                 }],
+                shape: crate::ledger::PlanShape::Given,
                 policy: crate::ledger::Policy {
                     auto_halt: true,
                     ..crate::ledger::Policy::default()

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::room::{Lost, Room};
+use super::show::ShowRecord;
 use super::types::{OrderId, OrderRequest, RestockId, RoomId, SkuId, SkuSettings, Stock};
 use crate::clock::Timestamp;
 
@@ -136,6 +137,12 @@ pub enum Fact {
         at: Timestamp,
         entries: Vec<LostEntry>,
     },
+    /// A show ended: what each of its listings leaves in its SKU's history. Changes no
+    /// stock.
+    ShowEnded {
+        at: Timestamp,
+        records: Vec<(SkuId, ShowRecord)>,
+    },
 }
 
 impl Fact {
@@ -156,7 +163,8 @@ impl Fact {
             | Fact::ListingResumed { at, .. }
             | Fact::Tick { at }
             | Fact::AlertAcknowledged { at, .. }
-            | Fact::LostDemand { at, .. } => *at,
+            | Fact::LostDemand { at, .. }
+            | Fact::ShowEnded { at, .. } => *at,
         }
     }
 
@@ -178,7 +186,8 @@ impl Fact {
             | Fact::ListingResumed { .. }
             | Fact::Tick { .. }
             | Fact::AlertAcknowledged { .. }
-            | Fact::LostDemand { .. } => &[],
+            | Fact::LostDemand { .. }
+            | Fact::ShowEnded { .. } => &[],
         }
     }
 
@@ -233,7 +242,8 @@ impl Fact {
             | Fact::ListingResumed { .. }
             | Fact::Tick { .. }
             | Fact::AlertAcknowledged { .. }
-            | Fact::LostDemand { .. } => None,
+            | Fact::LostDemand { .. }
+            | Fact::ShowEnded { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -262,6 +272,7 @@ impl Fact {
             Fact::Tick { .. } => "tick",
             Fact::AlertAcknowledged { .. } => "alert_acknowledged",
             Fact::LostDemand { .. } => "lost_demand",
+            Fact::ShowEnded { .. } => "show_ended",
         }
     }
 }

@@ -189,6 +189,7 @@ impl Ledger {
                     .rev()
                     .collect(),
                 listings: sku.listings,
+                shows: sku.shows,
             };
             let key = ledger.sku_key(&sku.stock.sku);
             let mut table: parking_lot::MutexGuard<'_, SkuTable> = ledger.skus[key.stripe].0.lock();

@@ -33,6 +33,7 @@ mod image;
 mod order;
 mod replay;
 mod room;
+mod show;
 mod sku;
 mod stripe;
 mod types;
@@ -54,10 +55,11 @@ pub use durable::DurableState;
 pub use error::{LedgerError, ReplayError};
 pub use fact::{Consumed, Fact, LostEntry, Stocks};
 pub use room::{
-    Listing, ListingState, ListingTally, Lost, LostReason, PLAN_POINTS_MAX, PlanPoint,
+    Listing, ListingState, ListingTally, Lost, LostReason, PLAN_POINTS_MAX, PlanPoint, PlanShape,
     PlatformLost, Policy, ROOM_LISTINGS_MAX, Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX,
-    SHOW_MS_MAX, Series,
+    SHOW_MS_MAX, Series, corners_over,
 };
+pub use show::{CURVE_POINTS, SHOWS_KEPT_MAX, ShowRecord, average_curve, history_plan};
 pub use types::{
     ACKNOWLEDGER_CHARS_MAX, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX,
     OrderId, OrderRequest, OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId,
@@ -167,6 +169,9 @@ pub struct Ledger {
     /// Units refused since the last [`Ledger::flush_lost`], by room and SKU: counted as they
     /// happen, in the journal (and in the tallies) once flushed. Taken after any stripe.
     lost_pending: Mutex<HashMap<(RoomId, SkuId), Lost>>,
+    /// The shows (room, start) whose end is in the SKUs' histories already: looked up here
+    /// first so the sweeper does not lock their SKUs again every time.
+    shows_ended: Mutex<std::collections::HashSet<(RoomId, Timestamp, Timestamp)>>,
 }
 
 /// Where facts go the moment they happen. `append` is called with the stripes of the change
@@ -195,6 +200,7 @@ impl Ledger {
             snapshot_generation: std::sync::atomic::AtomicU32::new(0),
             export_longest_hold_ns: std::sync::atomic::AtomicU64::new(0),
             lost_pending: Mutex::new(HashMap::new()),
+            shows_ended: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -1048,6 +1054,79 @@ impl Ledger {
         let fact = Fact::LostDemand { at: now, entries };
         self.record(&fact);
         Some(fact)
+    }
+
+    /// Ends every show whose end time has passed and whose end is not recorded yet: each of
+    /// its listings leaves a [`ShowRecord`] in its SKU's history, one fact per show.
+    pub fn end_shows(&self, now: Timestamp) -> Vec<Fact> {
+        let ended: Vec<Arc<Room>> = {
+            let recorded = self.shows_ended.lock();
+            self.rooms
+                .read()
+                .values()
+                .filter(|room| {
+                    room.ends_at <= now
+                        && !room.listings.is_empty()
+                        && !recorded.contains(&(room.id.clone(), room.starts_at, room.ends_at))
+                })
+                .cloned()
+                .collect()
+        };
+        let mut facts = Vec::new();
+        for room in ended {
+            let keys: Vec<SkuKey<'_>> = room
+                .listings
+                .iter()
+                .map(|listing| self.sku_key(&listing.sku))
+                .collect();
+            let mut skus = self.lock_skus(&keys);
+            // The room may have moved to another schedule since it was read: a tally on
+            // another schedule is another show.
+            let current = self
+                .rooms
+                .read()
+                .get(&room.id)
+                .is_some_and(|now_room| Arc::ptr_eq(now_room, &room));
+            let mut records = Vec::new();
+            let mut known = false;
+            for (listing, key) in room.listings.iter().zip(&keys) {
+                let Some(entry) = skus.entry(key) else {
+                    continue;
+                };
+                let Some(tally) = entry.listing(&room.id) else {
+                    continue;
+                };
+                let record = ShowRecord::of(&room, listing, tally);
+                known |= entry.shows.iter().any(|kept| kept.same_show(&record));
+                records.push((key, record));
+            }
+            if current && !known && !records.is_empty() {
+                for (key, record) in &records {
+                    if let Some(entry) = skus.entry_mut(key) {
+                        show::remember(&mut entry.shows, record.clone());
+                    }
+                }
+                let records = records
+                    .into_iter()
+                    .map(|(key, record)| (key.sku.clone(), record))
+                    .collect();
+                let fact = Fact::ShowEnded { at: now, records };
+                self.record(&fact);
+                facts.push(fact);
+            }
+            drop(skus);
+            self.shows_ended
+                .lock()
+                .insert((room.id.clone(), room.starts_at, room.ends_at));
+        }
+        facts
+    }
+
+    /// The latest finished shows of `sku`, oldest first.
+    pub fn shows(&self, sku: &SkuId) -> Option<Vec<ShowRecord>> {
+        let key = self.sku_key(sku);
+        let table = self.skus[key.stripe].0.lock();
+        table.find(&key).map(|slot| slot.shows.clone())
     }
 
     /// Records that time passed, for the alert engine: nothing in the ledger moves.

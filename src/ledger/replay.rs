@@ -113,6 +113,17 @@ impl Ledger {
             }
             // The alert engine's facts: nothing in the ledger moves.
             Fact::Tick { .. } | Fact::AlertAcknowledged { .. } => Ok(()),
+            Fact::ShowEnded { records, .. } => {
+                for (sku, record) in records {
+                    let key = self.sku_key(sku);
+                    let mut table = self.skus[key.stripe].0.lock();
+                    let generation = self.snapshot_generation();
+                    if let Some(entry) = table.find_mut(&key, generation) {
+                        super::show::remember(&mut entry.shows, record.clone());
+                    }
+                }
+                Ok(())
+            }
             Fact::LostDemand { at, entries } => {
                 // A listing removed since keeps no count, as when the fact was made.
                 for entry in entries {

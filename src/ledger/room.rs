@@ -141,6 +141,57 @@ pub struct PlanPoint {
     pub share: u32,
 }
 
+/// How a listing's plan curve was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlanShape {
+    /// A straight line over the show (`plan` empty), or the corners given (`plan`).
+    #[default]
+    Given,
+    /// Most of the forecast in the first pitch (开场即巅峰).
+    FrontLoaded,
+    /// Little at first, most in the second half (慢热型).
+    SlowStart,
+    /// The average curve of the SKU's latest `shows` finished shows.
+    History { shows: u32 },
+    /// History was asked for and the SKU has no finished show that sold: a straight line.
+    NoHistory,
+}
+
+/// The named profiles' corners: (thousandths of the show, thousandths of the forecast).
+const FRONT_LOADED: &[(u64, u32)] = &[(200, 500), (400, 750), (700, 920), (1000, 1000)];
+const SLOW_START: &[(u64, u32)] = &[(300, 100), (550, 300), (800, 700), (1000, 1000)];
+
+impl PlanShape {
+    /// A named profile's corners over a show of `show_ms`; `None` for other shapes.
+    pub fn profile(self, show_ms: u64) -> Option<Vec<PlanPoint>> {
+        let corners = match self {
+            PlanShape::FrontLoaded => FRONT_LOADED,
+            PlanShape::SlowStart => SLOW_START,
+            _ => return None,
+        };
+        Some(corners_over(corners.iter().copied(), show_ms))
+    }
+}
+
+/// Corners given in thousandths of a show, over a show of `show_ms`.
+pub fn corners_over(corners: impl Iterator<Item = (u64, u32)>, show_ms: u64) -> Vec<PlanPoint> {
+    let mut points: Vec<PlanPoint> = Vec::new();
+    for (fraction, share) in corners {
+        let elapsed_ms = show_ms * fraction / 1000;
+        // Two corners at the same time (a very short show): the later one holds.
+        if let Some(last) = points.last_mut()
+            && last.elapsed_ms == elapsed_ms
+        {
+            last.share = last.share.max(share);
+            continue;
+        }
+        if 0 < elapsed_ms {
+            points.push(PlanPoint { elapsed_ms, share });
+        }
+    }
+    points
+}
+
 /// One SKU in one room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listing {
@@ -149,6 +200,8 @@ pub struct Listing {
     pub forecast: u64,
     /// The plan curve; empty means linear over the show.
     pub plan: Vec<PlanPoint>,
+    /// How `plan` was made.
+    pub shape: PlanShape,
     pub policy: Policy,
 }
 

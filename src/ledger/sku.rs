@@ -101,6 +101,8 @@ pub(super) struct SkuEntry {
     pub(super) restocks: VecDeque<(RestockId, u64)>,
     /// What each room listing this SKU consumed; a handful at most.
     pub(super) listings: Vec<ListingTally>,
+    /// The SKU's latest finished shows, oldest first.
+    pub(super) shows: Vec<super::show::ShowRecord>,
 }
 
 /// Restocks remembered per SKU for idempotency: a show restocks a SKU a handful of times.
@@ -121,6 +123,7 @@ impl SkuEntry {
             updated_at: now,
             restocks: VecDeque::new(),
             listings: Vec::new(),
+            shows: Vec::new(),
         }
     }
 
@@ -369,6 +372,7 @@ impl SkuEntry {
             updated_at: self.updated_at,
             restocks: self.restocks.iter().cloned().collect(),
             listings: self.listings.clone(),
+            shows: self.shows.clone(),
         }
     }
 }

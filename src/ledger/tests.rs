@@ -696,6 +696,7 @@ fn concurrent_forecast_edits_and_room_changes_lose_nothing() {
                 sku: sku_id(sku),
                 forecast: 1,
                 plan: Vec::new(),
+                shape: crate::ledger::PlanShape::Given,
                 policy: Policy::default(),
             })
             .collect(),
@@ -2205,6 +2206,7 @@ fn run_operation(
                         sku: model_sku_id(*sku),
                         forecast: 10,
                         plan: Vec::new(),
+                        shape: crate::ledger::PlanShape::Given,
                         policy: Policy::default(),
                     })
                     .collect(),
@@ -2658,6 +2660,7 @@ fn room(id: &str, listings: &[(&str, u64)]) -> Room {
                 sku: sku_id(sku),
                 forecast: *forecast,
                 plan: Vec::new(),
+                shape: crate::ledger::PlanShape::Given,
                 policy: Policy::default(),
             })
             .collect(),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::room::{ListingTally, Room};
+use super::show::ShowRecord;
 use super::types::{OrderRequest, OrderStatus, Platform, RestockId, SkuSettings, Stock};
 use crate::clock::Timestamp;
 
@@ -27,6 +28,8 @@ pub struct SkuImage {
     pub restocks: Vec<(RestockId, u64)>,
     /// What each room listing of this SKU consumed.
     pub listings: Vec<ListingTally>,
+    /// The SKU's latest finished shows, oldest first.
+    pub shows: Vec<ShowRecord>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -194,14 +194,7 @@ async fn refused_orders_are_counted_as_lost_demand_pushed_and_kept() {
             .await,
         "a snapshot"
     );
-    let clock = server.clock.clone();
-    let data = server.stop_keeping_data().await;
-    let restarted = TestServer::start_in(
-        data.as_ref().expect("data directory").path().to_owned(),
-        ConfigLayer::default(),
-        Some(clock),
-    )
-    .await;
+    let (restarted, data) = server.restarted().await;
     let (_, after) = restarted.get("/api/v1/rooms/r1").await;
     for sku in ["LIP", "PEN"] {
         assert_eq!(
@@ -210,6 +203,168 @@ async fn refused_orders_are_counted_as_lost_demand_pushed_and_kept() {
             "{sku}"
         );
     }
+    restarted.stop().await;
+    drop(data);
+}
+
+/// The listing of `sku` in room `room`, as the server reads it now.
+async fn listing_of(server: &TestServer, room: &str, sku: &str) -> Value {
+    let (status, body) = server.get(&format!("/api/v1/rooms/{room}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    listing(&body, sku).clone()
+}
+
+#[tokio::test]
+async fn a_finished_show_leaves_its_curve_and_the_next_plan_follows_it() {
+    // Goal: every finished show leaves, per listing, its consumption normalised to the show's
+    // length, durably; `GET /skus/{sku}/history` lists it with the forecast it suggests; a
+    // plan `{"shape": "history"}` for the next show follows that curve (a straight line with
+    // a reason while there is no history); named shapes give their profiles; bad shapes are
+    // refused and change nothing.
+    // Method: a three-hour show sells LIP 300 at minute 10, 200 at 30, 250 at 60, 170 at 120
+    // and 80 at 170 (1,000, its forecast); at the end the curve at every 9 minutes is, by
+    // hand, 0, 0, 300, 300, 500, 500, 500, 750 (×7), 920 (×5), 1000, 1000 thousandths; the
+    // fastest five seconds sold 300, 3,600 a minute, at 12:10. The next day's show asks for
+    // history and gets those corners times its forecast of 2,000. A restart keeps it all.
+    let server = TestServer::start().await;
+    server.sku("LIP", 100_000).await;
+    let (status, body) = server
+        .put(
+            "/api/v1/rooms/r1",
+            show(json!([{"sku": "LIP", "forecast": 1000, "plan": {"shape": "history"}}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let first = listing(&body, "LIP");
+    assert_eq!(first["plan_shape"]["shape"], "linear");
+    assert!(first["plan_shape"]["note"]["zh-CN"].is_string(), "{first}");
+
+    let mut elapsed = 0;
+    for (index, (minute, qty)) in [(10, 300), (30, 200), (60, 250), (120, 170), (170, 80)]
+        .into_iter()
+        .enumerate()
+    {
+        server.clock.advance((minute - elapsed) * MINUTE);
+        elapsed = minute;
+        let (status, body) = order(
+            &server,
+            &format!("o{index}"),
+            "LIP",
+            qty,
+            "douyin",
+            Some("r1"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (_, history) = server.get("/api/v1/skus/LIP/history").await;
+    assert_eq!(history["shows"], json!([]), "the show is not over");
+    server
+        .clock
+        .advance((180 - elapsed) * MINUTE + Duration::from_secs(1));
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                server.get("/api/v1/skus/LIP/history").await.1["shows"]
+                    .as_array()
+                    .is_some_and(|shows| shows.len() == 1)
+            })
+            .await
+    );
+    let (_, history) = server.get("/api/v1/skus/LIP/history").await;
+    let expected_curve: Vec<f64> = [
+        0, 0, 300, 300, 500, 500, 500, 750, 750, 750, 750, 750, 750, 750, 920, 920, 920, 920, 920,
+        1000, 1000,
+    ]
+    .iter()
+    .map(|share: &u64| *share as f64 / 1000.0)
+    .collect();
+    let record = &history["shows"][0];
+    assert_eq!(record["curve"], json!(expected_curve), "{record}");
+    assert_eq!(
+        (
+            &record["forecast"],
+            &record["consumed"],
+            &record["lost"],
+            &record["accuracy"]
+        ),
+        (&json!(1000), &json!(1000), &json!(0), &json!(1.0))
+    );
+    assert_eq!(record["peak_per_min"], 3600.0);
+    assert_eq!(record["peak_at"], "2026-11-25T12:10:00.000Z");
+    assert_eq!(record["name"], "晚八点专场");
+    assert_eq!(history["suggested_forecast"], 1000);
+
+    // The next day's show follows that curve.
+    let tomorrow = json!({
+        "name": "次日专场",
+        "starts_at": "2026-11-26T12:00:00Z",
+        "ends_at": "2026-11-26T15:00:00Z",
+        "listings": [{"sku": "LIP", "forecast": 2000, "plan": {"shape": "history", "shows": 3}}],
+    });
+    let (status, body) = server.put("/api/v1/rooms/r1", tomorrow).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let next = listing(&body, "LIP");
+    assert_eq!(
+        next["plan_shape"],
+        json!({"shape": "history", "shows": 1, "note": null})
+    );
+    let plan = next["series"]["plan"]
+        .as_array()
+        .expect("plan corners")
+        .clone();
+    assert_eq!(plan.len(), 21, "{plan:?}");
+    assert_eq!(plan[0], json!([0, 0]));
+    assert_eq!(plan[2], json!([1080, 600]));
+    assert_eq!(plan[4], json!([2160, 1000]));
+    assert_eq!(plan[14], json!([7560, 1840]));
+    assert_eq!(plan[20], json!([10800, 2000]));
+
+    // Named shapes, and shapes refused.
+    server.sku("PEN", 1_000).await;
+    let (status, body) = server
+        .put(
+            "/api/v1/rooms/r2",
+            show(json!([{"sku": "PEN", "forecast": 1000, "plan": {"shape": "front_loaded"}}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let front = listing(&body, "PEN");
+    assert_eq!(front["plan_shape"]["shape"], "front_loaded");
+    assert_eq!(
+        front["series"]["plan"],
+        json!([[0, 0], [2160, 500], [4320, 750], [7560, 920], [10800, 1000]])
+    );
+    let (_, before) = server.get("/api/v1/rooms/r2").await;
+    for plan in [
+        json!({"shape": "zigzag"}),
+        json!({"shape": "front_loaded", "shows": 3}),
+        json!({"shape": "history", "shows": 0}),
+        json!({"shape": "history", "shows": 21}),
+        json!({"shape": "history", "extra": 1}),
+    ] {
+        let (status, body) = server
+            .put(
+                "/api/v1/rooms/r2",
+                show(json!([{"sku": "PEN", "forecast": 1000, "plan": plan}])),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{plan}: {body}");
+    }
+    let (_, after) = server.get("/api/v1/rooms/r2").await;
+    assert_eq!(
+        listing(&after, "PEN")["plan_shape"],
+        listing(&before, "PEN")["plan_shape"]
+    );
+
+    // A restart keeps the history and the plans made from it.
+    let (restarted, data) = server.restarted().await;
+    let (_, again) = restarted.get("/api/v1/skus/LIP/history").await;
+    assert_eq!(again, history);
+    assert_eq!(
+        listing_of(&restarted, "r1", "LIP").await["plan_shape"]["shape"],
+        "history"
+    );
     restarted.stop().await;
     drop(data);
 }

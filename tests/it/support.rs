@@ -210,6 +210,16 @@ impl TestServer {
         owned
     }
 
+    /// Stops the server and starts it again on the same data directory and clock, with the
+    /// default configuration; the directory lives as long as the returned guard.
+    pub(crate) async fn restarted(self) -> (TestServer, Option<tempfile::TempDir>) {
+        let clock = self.clock.clone();
+        let data = self.stop_keeping_data().await;
+        let path = data.as_ref().expect("a data directory").path().to_owned();
+        let server = TestServer::start_in(path, ConfigLayer::default(), Some(clock)).await;
+        (server, data)
+    }
+
     /// Stops the server and waits for it to finish.
     pub(crate) async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -8,7 +8,7 @@ import { setUp, waitForRoom } from "./page.js";
 import { api, clock, count, mergeRoom } from "./format.js";
 
 const FEED_MAX = 200;
-const state = { room: null, view: null, alerts: new Map() };
+const state = { room: null, view: null, alerts: new Map(), suggestions: new Map() };
 const $ = (id) => document.getElementById(id);
 
 function showError(error) {
@@ -90,10 +90,16 @@ function row(entry) {
     line.innerHTML = `<td class="sku"></td><td class="level"></td><td class="available"></td>
       <td class="consumed"></td>
       <td class="lost"></td>
-      <td><input class="forecast" type="number" min="1"> <button class="save" type="button"></button></td>
+      <td><input class="forecast" type="number" min="1"> <button class="save" type="button"></button>
+        <button class="suggest" type="button" hidden></button></td>
       <td><input class="qty" type="number" min="1" value="50"> <button class="restock" type="button"></button></td>
       <td><button class="halt" type="button"></button></td>`;
     line.querySelector(".save").addEventListener("click", () => saveForecast(entry.sku, line));
+    line.querySelector(".suggest").addEventListener("click", () => {
+      const suggested = state.suggestions.get(entry.sku)?.suggested_forecast;
+      if (suggested) line.querySelector(".forecast").value = suggested;
+    });
+    suggest(entry.sku);
     line.querySelector(".restock").addEventListener("click", () => restock(entry.sku, line));
     line.querySelector(".halt").addEventListener("click", () => haltOrResume(entry.sku));
     $("listings").append(line);
@@ -118,6 +124,14 @@ function renderListing(entry) {
   const forecast = line.querySelector(".forecast");
   if (document.activeElement !== forecast) forecast.value = entry.forecast;
   line.querySelector(".save").textContent = t("save");
+  const history = state.suggestions.get(entry.sku);
+  const button = line.querySelector(".suggest");
+  button.hidden = !history?.suggested_forecast;
+  if (history?.suggested_forecast) {
+    button.textContent = t("fromHistory")
+      .replace("{n}", count(history.suggested_forecast))
+      .replace("{shows}", String(history.suggested_from));
+  }
   line.querySelector(".restock").textContent = t("restock");
   line.querySelector(".halt").textContent = entry.halted ? t("resume") : t("halt");
 }
@@ -128,6 +142,18 @@ function renderListings() {
   const keep = new Set(state.view.listings.map((entry) => entry.sku));
   for (const line of [...$("listings").children]) if (!keep.has(line.dataset.sku)) line.remove();
   for (const entry of state.view.listings) renderListing(entry);
+}
+
+/** Reads what a SKU's finished shows suggest as its forecast, once per page. */
+async function suggest(sku) {
+  if (state.suggestions.has(sku)) return;
+  state.suggestions.set(sku, null);
+  try {
+    state.suggestions.set(sku, await api("GET", `/api/v1/skus/${encodeURIComponent(sku)}/history`));
+    renderListings();
+  } catch {
+    // No suggestion: the forecast stays the operator's.
+  }
 }
 
 function listing(sku) {

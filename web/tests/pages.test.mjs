@@ -236,4 +236,32 @@ test("the pages follow a live show", async (t) => {
     await english.screenshot({ path: join(screenshots, "screen-en.png") });
     await english.close();
   });
+
+  await t.test("the console suggests a forecast from the SKU's finished shows", async () => {
+    // A one-minute show that ends five seconds from now sells LIP 30; once it is over, its
+    // record suggests 30 for the next show, and one click puts it in the forecast field.
+    const short = await server.api("PUT", "/api/v1/rooms/short", {
+      starts_at: new Date(Date.now() - 55_000).toISOString(),
+      ends_at: new Date(Date.now() + 5_000).toISOString(),
+      listings: [{ sku: "LIP", forecast: 20 }],
+    });
+    assert.equal(short.status, 200, JSON.stringify(short.body));
+    await order(server, 30, "short");
+    for (let attempt = 0; attempt < 100; attempt += 1) {
+      const { body } = await server.api("GET", "/api/v1/skus/LIP/history");
+      if (body.shows.length > 0) break;
+      await new Promise((done) => setTimeout(done, 200));
+    }
+    const { body: history } = await server.api("GET", "/api/v1/skus/LIP/history");
+    assert.equal(history.suggested_forecast, 30, JSON.stringify(history));
+    const console = await watchedPage(browser, { viewport: { width: 1600, height: 1000 } });
+    await console.goto(`${server.base}/console?room=r1`);
+    const suggest = console.locator('#listings tr[data-sku="LIP"] button.suggest');
+    await suggest.waitFor({ state: "visible" });
+    assert.equal(await suggest.textContent(), "History suggests 30 · shows: 1");
+    await suggest.click();
+    assert.equal(await console.locator('#listings tr[data-sku="LIP"] input.forecast').inputValue(), "30");
+    assert.deepEqual(console.problems, []);
+    await console.close();
+  });
 });
