@@ -317,7 +317,7 @@ impl Demo {
                 (true, None) => self.halted_since[index] = Some(now),
                 (true, Some(since)) if RESUME_AFTER <= now.saturating_since(since) => {
                     if ledger
-                        .resume_listing(now, &self.room, &self.skus[index])
+                        .resume_listing(now, &self.room, &self.skus[index], Some("运营-小李"))
                         .is_ok()
                     {
                         tracing::info!(sku = %self.skus[index], "Demo operator resumed the listing.");

@@ -437,7 +437,7 @@ impl Engine {
                     }
                 }
                 Fact::ListingHalted { at, room, sku, .. }
-                | Fact::ListingResumed { at, room, sku } => {
+                | Fact::ListingResumed { at, room, sku, .. } => {
                     let auto = matches!(fact, Fact::ListingHalted { auto: true, .. });
                     events.push(RoomEvent::Listing {
                         room: room.clone(),
@@ -726,7 +726,7 @@ impl Engine {
             return;
         }
         let sku = &state.listing.sku;
-        if let Err(error) = self.ledger.halt_listing(now, room, sku, true) {
+        if let Err(error) = self.ledger.halt_listing(now, room, sku, true, None) {
             tracing::warn!(%room, %sku, %error, "Auto-halt failed.");
         }
     }

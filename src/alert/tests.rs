@@ -369,7 +369,7 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
         Err("halted")
     );
     ledger
-        .resume_listing(at(now + 2), &room_id, &sku)
+        .resume_listing(at(now + 2), &room_id, &sku, None)
         .expect("resume");
     ledger
         .sell(at(now + 3), order("after", &room_id, 1))

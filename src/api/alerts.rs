@@ -88,12 +88,26 @@ pub(crate) async fn acknowledge(
     body: axum::body::Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
     let claims = claims.map_or_else(Claims::open, |Extension(claims)| claims);
-    // The body is optional: an empty one acknowledges as "operator".
+    let by = acting(&claims, &body)?;
+    match acknowledge_alert(&shared, id, by, claims.rooms.clone()).await? {
+        Some(alert) => Ok(Json(alert)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "alert_not_found",
+            format!("alert {id} does not exist"),
+        )),
+    }
+}
+
+/// Who acts, from an optional body `{"by": "..."}` (an empty one is the token's subject,
+/// "operator" without credentials): a name of 1 to [`ACKNOWLEDGER_CHARS_MAX`] characters
+/// without control characters.
+pub(super) fn acting(claims: &Claims, body: &[u8]) -> Result<String, ApiError> {
     let request: AckRequest = if body.iter().all(u8::is_ascii_whitespace) {
         AckRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::invalid(format!("invalid acknowledgement: {error}")))?
+        serde_json::from_slice(body)
+            .map_err(|error| ApiError::invalid(format!("invalid body: {error}")))?
     };
     let by = request.by.unwrap_or_else(|| claims.sub.clone());
     if by.is_empty()
@@ -104,14 +118,7 @@ pub(crate) async fn acknowledge(
             "by must be 1 to {ACKNOWLEDGER_CHARS_MAX} characters without control characters"
         )));
     }
-    match acknowledge_alert(&shared, id, by, claims.rooms.clone()).await? {
-        Some(alert) => Ok(Json(alert)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "alert_not_found",
-            format!("alert {id} does not exist"),
-        )),
-    }
+    Ok(by)
 }
 
 /// Acknowledges alert `id` for `by` (of one of `rooms`, when given): recorded in the

@@ -454,26 +454,43 @@ pub(crate) async fn list(
 
 #[utoipa::path(post, path = "/api/v1/rooms/{room}/listings/{sku}/halt", tag = "rooms",
     params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
+    request_body(content = super::alerts::AckRequest, description = "Optional: who halts it (the token's subject otherwise)"),
     responses(
         (status = 200, description = "The room; orders naming it are refused for the SKU with `halted`", body = RoomView),
         (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody)))]
 pub(crate) async fn halt(
     State(shared): State<AppState>,
+    claims: Option<axum::Extension<crate::auth::Claims>>,
     ApiPath((room, sku)): ApiPath<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Json<RoomView>, ApiError> {
-    set_halted(shared, room, sku, true).await
+    let by = acting(claims, &body)?;
+    set_halted(shared, room, sku, true, by).await
+}
+
+/// Who halts or resumes: the body's `by`, or the token's subject.
+fn acting(
+    claims: Option<axum::Extension<crate::auth::Claims>>,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let claims = claims.map_or_else(crate::auth::Claims::open, |axum::Extension(claims)| claims);
+    super::alerts::acting(&claims, body)
 }
 
 #[utoipa::path(post, path = "/api/v1/rooms/{room}/listings/{sku}/resume", tag = "rooms",
     params(("room" = String, Path, description = "Room id"), ("sku" = String, Path, description = "SKU id")),
+    request_body(content = super::alerts::AckRequest, description = "Optional: who resumes it (the token's subject otherwise)"),
     responses(
         (status = 200, description = "The room; orders naming it are taken for the SKU again", body = RoomView),
         (status = 404, description = "No such room, or the room does not list the SKU", body = ErrorBody)))]
 pub(crate) async fn resume(
     State(shared): State<AppState>,
+    claims: Option<axum::Extension<crate::auth::Claims>>,
     ApiPath((room, sku)): ApiPath<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Json<RoomView>, ApiError> {
-    set_halted(shared, room, sku, false).await
+    let by = acting(claims, &body)?;
+    set_halted(shared, room, sku, false, by).await
 }
 
 async fn set_halted(
@@ -481,6 +498,7 @@ async fn set_halted(
     room: String,
     sku: String,
     halted: bool,
+    by: String,
 ) -> Result<Json<RoomView>, ApiError> {
     let room = room_id(&room)?;
     let sku = SkuId::new(&sku)?;
@@ -488,9 +506,11 @@ async fn set_halted(
     if halted {
         shared
             .ledger
-            .halt_listing(shared.now(), &room, &sku, false)?;
+            .halt_listing(shared.now(), &room, &sku, false, Some(&by))?;
     } else {
-        shared.ledger.resume_listing(shared.now(), &room, &sku)?;
+        shared
+            .ledger
+            .resume_listing(shared.now(), &room, &sku, Some(&by))?;
     }
     shared.durable().await?;
     view(&shared, &room)

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Consumed, Fact, LedgerImage, Line, Lines, Listing, ListingTally, Lost, LostEntry, OrderId,
-    OrderImage, OrderRequest, OrderStatus, PlanPoint, PlanShape, Platform, PlatformLost, Policy,
-    Qty, RestockId, Room, RoomId, Series, ShowRecord, SkuId, SkuImage, SkuSettings, Stock, Stocks,
+    Consumed, Fact, Halt, LedgerImage, Line, Lines, Listing, ListingTally, Lost, LostEntry,
+    OrderId, OrderImage, OrderRequest, OrderStatus, Outcomes, PlanPoint, PlanShape, Platform,
+    PlatformLost, Policy, Qty, RestockId, Room, RoomId, Series, ShowRecord, SkuId, SkuImage,
+    SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -189,6 +190,27 @@ enum FactRecord<'a> {
         at: u64,
         #[serde(borrow)]
         records: Vec<(Cow<'a, str>, ShowRecordRecord<'a>)>,
+    },
+    /// `ListingHalted` with who halted it.
+    ListingHaltedBy {
+        at: u64,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
+        #[serde(borrow)]
+        sku: Cow<'a, str>,
+        auto: bool,
+        #[serde(borrow)]
+        by: Option<Cow<'a, str>>,
+    },
+    /// `ListingResumed` with who resumed it.
+    ListingResumedBy {
+        at: u64,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
+        #[serde(borrow)]
+        sku: Cow<'a, str>,
+        #[serde(borrow)]
+        by: Option<Cow<'a, str>>,
     },
 }
 
@@ -385,6 +407,25 @@ struct TallyRecord<'a> {
     lost_series: Vec<u64>,
     #[serde(default)]
     lost_before_start: u64,
+    /// Added with the post-show report: (sold, refunded, cancelled, expired) units.
+    #[serde(default)]
+    outcomes: (u64, u64, u64, u64),
+    #[serde(default)]
+    sold_out_at: Option<u64>,
+    #[serde(borrow, default)]
+    halts: Vec<HaltRecord<'a>>,
+}
+
+/// A halt of a listing and its resumption (see `ledger::Halt`).
+#[derive(Serialize, Deserialize)]
+struct HaltRecord<'a> {
+    at: u64,
+    auto: bool,
+    #[serde(borrow)]
+    by: Option<Cow<'a, str>>,
+    resumed_at: Option<u64>,
+    #[serde(borrow)]
+    resumed_by: Option<Cow<'a, str>>,
 }
 
 fn policy_record(policy: &Policy) -> PolicyRecord {
@@ -496,6 +537,24 @@ fn tally_record(tally: &ListingTally) -> TallyRecord<'_> {
         lost: lost_platforms(&tally.lost),
         lost_series: tally.lost_series.points.clone(),
         lost_before_start: tally.lost_series.before_start,
+        outcomes: (
+            tally.outcomes.sold,
+            tally.outcomes.refunded,
+            tally.outcomes.cancelled,
+            tally.outcomes.expired,
+        ),
+        sold_out_at: tally.sold_out_at.map(Timestamp::as_millis),
+        halts: tally
+            .halts
+            .iter()
+            .map(|halt| HaltRecord {
+                at: halt.at.as_millis(),
+                auto: halt.auto,
+                by: halt.by.as_deref().map(Cow::Borrowed),
+                resumed_at: halt.resumed_at.map(Timestamp::as_millis),
+                resumed_by: halt.resumed_by.as_deref().map(Cow::Borrowed),
+            })
+            .collect(),
     }
 }
 
@@ -532,6 +591,26 @@ fn tally(record: TallyRecord<'_>) -> Result<ListingTally, DecodeError> {
         },
         lost,
         lost_series,
+        outcomes: Outcomes {
+            sold: record.outcomes.0,
+            refunded: record.outcomes.1,
+            cancelled: record.outcomes.2,
+            expired: record.outcomes.3,
+        },
+        sold_out_at: record.sold_out_at.map(Timestamp::from_millis),
+        halts: record
+            .halts
+            .into_iter()
+            .map(|halt| {
+                Ok(Halt {
+                    at: Timestamp::from_millis(halt.at),
+                    auto: halt.auto,
+                    by: halt.by.map(|by| acknowledger(&by)).transpose()?,
+                    resumed_at: halt.resumed_at.map(Timestamp::from_millis),
+                    resumed_by: halt.resumed_by.map(|by| acknowledger(&by)).transpose()?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?,
     })
 }
 
@@ -707,17 +786,23 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             room: room_record(room),
         },
         Fact::ListingHalted {
-            room, sku, auto, ..
-        } => FactRecord::ListingHalted {
+            room,
+            sku,
+            auto,
+            by,
+            ..
+        } => FactRecord::ListingHaltedBy {
             at,
             room: Cow::Borrowed(room.as_str()),
             sku: Cow::Borrowed(sku.as_str()),
             auto: *auto,
+            by: by.as_deref().map(Cow::Borrowed),
         },
-        Fact::ListingResumed { room, sku, .. } => FactRecord::ListingResumed {
+        Fact::ListingResumed { room, sku, by, .. } => FactRecord::ListingResumedBy {
             at,
             room: Cow::Borrowed(room.as_str()),
             sku: Cow::Borrowed(sku.as_str()),
+            by: by.as_deref().map(Cow::Borrowed),
         },
         Fact::Tick { .. } => FactRecord::Tick { at },
         Fact::AlertAcknowledged { id, by, .. } => FactRecord::AlertAcknowledged {
@@ -899,6 +984,7 @@ pub(super) fn decode_fact(
             room: value(RoomId::new(&room))?,
             sku: value(SkuId::new(&sku))?,
             auto,
+            by: None,
         },
         FactRecord::ListingResumed {
             at: time,
@@ -908,6 +994,31 @@ pub(super) fn decode_fact(
             at: at(time),
             room: value(RoomId::new(&room))?,
             sku: value(SkuId::new(&sku))?,
+            by: None,
+        },
+        FactRecord::ListingHaltedBy {
+            at: time,
+            room,
+            sku,
+            auto,
+            by,
+        } => Fact::ListingHalted {
+            at: at(time),
+            room: value(RoomId::new(&room))?,
+            sku: value(SkuId::new(&sku))?,
+            auto,
+            by: by.map(|by| acknowledger(&by)).transpose()?,
+        },
+        FactRecord::ListingResumedBy {
+            at: time,
+            room,
+            sku,
+            by,
+        } => Fact::ListingResumed {
+            at: at(time),
+            room: value(RoomId::new(&room))?,
+            sku: value(SkuId::new(&sku))?,
+            by: by.map(|by| acknowledger(&by)).transpose()?,
         },
         FactRecord::Tick { at: time } => Fact::Tick { at: at(time) },
         FactRecord::AlertAcknowledged { at: time, id, by } => Fact::AlertAcknowledged {

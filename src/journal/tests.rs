@@ -75,7 +75,7 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
     };
     ledger.put_room(at(offset), room).expect("put_room");
     ledger
-        .resume_listing(at(offset), &show(), &sku("A"))
+        .resume_listing(at(offset), &show(), &sku("A"), None)
         .expect("resume listing");
     ledger.restock(at(offset), &sku("A"), 5).expect("restock");
     let restock_id = crate::ledger::RestockId::new(&format!("r-{offset}")).expect("valid id");
@@ -109,13 +109,13 @@ fn drive(ledger: &Ledger, count: u64, offset: u64) {
     ledger.halt(at(offset + count), &sku("C")).expect("halt");
     let end = at(offset + count);
     ledger
-        .halt_listing(end, &show(), &sku("A"), true)
+        .halt_listing(end, &show(), &sku("A"), true, None)
         .expect("halt listing");
     ledger
-        .halt_listing(end, &show(), &sku("B"), false)
+        .halt_listing(end, &show(), &sku("B"), false, None)
         .expect("halt listing");
     ledger
-        .resume_listing(end, &show(), &sku("B"))
+        .resume_listing(end, &show(), &sku("B"), None)
         .expect("resume listing");
 }
 

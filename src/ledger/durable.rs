@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use super::fact::Fact;
 use super::room::{ListingState, ListingTally, Room, RoomState};
-use super::types::{RoomId, SkuId, Stock};
+use super::types::{OrderStatus, RoomId, SkuId, Stock};
 use super::{FactSink, Ledger};
 
 /// A room as the journal holds it: its spec and its listings' tallies.
@@ -155,13 +155,20 @@ impl Inner {
                     },
                 );
             }
-            Fact::ListingHalted { room, sku, .. } | Fact::ListingResumed { room, sku, .. } => {
+            Fact::ListingHalted {
+                at, room, sku, by, ..
+            }
+            | Fact::ListingResumed { at, room, sku, by } => {
                 if let Some(tally) = self
                     .rooms
                     .get_mut(room)
                     .and_then(|durable| durable.tallies.get_mut(sku))
                 {
-                    tally.halted = matches!(fact, Fact::ListingHalted { .. });
+                    let halt = match fact {
+                        Fact::ListingHalted { auto, .. } => Some(*auto),
+                        _ => None,
+                    };
+                    tally.set_halted(*at, halt, by.as_deref());
                 }
             }
             Fact::LostDemand { at, entries } => {
@@ -179,11 +186,19 @@ impl Inner {
         }
     }
 
-    /// An order's move, on the listings of its room that counted it.
+    /// An order's move, on the listings of its room that counted it, and on every listing of
+    /// a SKU it left with nothing available.
     fn apply_consumption(&mut self, fact: &Fact) {
         let (Some(order), consumed) = (order_of(fact), fact.consumed()) else {
             return;
         };
+        for stock in fact.stocks().iter().filter(|stock| stock.available == 0) {
+            for durable in self.rooms.values_mut() {
+                if let Some(tally) = durable.tallies.get_mut(&stock.sku) {
+                    tally.note_sold_out(fact.at());
+                }
+            }
+        }
         let Some(room) = &order.room else {
             return;
         };
@@ -195,10 +210,18 @@ impl Inner {
             order.lines.len(),
             "a live fact says its lines"
         );
+        let outcome = match fact {
+            Fact::OrderSold { .. } | Fact::OrderConfirmed { .. } => OrderStatus::Sold,
+            Fact::OrderCancelled { .. } => OrderStatus::Cancelled,
+            Fact::OrderExpired { .. } => OrderStatus::Expired,
+            Fact::OrderRefunded { .. } => OrderStatus::Refunded,
+            _ => OrderStatus::Locked,
+        };
         for (line, consumed) in order.lines.iter().zip(consumed) {
             if let (Some(consumed), Some(tally)) = (consumed, durable.tallies.get_mut(&line.sku)) {
                 tally.consumed = *consumed;
                 tally.series.record(fact.at(), *consumed);
+                tally.count_outcome(outcome, line.qty.get());
             }
         }
     }

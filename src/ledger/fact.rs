@@ -112,11 +112,14 @@ pub enum Fact {
         room: RoomId,
         sku: SkuId,
         auto: bool,
+        /// Who halted it, when known.
+        by: Option<String>,
     },
     ListingResumed {
         at: Timestamp,
         room: RoomId,
         sku: SkuId,
+        by: Option<String>,
     },
     /// Time passed: the alert engine re-evaluates every listing at `at`, since levels also
     /// move with time. Changes no stock; in the log so that every node of a cluster

@@ -55,9 +55,9 @@ pub use durable::DurableState;
 pub use error::{LedgerError, ReplayError};
 pub use fact::{Consumed, Fact, LostEntry, Stocks};
 pub use room::{
-    Listing, ListingState, ListingTally, Lost, LostReason, PLAN_POINTS_MAX, PlanPoint, PlanShape,
-    PlatformLost, Policy, ROOM_LISTINGS_MAX, Room, RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX,
-    SHOW_MS_MAX, Series, corners_over,
+    HALTS_KEPT_MAX, Halt, Listing, ListingState, ListingTally, Lost, LostReason, Outcomes,
+    PLAN_POINTS_MAX, PlanPoint, PlanShape, PlatformLost, Policy, ROOM_LISTINGS_MAX, Room,
+    RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series, corners_over,
 };
 pub use show::{CURVE_POINTS, SHOWS_KEPT_MAX, ShowRecord, average_curve, history_plan};
 pub use types::{
@@ -272,7 +272,7 @@ impl Ledger {
         keys: &[SkuKey<'_>],
         order: &OrderRequest,
         taken_versions: &[u64],
-        movement: Movement,
+        (movement, outcome): (Movement, OrderStatus),
         rules: Rules,
         now: Timestamp,
     ) -> Result<Moved, LedgerError> {
@@ -331,7 +331,13 @@ impl Ledger {
                     released = 0;
                 }
                 listing.consume(now, taken, released);
+                listing.count_outcome(outcome, line.qty.get());
                 listing_consumed = Some(listing.consumed);
+            }
+            if entry.quantities.available() == Some(0) {
+                for listing in &mut entry.listings {
+                    listing.note_sold_out(now);
+                }
             }
             consumed.push(listing_consumed);
             stocks.push(entry.stock(key.sku));
@@ -357,7 +363,7 @@ impl Ledger {
             &keys,
             &request,
             &[],
-            Movement::Lock,
+            (Movement::Lock, OrderStatus::Locked),
             Rules::Enforce,
             now,
         )?;
@@ -423,7 +429,7 @@ impl Ledger {
             &keys,
             &request,
             &[],
-            Movement::Sell,
+            (Movement::Sell, OrderStatus::Sold),
             Rules::Enforce,
             now,
         )?;
@@ -539,7 +545,7 @@ impl Ledger {
                 &keys,
                 &order,
                 &entry.taken_versions,
-                step.movement,
+                (step.movement, step.status),
                 Rules::Enforce,
                 now,
             )
@@ -933,8 +939,9 @@ impl Ledger {
         room: &RoomId,
         sku: &SkuId,
         auto: bool,
+        by: Option<&str>,
     ) -> Result<Fact, LedgerError> {
-        self.set_listing_halted(now, room, sku, Some(auto), true)
+        self.set_listing_halted(now, room, sku, Some(auto), by, true)
     }
 
     pub fn resume_listing(
@@ -942,17 +949,20 @@ impl Ledger {
         now: Timestamp,
         room: &RoomId,
         sku: &SkuId,
+        by: Option<&str>,
     ) -> Result<Fact, LedgerError> {
-        self.set_listing_halted(now, room, sku, None, true)
+        self.set_listing_halted(now, room, sku, None, by, true)
     }
 
-    /// Halts (`Some(auto)`) or resumes (`None`) a listing; `record` is false when replaying.
+    /// Halts (`Some(auto)`) or resumes (`None`) a listing, by `by` when known; `record` is
+    /// false when replaying.
     fn set_listing_halted(
         &self,
         now: Timestamp,
         room: &RoomId,
         sku: &SkuId,
         halt: Option<bool>,
+        by: Option<&str>,
         record: bool,
     ) -> Result<Fact, LedgerError> {
         let listed = self
@@ -980,18 +990,21 @@ impl Ledger {
                 room: room.clone(),
                 sku: sku.clone(),
             })?;
-        tally.halted = halt.is_some();
+        tally.set_halted(now, halt, by);
+        let by = by.map(str::to_owned);
         let fact = match halt {
             Some(auto) => Fact::ListingHalted {
                 at: now,
                 room: room.clone(),
                 sku: sku.clone(),
                 auto,
+                by,
             },
             None => Fact::ListingResumed {
                 at: now,
                 room: room.clone(),
                 sku: sku.clone(),
+                by,
             },
         };
         if record {

@@ -99,12 +99,15 @@ impl Ledger {
                     kind: fact.kind(),
                     reason: error.to_string(),
                 }),
-            Fact::ListingHalted { at, room, sku, .. } | Fact::ListingResumed { at, room, sku } => {
+            Fact::ListingHalted {
+                at, room, sku, by, ..
+            }
+            | Fact::ListingResumed { at, room, sku, by } => {
                 let halt = match fact {
                     Fact::ListingHalted { auto, .. } => Some(*auto),
                     _ => None,
                 };
-                self.set_listing_halted(*at, room, sku, halt, false)
+                self.set_listing_halted(*at, room, sku, halt, by.as_deref(), false)
                     .map(drop)
                     .map_err(|error| ReplayError::Refused {
                         kind: fact.kind(),
@@ -241,8 +244,8 @@ impl Ledger {
             stripe.remove(order_hash, order_id);
         }
         let movement = match entry.origin {
-            Origin::Reserve => Movement::Lock,
-            Origin::Sell => Movement::Sell,
+            Origin::Reserve => (Movement::Lock, OrderStatus::Locked),
+            Origin::Sell => (Movement::Sell, OrderStatus::Sold),
         };
         let mut entry = entry;
         entry.taken_versions =
@@ -277,8 +280,14 @@ impl Ledger {
             });
         }
         let order = entry.order.clone();
-        let taken_versions =
-            self.apply_moves(fact, &order, &entry.taken_versions, movement, at, stocks)?;
+        let taken_versions = self.apply_moves(
+            fact,
+            &order,
+            &entry.taken_versions,
+            (movement, to),
+            at,
+            stocks,
+        )?;
         if movement.takes_available() {
             entry.taken_versions = taken_versions;
         }
@@ -297,7 +306,7 @@ impl Ledger {
         fact: &Fact,
         order: &OrderRequest,
         taken_versions: &[u64],
-        movement: Movement,
+        movement: (Movement, OrderStatus),
         at: Timestamp,
         stocks: &[Stock],
     ) -> Result<SmallVec<[u64; 1]>, ReplayError> {

@@ -398,6 +398,39 @@ pub struct ListingTally {
     pub lost: Lost,
     /// `lost.total()` at the end of each bucket, on the same schedule as `series`.
     pub lost_series: Series,
+    /// What became of the units of orders naming the room: paid, refunded, cancelled,
+    /// left to expire.
+    pub outcomes: Outcomes,
+    /// When the SKU first had nothing available during the show.
+    pub sold_out_at: Option<Timestamp>,
+    /// Every halt of the listing in its room, oldest first.
+    pub halts: Vec<Halt>,
+}
+
+/// Units of orders naming a room, by what became of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Paid (sold at once, or a lock confirmed); refunds do not take them off.
+    pub sold: u64,
+    pub refunded: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+}
+
+/// Halts kept per listing: the first ones, then the newest (a listing an operator toggles
+/// all show long keeps a bounded list).
+pub const HALTS_KEPT_MAX: usize = 64;
+
+/// One halt of a listing in its room, and its resumption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Halt {
+    pub at: Timestamp,
+    /// By the alert engine at red, rather than by an operator.
+    pub auto: bool,
+    /// Who halted it, when known.
+    pub by: Option<String>,
+    pub resumed_at: Option<Timestamp>,
+    pub resumed_by: Option<String>,
 }
 
 /// `consumed` at the end of each bucket of the show, from its start up to the last change.
@@ -519,7 +552,59 @@ impl ListingTally {
             series: Series::for_room(room),
             lost: Lost::default(),
             lost_series: Series::for_room(room),
+            outcomes: Outcomes::default(),
+            sold_out_at: None,
+            halts: Vec::new(),
         }
+    }
+
+    /// Notes that the SKU had nothing available at `at`, the first time during the show.
+    pub(super) fn note_sold_out(&mut self, at: Timestamp) {
+        let series = &self.series;
+        let ends_ms = series.starts_at.as_millis() + series.buckets * series.bucket_ms;
+        if self.sold_out_at.is_none() && series.starts_at <= at && at.as_millis() < ends_ms {
+            self.sold_out_at = Some(at);
+        }
+    }
+
+    /// Halts (`Some(auto)`) or resumes (`None`) the listing at `at`, by `by`.
+    pub(super) fn set_halted(&mut self, at: Timestamp, halt: Option<bool>, by: Option<&str>) {
+        self.halted = halt.is_some();
+        match halt {
+            Some(auto) => {
+                if HALTS_KEPT_MAX <= self.halts.len() {
+                    self.halts.remove(HALTS_KEPT_MAX / 2);
+                }
+                self.halts.push(Halt {
+                    at,
+                    auto,
+                    by: by.map(str::to_owned),
+                    resumed_at: None,
+                    resumed_by: None,
+                });
+            }
+            None => {
+                if let Some(last) = self.halts.last_mut()
+                    && last.resumed_at.is_none()
+                {
+                    last.resumed_at = Some(at);
+                    last.resumed_by = by.map(str::to_owned);
+                }
+            }
+        }
+    }
+
+    /// Counts what became of `qty` units of an order naming the room.
+    pub(super) fn count_outcome(&mut self, outcome: super::types::OrderStatus, qty: u64) {
+        use super::types::OrderStatus;
+        let count = match outcome {
+            OrderStatus::Locked => return,
+            OrderStatus::Sold => &mut self.outcomes.sold,
+            OrderStatus::Refunded => &mut self.outcomes.refunded,
+            OrderStatus::Cancelled => &mut self.outcomes.cancelled,
+            OrderStatus::Expired => &mut self.outcomes.expired,
+        };
+        *count = count.saturating_add(qty);
     }
 
     /// Adds refused units the journal now holds, at `at`.

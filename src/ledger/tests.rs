@@ -2830,7 +2830,7 @@ fn a_halted_listing_refuses_orders_naming_its_room_only() {
         .reserve(at(1), in_room("o1", "r1", &[("A", 1)]))
         .expect("reserve");
     ledger
-        .halt_listing(at(2), &room_id("r1"), &sku_id("A"), true)
+        .halt_listing(at(2), &room_id("r1"), &sku_id("A"), true, None)
         .expect("halt");
     let refused = ledger.reserve(at(3), in_room("o2", "r1", &[("A", 1)]));
     assert!(
@@ -2848,17 +2848,17 @@ fn a_halted_listing_refuses_orders_naming_its_room_only() {
         .confirm(at(4), &order_id("o1"))
         .expect("a payment goes through");
     assert_eq!(
-        ledger.halt_listing(at(5), &room_id("r9"), &sku_id("A"), false),
+        ledger.halt_listing(at(5), &room_id("r9"), &sku_id("A"), false, None),
         Err(LedgerError::RoomNotFound {
             room: room_id("r9")
         })
     );
     assert!(matches!(
-        ledger.halt_listing(at(5), &room_id("r1"), &sku_id("B"), false),
+        ledger.halt_listing(at(5), &room_id("r1"), &sku_id("B"), false, None),
         Err(LedgerError::ListingNotFound { .. })
     ));
     ledger
-        .resume_listing(at(6), &room_id("r1"), &sku_id("A"))
+        .resume_listing(at(6), &room_id("r1"), &sku_id("A"), None)
         .expect("resume");
     ledger
         .reserve(at(7), in_room("o2", "r1", &[("A", 1)]))
@@ -3085,12 +3085,12 @@ fn a_snapshot_taken_while_orders_flow_plus_the_facts_after_its_cut_is_the_ledger
                     1 => drop(ledger.resume(now, &sku_id("C")).expect("resume")),
                     2 => drop(
                         ledger
-                            .halt_listing(now, &room_id("r1"), &sku_id("D"), true)
+                            .halt_listing(now, &room_id("r1"), &sku_id("D"), true, None)
                             .expect("halt_listing"),
                     ),
                     _ => drop(
                         ledger
-                            .resume_listing(now, &room_id("r1"), &sku_id("D"))
+                            .resume_listing(now, &room_id("r1"), &sku_id("D"), None)
                             .expect("resume_listing"),
                     ),
                 }
@@ -3236,7 +3236,7 @@ fn refused_orders_naming_a_room_are_lost_demand_and_change_no_stock() {
 
     // A halted listing: what its orders ask is lost too, as halted.
     ledger
-        .halt_listing(at(3_000), &room_id("r1"), &sku_id("B"), false)
+        .halt_listing(at(3_000), &room_id("r1"), &sku_id("B"), false, None)
         .expect("halt");
     assert!(
         ledger
