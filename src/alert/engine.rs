@@ -731,6 +731,11 @@ impl Engine {
         }
     }
 
+    /// The room as the journal holds it: its spec and every listing's tally and stock.
+    pub fn durable_room(&self, room: &RoomId) -> Option<crate::ledger::RoomState> {
+        self.durable.room(room)
+    }
+
     /// The room as screens see it now.
     pub fn room_view(&self, room: &RoomId, now: Timestamp) -> Option<RoomView> {
         let inner = self.inner.lock();

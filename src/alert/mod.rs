@@ -21,4 +21,4 @@ pub use rules::{
     Adjustment, Evaluation, Forecast, Hint, Inputs, LOST_RECENT_WINDOW, Level, LevelState, Reason,
     Thresholds, evaluate, forecast, plan_share, thresholds,
 };
-pub use view::{ListingView, LostView, RoomView};
+pub use view::{ListingView, LostView, RoomView, SeriesView};

@@ -78,7 +78,9 @@ fn classify<'a>(method: &Method, path: &str, segments: Option<&'a [String]>) -> 
     let read = method == Method::GET || method == Method::HEAD;
     match parts.as_slice() {
         ["rooms"] | ["alerts"] if read => Need::Authenticated,
-        ["rooms", room] if read => Need::Act(Action::ReadRoom(room)),
+        ["rooms", room] | ["rooms", room, "report" | "report.csv"] if read => {
+            Need::Act(Action::ReadRoom(room))
+        }
         ["rooms", room, ..] => Need::Act(Action::OperateRoom(room)),
         ["alerts", _, "ack"] => Need::Acknowledge,
         ["orders", ..] if !read => Need::Act(Action::Order),
@@ -443,6 +445,10 @@ mod tests {
         assert_eq!(need(Method::GET, "/api/v1/orders/o1"), "ReadAll");
         assert_eq!(need(Method::GET, "/api/v1/rooms"), "authenticated");
         assert_eq!(need(Method::GET, "/api/v1/rooms/r1"), "ReadRoom(\"r1\")");
+        assert_eq!(
+            need(Method::GET, "/api/v1/rooms/r1/report.csv"),
+            "ReadRoom(\"r1\")"
+        );
         assert_eq!(need(Method::PUT, "/api/v1/rooms/r1"), "OperateRoom(\"r1\")");
         assert_eq!(
             need(Method::POST, "/api/v1/rooms/r1/listings/A/halt"),

@@ -15,6 +15,7 @@ mod extract;
 mod metrics;
 mod openapi;
 mod orders;
+mod report;
 mod rooms;
 mod skus;
 mod web;
@@ -151,6 +152,8 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/skus/{sku}/resume", post(skus::resume))
         .route("/rooms", get(rooms::list))
         .route("/rooms/{room}", get(rooms::get).put(rooms::put))
+        .route("/rooms/{room}/report", get(report::json))
+        .route("/rooms/{room}/report.csv", get(report::csv))
         .route("/rooms/{room}/listings/{sku}/halt", post(rooms::halt))
         .route("/rooms/{room}/listings/{sku}/resume", post(rooms::resume))
         .route(

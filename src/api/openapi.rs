@@ -41,6 +41,8 @@ use super::error::{ErrorBody, ErrorDetail};
         super::rooms::halt,
         super::rooms::resume,
         super::rooms::forecast,
+        super::report::json,
+        super::report::csv,
         super::alerts::list,
         super::alerts::acknowledge,
         super::alerts::deliveries,
@@ -127,6 +129,8 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
         "/api/v1/rooms/{room}/listings/{sku}/forecast",
         "setForecast",
     ),
+    ("get", "/api/v1/rooms/{room}/report", "getRoomReport"),
+    ("get", "/api/v1/rooms/{room}/report.csv", "getRoomReportCsv"),
     ("get", "/api/v1/alerts", "listAlerts"),
     ("post", "/api/v1/alerts/{id}/ack", "acknowledgeAlert"),
     ("get", "/api/v1/deliveries", "listDeliveries"),
@@ -171,7 +175,13 @@ const LINKS: &[(&str, &str, &str, &str, &[&str])] = &[
         "200",
         "room",
         "$request.path.room",
-        &["getRoom", "haltListing", "resumeListing", "setForecast"],
+        &[
+            "getRoom",
+            "haltListing",
+            "resumeListing",
+            "setForecast",
+            "getRoomReport",
+        ],
     ),
 ];
 

@@ -260,7 +260,7 @@ impl PolicyBody {
     }
 }
 
-fn parse_time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+pub(super) fn parse_time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339Format).map_err(|error| {
         ApiError::invalid(format!(
             "{field} must be an RFC 3339 time, got {text:?}: {error}"

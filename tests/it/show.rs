@@ -368,3 +368,272 @@ async fn a_finished_show_leaves_its_curve_and_the_next_plan_follows_it() {
     restarted.stop().await;
     drop(data);
 }
+
+/// Posts an order operation: reserve (`paid` false) or sell, naming room `r1`.
+async fn place(server: &TestServer, id: &str, sku: &str, qty: u64, paid: bool) -> StatusCode {
+    let body = json!({"order_id": id, "sku": sku, "qty": qty, "platform": "douyin", "room": "r1", "paid": paid});
+    server.post("/api/v1/orders", body).await.0
+}
+
+#[tokio::test]
+async fn the_post_show_review_adds_up_and_reads_the_same_after_a_restart() {
+    // Goal: the review of a scripted show gives, per listing, the figures computed by hand:
+    // forecast, consumed, paid, refunded, cancelled, expired, sell-out time, lost demand,
+    // peak and accuracy; each alert with who acknowledged it after how long; halts with who
+    // made and lifted them; totals and a timeline; a CSV for spreadsheets; and the same
+    // after a restart.
+    // Method: LIP (60 units, forecast 100, auto-halt): minute 10 reserve 10, 12 sell 20,
+    // 15 pay the 10, 20 reserve 5 and cancel them at 21, 25 reserve 4 (expire at 40), 30
+    // sell 26 (nothing left: red, auto-halted), 31 refused 5, 32 小王 acknowledges, 50
+    // refund the 20. By hand: paid 10 + 20 + 26 = 56, refunded 20, cancelled 5, expired 4,
+    // consumed 56 − 20 = 36 (accuracy 0.36), sold out at 12:30, lost 5, the fastest five
+    // seconds 26 units at 12:30 (312 a minute). PEN: 小王 halts it at 13:00, an order at
+    // 13:05 is refused (3 lost, halted), 小李 resumes it at 13:10.
+    let server = TestServer::start().await;
+    server.sku("LIP", 60).await;
+    server.sku("PEN", 100).await;
+    let (status, body) = server
+        .put(
+            "/api/v1/rooms/r1",
+            show(json!([
+                {"sku": "LIP", "forecast": 100, "policy": {"auto_halt": true}},
+                {"sku": "PEN", "forecast": 50},
+            ])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut minute = 0;
+    let mut at = |to: u32| {
+        let step = to - minute;
+        minute = to;
+        server.clock.advance(step * MINUTE);
+    };
+    at(10);
+    assert_eq!(
+        place(&server, "o1", "LIP", 10, false).await,
+        StatusCode::CREATED
+    );
+    at(12);
+    assert_eq!(
+        place(&server, "s1", "LIP", 20, true).await,
+        StatusCode::CREATED
+    );
+    at(15);
+    assert_eq!(
+        server.post("/api/v1/orders/o1/confirm", json!({})).await.0,
+        StatusCode::OK
+    );
+    at(20);
+    assert_eq!(
+        place(&server, "o2", "LIP", 5, false).await,
+        StatusCode::CREATED
+    );
+    at(21);
+    assert_eq!(
+        server.post("/api/v1/orders/o2/cancel", json!({})).await.0,
+        StatusCode::OK
+    );
+    at(25);
+    assert_eq!(
+        place(&server, "o3", "LIP", 4, false).await,
+        StatusCode::CREATED
+    );
+    at(30);
+    assert_eq!(
+        place(&server, "s2", "LIP", 26, true).await,
+        StatusCode::CREATED
+    );
+    // Red (nothing left) halts LIP in the room.
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                listing_of(&server, "r1", "LIP").await["halted"] == true
+            })
+            .await
+    );
+    at(31);
+    assert_eq!(
+        place(&server, "s3", "LIP", 5, true).await,
+        StatusCode::CONFLICT
+    );
+    at(32);
+    let red_alert = || async {
+        let (_, alerts) = server.get("/api/v1/alerts").await;
+        alerts["alerts"]
+            .as_array()
+            .and_then(|alerts| {
+                alerts
+                    .iter()
+                    .find(|alert| alert["sku"] == "LIP" && alert["to"] == "red")
+            })
+            .cloned()
+    };
+    // The notifier records alerts as the hub hands them over.
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                red_alert().await.is_some()
+            })
+            .await
+    );
+    let red = red_alert().await.expect("LIP went red");
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/alerts/{}/ack", red["id"]),
+            json!({"by": "小王"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    at(41);
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                server.get("/api/v1/orders/o3").await.1["status"] == "expired"
+            })
+            .await
+    );
+    at(50);
+    assert_eq!(
+        server.post("/api/v1/orders/s1/refund", json!({})).await.0,
+        StatusCode::OK
+    );
+    at(60);
+    let (status, _) = server
+        .post("/api/v1/rooms/r1/listings/PEN/halt", json!({"by": "小王"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    at(65);
+    assert_eq!(
+        place(&server, "p1", "PEN", 3, true).await,
+        StatusCode::CONFLICT
+    );
+    at(70);
+    let (status, _) = server
+        .post(
+            "/api/v1/rooms/r1/listings/PEN/resume",
+            json!({"by": "小李"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The lost units reach the journal within a sweep.
+    assert!(
+        server
+            .eventually(Duration::from_secs(5), || async {
+                listing_of(&server, "r1", "PEN").await["lost"]["units"] == 3
+            })
+            .await
+    );
+    at(181);
+
+    let (status, report) = server.get("/api/v1/rooms/r1/report").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["finished"], true);
+    let lip = listing(&report, "LIP");
+    for (field, expected) in [
+        ("forecast", json!(100)),
+        ("consumed", json!(36)),
+        ("consumed_in_show", json!(36)),
+        ("sold", json!(56)),
+        ("refunded", json!(20)),
+        ("cancelled", json!(5)),
+        ("expired", json!(4)),
+        ("sold_out_at", json!("2026-11-25T12:30:00.000Z")),
+        ("peak_per_min", json!(312.0)),
+        ("peak_at", json!("2026-11-25T12:30:00.000Z")),
+        ("accuracy", json!(0.36)),
+    ] {
+        assert_eq!(lip[field], expected, "LIP {field}: {lip}");
+    }
+    assert_eq!(lip["lost"]["insufficient_stock"], 5);
+    // 60 on hand do not cover a forecast of 100: yellow from the start; red at the sell-out.
+    assert_eq!(lip["alerts"][0]["to"], "yellow");
+    let first = lip["alerts"]
+        .as_array()
+        .and_then(|alerts| alerts.iter().find(|alert| alert["to"] == "red"))
+        .expect("a red alert");
+    assert_eq!(first["at"], "2026-11-25T12:30:00.000Z");
+    assert_eq!(first["acknowledged_by"], "小王");
+    assert_eq!(first["acknowledged_after_s"], 120);
+    assert!(
+        first["reasons"]
+            .as_array()
+            .is_some_and(|reasons| reasons.iter().any(|reason| reason["rule"] == "sold_out"))
+    );
+    assert_eq!(lip["halts"][0]["auto"], true);
+    assert_eq!(lip["halts"][0]["at"], "2026-11-25T12:30:00.000Z");
+    let pen = listing(&report, "PEN");
+    assert_eq!(
+        pen["halts"],
+        json!([{"at": "2026-11-25T13:00:00.000Z", "auto": false, "by": "小王",
+                "resumed_at": "2026-11-25T13:10:00.000Z", "resumed_by": "小李"}])
+    );
+    assert_eq!(
+        (pen["lost"]["halted"].as_u64(), pen["sold"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(report["totals"]["sold"], 56);
+    assert_eq!(report["totals"]["lost"], 8);
+    assert_eq!(report["totals"]["halts"], 2);
+    let kinds: Vec<&str> = report["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .filter_map(|entry| entry["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(kinds.last(), Some(&"end"));
+    for kind in [
+        "alert",
+        "acknowledged",
+        "halted",
+        "resumed",
+        "sold_out",
+        "peak",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let times: Vec<&str> = report["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .filter_map(|entry| entry["at"].as_str())
+        .collect();
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "in time order: {times:?}"
+    );
+
+    let response = server
+        .client
+        .get(server.url("/api/v1/rooms/r1/report.csv"))
+        .send()
+        .await
+        .expect("the CSV");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("text")
+            .starts_with("text/csv")
+    );
+    let text = response.text().await.expect("text");
+    let lines: Vec<&str> = text.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("商品 sku,"), "{text}");
+    assert!(
+        lines[1].starts_with("LIP,,100,36,56,20,5,4,2026-11-25T12:30:00.000Z,5,5,0,312.0,"),
+        "{text}"
+    );
+    let (status, _) = server.get("/api/v1/rooms/nowhere/report").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (restarted, data) = server.restarted().await;
+    let (_, again) = restarted.get("/api/v1/rooms/r1/report").await;
+    let without_time = |mut report: Value| {
+        report["generated_at"] = Value::Null;
+        report
+    };
+    assert_eq!(without_time(again), without_time(report));
+    restarted.stop().await;
+    drop(data);
+}
