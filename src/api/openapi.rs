@@ -522,6 +522,8 @@ fn examples() -> Vec<(&'static str, Value)> {
             }),
         ),
         ("setForecast", json!({"forecast": 3600})),
+        ("haltListing", json!({"by": "运营-小王"})),
+        ("resumeListing", json!({"by": "运营-小李"})),
         ("acknowledgeAlert", json!({"by": "运营-小李"})),
         (
             "placeOrder",
