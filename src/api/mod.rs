@@ -178,6 +178,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/", get(web::screen))
         .route("/host", get(web::host))
         .route("/console", get(web::console))
+        .route("/report", get(web::report))
         .route("/web/{*path}", get(web::asset))
         .route("/favicon.ico", get(web::icon))
         .route("/healthz", get(health))

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiPath;
-use crate::alert::{Level, ListingView, LostView, Reason, SeriesView};
+use crate::alert::{Level, ListingView, LostView, Reason, SeriesView, Thresholds};
 use crate::clock::Rfc3339;
 use crate::ledger::{LedgerError, RoomId, ShowRecord};
 
@@ -83,6 +83,8 @@ pub(crate) struct ReportListing {
     level: Level,
     alerts: Vec<ReportAlert>,
     halts: Vec<ReportHalt>,
+    /// The thresholds in force at the end (or now), for the curve's bands.
+    thresholds: Thresholds,
     /// The consumption curve against the plan, as the room view gives it.
     series: SeriesView,
 }
@@ -218,6 +220,7 @@ async fn report(shared: &AppState, room: &RoomId) -> Result<Report, ApiError> {
             lost,
             series,
             plan_shape,
+            thresholds,
             ..
         } = listing_view;
         let tally = &listing_state.tally;
@@ -336,6 +339,7 @@ async fn report(shared: &AppState, room: &RoomId) -> Result<Report, ApiError> {
             level,
             alerts: listing_alerts,
             halts,
+            thresholds,
             series,
             sku,
         });

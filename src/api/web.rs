@@ -1,6 +1,7 @@
 //! The dashboards: the pages under `web/`, compiled into the binary so it serves them with
 //! nothing beside it. `/` is the big screen, `/host` the host's phone, `/console` the
-//! operators' console; `/web/...` their scripts, styles and icon (also at `/favicon.ico`).
+//! operators' console, `/report` the post-show review; `/web/...` their scripts, styles
+//! and icon (also at `/favicon.ico`).
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -11,6 +12,7 @@ const FILES: &[(&str, &str)] = &[
     ("screen.html", include_str!("../../web/screen.html")),
     ("host.html", include_str!("../../web/host.html")),
     ("console.html", include_str!("../../web/console.html")),
+    ("report.html", include_str!("../../web/report.html")),
     ("style.css", include_str!("../../web/style.css")),
     ("icon.svg", include_str!("../../web/icon.svg")),
     ("js/live.js", include_str!("../../web/js/live.js")),
@@ -21,6 +23,7 @@ const FILES: &[(&str, &str)] = &[
     ("js/screen.js", include_str!("../../web/js/screen.js")),
     ("js/host.js", include_str!("../../web/js/host.js")),
     ("js/console.js", include_str!("../../web/js/console.js")),
+    ("js/report.js", include_str!("../../web/js/report.js")),
 ];
 
 fn file(path: &str) -> Response {
@@ -54,6 +57,10 @@ pub(crate) async fn host() -> Response {
 
 pub(crate) async fn console() -> Response {
     file("console.html")
+}
+
+pub(crate) async fn report() -> Response {
+    file("report.html")
 }
 
 /// Browsers ask for `/favicon.ico` whatever the page says: the same icon.

@@ -14,14 +14,27 @@ const COLORS = {
   now: "#5d6b80",
 };
 
+/** The same on paper: dark lines on white. */
+export const LIGHT = {
+  grid: "#d5dae1",
+  text: "#4a5464",
+  plan: "#2456c9",
+  actual: "#111418",
+  yellow: "rgba(240, 200, 40, 0.25)",
+  orange: "rgba(255, 140, 30, 0.25)",
+  red: "rgba(240, 60, 60, 0.25)",
+  now: "#8a96a8",
+};
+
 /**
  * @param {HTMLCanvasElement} canvas
  * @param {object} listing a listing of the room view (series, forecast, thresholds)
  * @param {number} showSeconds the show's length
  * @param {number} elapsedSeconds now, into the show
  * @param {{plan: string, actual: string, hour: string}} labels (`hour` with `{n}` for the number)
+ * @param {object} [palette] the colours (the screen's dark ones unless given)
  */
-export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) {
+export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels, palette = COLORS) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth;
   const height = canvas.clientHeight;
@@ -48,9 +61,9 @@ export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) 
 
   // Threshold bands: yellow to orange, orange to red, red and above.
   const bands = [
-    [thresholds.yellow, thresholds.orange, COLORS.yellow],
-    [thresholds.orange, thresholds.red, COLORS.orange],
-    [thresholds.red, top / forecast, COLORS.red],
+    [thresholds.yellow, thresholds.orange, palette.yellow],
+    [thresholds.orange, thresholds.red, palette.orange],
+    [thresholds.red, top / forecast, palette.red],
   ];
   for (const [from, to, color] of bands) {
     context.fillStyle = color;
@@ -60,8 +73,8 @@ export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) 
   }
 
   // Grid and labels.
-  context.strokeStyle = COLORS.grid;
-  context.fillStyle = COLORS.text;
+  context.strokeStyle = palette.grid;
+  context.fillStyle = palette.text;
   context.lineWidth = 1;
   context.font = "13px system-ui, sans-serif";
   for (let step = 0; step <= 4; step += 1) {
@@ -78,7 +91,7 @@ export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) 
   }
 
   // The plan: the corners of a line.
-  context.strokeStyle = COLORS.plan;
+  context.strokeStyle = palette.plan;
   context.setLineDash([8, 6]);
   context.lineWidth = 2;
   context.beginPath();
@@ -90,7 +103,7 @@ export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) 
   context.setLineDash([]);
 
   // What was consumed, bucket by bucket, up to now.
-  context.strokeStyle = COLORS.actual;
+  context.strokeStyle = palette.actual;
   context.lineWidth = 3;
   context.beginPath();
   context.moveTo(x(0), y(series.before_start));
@@ -100,15 +113,15 @@ export function drawCurve(canvas, listing, showSeconds, elapsedSeconds, labels) 
   context.stroke();
 
   // Now.
-  context.strokeStyle = COLORS.now;
+  context.strokeStyle = palette.now;
   context.beginPath();
   context.moveTo(x(elapsedSeconds), pad.top);
   context.lineTo(x(elapsedSeconds), pad.top + plotHeight);
   context.stroke();
 
   // Legend.
-  context.fillStyle = COLORS.plan;
+  context.fillStyle = palette.plan;
   context.fillText(`- - ${labels.plan}`, pad.left + 8, pad.top + 14);
-  context.fillStyle = COLORS.actual;
+  context.fillStyle = palette.actual;
   context.fillText(`—— ${labels.actual}`, pad.left + 96, pad.top + 14);
 }
