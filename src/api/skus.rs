@@ -184,6 +184,9 @@ pub(crate) struct ShowView {
     lost: u64,
     /// What buyers asked for: consumed + lost.
     demand: u64,
+    /// When the SKU first had nothing available during the show.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    sold_out_at: Option<crate::clock::Rfc3339>,
     /// consumed / forecast.
     accuracy: f64,
     /// The fastest rate of the show, units a minute, and when.
@@ -238,6 +241,7 @@ pub(crate) async fn history(
             peak_per_min: show.peak_per_min(),
             peak_at: show.peak_at.map(crate::clock::Rfc3339),
             demand: show.consumed.saturating_add(show.lost),
+            sold_out_at: show.sold_out_at.map(crate::clock::Rfc3339),
             curve: show
                 .curve
                 .iter()

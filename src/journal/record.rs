@@ -230,6 +230,8 @@ struct ShowRecordRecord<'a> {
     bucket_ms: u64,
     peak_at: Option<u64>,
     curve: Vec<u16>,
+    #[serde(default)]
+    sold_out_at: Option<u64>,
 }
 
 fn show_record_record(record: &ShowRecord) -> ShowRecordRecord<'_> {
@@ -245,6 +247,7 @@ fn show_record_record(record: &ShowRecord) -> ShowRecordRecord<'_> {
         bucket_ms: record.bucket_ms,
         peak_at: record.peak_at.map(Timestamp::as_millis),
         curve: record.curve.clone(),
+        sold_out_at: record.sold_out_at.map(Timestamp::as_millis),
     }
 }
 
@@ -271,6 +274,7 @@ fn show_record(record: ShowRecordRecord<'_>) -> Result<ShowRecord, DecodeError> 
         bucket_ms: record.bucket_ms,
         peak_at: record.peak_at.map(Timestamp::from_millis),
         curve: record.curve,
+        sold_out_at: record.sold_out_at.map(Timestamp::from_millis),
     })
 }
 

@@ -27,6 +27,8 @@ pub struct ShowRecord {
     pub consumed: u64,
     /// Units refused to the show's orders (for want of stock, or halted).
     pub lost: u64,
+    /// When the SKU first had nothing available during the show.
+    pub sold_out_at: Option<Timestamp>,
     /// The fastest bucket of the show: units consumed in it, its length, and when it
     /// started (`None` when nothing was consumed).
     pub peak_units: u64,
@@ -78,6 +80,7 @@ impl ShowRecord {
             forecast: listing.forecast,
             consumed,
             lost: tally.lost.total(),
+            sold_out_at: tally.sold_out_at,
             peak_units,
             bucket_ms: series.bucket_ms,
             peak_at,

@@ -293,6 +293,11 @@ async fn a_finished_show_leaves_its_curve_and_the_next_plan_follows_it() {
     assert_eq!(record["peak_per_min"], 3600.0);
     assert_eq!(record["peak_at"], "2026-11-25T12:10:00.000Z");
     assert_eq!(record["name"], "晚八点专场");
+    assert_eq!(
+        record["sold_out_at"],
+        Value::Null,
+        "100,000 on hand never sold out"
+    );
     assert_eq!(history["suggested_forecast"], 1000);
 
     // The next day's show follows that curve.
