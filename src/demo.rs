@@ -2,11 +2,13 @@
 //!
 //! The server's clock runs 36 times faster (see `clock::ScaledClock`), so the three-hour show
 //! of room `demo` passes in five minutes. Six listings follow a script: the host pitches a
-//! product and its orders burst for a few minutes, then fade; most are paid, some cancelled,
-//! some left to expire; one product sells out and is restocked; one sells far ahead of plan
+//! product and its orders burst for a few minutes, then fade; most are paid (a few of those
+//! refunded later), some cancelled, some left to expire; one product sells out and is restocked; one sells far ahead of plan
 //! early (tightened thresholds), goes red and is halted automatically, and the operator
 //! resumes it once its unpaid locks expired; one sells far behind plan (the host is asked for
-//! more interaction). Every level is reached and left. Random choices come from a seed that
+//! more interaction). Every level is reached and left. When the show ends it leaves its
+//! history, so `--demo` again on the same data directory plans the next show from it, and
+//! its review is at `/report?room=demo`. Random choices come from a seed that
 //! is logged, so a run can be repeated.
 
 use std::collections::VecDeque;
@@ -136,7 +138,11 @@ const RESUME_AFTER: Duration = Duration::from_secs(20 * 60);
 enum Next {
     Pay,
     Cancel,
+    Refund,
 }
+
+/// Share of paid orders refunded later in the show.
+const REFUNDED_SHARE: f64 = 0.03;
 
 /// The show in progress.
 pub(crate) struct Demo {
@@ -282,8 +288,17 @@ impl Demo {
                 continue;
             }
             let _ = match next {
-                Next::Pay => ledger.confirm(now, &order_id),
+                Next::Pay => {
+                    let paid = ledger.confirm(now, &order_id);
+                    // A few buyers return what they bought, some minutes later.
+                    if paid.is_ok() && self.rng.f64() < REFUNDED_SHARE {
+                        let delay = Duration::from_secs(self.rng.u64(300..1800));
+                        later.push_back((now.saturating_add(delay), order_id, Next::Refund));
+                    }
+                    paid
+                }
                 Next::Cancel => ledger.cancel(now, &order_id),
+                Next::Refund => ledger.refund(now, &order_id),
             };
         }
         self.pending = later;
