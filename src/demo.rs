@@ -3,13 +3,13 @@
 //! The server's clock runs 36 times faster (see `clock::ScaledClock`), so the three-hour show
 //! of room `demo` passes in five minutes. Six listings follow a script: the host pitches a
 //! product and its orders burst for a few minutes, then fade; most are paid (a few of those
-//! refunded later), some cancelled, some left to expire; one product sells out and is restocked; one sells far ahead of plan
-//! early (tightened thresholds), goes red and is halted automatically, and the operator
-//! resumes it once its unpaid locks expired; one sells far behind plan (the host is asked for
-//! more interaction). Every level is reached and left. When the show ends it leaves its
-//! history, so `--demo` again on the same data directory plans the next show from it, and
-//! its review is at `/report?room=demo`. Random choices come from a seed that
-//! is logged, so a run can be repeated.
+//! refunded later), some cancelled, some left to expire; one product sells out and is
+//! restocked; one sells far ahead of plan early (tightened thresholds), goes red and is halted
+//! automatically, and the operator resumes it once its unpaid locks expired; one sells far
+//! behind plan (the host is asked for more interaction). Every level is reached and left.
+//! When the show ends it leaves its history, so `--demo` again on the same data directory
+//! plans the next show from it, and its review is at `/report?room=demo`. Random choices come
+//! from a seed that is logged, so a run can be repeated.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
