@@ -260,8 +260,13 @@ fn pace(room: &Room, listing: &Listing, elapsed_ms: u64) -> f64 {
     if linear <= 0.0 {
         return 1.0;
     }
-    plan_share(room, listing, elapsed_ms) / linear
+    // A plan that expects nothing yet would make any sale "ahead": a floor keeps the rule
+    // from tightening on nothing.
+    (plan_share(room, listing, elapsed_ms) / linear).max(PACE_MIN)
 }
+
+/// The least pace the dynamic rules assume: a tenth of a straight line's.
+const PACE_MIN: f64 = 0.1;
 
 /// The thresholds in force for `inputs`.
 pub fn thresholds(inputs: &Inputs<'_>) -> Thresholds {

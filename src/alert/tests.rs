@@ -685,3 +685,27 @@ fn a_listing_selling_to_its_shaped_plan_is_neither_ahead_nor_behind() {
     assert_eq!(on_its_plan.hint, None);
     assert!((on_its_plan.thresholds.relax_share - 0.038).abs() < 1e-3);
 }
+
+#[test]
+fn a_plan_that_expects_nothing_yet_does_not_tighten_on_nothing() {
+    // Goal: a plan with nothing expected by the tightening deadline (0 % at one hour, as a
+    // history of slow starts can give) does not tighten a listing that sold nothing; a
+    // tenth of a straight line's pace is the least the rule assumes, so it tightens from
+    // 0.4 × 0.1 = 4 % sold by then (5 % does).
+    let mut room = show(Policy::default());
+    room.listings[0].plan = vec![
+        PlanPoint {
+            elapsed_ms: 60 * MINUTE,
+            share: 0,
+        },
+        PlanPoint {
+            elapsed_ms: 180 * MINUTE,
+            share: 1000,
+        },
+    ];
+    let idle = simple(&room, 0, 1_200, 1);
+    assert_eq!(idle.thresholds.adjustment, Adjustment::None);
+    assert!((idle.thresholds.tighten_share - 0.04).abs() < 1e-9);
+    let early = simple(&room, 50, 1_150, 30 * MINUTE);
+    assert_eq!(early.thresholds.adjustment, Adjustment::Tightened);
+}

@@ -134,6 +134,9 @@ pub(crate) struct Report {
     timeline: Vec<TimelineEntry>,
 }
 
+/// How far before its start and after its end an alert still belongs to a show.
+const ALERT_MARGIN_MS: u64 = 3_600_000;
+
 fn room_id(raw: &str) -> Result<RoomId, ApiError> {
     Ok(RoomId::new(raw)?)
 }
@@ -210,7 +213,20 @@ async fn report(shared: &AppState, room: &RoomId) -> Result<Report, ApiError> {
         level: None,
         by: None,
     }];
-    for (listing_state, listing_view) in state.listings.iter().zip(view.listings) {
+    // A room set up again for another show keeps its id: the alerts of this show are those
+    // from an hour before it starts (pre-sales) to an hour after it ends.
+    let window = (
+        spec.starts_at.as_millis().saturating_sub(ALERT_MARGIN_MS),
+        spec.ends_at.as_millis().saturating_add(ALERT_MARGIN_MS),
+    );
+    for listing_view in view.listings {
+        let Some(listing_state) = state
+            .listings
+            .iter()
+            .find(|listing| listing.listing.sku.as_str() == listing_view.sku)
+        else {
+            continue;
+        };
         let ListingView {
             sku,
             name,
@@ -236,6 +252,9 @@ async fn report(shared: &AppState, room: &RoomId) -> Result<Report, ApiError> {
                 let level =
                     |field: &str| serde_json::from_value::<Level>(body.get(field)?.clone()).ok();
                 let at = Rfc3339(super::rooms::parse_time("at", body.get("at")?.as_str()?).ok()?);
+                if !(window.0..=window.1).contains(&at.0.as_millis()) {
+                    return None;
+                }
                 let acknowledged_after_s = alert
                     .acknowledged_at
                     .map(|acknowledged| acknowledged.0.saturating_since(at.0).as_secs());
@@ -460,11 +479,12 @@ fn to_csv(report: &Report) -> String {
 /// One CSV cell: quoted when it holds a comma, a quote or a line break (RFC 4180), and
 /// with a leading `'` when a spreadsheet would read it as a formula.
 fn cell(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
+    let value =
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.parse::<f64>().is_err() {
+            format!("'{value}")
+        } else {
+            value.to_owned()
+        };
     if value.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
@@ -484,5 +504,6 @@ mod tests {
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(cell("-12"), "-12");
         assert_eq!(cell("@sum"), "'@sum");
+        assert_eq!(cell("\t=1+1"), "'\t=1+1");
     }
 }

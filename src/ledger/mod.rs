@@ -296,7 +296,6 @@ impl Ledger {
                     });
                 }
                 if let Some(error) = refused {
-                    self.count_lost(order, &error);
                     return Err(error);
                 }
             }
@@ -366,7 +365,15 @@ impl Ledger {
             (Movement::Lock, OrderStatus::Locked),
             Rules::Enforce,
             now,
-        )?;
+        );
+        let moved = match moved {
+            Ok(moved) => moved,
+            Err(error) => {
+                drop(skus);
+                self.count_lost(&request, &error);
+                return Err(error);
+            }
+        };
         let taken_versions = versions(&moved.stocks);
         drop(keys);
         let lock_ttl = moved
@@ -432,7 +439,15 @@ impl Ledger {
             (Movement::Sell, OrderStatus::Sold),
             Rules::Enforce,
             now,
-        )?;
+        );
+        let moved = match moved {
+            Ok(moved) => moved,
+            Err(error) => {
+                drop(skus);
+                self.count_lost(&request, &error);
+                return Err(error);
+            }
+        };
         let taken_versions = versions(&moved.stocks);
         drop(keys);
         let order = Arc::new(request);
@@ -539,23 +554,30 @@ impl Ledger {
         let order = entry.order.clone();
         let keys = self.line_keys(&order.lines);
         let mut skus = self.lock_skus(&keys);
-        let moved = self
-            .move_lines(
-                &mut skus,
-                &keys,
-                &order,
-                &entry.taken_versions,
-                (step.movement, step.status),
-                Rules::Enforce,
-                now,
-            )
-            .map_err(|error| match (step.retaken, error) {
-                (true, LedgerError::Invariant(message)) => LedgerError::Invariant(message),
-                (true, _) => LedgerError::LockExpired {
-                    order_id: order_id.clone(),
-                },
-                (false, error) => error,
-            })?;
+        let moved = self.move_lines(
+            &mut skus,
+            &keys,
+            &order,
+            &entry.taken_versions,
+            (step.movement, step.status),
+            Rules::Enforce,
+            now,
+        );
+        let moved = match moved {
+            Ok(moved) => moved,
+            Err(error) => {
+                // A payment after the lock expired that finds the units gone: a sale lost too.
+                drop(skus);
+                self.count_lost(&order, &error);
+                return Err(match (step.retaken, error) {
+                    (true, LedgerError::Invariant(message)) => LedgerError::Invariant(message),
+                    (true, _) => LedgerError::LockExpired {
+                        order_id: order_id.clone(),
+                    },
+                    (false, error) => error,
+                });
+            }
+        };
         drop(keys);
         let taken_versions = step
             .movement

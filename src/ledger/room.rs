@@ -571,6 +571,12 @@ impl ListingTally {
     pub(super) fn set_halted(&mut self, at: Timestamp, halt: Option<bool>, by: Option<&str>) {
         self.halted = halt.is_some();
         match halt {
+            // Halted already (an operator's halt, then the engine's at red): one halt.
+            Some(_)
+                if self
+                    .halts
+                    .last()
+                    .is_some_and(|last| last.resumed_at.is_none()) => {}
             Some(auto) => {
                 if HALTS_KEPT_MAX <= self.halts.len() {
                     self.halts.remove(HALTS_KEPT_MAX / 2);
@@ -621,8 +627,18 @@ impl ListingTally {
 
     /// The tally under a new schedule: the consumed count stays, and the curve is carried
     /// over into the new buckets (from the new start, when the start moved).
+    /// A start that moved is another show (a room set up again for the next one): what the
+    /// last show lost, sold, gave back and when it sold out or was halted is its own, and
+    /// the new show starts counting from nothing (its consumption carries over as what was
+    /// taken before it). A halt still in force stays.
     pub(crate) fn reschedule(&mut self, room: &Room, at: Timestamp) {
         let series = Series::for_room(room);
+        if series.starts_at != self.series.starts_at {
+            self.lost = Lost::default();
+            self.outcomes = Outcomes::default();
+            self.sold_out_at = None;
+            self.halts.retain(|halt| halt.resumed_at.is_none());
+        }
         if series.starts_at != self.series.starts_at
             || series.bucket_ms != self.series.bucket_ms
             || series.buckets != self.series.buckets

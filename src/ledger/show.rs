@@ -34,7 +34,8 @@ pub struct ShowRecord {
     pub peak_units: u64,
     pub bucket_ms: u64,
     pub peak_at: Option<Timestamp>,
-    /// The share of `consumed` reached at each twentieth of the show, in thousandths:
+    /// The share of the most the show consumed at once reached at each twentieth of the
+    /// show, in thousandths:
     /// [`CURVE_POINTS`] values from 0 to 1000, never going down; empty when nothing was
     /// consumed.
     pub curve: Vec<u16>,
@@ -51,8 +52,18 @@ impl ShowRecord {
                 .saturating_sub(series.before_start)
         };
         let consumed = last.saturating_sub(series.before_start);
+        // The curve is a share of the most the show had consumed at once: locks that later
+        // expired or were cancelled do not push it past its end.
+        let most = series
+            .points
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(last)
+            .saturating_sub(series.before_start);
         let show_ms = room.show_ms();
-        let curve = if consumed == 0 {
+        let curve = if most == 0 {
             Vec::new()
         } else {
             let mut reached = 0u16;
@@ -64,7 +75,7 @@ impl ShowRecord {
                     let share = if point == CURVE_POINTS as u64 - 1 {
                         1000
                     } else {
-                        (in_show(at) * 1000 / consumed).min(1000) as u16
+                        (in_show(at) * 1000 / most).min(1000) as u16
                     };
                     reached = reached.max(share);
                     reached
@@ -80,7 +91,7 @@ impl ShowRecord {
             forecast: listing.forecast,
             consumed,
             lost: tally.lost.total(),
-            sold_out_at: tally.sold_out_at,
+            sold_out_at: tally.sold_out_at.filter(|at| *at < room.ends_at),
             peak_units,
             bucket_ms: series.bucket_ms,
             peak_at,

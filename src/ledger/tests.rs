@@ -3264,3 +3264,68 @@ fn refused_orders_naming_a_room_are_lost_demand_and_change_no_stock() {
     let imported = Ledger::import(LedgerConfig::default(), image).expect("import");
     assert_eq!(imported.room(&room_id("r1")), ledger.room(&room_id("r1")));
 }
+
+#[test]
+fn a_room_set_up_for_the_next_show_counts_that_show_afresh() {
+    // Goal: a room put again with another start is another show: its listing forgets what
+    // the last show lost, paid, gave back, when it sold out and its lifted halts (a halt in
+    // force stays), and records its own sell-out. Two halts in a row are one halt, which one
+    // resume lifts. Method: show 1 sells A out and loses 3; an operator halts A and the
+    // engine halts it again, then it is resumed; the room moves to two hours later.
+    let ledger = ledger_with_skus(&[("A", 5)]);
+    ledger
+        .put_room(at(0), room("r1", &[("A", 10)]))
+        .expect("room");
+    ledger
+        .sell(at(1_000), in_room("o1", "r1", &[("A", 5)]))
+        .expect("sold out");
+    assert!(
+        ledger
+            .sell(at(2_000), in_room("o2", "r1", &[("A", 3)]))
+            .is_err()
+    );
+    ledger.flush_lost(at(2_100)).expect("lost");
+    ledger
+        .halt_listing(at(3_000), &room_id("r1"), &sku_id("A"), false, Some("小王"))
+        .expect("halt");
+    ledger
+        .halt_listing(at(3_500), &room_id("r1"), &sku_id("A"), true, None)
+        .expect("halted again");
+    ledger
+        .resume_listing(at(4_000), &room_id("r1"), &sku_id("A"), Some("小李"))
+        .expect("resume");
+    let tally = |ledger: &Ledger| {
+        ledger
+            .listing(&room_id("r1"), &sku_id("A"))
+            .expect("listed")
+            .tally
+    };
+    let first = tally(&ledger);
+    assert_eq!(first.halts.len(), 1, "{:?}", first.halts);
+    assert_eq!(first.halts[0].by.as_deref(), Some("小王"));
+    assert_eq!(first.halts[0].resumed_by.as_deref(), Some("小李"));
+    assert_eq!((first.lost.total(), first.outcomes.sold), (3, 5));
+    assert_eq!(first.sold_out_at, Some(at(1_000)));
+
+    let mut next = room("r1", &[("A", 10)]);
+    next.starts_at = at(120 * MINUTE_MS);
+    next.ends_at = at(180 * MINUTE_MS);
+    ledger
+        .put_room(at(60 * MINUTE_MS), next)
+        .expect("the next show");
+    let fresh = tally(&ledger);
+    assert_eq!((fresh.lost.total(), fresh.outcomes.sold), (0, 0));
+    assert_eq!(fresh.sold_out_at, None);
+    assert!(fresh.halts.is_empty());
+    assert_eq!(
+        fresh.consumed, 5,
+        "what was taken stays, as before the show"
+    );
+    ledger
+        .put_sku(at(121 * MINUTE_MS), &sku_id("A"), total_update(6))
+        .expect("one more");
+    ledger
+        .sell(at(122 * MINUTE_MS), in_room("o3", "r1", &[("A", 1)]))
+        .expect("sold out again");
+    assert_eq!(tally(&ledger).sold_out_at, Some(at(122 * MINUTE_MS)));
+}
