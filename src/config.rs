@@ -28,6 +28,26 @@ pub const BODY_LIMIT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The most threads that may serve requests.
 pub const WORKERS_MAX: usize = 1024;
 
+/// The longest order lock that may be configured: a day.
+pub const LOCK_TTL_S_MAX: u64 = 86_400;
+/// The idempotency window's bounds: a minute to 30 days.
+pub const IDEMPOTENCY_WINDOW_S_MIN: u64 = 60;
+pub const IDEMPOTENCY_WINDOW_S_MAX: u64 = 30 * 86_400;
+/// `journal_sync = interval`: how often, 1 s unless configured, at most once a minute.
+pub const JOURNAL_SYNC_INTERVAL_MS_DEFAULT: u64 = 1000;
+pub const JOURNAL_SYNC_INTERVAL_MS_MAX: u64 = 60_000;
+/// The largest journal segment: 4 GiB.
+pub const JOURNAL_SEGMENT_MIB_MAX: u64 = 4096;
+/// Snapshots no more often than every thousand facts.
+pub const SNAPSHOT_EVERY_FACTS_MIN: u64 = 1000;
+/// A session's push queue: 16 KiB to 1 GiB.
+pub const PUSH_QUEUE_KIB_MIN: u64 = 16;
+pub const PUSH_QUEUE_KIB_MAX: u64 = 1024 * 1024;
+/// The longest a topic's changes may be gathered before they are sent.
+pub const PUSH_INTERVAL_MS_MAX: u64 = 1000;
+/// A client must send its request headers within 1 to 300 s.
+pub const HEADER_TIMEOUT_S_MAX: u64 = 300;
+
 /// Threads serving requests unless configured otherwise: every core but one, which the
 /// journal's writer (group commit: encode, write, sync) keeps busy under load; one at
 /// least. On two cores, one worker and the writer spend a fifth less CPU per order than two
@@ -477,19 +497,26 @@ impl ConfigLayer {
         }
         let lock_ttl = match self.lock_ttl_s {
             None => defaults.lock_ttl,
-            Some(seconds) if (1..=86_400).contains(&seconds) => Duration::from_secs(seconds),
+            Some(seconds) if (1..=LOCK_TTL_S_MAX).contains(&seconds) => {
+                Duration::from_secs(seconds)
+            }
             Some(seconds) => {
                 return Err(ConfigError::Invalid(format!(
-                    "lock_ttl_s must be between 1 and 86400, got {seconds}"
+                    "lock_ttl_s must be between 1 and {LOCK_TTL_S_MAX}, got {seconds}"
                 )));
             }
         };
         let idempotency_window = match self.idempotency_window_s {
             None => defaults.idempotency_window,
-            Some(seconds) if (60..=30 * 86_400).contains(&seconds) => Duration::from_secs(seconds),
+            Some(seconds)
+                if (IDEMPOTENCY_WINDOW_S_MIN..=IDEMPOTENCY_WINDOW_S_MAX).contains(&seconds) =>
+            {
+                Duration::from_secs(seconds)
+            }
             Some(seconds) => {
                 return Err(ConfigError::Invalid(format!(
-                    "idempotency_window_s must be between 60 and 2592000, got {seconds}"
+                    "idempotency_window_s must be between {IDEMPOTENCY_WINDOW_S_MIN} and \
+                     {IDEMPOTENCY_WINDOW_S_MAX}, got {seconds}"
                 )));
             }
         };
@@ -508,10 +535,13 @@ impl ConfigLayer {
                 )));
             }
         };
-        let interval_ms = self.journal_sync_interval_ms.unwrap_or(1000);
-        if !(1..=60_000).contains(&interval_ms) {
+        let interval_ms = self
+            .journal_sync_interval_ms
+            .unwrap_or(JOURNAL_SYNC_INTERVAL_MS_DEFAULT);
+        if !(1..=JOURNAL_SYNC_INTERVAL_MS_MAX).contains(&interval_ms) {
             return Err(ConfigError::Invalid(format!(
-                "journal_sync_interval_ms must be between 1 and 60000, got {interval_ms}"
+                "journal_sync_interval_ms must be between 1 and {JOURNAL_SYNC_INTERVAL_MS_MAX}, \
+                 got {interval_ms}"
             )));
         }
         let journal_sync = match self.journal_sync.as_deref() {
@@ -527,33 +557,33 @@ impl ConfigLayer {
         let segment_mib = self
             .journal_segment_mib
             .unwrap_or(JOURNAL_SEGMENT_MIB_DEFAULT);
-        if !(1..=4096).contains(&segment_mib) {
+        if !(1..=JOURNAL_SEGMENT_MIB_MAX).contains(&segment_mib) {
             return Err(ConfigError::Invalid(format!(
-                "journal_segment_mib must be between 1 and 4096, got {segment_mib}"
+                "journal_segment_mib must be between 1 and {JOURNAL_SEGMENT_MIB_MAX}, got {segment_mib}"
             )));
         }
         let snapshot_every_facts = self
             .snapshot_every_facts
             .unwrap_or(SNAPSHOT_EVERY_FACTS_DEFAULT);
-        if snapshot_every_facts < 1000 {
+        if snapshot_every_facts < SNAPSHOT_EVERY_FACTS_MIN {
             return Err(ConfigError::Invalid(format!(
-                "snapshot_every_facts must be at least 1000, got {snapshot_every_facts}"
+                "snapshot_every_facts must be at least {SNAPSHOT_EVERY_FACTS_MIN}, got {snapshot_every_facts}"
             )));
         }
         let push_queue_kib = self
             .push_queue_kib
             .unwrap_or(defaults.push_queue_bytes as u64 / 1024);
-        if !(16..=1024 * 1024).contains(&push_queue_kib) {
+        if !(PUSH_QUEUE_KIB_MIN..=PUSH_QUEUE_KIB_MAX).contains(&push_queue_kib) {
             return Err(ConfigError::Invalid(format!(
-                "push_queue_kib must be between 16 and 1048576, got {push_queue_kib}"
+                "push_queue_kib must be between {PUSH_QUEUE_KIB_MIN} and {PUSH_QUEUE_KIB_MAX}, got {push_queue_kib}"
             )));
         }
         let push_interval = match self.push_interval_ms {
             None => defaults.push_interval,
-            Some(ms) if ms <= 1000 => Duration::from_millis(ms),
+            Some(ms) if ms <= PUSH_INTERVAL_MS_MAX => Duration::from_millis(ms),
             Some(ms) => {
                 return Err(ConfigError::Invalid(format!(
-                    "push_interval_ms must be between 0 and 1000, got {ms}"
+                    "push_interval_ms must be between 0 and {PUSH_INTERVAL_MS_MAX}, got {ms}"
                 )));
             }
         };
@@ -583,11 +613,12 @@ impl ConfigLayer {
         let positive = 0 < limits.connections_max
             && 0 < limits.per_address_max
             && 0 < limits.per_address_per_second
-            && (1..=300).contains(&limits.header_timeout.as_secs());
+            && (1..=HEADER_TIMEOUT_S_MAX).contains(&limits.header_timeout.as_secs());
         if !positive {
-            return Err(ConfigError::Invalid(
-                "connections_max, connections_per_ip_max and connections_per_ip_per_s must be above 0, header_timeout_s between 1 and 300".to_owned(),
-            ));
+            return Err(ConfigError::Invalid(format!(
+                "connections_max, connections_per_ip_max and connections_per_ip_per_s must be \
+                 above 0, header_timeout_s between 1 and {HEADER_TIMEOUT_S_MAX}"
+            )));
         }
         let auth = self.auth.unwrap_or_default();
         if let Some(secret) = &auth.secret

@@ -2,15 +2,26 @@
 //!
 //! # Layout
 //!
-//! - [`ledger`]: every SKU's stock and every order's life cycle, in memory, sans I/O.
+//! - [`ledger`]: every SKU's stock, every order's life cycle, rooms, their listings' tallies
+//!   and the SKUs' show histories, in memory, sans I/O.
 //! - [`clock`]: the time the server runs on, injectable for tests.
-//! - [`journal`]: the facts on disk: group commit, snapshots, recovery.
-//! - `hub`: topics and the push of every durable stock change to WebSocket sessions.
-//! - `api`: the HTTP edge (JSON in and out, errors, metrics, OpenAPI).
+//! - [`journal`]: the facts on disk: group commit, snapshots, recovery, and the replicated
+//!   log's framing.
+//! - [`alert`]: the alert engine: levels, dynamic thresholds, forecasts, hints and room views,
+//!   from durable facts.
+//! - [`notify`]: alert delivery to webhook, SMS and voice gateways through a persisted outbox.
+//! - [`cluster`]: the NATS JetStream log, the leader lease and shared snapshots.
+//! - `hub`: topics and the push of every durable change to WebSocket sessions.
+//! - `api`: the HTTP and WebSocket edge (JSON and MessagePack in and out, errors, access,
+//!   metrics, the OpenAPI and AsyncAPI documents, the post-show review, the pages).
+//! - [`auth`]: tokens, roles and what each may do.
+//! - [`edge`]: accepting connections within limits and serving each with hyper.
 //! - [`config`]: settings from a TOML file, the environment and flags.
 //! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
 //! - `demo`: the simulated show behind `--demo`.
 //! - [`load`]: the load generator behind `stockpulse-load`; talks to a server only over TCP.
+//! - [`fuzzing`]: every decoder of outside bytes behind one door, for property tests and fuzz
+//!   targets.
 //!
 //! `docs/ARCHITECTURE.md` is the map.
 

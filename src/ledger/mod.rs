@@ -23,8 +23,10 @@
 //! `types` (validated values and views), `fact`, `error`, `sku` (a SKU's entry and the
 //! arithmetic of moving units), `order` (an order's entry, its stripe, and which operation
 //! moves it where), `stripe` (tables, keys, guards), `replay` ([`Ledger::apply`]), `room`
-//! (rooms, listings and their tallies), `image` (snapshots), `durable` ([`DurableState`],
-//! the rooms and stocks as the journal has made them durable).
+//! (rooms, listings, plan shapes and their tallies: consumption, lost demand, outcomes,
+//! halts), `show` (what a finished show leaves in its SKU's history), `values` and `image`
+//! (snapshots), `durable` ([`DurableState`], the rooms and stocks as the journal has made
+//! them durable).
 
 mod durable;
 mod error;
