@@ -1,0 +1,321 @@
+//! Replay and snapshots: facts applied to an empty ledger, or a snapshot plus the facts after
+//! its cut, rebuild the ledger; a snapshot that does not add up is refused.
+
+use super::*;
+
+#[test]
+fn facts_of_a_life_cycle_replay_to_the_same_ledger() {
+    // Goal: the facts of every kind rebuild the ledger, and replay refuses a fact that does not
+    // follow. Method: run every operation once, collect the facts, apply them to a fresh
+    // ledger and compare; then apply one payment a second time.
+    let ledger = Ledger::new(LedgerConfig::default());
+    let mut facts = Vec::new();
+    let update = SkuUpdate {
+        total: Some(10),
+        reserved: Some(1),
+        lock_ttl_ms: Some(Some(MINUTE_MS)),
+        quotas: Some(vec![(platform("douyin"), 6)]),
+        name: Some("Lipstick".to_owned()),
+    };
+    facts.push(
+        ledger
+            .put_sku(at(0), &sku_id("A"), update)
+            .expect("put_sku"),
+    );
+    facts.push(
+        ledger
+            .put_sku(at(0), &sku_id("B"), total_update(5))
+            .expect("put_sku"),
+    );
+    facts.push(ledger.restock(at(1), &sku_id("B"), 5).expect("restock"));
+    let mut answers = vec![
+        ledger.reserve(at(2), request("r1", "douyin", &[("A", 2), ("B", 3)])),
+        ledger.sell(at(2), request("s1", "kuaishou", &[("B", 1)])),
+        ledger.reserve(at(2), request("r2", "douyin", &[("A", 1)])),
+        ledger.reserve(at(2), request("r3", "douyin", &[("A", 1)])),
+    ];
+    facts.push(ledger.halt(at(3), &sku_id("A")).expect("halt"));
+    answers.push(ledger.confirm(at(4), &order_id("r1")));
+    answers.push(ledger.cancel(at(4), &order_id("r2")));
+    facts.push(ledger.resume(at(5), &sku_id("A")).expect("resume"));
+    answers.push(ledger.refund(at(6), &order_id("s1")));
+    for answer in answers {
+        facts.extend(answer.expect("the operation succeeds").fact);
+    }
+    facts.extend(ledger.expire_due(at(2 + MINUTE_MS)));
+    let retake = ledger
+        .confirm(at(3 + MINUTE_MS), &order_id("r3"))
+        .expect("a retake");
+    assert!(matches!(
+        retake.fact,
+        Some(Fact::OrderConfirmed { retaken: true, .. })
+    ));
+    facts.extend(retake.fact);
+
+    // Put the facts back in the order they happened; the sort is stable, so facts of one
+    // instant keep the order they were made in.
+    facts.sort_by_key(Fact::at);
+    assert_replay_equal(
+        &ledger,
+        LedgerConfig::default(),
+        &facts,
+        &["r1", "r2", "r3", "s1"],
+    );
+
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in &facts {
+        replayed.apply(fact).expect("apply");
+    }
+    let payment = facts
+        .iter()
+        .find(|fact| matches!(fact, Fact::OrderConfirmed { retaken: false, .. }))
+        .expect("a payment");
+    let before = replayed.skus();
+    assert!(matches!(
+        replayed.apply(payment),
+        Err(ReplayError::BadTransition {
+            status: OrderStatus::Sold,
+            ..
+        })
+    ));
+    assert_eq!(replayed.skus(), before);
+}
+
+#[test]
+fn replay_accepts_an_order_id_used_again_after_it_was_forgotten() {
+    // Goal: forgetting leaves no fact, yet the facts still rebuild the ledger when a client
+    // reuses an order id after the idempotency window.
+    // Method: reserve and cancel an order, forget it, reserve the same id again, then replay
+    // every fact into a fresh ledger and compare.
+    let ledger = Ledger::new(LedgerConfig::default());
+    let mut facts = vec![
+        ledger
+            .put_sku(at(0), &sku_id("A"), total_update(10))
+            .expect("put_sku"),
+    ];
+    let first = ledger
+        .reserve(at(0), request("o1", "douyin", &[("A", 1)]))
+        .expect("reserve");
+    facts.extend(first.fact);
+    let cancelled = ledger.cancel(at(0), &order_id("o1")).expect("cancel");
+    facts.extend(cancelled.fact);
+    let day_ms = 24 * 60 * MINUTE_MS;
+    assert_eq!(ledger.forget_finished(at(day_ms)), 1);
+    let again = ledger
+        .reserve(at(day_ms), request("o1", "douyin", &[("A", 2)]))
+        .expect("reserve");
+    facts.extend(again.fact);
+
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in &facts {
+        replayed.apply(fact).expect("every fact replays");
+    }
+    assert_eq!(replayed.skus(), ledger.skus());
+    assert_eq!(
+        replayed.order(&order_id("o1")),
+        ledger.order(&order_id("o1"))
+    );
+}
+
+#[test]
+fn a_restock_with_an_id_is_applied_once_even_after_replay() {
+    // Goal: a retried restock (after a timeout or a 503) adds its units once, and the
+    // memory of it survives replay.
+    // Method: restock twice with one id, once with another quantity; replay the facts into a
+    // fresh ledger and retry there.
+    let ledger = Ledger::new(LedgerConfig::default());
+    let mut facts = vec![
+        ledger
+            .put_sku(at(0), &sku_id("A"), total_update(10))
+            .expect("put_sku"),
+    ];
+    let id = RestockId::new("truck-7").expect("valid id");
+    let first = ledger
+        .restock_once(at(1), &sku_id("A"), 5, id.clone())
+        .expect("restock");
+    facts.extend(first);
+    assert_eq!(
+        ledger
+            .restock_once(at(2), &sku_id("A"), 5, id.clone())
+            .expect("a retry is answered"),
+        None
+    );
+    assert_eq!(
+        ledger
+            .restock_once(at(3), &sku_id("A"), 6, id.clone())
+            .map_err(|error| error.code()),
+        Err("restock_conflict")
+    );
+    assert_eq!(quantities(&ledger, "A")[0], 15);
+
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in &facts {
+        replayed.apply(fact).expect("replays");
+    }
+    assert_eq!(
+        replayed
+            .restock_once(at(4), &sku_id("A"), 5, id)
+            .expect("a retry is answered"),
+        None
+    );
+    assert_eq!(quantities(&replayed, "A")[0], 15);
+}
+
+#[test]
+fn a_snapshot_whose_tallies_do_not_match_its_rooms_is_refused() {
+    // Goal: import checks both ways: every listing has its tally on the room's schedule,
+    // and every tally belongs to a listing.
+    let ledger = ledger_with_skus(&[("A", 100), ("B", 100)]);
+    ledger
+        .put_room(at(0), room("r1", &[("A", 10)]))
+        .expect("put_room");
+    let (image, ()) = ledger.export(|| ());
+    let mut orphan = image.clone();
+    orphan.rooms.clear();
+    assert!(matches!(
+        Ledger::import(LedgerConfig::default(), orphan),
+        Err(ReplayError::Refused { .. })
+    ));
+    let mut untallied = image.clone();
+    for sku in &mut untallied.skus {
+        sku.listings.clear();
+    }
+    assert!(matches!(
+        Ledger::import(LedgerConfig::default(), untallied),
+        Err(ReplayError::Refused { .. })
+    ));
+    let mut skewed = image;
+    for sku in &mut skewed.skus {
+        for tally in &mut sku.listings {
+            tally.series.bucket_ms += 1;
+        }
+    }
+    assert!(matches!(
+        Ledger::import(LedgerConfig::default(), skewed),
+        Err(ReplayError::Refused { .. })
+    ));
+}
+
+#[test]
+fn a_snapshot_taken_while_orders_flow_plus_the_facts_after_its_cut_is_the_ledger() {
+    // Goal: a snapshot no longer stops the ledger, yet it is still exactly the ledger at its
+    // cut: SKUs and orders changed, created or finished on other threads while their stripes
+    // wait to be copied are taken as they were at the cut.
+    // Method: two threads place, pay, cancel and refund orders in a room as fast as they can
+    // while the main thread takes snapshots; each snapshot, imported, plus every fact after
+    // its cut, must equal the ledger at the end.
+    let ledger = std::sync::Arc::new(ledger_with_skus(&[
+        ("A", 1_000_000),
+        ("B", 1_000_000),
+        ("C", 10),
+        ("D", 10),
+    ]));
+    ledger
+        .put_room(
+            at(0),
+            room("r1", &[("A", 100_000), ("B", 100_000), ("D", 10)]),
+        )
+        .expect("put_room");
+    let recorder = std::sync::Arc::new(Recorder::default());
+    ledger.attach(recorder.clone());
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let workers: Vec<_> = (0..2)
+        .map(|worker| {
+            let ledger = ledger.clone();
+            let running = running.clone();
+            thread::spawn(move || {
+                let mut index = 0u64;
+                while running.load(std::sync::atomic::Ordering::Acquire) || index < 2_000 {
+                    let id = format!("w{worker}-{index}");
+                    let items: &[(&str, i64)] = if index.is_multiple_of(3) {
+                        &[("A", 1), ("B", 2)]
+                    } else {
+                        &[("A", 1)]
+                    };
+                    let now = at(index);
+                    ledger
+                        .reserve(now, in_room(&id, "r1", items))
+                        .expect("reserve");
+                    match index % 4 {
+                        0 => drop(ledger.cancel(now, &order_id(&id))),
+                        1 | 2 => {
+                            ledger.confirm(now, &order_id(&id)).expect("confirm");
+                            if index % 8 == 1 {
+                                ledger.refund(now, &order_id(&id)).expect("refund");
+                            }
+                        }
+                        _ => {}
+                    }
+                    index += 1;
+                }
+            })
+        })
+        .collect();
+    // A third thread changes the SKUs themselves: creates new ones, restocks, halts and
+    // resumes, halts listings and changes forecasts, so SKUs too are changed between a cut
+    // and the copy of their stripe.
+    let operator = {
+        let ledger = ledger.clone();
+        let running = running.clone();
+        thread::spawn(move || {
+            let mut index = 0u64;
+            while running.load(std::sync::atomic::Ordering::Acquire) || index < 500 {
+                let now = at(index);
+                let created = sku_id(&format!("N{index}"));
+                ledger
+                    .put_sku(now, &created, total_update(index + 1))
+                    .expect("put_sku");
+                ledger.restock(now, &sku_id("A"), 1).expect("restock");
+                match index % 4 {
+                    0 => drop(ledger.halt(now, &sku_id("C")).expect("halt")),
+                    1 => drop(ledger.resume(now, &sku_id("C")).expect("resume")),
+                    2 => drop(
+                        ledger
+                            .halt_listing(now, &room_id("r1"), &sku_id("D"), true, None)
+                            .expect("halt_listing"),
+                    ),
+                    _ => drop(
+                        ledger
+                            .resume_listing(now, &room_id("r1"), &sku_id("D"), None)
+                            .expect("resume_listing"),
+                    ),
+                }
+                ledger
+                    .set_forecast(now, &room_id("r1"), &sku_id("A"), 100_000 + index)
+                    .expect("set_forecast");
+                index += 1;
+            }
+        })
+    };
+    let mut snapshots = Vec::new();
+    while snapshots.len() < 20 {
+        snapshots.push(ledger.export(|| recorder.facts.lock().len()));
+    }
+    running.store(false, std::sync::atomic::Ordering::Release);
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    operator.join().expect("operator");
+    let facts = recorder.facts.lock().clone();
+    let (end, _) = ledger.export(|| ());
+    for (image, cut) in snapshots {
+        // Exactly the SKUs created before the cut: replaying a creation over a SKU the image
+        // should not have held would hide it.
+        let created_before_cut = facts[..cut]
+            .iter()
+            .filter(|fact| matches!(fact, Fact::SkuPut { stock, .. } if stock.sku.as_str().starts_with('N')))
+            .count();
+        let held = image
+            .skus
+            .iter()
+            .filter(|sku| sku.stock.sku.as_str().starts_with('N'))
+            .count();
+        assert_eq!(held, created_before_cut, "SKUs created by fact {cut}");
+        let replayed = Ledger::import(LedgerConfig::default(), image).expect("imports");
+        for fact in &facts[cut..] {
+            replayed.apply(fact).expect("a fact after the cut applies");
+        }
+        let (image, _) = replayed.export(|| ());
+        assert_eq!(image, end, "snapshot at fact {cut}");
+    }
+}
