@@ -15,11 +15,12 @@ use crate::auth::Claims;
 use crate::ledger::ACKNOWLEDGER_CHARS_MAX;
 use crate::notify::{AlertState, AlertView, DeliveryState, DeliveryView};
 
-fn unavailable(reason: String) -> ApiError {
+/// The notifier could not answer: busy, stopped, or its store refused to write.
+pub(super) fn unavailable(error: crate::notify::NotifyError) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "storage_unavailable",
-        reason,
+        error.to_string(),
     )
 }
 

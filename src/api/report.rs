@@ -197,13 +197,11 @@ async fn report(shared: &AppState, room: &RoomId) -> Result<Report, ApiError> {
     let not_found = || ApiError::from(LedgerError::RoomNotFound { room: room.clone() });
     let state = shared.engine.durable_room(room).ok_or_else(not_found)?;
     let view = shared.engine.room_view(room, now).ok_or_else(not_found)?;
-    let alerts = shared.notifier.list(false).await.map_err(|error| {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            error,
-        )
-    })?;
+    let alerts = shared
+        .notifier
+        .list(false)
+        .await
+        .map_err(super::alerts::unavailable)?;
     let spec = &state.room;
     let mut listings = Vec::new();
     let mut timeline = vec![TimelineEntry {

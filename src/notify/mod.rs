@@ -114,6 +114,19 @@ pub struct NotifyCounters {
     pub dropped_alerts: std::sync::atomic::AtomicU64,
 }
 
+/// Why the notifier could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Its command queue is full: try again.
+    #[error("the notifier is busy; try again")]
+    Busy,
+    #[error("the notifier stopped")]
+    Stopped,
+    /// Its store refused to write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 enum Command {
     /// New alerts and acknowledgements, in the order the engine took them from the
     /// journal.
@@ -129,7 +142,7 @@ enum Command {
         by: String,
         at: Timestamp,
         rooms: Option<Vec<String>>,
-        reply: oneshot::Sender<Result<Option<AlertView>, String>>,
+        reply: oneshot::Sender<Result<Option<AlertView>, NotifyError>>,
     },
     /// This node starts delivering.
     Promote,
@@ -292,10 +305,10 @@ impl Notifier {
         &self,
         id: u64,
         rooms: Option<Vec<String>>,
-    ) -> Result<Option<AlertView>, String> {
+    ) -> Result<Option<AlertView>, NotifyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Get { id, rooms, reply })?;
-        answer.await.map_err(|_| "the notifier stopped".to_owned())
+        answer.await.map_err(|_| NotifyError::Stopped)
     }
 
     /// Acknowledges an alert as of `at` (the journal's record of it; the same
@@ -307,7 +320,7 @@ impl Notifier {
         by: String,
         at: Timestamp,
         rooms: Option<Vec<String>>,
-    ) -> Result<Option<AlertView>, String> {
+    ) -> Result<Option<AlertView>, NotifyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Acknowledge {
             id,
@@ -316,34 +329,32 @@ impl Notifier {
             rooms,
             reply,
         })?;
-        answer
-            .await
-            .map_err(|_| "the notifier stopped".to_owned())?
+        answer.await.map_err(|_| NotifyError::Stopped)?
     }
 
     /// The newest alerts (oldest first), or only the open ones.
-    pub async fn list(&self, open_only: bool) -> Result<Vec<AlertView>, String> {
+    pub async fn list(&self, open_only: bool) -> Result<Vec<AlertView>, NotifyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::List { open_only, reply })?;
-        answer.await.map_err(|_| "the notifier stopped".to_owned())
+        answer.await.map_err(|_| NotifyError::Stopped)
     }
 
     pub async fn deliveries(
         &self,
         state: Option<DeliveryState>,
-    ) -> Result<Vec<DeliveryView>, String> {
+    ) -> Result<Vec<DeliveryView>, NotifyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Deliveries { state, reply })?;
-        answer.await.map_err(|_| "the notifier stopped".to_owned())
+        answer.await.map_err(|_| NotifyError::Stopped)
     }
 
     /// Queues a command without ever blocking the caller (a tokio task).
-    fn send(&self, command: Command) -> Result<(), String> {
+    fn send(&self, command: Command) -> Result<(), NotifyError> {
         self.commands
             .try_send(command)
             .map_err(|error| match error {
-                TrySendError::Full(_) => "the notifier is busy; try again".to_owned(),
-                TrySendError::Disconnected(_) => "the notifier stopped".to_owned(),
+                TrySendError::Full(_) => NotifyError::Busy,
+                TrySendError::Disconnected(_) => NotifyError::Stopped,
             })
     }
 
@@ -405,44 +416,10 @@ impl Worker {
         }
     }
 
+    /// One command, by its kind.
     fn handle(&mut self, command: Command) {
-        let now = self.clock.now();
         match command {
-            Command::Changes(changes) => {
-                let mut changed = Vec::new();
-                for change in changes {
-                    match change {
-                        Body::Alert(alert) => {
-                            let body = serde_json::to_value(alert.as_ref()).unwrap_or_default();
-                            let at = alert.at.0;
-                            let notice = Notice {
-                                id: alert.id,
-                                room: alert.room.clone(),
-                                sku: alert.sku.clone(),
-                                from: alert.from,
-                                to: alert.to,
-                                hot: alert.hot,
-                                at,
-                                body: Arc::new(body),
-                            };
-                            changed.extend(self.dispatcher.add(notice, at));
-                        }
-                        Body::State(change) if change.state == AlertState::Acknowledged => {
-                            let by = change.acknowledged_by.as_deref().unwrap_or_default();
-                            if self.dispatcher.acknowledge(change.id, by, change.at.0) == Some(true)
-                            {
-                                changed.push(change.id);
-                            }
-                        }
-                        // Resolutions and new alerts' states: the dispatcher decides those
-                        // from the alerts themselves.
-                        Body::State(_) | Body::Event(_) => {}
-                    }
-                }
-                changed.sort_unstable();
-                changed.dedup();
-                self.save(&changed, &[]);
-            }
+            Command::Changes(changes) => self.changes(changes),
             Command::Get { id, rooms, reply } => {
                 let _ = reply.send(self.visible(id, rooms.as_deref()));
             }
@@ -453,55 +430,124 @@ impl Worker {
                 rooms,
                 reply,
             } => {
-                if self.visible(id, rooms.as_deref()).is_none() {
-                    let _ = reply.send(Ok(None));
-                    return;
-                }
-                let answer = match self.dispatcher.acknowledge(id, &by, at) {
-                    None => Ok(None),
-                    Some(false) => Ok(self.view(id)),
-                    Some(true) => match self.save_checked(&[id], &[]) {
-                        Ok(()) => Ok(self.view(id)),
-                        Err(error) => Err(error.to_string()),
-                    },
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.acknowledge(id, &by, at, rooms.as_deref()));
             }
-            Command::Promote => {
-                // Alerts raised well before this node took over were the previous leader's
-                // to deliver; those of the last moments may not have gone out, and go now.
-                let before = now.saturating_sub(PROMOTION_REDELIVERY);
-                let changed = self.dispatcher.settle_owed_before(before);
-                self.save(&changed, &[]);
-            }
+            Command::Promote => self.promote(),
             Command::List { open_only, reply } => {
-                let views: Vec<AlertView> = self
-                    .dispatcher
-                    .records()
-                    .filter(|record| !open_only || record.state != AlertState::Resolved)
-                    .map(|record| record.notice.id)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .take(ALERTS_LISTED_MAX)
-                    .rev()
-                    .filter_map(|id| self.view(id))
-                    .collect();
-                let _ = reply.send(views);
+                let _ = reply.send(self.list(open_only));
             }
             Command::Deliveries { state, reply } => {
-                let mut views: Vec<DeliveryView> = self
-                    .deliveries
-                    .values()
-                    .rev()
-                    .filter(|delivery| state.is_none_or(|state| delivery.state == state))
-                    .take(DELIVERIES_LISTED_MAX)
-                    .map(DeliveryView::from)
-                    .collect();
-                views.reverse();
-                let _ = reply.send(views);
+                let _ = reply.send(self.delivery_views(state));
             }
         }
+    }
+
+    /// New alerts and acknowledgements from the engine, in its order: recorded, routed and
+    /// saved.
+    fn changes(&mut self, changes: Vec<Body>) {
+        let mut changed = Vec::new();
+        for change in changes {
+            match change {
+                Body::Alert(alert) => {
+                    let body = match serde_json::to_value(alert.as_ref()) {
+                        Ok(body) => body,
+                        Err(error) => {
+                            // Plain fields always encode; were one not to, the alert is
+                            // dropped loudly rather than kept empty.
+                            tracing::error!(%error, id = alert.id, "An alert did not encode; dropped.");
+                            self.counters
+                                .dropped_alerts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    let at = alert.at.0;
+                    let notice = Notice {
+                        id: alert.id,
+                        room: alert.room.clone(),
+                        sku: alert.sku.clone(),
+                        from: alert.from,
+                        to: alert.to,
+                        hot: alert.hot,
+                        at,
+                        body: Arc::new(body),
+                    };
+                    changed.extend(self.dispatcher.add(notice, at));
+                }
+                Body::State(change) if change.state == AlertState::Acknowledged => {
+                    let by = change.acknowledged_by.as_deref().unwrap_or_default();
+                    if self.dispatcher.acknowledge(change.id, by, change.at.0) == Some(true) {
+                        changed.push(change.id);
+                    }
+                }
+                // Resolutions and new alerts' states: the dispatcher decides those from the
+                // alerts themselves.
+                Body::State(_) | Body::Event(_) => {}
+            }
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        self.save(&changed, &[]);
+    }
+
+    /// Acknowledges alert `id` (of one of `rooms`, when given) and saves it; `None` when
+    /// there is no such alert.
+    fn acknowledge(
+        &mut self,
+        id: u64,
+        by: &str,
+        at: Timestamp,
+        rooms: Option<&[String]>,
+    ) -> Result<Option<AlertView>, NotifyError> {
+        if self.visible(id, rooms).is_none() {
+            return Ok(None);
+        }
+        match self.dispatcher.acknowledge(id, by, at) {
+            None => Ok(None),
+            Some(false) => Ok(self.view(id)),
+            Some(true) => {
+                self.save_checked(&[id], &[])?;
+                Ok(self.view(id))
+            }
+        }
+    }
+
+    /// This node starts delivering: alerts raised well before it took over were the
+    /// previous leader's to deliver; those of the last moments may not have gone out, and
+    /// go now.
+    fn promote(&mut self) {
+        let before = self.clock.now().saturating_sub(PROMOTION_REDELIVERY);
+        let changed = self.dispatcher.settle_owed_before(before);
+        self.save(&changed, &[]);
+    }
+
+    /// The newest alerts, oldest first, or only those not resolved.
+    fn list(&self, open_only: bool) -> Vec<AlertView> {
+        self.dispatcher
+            .records()
+            .filter(|record| !open_only || record.state != AlertState::Resolved)
+            .map(|record| record.notice.id)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .take(ALERTS_LISTED_MAX)
+            .rev()
+            .filter_map(|id| self.view(id))
+            .collect()
+    }
+
+    /// The newest deliveries, oldest first, in `state` when given.
+    fn delivery_views(&self, state: Option<DeliveryState>) -> Vec<DeliveryView> {
+        let mut views: Vec<DeliveryView> = self
+            .deliveries
+            .values()
+            .rev()
+            .filter(|delivery| state.is_none_or(|state| delivery.state == state))
+            .take(DELIVERIES_LISTED_MAX)
+            .map(DeliveryView::from)
+            .collect();
+        views.reverse();
+        views
     }
 
     /// Records what the sending tasks found, in one write.
