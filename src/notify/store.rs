@@ -1,6 +1,7 @@
 //! The outbox and the alert records on disk: one redb database (`notify.redb` in the data
 //! directory), written in a transaction, synced, before anything it records is sent or
-//! answered. Alerts and deliveries are kept as JSON.
+//! answered. Alerts and deliveries are kept as JSON, in a layout whose version the store
+//! records (`meta`, `format`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +14,12 @@ use crate::clock::Timestamp;
 
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
+/// The store's own facts: `format`, the version of its records' layout.
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// Bumped whenever the records change meaning, as the journal's format is; a store of
+/// another version is refused rather than read wrong. A store without one was written
+/// before versions and holds version 1.
+pub(super) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +56,8 @@ pub enum StoreError {
     Database(String),
     #[error("notify store holds a record that does not decode: {0}")]
     Record(#[from] serde_json::Error),
+    #[error("notify store of format {found}; this server reads format {FORMAT_VERSION}")]
+    Format { found: u32 },
 }
 
 fn db_error<E: std::fmt::Display>(error: E) -> StoreError {
@@ -71,6 +80,20 @@ impl Store {
         let write = database.begin_write().map_err(db_error)?;
         write.open_table(ALERTS).map_err(db_error)?;
         write.open_table(DELIVERIES).map_err(db_error)?;
+        {
+            let mut meta = write.open_table(META).map_err(db_error)?;
+            let found = meta
+                .get("format")
+                .map_err(db_error)?
+                .map(|version| version.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT_VERSION).map_err(db_error)?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(found) => return Err(StoreError::Format { found }),
+            }
+        }
         write.commit().map_err(db_error)?;
         let read = database.begin_read().map_err(db_error)?;
         let mut loaded = Loaded {

@@ -253,3 +253,45 @@ fn the_signature_is_hmac_sha256_over_timestamp_and_body() {
         "sha256=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"
     );
 }
+
+#[test]
+fn a_store_of_another_format_is_refused_and_one_without_a_version_is_the_first() {
+    // Goal: the notifier's records carry their layout's version, as the journal's do: a new
+    // store records it, a store written before versions reads as version 1 and gets it, and
+    // a store of another version is refused, naming both, rather than read wrong.
+    use super::store::{FORMAT_VERSION, Store, StoreError};
+    let directory = tempfile::tempdir().expect("a directory");
+    let path = directory.path().join("notify.redb");
+    drop(Store::open(&path).expect("a new store"));
+    drop(Store::open(&path).expect("the same store again"));
+    {
+        let database = redb::Database::create(&path).expect("the database");
+        let write = database.begin_write().expect("a write");
+        {
+            let mut meta = write
+                .open_table(redb::TableDefinition::<&str, u32>::new("meta"))
+                .expect("meta");
+            meta.remove("format")
+                .expect("no version, as before versions");
+        }
+        write.commit().expect("committed");
+    }
+    drop(Store::open(&path).expect("a store without a version is version 1"));
+    {
+        let database = redb::Database::create(&path).expect("the database");
+        let write = database.begin_write().expect("a write");
+        {
+            let mut meta = write
+                .open_table(redb::TableDefinition::<&str, u32>::new("meta"))
+                .expect("meta");
+            meta.insert("format", FORMAT_VERSION + 1)
+                .expect("another version");
+        }
+        write.commit().expect("committed");
+    }
+    match Store::open(&path) {
+        Err(StoreError::Format { found }) => assert_eq!(found, FORMAT_VERSION + 1),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a store of another format was read"),
+    }
+}
