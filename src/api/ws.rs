@@ -135,12 +135,7 @@ impl<'a> Reply<'a> {
     }
 
     fn encode(&self, codec: Codec) -> Bytes {
-        match codec {
-            Codec::Json => Bytes::from(serde_json::to_vec(self).expect("replies encode")),
-            Codec::MessagePack => {
-                Bytes::from(rmp_serde::to_vec_named(self).expect("replies encode"))
-            }
-        }
+        codec.encode(self)
     }
 }
 
@@ -552,7 +547,19 @@ async fn acknowledge(
     } else {
         super::alerts::acknowledge_alert(shared, id, by, rooms)
             .await
-            .map(|alert| alert.map(|alert| serde_json::to_value(alert).unwrap_or_default()))
+            .and_then(|alert| {
+                alert
+                    .map(|alert| {
+                        serde_json::to_value(alert).map_err(|error| {
+                            ApiError::new(
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal",
+                                format!("the alert did not encode: {error}"),
+                            )
+                        })
+                    })
+                    .transpose()
+            })
     };
     match answer {
         Ok(Some(alert)) => {
@@ -566,12 +573,7 @@ async fn acknowledge(
                 kind: "acked",
                 alert,
             };
-            match codec {
-                Codec::Json => Bytes::from(serde_json::to_vec(&acked).unwrap_or_default()),
-                Codec::MessagePack => {
-                    Bytes::from(rmp_serde::to_vec_named(&acked).unwrap_or_default())
-                }
-            }
+            codec.encode(&acked)
         }
         Ok(None) => ServerMessage::error("alert_not_found", &format!("alert {id} does not exist"))
             .encode(codec),
@@ -742,12 +744,7 @@ fn forwarded_reply(
                 order: item.get("order").filter(|order| !order.is_null()),
                 error: item.get("error").filter(|error| !error.is_null()),
             };
-            match codec {
-                Codec::Json => Bytes::from(serde_json::to_vec(&forwarded).expect("replies encode")),
-                Codec::MessagePack => {
-                    Bytes::from(rmp_serde::to_vec_named(&forwarded).expect("replies encode"))
-                }
-            }
+            codec.encode(&forwarded)
         }
         Err(error) => Reply::refused(&id, &error).encode(codec),
     };

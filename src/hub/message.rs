@@ -14,6 +14,20 @@ pub(crate) enum Codec {
     MessagePack = 1,
 }
 
+impl Codec {
+    /// `message` in this encoding: the one place the JSON/MessagePack choice is made. Server
+    /// messages are plain values (strings, numbers, maps keyed by strings), which always
+    /// encode.
+    pub(crate) fn encode<T: Serialize + ?Sized>(self, message: &T) -> Bytes {
+        match self {
+            Codec::Json => Bytes::from(serde_json::to_vec(message).expect("messages encode")),
+            Codec::MessagePack => {
+                Bytes::from(rmp_serde::to_vec_named(message).expect("messages encode"))
+            }
+        }
+    }
+}
+
 /// A SKU's quantities, as stock messages carry them.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Stock)]
@@ -104,12 +118,7 @@ impl<'a> ServerMessage<'a> {
     }
 
     pub(crate) fn encode(&self, codec: Codec) -> Bytes {
-        match codec {
-            Codec::Json => Bytes::from(serde_json::to_vec(self).expect("messages encode")),
-            Codec::MessagePack => {
-                Bytes::from(rmp_serde::to_vec_named(self).expect("messages encode"))
-            }
-        }
+        codec.encode(self)
     }
 }
 
@@ -140,12 +149,7 @@ struct Named<'a, T: Serialize> {
 }
 
 fn encode<T: Serialize>(message: &T, codec: Codec) -> Bytes {
-    match codec {
-        Codec::Json => Bytes::from(serde_json::to_vec(message).expect("messages encode")),
-        Codec::MessagePack => {
-            Bytes::from(rmp_serde::to_vec_named(message).expect("messages encode"))
-        }
-    }
+    codec.encode(message)
 }
 
 fn flat<T: Serialize>(kind: &str, topic: &str, seq: u64, body: &T, codec: Codec) -> Bytes {
@@ -330,12 +334,7 @@ mod tests {
     }
 
     fn encoded(codec: Codec, seq: u64) -> Bytes {
-        match codec {
-            Codec::Json => Bytes::from(serde_json::to_vec(&message(seq)).expect("encodes")),
-            Codec::MessagePack => {
-                Bytes::from(rmp_serde::to_vec_named(&message(seq)).expect("encodes"))
-            }
-        }
+        codec.encode(&message(seq))
     }
 
     fn decoded(codec: Codec, frame: &[u8]) -> serde_json::Value {
