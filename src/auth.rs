@@ -67,8 +67,11 @@ pub enum Action<'a> {
     Order,
     /// Change stock (SKU settings, restocks, halts).
     Stock,
-    /// Change a room (its line-up, forecasts, halts) or acknowledge its alerts.
+    /// Change a room (its line-up, forecasts, halts).
     OperateRoom(&'a str),
+    /// Acknowledge alerts (of the rooms the token names, when it names some: the notifier
+    /// finds no other).
+    Acknowledge,
 }
 
 impl Claims {
@@ -97,6 +100,7 @@ impl Claims {
             (Role::Operator, Action::ReadRoom(room) | Action::OperateRoom(room)) => {
                 self.has_room(room)
             }
+            (Role::Operator, Action::Acknowledge) => true,
             (Role::Ingest, Action::Order | Action::ReadAll) => true,
             (Role::Ingest, Action::ReadRoom(_)) => true,
             (Role::Viewer, Action::ReadRoom(room)) => self.has_room(room),

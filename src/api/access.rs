@@ -33,7 +33,6 @@ fn is_port(text: &str) -> bool {
 enum Need<'a> {
     Public,
     Authenticated,
-    Acknowledge,
     Act(Action<'a>),
 }
 
@@ -42,7 +41,6 @@ impl Need<'_> {
     fn allows(&self, claims: &Claims) -> bool {
         match self {
             Need::Public | Need::Authenticated => true,
-            Need::Acknowledge => matches!(claims.role, Role::Admin | Role::Operator),
             Need::Act(action) => claims.allows(*action),
         }
     }
@@ -82,7 +80,7 @@ fn classify<'a>(method: &Method, path: &str, segments: Option<&'a [String]>) -> 
             Need::Act(Action::ReadRoom(room))
         }
         ["rooms", room, ..] => Need::Act(Action::OperateRoom(room)),
-        ["alerts", _, "ack"] => Need::Acknowledge,
+        ["alerts", _, "ack"] => Need::Act(Action::Acknowledge),
         ["orders", ..] if !read => Need::Act(Action::Order),
         ["skus", ..] if !read => Need::Act(Action::Stock),
         _ if read => Need::Act(Action::ReadAll),
@@ -430,7 +428,6 @@ mod tests {
             match classify(&method, path, segments.as_deref()) {
                 Need::Public => "public".to_owned(),
                 Need::Authenticated => "authenticated".to_owned(),
-                Need::Acknowledge => "acknowledge".to_owned(),
                 Need::Act(action) => format!("{action:?}"),
             }
         };
@@ -454,7 +451,7 @@ mod tests {
             need(Method::POST, "/api/v1/rooms/r1/listings/A/halt"),
             "OperateRoom(\"r1\")"
         );
-        assert_eq!(need(Method::POST, "/api/v1/alerts/3/ack"), "acknowledge");
+        assert_eq!(need(Method::POST, "/api/v1/alerts/3/ack"), "Acknowledge");
         assert_eq!(need(Method::GET, "/api/v1/deliveries"), "ReadAll");
         assert_eq!(
             need(Method::GET, "/api/v1/rooms/%E6%8A%96%E9%9F%B31"),

@@ -17,7 +17,7 @@ use super::AppState;
 use super::dto::{BatchOp, LineBody, OrderRequestBody, OrderResponse};
 use super::error::{ApiError, ErrorDetail};
 use super::orders::execute;
-use crate::auth::{Action, Claims, Role};
+use crate::auth::{Action, Claims};
 use crate::hub::{
     Chunk, Codec, Join, Joined, Resync, SESSION_RESYNC_DECAY, SESSION_RESYNCS_MAX,
     SESSION_TOPICS_MAX, ServerMessage, Topic,
@@ -290,7 +290,7 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
                         continue;
                     }
                     (ClientMessage::Ack { .. }, Some(granted))
-                        if !matches!(granted.role, Role::Admin | Role::Operator) =>
+                        if !granted.allows(Action::Acknowledge) =>
                     {
                         bad_messages += 1;
                         let refusal = ("forbidden", format!("{:?} may not acknowledge alerts", granted.role));
