@@ -1,8 +1,11 @@
-//! The `/ws` endpoint: one WebSocket session per connection. The session reads client
-//! messages (subscribe, unsubscribe, ping), forwards what the hub queued for it (several
-//! queued messages travel as one frame, an array), sends heartbeats, and closes idle or
-//! abusive clients with a close code that says why.
+//! The `/ws` endpoint: one WebSocket session per connection, a [`Session`] whose loop hands
+//! each input to a method named for it. The session reads client messages (credentials,
+//! subscriptions, pings, acknowledgements, order commands), forwards what the hub queued for
+//! it (several queued messages travel as one frame, an array), answers order commands once
+//! durable, sends heartbeats, and closes idle or abusive clients with a close code that says
+//! why.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -20,7 +23,7 @@ use super::orders::execute;
 use crate::auth::{Action, Claims};
 use crate::hub::{
     Chunk, Codec, Join, Joined, Resync, SESSION_RESYNC_DECAY, SESSION_RESYNCS_MAX,
-    SESSION_TOPICS_MAX, ServerMessage, Topic,
+    SESSION_TOPICS_MAX, ServerMessage, SessionLink, Topic,
 };
 use crate::ledger::ACKNOWLEDGER_CHARS_MAX;
 
@@ -200,9 +203,48 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| session(shared, socket, claims))
 }
 
-async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>) {
-    // What a session without a secret configured is; borrowed per message, never cloned.
-    let open_claims = Claims::open();
+/// Whether a session goes on after handling something.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    End,
+}
+
+impl Flow {
+    fn from_sent(sent: bool) -> Flow {
+        if sent { Flow::Go } else { Flow::End }
+    }
+}
+
+type Sender = futures_util::stream::SplitSink<WebSocket, Message>;
+type Receiver = futures_util::stream::SplitStream<WebSocket>;
+
+/// One connection's session: what it follows, what it waits for, and how it has behaved.
+/// Each input of [`run`](Session::run)'s loop has its own method.
+struct Session {
+    shared: AppState,
+    codec: Codec,
+    link: Arc<SessionLink>,
+    sender: Sender,
+    receiver: Receiver,
+    /// The session's credentials: given at the handshake or by an `auth` message.
+    claims: Option<Claims>,
+    /// What a session without a secret configured is; borrowed per message, never cloned.
+    open_claims: Claims,
+    topics: Vec<Topic>,
+    bad_messages: u32,
+    /// Order replies waiting for the journal, in command order.
+    pending: Pending,
+    last_heard: Instant,
+    started: Instant,
+    /// Per topic (by its hub number), the sequence of the last snapshot sent: queued changes
+    /// it already shows are dropped.
+    floors: std::collections::HashMap<u64, u64>,
+    subscribes: Allowance,
+    slowness: Slowness,
+}
+
+async fn session(shared: AppState, socket: WebSocket, claims: Option<Claims>) {
     let codec = match socket
         .protocol()
         .and_then(|protocol| protocol.to_str().ok())
@@ -210,292 +252,371 @@ async fn session(shared: AppState, socket: WebSocket, mut claims: Option<Claims>
         Some(PROTOCOL_MSGPACK) => Codec::MessagePack,
         _ => Codec::Json,
     };
-    let hub = shared.hub.clone();
-    let (link, mut frames) = hub.connect(codec);
-    let (mut sender, mut receiver) = socket.split();
-    let mut topics: Vec<Topic> = Vec::new();
-    let mut bad_messages = 0u32;
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
-    let mut durable = shared.journal.durable_receiver();
-    let mut pending = Pending::new();
-    let mut last_heard = Instant::now();
-    let started = Instant::now();
-    // Per topic (by its hub number), the sequence of the last snapshot sent: queued changes
-    // it already shows are dropped.
-    let mut floors: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-    let mut subscribes = Allowance::new(SUBSCRIBES_BURST_MAX, SUBSCRIBE_REFILL);
-    let mut slowness = Slowness::default();
-    let close = |code: u16, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
+    let (link, frames) = shared.hub.connect(codec);
+    let (sender, receiver) = socket.split();
+    let session = Session {
+        shared,
+        codec,
+        link,
+        sender,
+        receiver,
+        claims,
+        open_claims: Claims::open(),
+        topics: Vec::new(),
+        bad_messages: 0,
+        pending: Pending::new(),
+        last_heard: Instant::now(),
+        started: Instant::now(),
+        floors: std::collections::HashMap::new(),
+        subscribes: Allowance::new(SUBSCRIBES_BURST_MAX, SUBSCRIBE_REFILL),
+        slowness: Slowness::default(),
     };
-    loop {
-        tokio::select! {
-            incoming = receiver.next() => {
-                let message = match incoming {
-                    Some(Ok(message)) => message,
-                    _ => break,
-                };
-                last_heard = Instant::now();
-                if !credentials_hold(&shared, &claims, started) {
-                    let _ = send_within(&mut sender, close(CLOSE_CREDENTIALS, "credentials expired or missing")).await;
-                    finish_close(&mut receiver).await;
-                    break;
+    session.run(frames).await;
+}
+
+impl Session {
+    /// Serves the session until it ends: client messages, the hub's frames, durable order
+    /// replies and their deadlines, resyncs, shutdown and heartbeats.
+    async fn run(mut self, mut frames: tokio::sync::mpsc::Receiver<Chunk>) {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        let mut durable = self.shared.journal.durable_receiver();
+        let shared = self.shared.clone();
+        loop {
+            let flow = tokio::select! {
+                incoming = self.receiver.next() => match incoming {
+                    Some(Ok(message)) => self.on_client_message(message).await,
+                    _ => Flow::End,
+                },
+                frame = frames.recv() => match frame {
+                    Some(first) => self.on_hub_frames(first, &mut frames).await,
+                    None => Flow::End,
+                },
+                changed = durable.changed(), if !self.pending.is_empty() => match changed {
+                    Ok(()) => {
+                        durable.borrow_and_update();
+                        self.flush_replies().await
+                    }
+                    Err(_) => Flow::End,
+                },
+                () = sleep_until_deadline(&self.pending) => self.flush_replies().await,
+                () = self.link.wake.notified() => self.on_wake(&mut frames).await,
+                () = shared.shutdown.cancelled() => {
+                    self.close(CLOSE_IDLE, "server shutting down").await
                 }
-                let request = match &message {
-                    Message::Text(text) => decode(text.as_bytes(), Codec::Json),
-                    Message::Binary(bytes) => decode(bytes, Codec::MessagePack),
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                };
-                let request = match request.map_err(|reason| ("invalid_message", reason)) {
-                    Ok(request) => request,
-                    Err(refusal) => {
-                        bad_messages += 1;
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                let request = match (request, &claims) {
-                    (ClientMessage::Auth { token }, _) => {
-                        let reply = match shared.access.claims(Some(&token), shared.now()) {
-                            Ok(granted) => {
-                                let reply = ServerMessage::bare("authed").encode(codec);
-                                claims = Some(granted);
-                                reply
-                            }
-                            Err(error) => {
-                                bad_messages += 1;
-                                if !refuse(&mut sender, &mut receiver, codec, bad_messages, ("unauthorized", error.to_string())).await {
-                                    break;
-                                }
-                                continue;
-                            }
-                        };
-                        if !send_within(&mut sender, frame_message(codec, reply)).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    (_, None) => {
-                        bad_messages += 1;
-                        let refusal = ("unauthorized", "send {\"op\":\"auth\",\"token\":…} first".to_owned());
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    (ClientMessage::Ack { .. }, Some(granted))
-                        if !granted.allows(Action::Acknowledge) =>
-                    {
-                        bad_messages += 1;
-                        let refusal = ("forbidden", format!("{:?} may not acknowledge alerts", granted.role));
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    (ClientMessage::Ack { id, by }, Some(granted)) => {
-                        let by = by.or_else(|| Some(granted.sub.clone()));
-                        let reply = acknowledge(&shared, codec, granted, id, by).await;
-                        if !send_within(&mut sender, frame_message(codec, reply)).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    (other, Some(_)) => other,
-                };
-                let granted = claims.as_ref().unwrap_or(&open_claims);
-                let request = match command(request) {
-                    Ok((_, _)) if !granted.allows(Action::Order) => {
-                        bad_messages += 1;
-                        let refusal = ("forbidden", format!("{:?} may not place orders", granted.role));
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Ok((id, _)) if id.is_empty() || CLIENT_ID_CHARS_MAX < id.chars().count() || id.chars().any(char::is_control) => {
-                        bad_messages += 1;
-                        let refusal = ("invalid_message", format!("a command's id is 1 to {CLIENT_ID_CHARS_MAX} characters without control characters"));
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Ok(_) if PENDING_REPLIES_CLOSE <= pending.len() => {
-                        // Refused commands still queue their refusal in order; a client that
-                        // keeps sending while thousands wait is cut off rather than buffered.
-                        let _ = send_within(&mut sender, close(CLOSE_POLICY, "too many commands waiting")).await;
-                        finish_close(&mut receiver).await;
-                        break;
-                    }
-                    Ok((id, Ok(op))) if shared.cluster.as_ref().is_some_and(|cluster| !cluster.leading()) => {
-                        // A standby takes order commands too: the leader runs them.
-                        let result = super::cluster::forward_command(&shared, granted, &op).await;
-                        forwarded_reply(codec, &mut pending, id, result);
-                        let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
-                        if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Ok((id, op)) => {
-                        command_reply(&shared, codec, &mut pending, id, op);
-                        let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
-                        if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(request) => request,
-                };
-                let request = match request {
-                    ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }
-                        if !subscribes.take(Instant::now()) =>
-                    {
-                        bad_messages += 1;
-                        let refusal = ("rate_limited", format!(
-                            "at most {SUBSCRIBES_BURST_MAX} subscribes at once, then one every {} ms",
-                            SUBSCRIBE_REFILL.as_millis()
-                        ));
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    ClientMessage::Subscribe { topics: names, since, epoch } => {
-                        let joins = match plan_subscribe(&shared, &topics, &names, &since, epoch, granted) {
-                            Ok(joins) => joins,
-                            Err(refusal) => {
-                                bad_messages += 1;
-                                if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                                    break;
-                                }
-                                continue;
-                            }
-                        };
-                        let Some(missing) = join_topics(&shared, &link, &mut sender, &mut topics, &mut floors, joins).await else {
-                            break;
-                        };
-                        if let Some(refusal) = missing {
-                            bad_messages += 1;
-                            if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                                break;
-                            }
-                        }
-                        continue;
-                    }
-                    other => other,
-                };
-                let reply = match handle(&shared, &link, &mut topics, request) {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) => continue,
-                    Err(refusal) => {
-                        bad_messages += 1;
-                        if !refuse(&mut sender, &mut receiver, codec, bad_messages, refusal).await {
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                if !send_within(&mut sender, frame_message(codec, reply)).await {
-                    break;
-                }
-            }
-            frame = frames.recv() => {
-                let Some(first) = frame else { break };
-                let mut messages = 0;
-                let mut batch = Vec::new();
-                let mut next = Some(first);
-                while let Some(chunk) = next {
-                    link.taken(chunk.bytes.len());
-                    let covered = floors
-                        .get(&chunk.topic)
-                        .is_some_and(|floor| chunk.last <= *floor);
-                    if !covered {
-                        messages += chunk.messages as usize;
-                        batch.push(chunk);
-                    }
-                    next = if messages < FRAME_MESSAGES_MAX { frames.try_recv().ok() } else { None };
-                }
-                if batch.is_empty() {
-                    continue;
-                }
-                if !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &batch))).await {
-                    break;
-                }
-            }
-            changed = durable.changed(), if !pending.is_empty() => {
-                if changed.is_err() {
-                    break;
-                }
-                let ready = { durable.borrow_and_update(); flush_due(&shared, &mut pending, Instant::now(), codec) };
-                if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
-                    break;
-                }
-            }
-            () = sleep_until_deadline(&pending) => {
-                let ready = flush_due(&shared, &mut pending, Instant::now(), codec);
-                if !ready.is_empty() && !send_within(&mut sender, frame_message(codec, Chunk::frame(codec, &ready))).await {
-                    break;
-                }
-            }
-            () = link.wake.notified() => {
-                if !link.resync_pending() {
-                    continue;
-                }
-                // Drain before taking the mark: while the queue is still full, the hub would
-                // mark the session slow a second time for the same episode.
-                while let Ok(stale) = frames.try_recv() {
-                    link.taken(stale.bytes.len());
-                }
-                let Some(reason) = link.take_resync() else { continue };
-                if reason == Resync::Slow && !slowness.note(Instant::now()) {
-                    let _ = send_within(&mut sender, close(CLOSE_TOO_SLOW, "too slow to follow")).await;
-                    finish_close(&mut receiver).await;
-                    break;
-                }
-                // The backlog is stale: drop it and send each topic afresh. What is queued
-                // between here and a topic's snapshot is dropped by its floor.
-                while let Ok(stale) = frames.try_recv() {
-                    link.taken(stale.bytes.len());
-                }
-                let rejoin: Vec<(Topic, Join)> =
-                    topics.iter().map(|topic| (topic.clone(), Join::Resync)).collect();
-                let mut followed = Vec::new();
-                if join_topics(&shared, &link, &mut sender, &mut followed, &mut floors, rejoin).await.is_none() {
-                    break;
-                }
-                topics = followed;
-            }
-            () = shared.shutdown.cancelled() => {
-                let _ = send_within(&mut sender, close(CLOSE_IDLE, "server shutting down")).await;
-                finish_close(&mut receiver).await;
+                _ = heartbeat.tick() => self.on_heartbeat().await,
+            };
+            if flow == Flow::End {
                 break;
             }
-            _ = heartbeat.tick() => {
-                if !credentials_hold(&shared, &claims, started) {
-                    let _ = send_within(&mut sender, close(CLOSE_CREDENTIALS, "credentials expired or missing")).await;
-                    finish_close(&mut receiver).await;
-                    break;
-                }
-                if IDLE_TIMEOUT <= last_heard.elapsed() {
-                    let _ = send_within(&mut sender, close(CLOSE_IDLE, "idle")).await;
-                    finish_close(&mut receiver).await;
-                    break;
-                }
-                if !send_within(&mut sender, Message::Ping(Bytes::new())).await {
-                    break;
-                }
+        }
+        self.shared.hub.disconnect(&self.link, &self.topics);
+    }
+
+    /// Sends one frame.
+    async fn send(&mut self, message: Message) -> Flow {
+        Flow::from_sent(send_within(&mut self.sender, message).await)
+    }
+
+    /// Sends one encoded server message.
+    async fn reply(&mut self, bytes: Bytes) -> Flow {
+        let message = frame_message(self.codec, bytes);
+        self.send(message).await
+    }
+
+    /// Closes the connection with `code` and `reason`, and reads what the client still sends
+    /// until its own close frame.
+    async fn close(&mut self, code: u16, reason: &'static str) -> Flow {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = send_within(&mut self.sender, frame).await;
+        finish_close(&mut self.receiver).await;
+        Flow::End
+    }
+
+    /// Refuses a bad message with an error naming the problem (the connection stays), or
+    /// closes the session once it sent too many.
+    async fn refuse(&mut self, refusal: (&'static str, String)) -> Flow {
+        self.bad_messages += 1;
+        Flow::from_sent(
+            refuse(
+                &mut self.sender,
+                &mut self.receiver,
+                self.codec,
+                self.bad_messages,
+                refusal,
+            )
+            .await,
+        )
+    }
+
+    /// A frame from the client: credentials, an acknowledgement, an order command, a
+    /// subscription, or one of the small messages.
+    async fn on_client_message(&mut self, message: Message) -> Flow {
+        self.last_heard = Instant::now();
+        if !credentials_hold(&self.shared, &self.claims, self.started) {
+            return self
+                .close(CLOSE_CREDENTIALS, "credentials expired or missing")
+                .await;
+        }
+        let request = match &message {
+            Message::Text(text) => decode(text.as_bytes(), Codec::Json),
+            Message::Binary(bytes) => decode(bytes, Codec::MessagePack),
+            Message::Close(_) => return Flow::End,
+            Message::Ping(_) | Message::Pong(_) => return Flow::Go,
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(reason) => return self.refuse(("invalid_message", reason)).await,
+        };
+        let request = match (request, &self.claims) {
+            (ClientMessage::Auth { token }, _) => return self.on_auth(&token).await,
+            (_, None) => {
+                let refusal = (
+                    "unauthorized",
+                    "send {\"op\":\"auth\",\"token\":…} first".to_owned(),
+                );
+                return self.refuse(refusal).await;
             }
+            (ClientMessage::Ack { id, by }, Some(_)) => return self.on_ack(id, by).await,
+            (other, Some(_)) => other,
+        };
+        let request = match command(request) {
+            Ok((id, op)) => return self.on_command(id, op).await,
+            Err(request) => request,
+        };
+        if matches!(
+            request,
+            ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }
+        ) && !self.subscribes.take(Instant::now())
+        {
+            let refusal = (
+                "rate_limited",
+                format!(
+                    "at most {SUBSCRIBES_BURST_MAX} subscribes at once, then one every {} ms",
+                    SUBSCRIBE_REFILL.as_millis()
+                ),
+            );
+            return self.refuse(refusal).await;
+        }
+        if let ClientMessage::Subscribe {
+            topics: names,
+            since,
+            epoch,
+        } = request
+        {
+            return self.on_subscribe(&names, &since, epoch).await;
+        }
+        match handle(&self.shared, &self.link, &mut self.topics, request) {
+            Ok(Some(reply)) => self.reply(reply).await,
+            Ok(None) => Flow::Go,
+            Err(refusal) => self.refuse(refusal).await,
         }
     }
-    hub.disconnect(&link, &topics);
+
+    /// `auth`: the session takes the token's claims.
+    async fn on_auth(&mut self, token: &str) -> Flow {
+        match self.shared.access.claims(Some(token), self.shared.now()) {
+            Ok(granted) => {
+                self.claims = Some(granted);
+                let reply = ServerMessage::bare("authed").encode(self.codec);
+                self.reply(reply).await
+            }
+            Err(error) => self.refuse(("unauthorized", error.to_string())).await,
+        }
+    }
+
+    /// `ack`: acknowledges an alert, when the claims allow it.
+    async fn on_ack(&mut self, id: u64, by: Option<String>) -> Flow {
+        let Some(granted) = &self.claims else {
+            return Flow::Go;
+        };
+        if !granted.allows(Action::Acknowledge) {
+            let refusal = (
+                "forbidden",
+                format!("{:?} may not acknowledge alerts", granted.role),
+            );
+            return self.refuse(refusal).await;
+        }
+        let by = by.or_else(|| Some(granted.sub.clone()));
+        let reply = acknowledge(&self.shared, self.codec, granted, id, by).await;
+        self.reply(reply).await
+    }
+
+    /// An order command: answered once durable, in command order (on a standby, by the
+    /// leader).
+    async fn on_command(&mut self, id: String, op: Result<BatchOp, ApiError>) -> Flow {
+        let granted = self.claims.as_ref().unwrap_or(&self.open_claims);
+        if !granted.allows(Action::Order) {
+            let refusal = (
+                "forbidden",
+                format!("{:?} may not place orders", granted.role),
+            );
+            return self.refuse(refusal).await;
+        }
+        if id.is_empty()
+            || CLIENT_ID_CHARS_MAX < id.chars().count()
+            || id.chars().any(char::is_control)
+        {
+            let refusal = (
+                "invalid_message",
+                format!(
+                    "a command's id is 1 to {CLIENT_ID_CHARS_MAX} characters without control characters"
+                ),
+            );
+            return self.refuse(refusal).await;
+        }
+        if PENDING_REPLIES_CLOSE <= self.pending.len() {
+            // Refused commands still queue their refusal in order; a client that keeps
+            // sending while thousands wait is cut off rather than buffered.
+            return self.close(CLOSE_POLICY, "too many commands waiting").await;
+        }
+        let standby = self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.leading());
+        match op {
+            Ok(op) if standby => {
+                // A standby takes order commands too: the leader runs them.
+                let result = super::cluster::forward_command(&self.shared, granted, &op).await;
+                forwarded_reply(self.codec, &mut self.pending, id, result);
+            }
+            op => command_reply(&self.shared, self.codec, &mut self.pending, id, op),
+        }
+        self.flush_replies().await
+    }
+
+    /// `subscribe`: a snapshot of each new topic (or what it missed since `since`), then its
+    /// changes.
+    async fn on_subscribe(
+        &mut self,
+        names: &[String],
+        since: &std::collections::HashMap<String, u64>,
+        epoch: Option<u64>,
+    ) -> Flow {
+        let granted = self.claims.as_ref().unwrap_or(&self.open_claims);
+        let joins = match plan_subscribe(&self.shared, &self.topics, names, since, epoch, granted) {
+            Ok(joins) => joins,
+            Err(refusal) => return self.refuse(refusal).await,
+        };
+        let joined = join_topics(
+            &self.shared,
+            &self.link,
+            &mut self.sender,
+            &mut self.topics,
+            &mut self.floors,
+            joins,
+        )
+        .await;
+        match joined {
+            None => Flow::End,
+            Some(Some(refusal)) => self.refuse(refusal).await,
+            Some(None) => Flow::Go,
+        }
+    }
+
+    /// Frames the hub queued: sent together (up to [`FRAME_MESSAGES_MAX`] messages), less
+    /// what a snapshot sent since already shows.
+    async fn on_hub_frames(
+        &mut self,
+        first: Chunk,
+        frames: &mut tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> Flow {
+        let mut messages = 0;
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(chunk) = next {
+            self.link.taken(chunk.bytes.len());
+            let covered = self
+                .floors
+                .get(&chunk.topic)
+                .is_some_and(|floor| chunk.last <= *floor);
+            if !covered {
+                messages += chunk.messages as usize;
+                batch.push(chunk);
+            }
+            next = if messages < FRAME_MESSAGES_MAX {
+                frames.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            return Flow::Go;
+        }
+        let frame = frame_message(self.codec, Chunk::frame(self.codec, &batch));
+        self.send(frame).await
+    }
+
+    /// Sends the order replies now due: durable, or past their deadline.
+    async fn flush_replies(&mut self) -> Flow {
+        let ready = flush_due(&self.shared, &mut self.pending, Instant::now(), self.codec);
+        if ready.is_empty() {
+            return Flow::Go;
+        }
+        let frame = frame_message(self.codec, Chunk::frame(self.codec, &ready));
+        self.send(frame).await
+    }
+
+    /// The hub marked the session for a resync: its backlog is dropped and each topic sent
+    /// afresh; a session that needed too many because it read too slowly is closed.
+    async fn on_wake(&mut self, frames: &mut tokio::sync::mpsc::Receiver<Chunk>) -> Flow {
+        if !self.link.resync_pending() {
+            return Flow::Go;
+        }
+        // Drain before taking the mark: while the queue is still full, the hub would mark
+        // the session slow a second time for the same episode.
+        while let Ok(stale) = frames.try_recv() {
+            self.link.taken(stale.bytes.len());
+        }
+        let Some(reason) = self.link.take_resync() else {
+            return Flow::Go;
+        };
+        if reason == Resync::Slow && !self.slowness.note(Instant::now()) {
+            return self.close(CLOSE_TOO_SLOW, "too slow to follow").await;
+        }
+        // The backlog is stale: drop it and send each topic afresh. What is queued between
+        // here and a topic's snapshot is dropped by its floor.
+        while let Ok(stale) = frames.try_recv() {
+            self.link.taken(stale.bytes.len());
+        }
+        let rejoin: Vec<(Topic, Join)> = self
+            .topics
+            .iter()
+            .map(|topic| (topic.clone(), Join::Resync))
+            .collect();
+        let mut followed = Vec::new();
+        let joined = join_topics(
+            &self.shared,
+            &self.link,
+            &mut self.sender,
+            &mut followed,
+            &mut self.floors,
+            rejoin,
+        )
+        .await;
+        if joined.is_none() {
+            return Flow::End;
+        }
+        self.topics = followed;
+        Flow::Go
+    }
+
+    /// Every [`HEARTBEAT_INTERVAL`]: credentials still good, the client still heard from,
+    /// and a ping.
+    async fn on_heartbeat(&mut self) -> Flow {
+        if !credentials_hold(&self.shared, &self.claims, self.started) {
+            return self
+                .close(CLOSE_CREDENTIALS, "credentials expired or missing")
+                .await;
+        }
+        if IDLE_TIMEOUT <= self.last_heard.elapsed() {
+            return self.close(CLOSE_IDLE, "idle").await;
+        }
+        self.send(Message::Ping(Bytes::new())).await
+    }
 }
 
 /// Resolves when the oldest waiting reply reaches its deadline; never without one.
