@@ -19,7 +19,6 @@
 //! - [`config`]: settings from a TOML file, the environment and flags.
 //! - [`server`]: binds it together: [`server::run`] serves a bound listener until shutdown.
 //! - `demo`: the simulated show behind `--demo`.
-//! - [`load`]: the load generator behind `stockpulse-load`; talks to a server only over TCP.
 //! - [`fuzzing`]: every decoder of outside bytes behind one door, for property tests and fuzz
 //!   targets.
 //!
@@ -34,7 +33,6 @@ pub mod edge;
 pub mod fuzzing;
 pub mod journal;
 pub mod ledger;
-pub mod load;
 pub mod notify;
 pub mod server;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use stockpulse::load::{
+use stockpulse_load::{
     FanoutOptions, IngestMode, IngestOptions, IngestReport, Progress, ShowOptions, fanout, ingest,
     show,
 };

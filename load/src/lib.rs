@@ -1,7 +1,8 @@
 //! The load generator behind `stockpulse-load`: drives a running server over the network,
 //! exactly as its clients do, and measures it.
 //!
-//! It shares no code path with the server beyond the wire: requests go out over TCP through
+//! A crate of its own, which does not depend on the server's: it shares nothing with the
+//! server beyond the wire, and the compiler holds it to that. requests go out over TCP through
 //! `client`, a minimal HTTP/1.1 client. `ingest` places orders as fast as the server answers;
 //! `fanout` measures order-to-screen latency and completeness over `/ws`; `idle` what an
 //! idle WebSocket costs the server;

@@ -11,7 +11,7 @@ use std::process::{Child, ExitCode};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use stockpulse::load::{
+use stockpulse_load::{
     FanoutOptions, IdleOptions, IngestMode, IngestOptions, ProcessSampler, Progress, ShowOptions,
     fanout, idle, ingest, run_id, show,
 };
@@ -313,7 +313,7 @@ async fn start_server() -> anyhow::Result<StartedServer> {
         data_dir,
     };
     for _ in 0..100 {
-        if let Ok(mut connection) = stockpulse::load::Connection::connect(address).await
+        if let Ok(mut connection) = stockpulse_load::Connection::connect(address).await
             && connection.get("/healthz").await.is_ok()
         {
             return Ok(server);
