@@ -717,7 +717,9 @@ impl Engine {
         }
     }
 
-    /// Red on an `auto_halt` listing that is not halted halts it in its room.
+    /// Red on an `auto_halt` listing that is not halted halts it in its room. Called with the
+    /// engine's state locked: the ledger's room map, a SKU stripe and the journal's queue are
+    /// taken below it, and none of them ever waits for the engine.
     fn auto_halt(&self, room: &RoomId, state: &ListingState, now: Timestamp) {
         if !state.listing.policy.auto_halt
             || state.tally.halted

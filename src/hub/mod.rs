@@ -511,6 +511,8 @@ impl Hub {
     /// the notifier.
     pub(crate) fn publish(&self, batches: &[DurableBatch]) -> Vec<Body> {
         let facts = batches.iter().flat_map(|batch| batch.facts.iter());
+        // Lock order: the topics, then (in `stage_messages`) the engine's state; never the
+        // other way round (docs/ARCHITECTURE.md, "Lock order").
         let mut states = self.topics.lock();
         let mut touched = Vec::new();
         for fact in facts {
