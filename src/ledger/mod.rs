@@ -350,6 +350,35 @@ impl Ledger {
         })
     }
 
+    /// Locks the SKUs of `order` and moves its lines under the business rules. A refusal
+    /// that is a sale lost is counted (`count_lost`) once the SKU locks are released.
+    fn take_lines<'a>(
+        &'a self,
+        keys: &[SkuKey<'_>],
+        order: &OrderRequest,
+        taken_versions: &[u64],
+        movement: (Movement, OrderStatus),
+        now: Timestamp,
+    ) -> Result<(SkuGuards<'a>, Moved), LedgerError> {
+        let mut skus = self.lock_skus(keys);
+        match self.move_lines(
+            &mut skus,
+            keys,
+            order,
+            taken_versions,
+            movement,
+            Rules::Enforce,
+            now,
+        ) {
+            Ok(moved) => Ok((skus, moved)),
+            Err(error) => {
+                drop(skus);
+                self.count_lost(order, &error);
+                Err(error)
+            }
+        }
+    }
+
     /// Places an order: locks its units until the lock expires.
     pub fn reserve(&self, now: Timestamp, request: OrderRequest) -> Result<Answer, LedgerError> {
         let (order_hash, stripe) = self.order_key(&request.order_id);
@@ -358,24 +387,13 @@ impl Ledger {
             return replay_creation(existing, &request);
         }
         let keys = self.line_keys(&request.lines);
-        let mut skus = self.lock_skus(&keys);
-        let moved = self.move_lines(
-            &mut skus,
+        let (skus, moved) = self.take_lines(
             &keys,
             &request,
             &[],
             (Movement::Lock, OrderStatus::Locked),
-            Rules::Enforce,
             now,
-        );
-        let moved = match moved {
-            Ok(moved) => moved,
-            Err(error) => {
-                drop(skus);
-                self.count_lost(&request, &error);
-                return Err(error);
-            }
-        };
+        )?;
         let taken_versions = versions(&moved.stocks);
         drop(keys);
         let lock_ttl = moved
@@ -432,24 +450,13 @@ impl Ledger {
             );
         }
         let keys = self.line_keys(&request.lines);
-        let mut skus = self.lock_skus(&keys);
-        let moved = self.move_lines(
-            &mut skus,
+        let (skus, moved) = self.take_lines(
             &keys,
             &request,
             &[],
             (Movement::Sell, OrderStatus::Sold),
-            Rules::Enforce,
             now,
-        );
-        let moved = match moved {
-            Ok(moved) => moved,
-            Err(error) => {
-                drop(skus);
-                self.count_lost(&request, &error);
-                return Err(error);
-            }
-        };
+        )?;
         let taken_versions = versions(&moved.stocks);
         drop(keys);
         let order = Arc::new(request);
@@ -555,31 +562,22 @@ impl Ledger {
         };
         let order = entry.order.clone();
         let keys = self.line_keys(&order.lines);
-        let mut skus = self.lock_skus(&keys);
-        let moved = self.move_lines(
-            &mut skus,
-            &keys,
-            &order,
-            &entry.taken_versions,
-            (step.movement, step.status),
-            Rules::Enforce,
-            now,
-        );
-        let moved = match moved {
-            Ok(moved) => moved,
-            Err(error) => {
-                // A payment after the lock expired that finds the units gone: a sale lost too.
-                drop(skus);
-                self.count_lost(&order, &error);
-                return Err(match (step.retaken, error) {
-                    (true, LedgerError::Invariant(message)) => LedgerError::Invariant(message),
-                    (true, _) => LedgerError::LockExpired {
-                        order_id: order_id.clone(),
-                    },
-                    (false, error) => error,
-                });
-            }
-        };
+        // A payment after the lock expired that finds the units gone is a sale lost too.
+        let (skus, moved) = self
+            .take_lines(
+                &keys,
+                &order,
+                &entry.taken_versions,
+                (step.movement, step.status),
+                now,
+            )
+            .map_err(|error| match (step.retaken, error) {
+                (true, LedgerError::Invariant(message)) => LedgerError::Invariant(message),
+                (true, _) => LedgerError::LockExpired {
+                    order_id: order_id.clone(),
+                },
+                (false, error) => error,
+            })?;
         drop(keys);
         let taken_versions = step
             .movement

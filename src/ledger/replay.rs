@@ -118,27 +118,20 @@ impl Ledger {
             Fact::Tick { .. } | Fact::AlertAcknowledged { .. } => Ok(()),
             Fact::ShowEnded { records, .. } => {
                 for (sku, record) in records {
-                    let key = self.sku_key(sku);
-                    let mut table = self.skus[key.stripe].0.lock();
-                    let generation = self.snapshot_generation();
-                    if let Some(entry) = table.find_mut(&key, generation) {
+                    self.replay_on_sku(sku, |entry| {
                         super::show::remember(&mut entry.shows, record.clone());
-                    }
+                    });
                 }
                 Ok(())
             }
             Fact::LostDemand { at, entries } => {
                 // A listing removed since keeps no count, as when the fact was made.
                 for entry in entries {
-                    let key = self.sku_key(&entry.sku);
-                    let mut table = self.skus[key.stripe].0.lock();
-                    let generation = self.snapshot_generation();
-                    if let Some(tally) = table
-                        .find_mut(&key, generation)
-                        .and_then(|sku| sku.listing_mut(&entry.room))
-                    {
-                        tally.add_lost(*at, &entry.lost);
-                    }
+                    self.replay_on_sku(&entry.sku, |sku| {
+                        if let Some(tally) = sku.listing_mut(&entry.room) {
+                            tally.add_lost(*at, &entry.lost);
+                        }
+                    });
                 }
                 Ok(())
             }
@@ -201,6 +194,16 @@ impl Ledger {
             Fact::OrderRefunded {
                 at, order, stocks, ..
             } => self.apply_transition(fact, *at, &order.order_id, ReplayStep::Refund, stocks),
+        }
+    }
+
+    /// Changes the SKU's entry, when the ledger has it: for facts that change no stock and
+    /// whose SKU may be gone since (a show's record, lost demand).
+    fn replay_on_sku(&self, sku: &SkuId, change: impl FnOnce(&mut SkuEntry)) {
+        let key = self.sku_key(sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        if let Some(entry) = table.find_mut(&key, 0) {
+            change(entry);
         }
     }
 

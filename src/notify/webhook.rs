@@ -15,68 +15,40 @@ use crate::clock::{Rfc3339, Timestamp};
 /// How long one attempt may take.
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The language a line is written in.
-#[derive(Clone, Copy)]
-enum Language {
-    Chinese,
-    English,
-}
-
-/// One line about what a message carries, the worst alert first, in `language`.
-fn summary(
-    alerts: &[&AlertRecord],
-    held_back: u64,
-    escalation: bool,
-    language: Language,
-) -> String {
-    let mut sorted: Vec<&&AlertRecord> = alerts.iter().collect();
-    sorted.sort_by_key(|record| std::cmp::Reverse(record.notice.to));
-    let mut text = String::new();
+/// One line about what a message carries, the worst alert first: in Chinese and in English.
+fn summaries(alerts: &[&AlertRecord], held_back: u64, escalation: bool) -> (String, String) {
+    let worst = alerts
+        .iter()
+        .min_by_key(|record| std::cmp::Reverse(record.notice.to))
+        .map(|record| &record.notice);
+    let (mut zh, mut en) = (String::new(), String::new());
     if escalation {
-        text.push_str(match language {
-            Language::Chinese => "【未确认】",
-            Language::English => "UNACKNOWLEDGED: ",
-        });
+        zh.push_str("【未确认】");
+        en.push_str("UNACKNOWLEDGED: ");
     }
-    if let Some(first) = sorted.first() {
-        let notice = &first.notice;
-        text.push_str(&match language {
-            Language::Chinese => format!(
-                "直播间 {} 商品 {}：{} → {}",
-                notice.room,
-                notice.sku,
-                notice.from.zh_cn(),
-                notice.to.zh_cn()
-            ),
-            Language::English => format!(
-                "{} {} {} -> {}",
-                notice.room,
-                notice.sku,
-                notice.from.as_str(),
-                notice.to.as_str()
-            ),
-        });
+    if let Some(notice) = worst {
+        let (room, sku) = (&notice.room, &notice.sku);
+        zh.push_str(&format!(
+            "直播间 {room} 商品 {sku}：{} → {}",
+            notice.from.zh_cn(),
+            notice.to.zh_cn()
+        ));
+        en.push_str(&format!(
+            "{room} {sku} {} -> {}",
+            notice.from.as_str(),
+            notice.to.as_str()
+        ));
     }
-    let more = sorted.len().saturating_sub(1);
-    match language {
-        Language::Chinese => {
-            if 0 < more {
-                text.push_str(&format!("，另有 {more} 条"));
-            }
-            if 0 < held_back {
-                text.push_str(&format!("；限流暂缓 {held_back} 条"));
-            }
-        }
-        Language::English => {
-            if 0 < more {
-                text.push_str(&format!(" and {more} more"));
-            }
-            if 0 < held_back {
-                text.push_str(&format!("; {held_back} held back by the rate limit"));
-            }
-        }
+    let more = alerts.len().saturating_sub(1);
+    if 0 < more {
+        zh.push_str(&format!("，另有 {more} 条"));
+        en.push_str(&format!(" and {more} more"));
     }
-    text
+    if 0 < held_back {
+        zh.push_str(&format!("；限流暂缓 {held_back} 条"));
+        en.push_str(&format!("; {held_back} held back by the rate limit"));
+    }
+    (zh, en)
 }
 
 /// The request body for `receiver`.
@@ -88,8 +60,7 @@ pub(super) fn body(
     escalation: bool,
     at: Timestamp,
 ) -> String {
-    let summary_zh = summary(alerts, held_back, escalation, Language::Chinese);
-    let summary = summary(alerts, held_back, escalation, Language::English);
+    let (summary_zh, summary) = summaries(alerts, held_back, escalation);
     let value = match receiver.format {
         Format::Json => json!({
             "idempotency_key": key,
