@@ -314,7 +314,38 @@ impl Config {
                 self.listen
             )));
         }
-        Ok(())
+        self.check_cluster_exposure()
+    }
+
+    /// Refuses cluster mode without NATS credentials or without a secret, unless
+    /// `--insecure`: without credentials anyone who reaches NATS can publish on the log's
+    /// subjects, and without a secret nothing a node tells another can be sealed (so any
+    /// NATS client could pass for a node).
+    fn check_cluster_exposure(&self) -> Result<(), ConfigError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let mut missing = Vec::new();
+        if cluster.credentials == NatsCredentials::None {
+            missing.push(
+                "NATS credentials (cluster.user and cluster.password or \
+                 STOCKPULSE_NATS_PASSWORD, or cluster.token or STOCKPULSE_NATS_TOKEN)",
+            );
+        }
+        if self.auth.secret.is_none() {
+            missing.push(
+                "auth.secret (or STOCKPULSE_AUTH_SECRET), which seals what nodes tell each other",
+            );
+        }
+        if missing.is_empty() || self.insecure {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "cluster mode without {}: set {}, or pass --insecure on a NATS cluster nothing \
+             else can reach",
+            missing.join(" and without "),
+            if missing.len() == 1 { "it" } else { "them" },
+        )))
     }
 
     pub fn journal(&self) -> JournalConfig {

@@ -48,9 +48,12 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let cluster = match &config.cluster {
         Some(cluster_config) => Some(
-            Cluster::connect(cluster_config)
-                .await
-                .map_err(std::io::Error::other)?,
+            Cluster::connect(
+                cluster_config,
+                config.auth.secret.as_deref().map(str::as_bytes),
+            )
+            .await
+            .map_err(std::io::Error::other)?,
         ),
         None => None,
     };
@@ -219,7 +222,7 @@ pub async fn run(
             ledger: ledger.clone(),
             journal: journal.clone(),
             clock,
-            metrics,
+            metrics: metrics.clone(),
             snapshot_every_facts: config.snapshot_every_facts,
             cluster: cluster.clone(),
             engine: engine.clone(),
@@ -236,6 +239,7 @@ pub async fn run(
         tasks.spawn(api::answer_forwarded(
             cluster.clone(),
             app.clone(),
+            metrics.clone(),
             cancel.clone(),
         ));
         tasks.spawn(api::answer_status(cluster.clone(), cancel.clone()));

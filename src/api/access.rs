@@ -292,11 +292,44 @@ async fn signed_webhook(
     Ok(request)
 }
 
+/// [`api_segments`], or the refusal of a path that does not decode.
+fn segments_of(path: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match api_segments(path) {
+        Some(Ok(segments)) => Ok(Some(segments)),
+        Some(Err(())) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the path is not valid percent-encoded UTF-8",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A request a standby forwarded, under the claims the standby proved (the seal on it
+/// says a node of this cluster sent it): the claims are checked against the route here too.
+fn admit_forwarded(mut request: Request, claims: Claims) -> Result<Request, ApiError> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let segments = segments_of(&path)?;
+    if !classify(&method, &path, segments.as_deref()).allows(&claims) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{:?} {} may not {method} {path}", claims.role, claims.sub),
+        ));
+    }
+    request.extensions_mut().insert(claims);
+    Ok(request)
+}
+
 /// Credentials to claims, claims against the route: the request to serve (with its claims),
 /// or the refusal to answer.
 pub(crate) async fn admit(shared: &AppState, request: Request) -> Result<Request, Response> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    if let Some(super::cluster::Forwarded(claims)) = request.extensions().get().cloned() {
+        return admit_forwarded(request, claims).map_err(IntoResponse::into_response);
+    }
     if shared.access.authority.is_none() {
         // HTTP/2 names the host in the URI's authority, not in a header.
         let host = request
@@ -322,17 +355,7 @@ pub(crate) async fn admit(shared: &AppState, request: Request) -> Result<Request
             ));
         }
     }
-    let segments = match api_segments(&path) {
-        Some(Ok(segments)) => Some(segments),
-        Some(Err(())) => {
-            return Err(refused(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                "the path is not valid percent-encoded UTF-8".to_owned(),
-            ));
-        }
-        None => None,
-    };
+    let segments = segments_of(&path).map_err(IntoResponse::into_response)?;
     let need = classify(&method, &path, segments.as_deref());
     if matches!(need, Need::Public) {
         return Ok(request);

@@ -1,11 +1,13 @@
 //! The cluster at the HTTP edge: `GET /api/v1/cluster`, and writes that reach a standby
 //! forwarded to the leader over NATS request-reply, so any node accepts any request.
 //!
-//! A forwarded request travels whole (method, path, the headers that carry credentials and
-//! content, body) to `<stream>.fwd.<leader>`; the leader runs it through its own router,
-//! authorisation included, and the answer comes back whole. A forwarded request is marked, and
-//! a node that is not (or no longer) the leader answers it 503 `not_leader` instead of
-//! forwarding it again; the client retries, with the same `order_id` where it places orders.
+//! The standby admits a request as it would serve it (credentials to claims, claims against
+//! the route), then hands the leader the request with the claims it proved, sealed
+//! ([`crate::cluster::forward`]); the leader runs it through its own router under those
+//! claims, checking them against the route again, and the answer comes back whole. A
+//! forwarded request that reaches a node that is not (or no longer) the leader is answered
+//! 503 `not_leader` instead of being forwarded again; the client retries, with the same
+//! `order_id` where it places orders.
 
 use std::time::Duration;
 
@@ -21,46 +23,17 @@ use tower::ServiceExt;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::auth::Claims;
+use crate::cluster::forward::{self, Answer, ForwardError};
 use crate::cluster::{Cluster, Role};
 
-/// Marks a request another node forwarded.
-const FORWARDED: &str = "x-stockpulse-forwarded";
+/// The headers a forwarded request keeps: what the handlers read. Credentials stay on the
+/// standby, which proved them; the claims they gave travel instead.
+const FORWARDED_HEADERS: &[&str] = &["content-type"];
 
-/// How long a standby waits for the leader's answer to a forwarded write.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Headers a forwarded request keeps: credentials, content, and what the handlers read.
-const FORWARDED_HEADERS: &[&str] = &[
-    "authorization",
-    "content-type",
-    "host",
-    "idempotency-key",
-    "x-stockpulse-platform",
-    "x-stockpulse-timestamp",
-    "x-stockpulse-signature",
-];
-
-#[derive(Serialize, Deserialize)]
-struct ForwardedRequest {
-    method: String,
-    uri: String,
-    headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes")]
-    body: Vec<u8>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ForwardedResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes")]
-    body: Vec<u8>,
-}
-
-/// The subject a node answers forwarded requests on.
-fn forward_subject(cluster: &Cluster, node: &str) -> String {
-    format!("{}.fwd.{node}", cluster.config().stream)
-}
+/// Marks, on the leader, a request a standby forwarded, with the claims that standby proved.
+#[derive(Clone)]
+pub(super) struct Forwarded(pub(super) Claims);
 
 #[derive(Serialize, Deserialize, Clone)]
 pub(super) struct ClusterView {
@@ -129,7 +102,11 @@ pub(crate) async fn gather(cluster: &Cluster) -> Vec<NodeView> {
         return Vec::new();
     };
     if client
-        .publish_with_reply(status_subject(cluster), inbox, bytes::Bytes::new())
+        .publish_with_reply(
+            status_subject(cluster),
+            inbox,
+            cluster.seal().seal(&[]).into(),
+        )
         .await
         .is_err()
     {
@@ -138,7 +115,15 @@ pub(crate) async fn gather(cluster: &Cluster) -> Vec<NodeView> {
     let mut views = Vec::new();
     let deadline = tokio::time::Instant::now() + STATUS_WAIT;
     while let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await {
-        if let Ok(view) = rmp_serde::from_slice::<ClusterView>(&message.payload) {
+        // Only what a node of this cluster sealed counts.
+        if let Ok(view) = cluster
+            .seal()
+            .open(&message.payload)
+            .map_err(|error| error.to_string())
+            .and_then(|body| {
+                rmp_serde::from_slice::<ClusterView>(body).map_err(|error| error.to_string())
+            })
+        {
             views.push(view);
         }
     }
@@ -160,13 +145,16 @@ pub(crate) async fn answer_status(cluster: Cluster, stop: tokio_util::sync::Canc
     each_request(&cluster, subject, stop, "status requests", |message| {
         let cluster = cluster.clone();
         async move {
-            let (Some(reply), Ok(payload)) = (
+            // A node tells its status only to a node of this cluster.
+            let (Some(reply), Ok(_), Ok(payload)) = (
                 message.reply,
+                cluster.seal().open(&message.payload),
                 rmp_serde::to_vec_named(&ClusterView::of(cluster.status())),
             ) else {
                 return;
             };
-            let _ = cluster.client().publish(reply, payload.into()).await;
+            let sealed = cluster.seal().seal(&payload);
+            let _ = cluster.client().publish(reply, sealed.into()).await;
         }
     })
     .await;
@@ -227,26 +215,6 @@ fn leader_of(cluster: &Cluster) -> Option<String> {
     status.leader.filter(|leader| *leader != status.node)
 }
 
-/// Sends `forwarded` to `leader` and waits for its answer; why not, otherwise.
-async fn ask_leader(
-    cluster: &Cluster,
-    leader: &str,
-    forwarded: &ForwardedRequest,
-) -> Result<ForwardedResponse, String> {
-    let payload = rmp_serde::to_vec(forwarded).map_err(|error| error.to_string())?;
-    let request = cluster
-        .client()
-        .request(forward_subject(cluster, leader), payload.into());
-    let message = tokio::time::timeout(FORWARD_TIMEOUT, request)
-        .await
-        .map_err(|_| "no answer in time".to_owned())?
-        .map_err(|error| error.to_string())?;
-    rmp_serde::from_slice(&message.payload).map_err(|error| error.to_string())
-}
-
-/// What a forwarded request's encoding adds to its parts, at most.
-const FORWARD_OVERHEAD_BYTES: usize = 1024;
-
 fn is_write(request: &Request) -> bool {
     let path = request.uri().path();
     !matches!(
@@ -264,7 +232,7 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
     if !is_write(&request) || cluster.leading() {
         return next.run(request).await;
     }
-    if request.headers().contains_key(FORWARDED) {
+    if request.extensions().get::<Forwarded>().is_some() {
         return not_leader(&cluster);
     }
     let Some(leader) = leader_of(&cluster) else {
@@ -282,7 +250,13 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
             .into_response();
         }
     };
-    let forwarded = ForwardedRequest {
+    // Admission put the claims there; without a secret every request is an administrator.
+    let claims = parts
+        .extensions
+        .get::<Claims>()
+        .cloned()
+        .unwrap_or_else(Claims::open);
+    let forwarded = forward::Request {
         method: parts.method.as_str().to_owned(),
         uri: parts.uri.path_and_query().map_or_else(
             || parts.uri.path().to_owned(),
@@ -296,36 +270,19 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })
             .collect(),
+        claims,
         body: body.to_vec(),
     };
-    // A request travels to the leader as one NATS message: what NATS would refuse is refused
-    // here, plainly, rather than retried as if the leader were away.
-    let max_payload = cluster.client().server_info().max_payload;
-    let encoded = forwarded.body.len()
-        + forwarded.uri.len()
-        + forwarded
-            .headers
-            .iter()
-            .map(|(name, value)| name.len() + value.len())
-            .sum::<usize>();
-    if 0 < max_payload && max_payload < encoded + FORWARD_OVERHEAD_BYTES {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "this node forwards writes to the leader in messages of at most {max_payload} \
-                 bytes; send this one to the leader, or in smaller parts"
-            ),
-        )
-        .into_response();
-    }
-    let answer = match ask_leader(&cluster, &leader, &forwarded).await {
-        Ok(answer) => answer,
-        Err(reason) => {
-            tracing::warn!(%leader, %reason, "Forwarding a write to the leader failed.");
-            return not_leader(&cluster);
+    match cluster.ask(&leader, forwarded).await {
+        Ok(answer) => into_response(answer),
+        Err(error) => {
+            tracing::warn!(%leader, %error, "Forwarding a write to the leader failed.");
+            forward_failed(&cluster, &error).into_response()
         }
-    };
+    }
+}
+
+fn into_response(answer: Answer) -> Response {
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -340,20 +297,42 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
     response
 }
 
+/// What the client is told when its write could not be handed on, by what this node knows
+/// of its outcome.
+fn forward_failed(cluster: &Cluster, error: &ForwardError) -> ApiError {
+    match error {
+        ForwardError::NotDelivered(_) => not_leader_error(cluster),
+        ForwardError::OutcomeUnknown(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            "the leader took this write but its answer did not come back; it may have been \
+             applied: retry with the same order_id (a retried order is answered from \
+             idempotency) or restock_id, and read the SKU before retrying a restock without one",
+        ),
+        ForwardError::TooLarge { max_payload, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "this node forwards writes to the leader in messages of at most {max_payload} \
+                 bytes; send this one to the leader, or in smaller parts"
+            ),
+        ),
+    }
+}
+
 /// Sends one order operation of a WebSocket session on a standby to the leader, as a
-/// one-item batch under the session's claims (a short-lived token signed with the shared
-/// secret, when there is one). The batch item's answer: its status and its `order` or
-/// `error`.
+/// one-item batch under the session's claims. The batch item's answer: its status and its
+/// `order` or `error`.
 pub(super) async fn forward_command(
     shared: &AppState,
-    claims: &crate::auth::Claims,
+    claims: &Claims,
     op: &super::dto::BatchOp,
 ) -> Result<serde_json::Value, ApiError> {
     let body = serde_json::json!({ "ops": [op] });
     let (status, mut body) = forward_as(shared, claims, "/api/v1/orders/batch", &body).await?;
     if status != 200 {
-        // The whole batch was refused (503 on a node that lost the lead, 401, 403…): its
-        // error is the command's.
+        // The whole batch was refused (503 on a node that lost the lead, 403…): its error is
+        // the command's.
         return Ok(serde_json::json!({"status": status, "error": body["error"].take()}));
     }
     Ok(body["results"][0].take())
@@ -363,7 +342,7 @@ pub(super) async fn forward_command(
 /// which records it: the alert as it now stands, `None` when there is no such alert.
 pub(super) async fn forward_acknowledgement(
     shared: &AppState,
-    claims: &crate::auth::Claims,
+    claims: &Claims,
     id: u64,
     by: &str,
 ) -> Result<Option<serde_json::Value>, ApiError> {
@@ -395,54 +374,41 @@ pub(super) async fn forward_acknowledgement(
     }
 }
 
-/// POSTs `body` to `uri` on the leader under `claims` (a short-lived token signed with the
-/// shared secret, when there is one): the answer's status and JSON body.
+/// POSTs `body` to `uri` on the leader under `claims`: the answer's status and JSON body.
 async fn forward_as(
     shared: &AppState,
-    claims: &crate::auth::Claims,
+    claims: &Claims,
     uri: &str,
     body: &serde_json::Value,
 ) -> Result<(u16, serde_json::Value), ApiError> {
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_leader",
-            "the leader could not be reached; retry",
-        )
-    };
-    let cluster = shared.cluster.as_ref().ok_or_else(unavailable)?;
-    let leader = leader_of(cluster).ok_or_else(unavailable)?;
-    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    if let Some(authority) = &shared.access.authority {
-        let now = shared.clock.now().as_millis() / 1000;
-        let short = crate::auth::Claims {
-            exp: now + 60,
-            ..claims.clone()
-        };
-        headers.push((
-            "authorization".to_owned(),
-            format!("Bearer {}", authority.issue(&short)),
-        ));
-    }
-    let forwarded = ForwardedRequest {
+    let cluster = shared.cluster.as_ref().ok_or_else(no_leader)?;
+    let leader = leader_of(cluster).ok_or_else(|| not_leader_error(cluster))?;
+    let forwarded = forward::Request {
         method: "POST".to_owned(),
         uri: uri.to_owned(),
-        headers,
-        body: serde_json::to_vec(body).map_err(|_| unavailable())?,
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        claims: claims.clone(),
+        body: serde_json::to_vec(body).map_err(|_| no_leader())?,
     };
-    let answer = ask_leader(cluster, &leader, &forwarded)
-        .await
-        .map_err(|reason| {
-            tracing::warn!(%leader, %reason, "Forwarding a command to the leader failed.");
-            unavailable()
-        })?;
-    let body = serde_json::from_slice(&answer.body).map_err(|_| unavailable())?;
+    let answer = cluster.ask(&leader, forwarded).await.map_err(|error| {
+        tracing::warn!(%leader, %error, "Forwarding a command to the leader failed.");
+        forward_failed(cluster, &error)
+    })?;
+    let body = serde_json::from_slice(&answer.body).map_err(|_| no_leader())?;
     Ok((answer.status, body))
 }
 
-fn not_leader(cluster: &Cluster) -> Response {
+fn no_leader() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_leader",
+        "the leader could not be reached; retry",
+    )
+}
+
+fn not_leader_error(cluster: &Cluster) -> ApiError {
     let status = cluster.status();
-    let mut response = ApiError::new(
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "not_leader",
         match (&status.leader, status.role) {
@@ -451,44 +417,72 @@ fn not_leader(cluster: &Cluster) -> Response {
             (None, _) => "no leader yet; retry".to_owned(),
         },
     )
-    .into_response();
+}
+
+fn not_leader(cluster: &Cluster) -> Response {
+    let mut response = not_leader_error(cluster).into_response();
     response
         .headers_mut()
         .insert("retry-after", HeaderValue::from_static("1"));
     response
 }
 
+/// An answer to a forwarded request that was not run: `code` and `message` as the API
+/// writes errors.
+fn refusal(status: StatusCode, code: &str, message: String) -> Answer {
+    Answer {
+        status: status.as_u16(),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        body: serde_json::to_vec(&serde_json::json!({"error": {
+            "code": code,
+            "message": message,
+        }}))
+        .unwrap_or_default(),
+    }
+}
+
 /// Answers the writes other nodes forward to this one, through `app` (the whole router),
-/// until `stop` is cancelled or the subscription ends.
+/// until `stop` is cancelled or the subscription ends. A request that does not open (not
+/// sealed by a node of this cluster, stale, or seen already) is dropped unanswered and
+/// counted: nothing in it is read.
 pub(crate) async fn answer_forwarded(
     cluster: Cluster,
     app: axum::Router,
+    metrics: std::sync::Arc<super::Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let subject = forward_subject(&cluster, &cluster.status().node);
+    let subject = cluster.forward_subject(&cluster.status().node);
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        forward::FORWARDED_IN_FLIGHT_MAX,
+    ));
     each_request(&cluster, subject, stop, "forwarded writes", |message| {
-        let (cluster, app) = (cluster.clone(), app.clone());
+        let (cluster, app, metrics) = (cluster.clone(), app.clone(), metrics.clone());
+        let in_flight = in_flight.clone();
         async move {
             let Some(reply) = message.reply.clone() else {
                 return;
             };
-            // Each forwarded write is served on its own task: a slow one holds up no other.
+            let (ticket, request) = match cluster.open_request(&message.payload) {
+                Ok(opened) => opened,
+                Err(reason) => {
+                    metrics.forward_refused();
+                    tracing::warn!(%reason, "Refused a forwarded request.");
+                    return;
+                }
+            };
+            // Each forwarded write is served on its own task, so a slow one holds up no
+            // other; as many at once as the bound, then 503.
+            let permit = in_flight.try_acquire_owned().ok();
             tokio::spawn(async move {
-                let answer = match rmp_serde::from_slice::<ForwardedRequest>(&message.payload) {
-                    Ok(request) => serve_forwarded(app, request).await,
-                    Err(error) => ForwardedResponse {
-                        status: 400,
-                        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-                        body: serde_json::to_vec(&serde_json::json!({"error": {
-                            "code": "malformed_forward",
-                            "message": error.to_string(),
-                        }}))
-                        .unwrap_or_default(),
-                    },
+                let answer = match permit {
+                    Some(_permit) => serve_forwarded(app, request).await,
+                    None => refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "the leader runs as many forwarded writes as it takes; retry".to_owned(),
+                    ),
                 };
-                if let Ok(payload) = rmp_serde::to_vec(&answer)
-                    && let Err(error) = cluster.client().publish(reply, payload.into()).await
-                {
+                if let Err(error) = cluster.reply(reply, ticket, answer).await {
                     tracing::warn!(%error, "Cannot answer a forwarded write.");
                 }
             });
@@ -497,13 +491,15 @@ pub(crate) async fn answer_forwarded(
     .await;
 }
 
-async fn serve_forwarded(app: axum::Router, forwarded: ForwardedRequest) -> ForwardedResponse {
+async fn serve_forwarded(app: axum::Router, forwarded: forward::Request) -> Answer {
     let mut builder = axum::http::Request::builder()
         .method(forwarded.method.as_str())
         .uri(forwarded.uri.as_str())
-        .header(FORWARDED, "1");
+        .extension(Forwarded(forwarded.claims));
     for (name, value) in &forwarded.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+        if FORWARDED_HEADERS.contains(&name.as_str()) {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
     }
     let response = match builder.body(Body::from(forwarded.body)) {
         Ok(request) => match app.oneshot(request).await {
@@ -511,11 +507,11 @@ async fn serve_forwarded(app: axum::Router, forwarded: ForwardedRequest) -> Forw
             Err(never) => match never {},
         },
         Err(error) => {
-            return ForwardedResponse {
-                status: 400,
-                headers: Vec::new(),
-                body: error.to_string().into_bytes(),
-            };
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "malformed_forward",
+                error.to_string(),
+            );
         }
     };
     let (parts, body) = response.into_parts();
@@ -523,7 +519,7 @@ async fn serve_forwarded(app: axum::Router, forwarded: ForwardedRequest) -> Forw
         .await
         .map(|bytes| bytes.to_vec())
         .unwrap_or_default();
-    ForwardedResponse {
+    Answer {
         status: parts.status.as_u16(),
         headers: parts
             .headers

@@ -85,6 +85,7 @@ pub(crate) struct Metrics {
     cluster_applied: Gauge,
     cluster_stream: Gauge,
     cluster_node_lag: Family<NodeLabels, Gauge>,
+    cluster_forwards_refused: Counter,
 }
 
 impl Metrics {
@@ -205,6 +206,12 @@ impl Metrics {
             "Log messages each node that answered has not applied yet",
             cluster_node_lag.clone(),
         );
+        let cluster_forwards_refused = Counter::default();
+        registry.register(
+            "cluster_forwards_refused",
+            "Forwarded requests refused unread: not sealed by a node of this cluster, stale or replayed",
+            cluster_forwards_refused.clone(),
+        );
         let journal_snapshots = Counter::default();
         registry.register(
             "journal_snapshots",
@@ -303,6 +310,7 @@ impl Metrics {
             cluster_applied,
             cluster_stream,
             cluster_node_lag,
+            cluster_forwards_refused,
             orders_accepted,
             orders_refused,
             orders_replayed,
@@ -334,6 +342,12 @@ impl Metrics {
                 })
                 .set(gauge(node.lag));
         }
+    }
+
+    /// A forwarded request refused unread: not sealed by a node of this cluster, stale or
+    /// replayed.
+    pub(crate) fn forward_refused(&self) {
+        self.cluster_forwards_refused.inc();
     }
 
     pub(crate) fn order_accepted(&self, op: Op) {

@@ -23,8 +23,10 @@
 //! (its journal is poisoned, so waiting requests get 503) and the process starts again as a
 //! standby: its ledger may hold changes the log does not, and only the log is the truth.
 
+pub mod forward;
 mod lease;
 mod log;
+pub mod seal;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -151,12 +153,25 @@ struct Inner {
     /// The stream sequence of the last shared snapshot this node wrote: the next trims the
     /// log up to it.
     previous_snapshot_seq: std::sync::atomic::AtomicU64,
+    /// Seals what this node tells the others, and opens what they tell it.
+    seal: seal::Seal,
+    /// Forwarded requests already taken, by sender.
+    replays: seal::ReplayGuard,
+    /// This process among the senders of sealed requests: random at each start.
+    process: u64,
+    /// Requests this process forwarded so far.
+    forwarded: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
     /// Connects to NATS and makes sure the log stream and the lease bucket exist, with a
-    /// stream this build can read. Fails fast when no server answers.
-    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
+    /// stream this build can read. Fails fast when no server answers. `secret` is the one
+    /// tokens are signed with; what nodes tell each other is sealed with a key derived from
+    /// it ([`seal`]).
+    pub async fn connect(
+        config: &ClusterConfig,
+        secret: Option<&[u8]>,
+    ) -> Result<Cluster, ClusterError> {
         let servers = config.nats.join(",");
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("stockpulse-{}", config.node_id))
@@ -227,6 +242,10 @@ impl Cluster {
                 leading: AtomicBool::new(false),
                 epoch,
                 previous_snapshot_seq: std::sync::atomic::AtomicU64::new(0),
+                seal: seal::Seal::new(secret),
+                replays: seal::ReplayGuard::default(),
+                process: fastrand::u64(..),
+                forwarded: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -252,6 +271,11 @@ impl Cluster {
 
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
+    }
+
+    /// Seals and opens what nodes tell each other.
+    pub fn seal(&self) -> &seal::Seal {
+        &self.inner.seal
     }
 
     /// Waits until this node has applied the log as far as it reached when the wait began,

@@ -259,3 +259,30 @@ pub(crate) async fn answers_within(base: &str, limit: Duration) -> bool {
     }
     false
 }
+
+/// The `nats-server` the cluster tests start: `STOCKPULSE_NATS_SERVER` when set (the test
+/// command runs the cluster tests once with Debian's and once with a current upstream
+/// server), else the one on `PATH`. Says how to get one when there is none.
+pub(crate) fn nats_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("STOCKPULSE_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "STOCKPULSE_NATS_SERVER names {}, which is not a file",
+            path.display()
+        );
+        return path;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|directory| directory.join("nats-server"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the cluster tests need nats-server, and none is on PATH: run the README's \
+                 test command (scripts/test), which installs it, or `apt-get install \
+                 nats-server`, or set STOCKPULSE_NATS_SERVER to a nats-server binary"
+            )
+        })
+}

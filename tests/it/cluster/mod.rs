@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+
+mod trust;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -40,8 +42,14 @@ impl Nats {
     /// test before the server binds it, so a cluster that does not come up in time is
     /// started again on other ports, twice at most.
     async fn started(directory: &Path) -> Nats {
+        Nats::started_with(directory, "").await
+    }
+
+    /// Three NATS servers whose configurations also hold `extra` (an `authorization`
+    /// block, say).
+    async fn started_with(directory: &Path, extra: &str) -> Nats {
         for attempt in 0..3 {
-            let mut nats = Nats::start(directory, attempt);
+            let mut nats = Nats::start(directory, attempt, extra);
             match nats.ready().await {
                 Ok(()) => return nats,
                 Err(reason) => {
@@ -67,7 +75,7 @@ impl Nats {
         );
     }
 
-    fn start(directory: &Path, attempt: usize) -> Nats {
+    fn start(directory: &Path, attempt: usize, extra: &str) -> Nats {
         let count = 3;
         let client_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let monitor_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
@@ -82,7 +90,7 @@ impl Nats {
             let config = format!(
                 "server_name: n{index}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                  jetstream {{\n  store_dir: \"{}\"\n}}\n\
-                 cluster {{\n  name: stockpulse-test\n  listen: 127.0.0.1:{}\n  routes: [\n    {}\n  ]\n}}\n",
+                 cluster {{\n  name: stockpulse-test\n  listen: 127.0.0.1:{}\n  routes: [\n    {}\n  ]\n}}\n{extra}\n",
                 client_ports[index],
                 monitor_ports[index],
                 store.display(),
@@ -115,13 +123,13 @@ impl Nats {
             .append(true)
             .open(&self.logs[index])
             .expect("NATS log file");
-        Command::new("nats-server")
+        Command::new(crate::support::nats_server())
             .arg("-c")
             .arg(&self.configs[index])
             .stdout(log.try_clone().expect("NATS log file"))
             .stderr(log)
             .spawn()
-            .expect("nats-server starts (Debian package nats-server)")
+            .expect("nats-server starts")
     }
 
     /// Waits until every server has a JetStream meta leader (`/healthz` answers 200), for
@@ -197,6 +205,12 @@ struct Node {
     log: PathBuf,
     config: PathBuf,
     nats: String,
+    /// Arguments after the common ones: `--insecure` unless a test sets credentials.
+    args: Vec<String>,
+    /// Environment variables the process gets.
+    env: Vec<(String, String)>,
+    /// The token the harness reads the node's view with, when the node has a secret.
+    token: Option<String>,
 }
 
 impl Node {
@@ -225,6 +239,12 @@ impl Node {
             log: directory.join(format!("{id}.log")),
             config,
             nats: nats.urls(),
+            // These tests run NATS without credentials and the nodes without a secret, as
+            // only `--insecure` allows; `nodes_with_credentials` runs them as production
+            // does.
+            args: vec!["--insecure".to_owned()],
+            env: Vec::new(),
+            token: None,
         }
     }
 
@@ -250,6 +270,8 @@ impl Node {
             .arg("--data-dir")
             .arg(&data)
             .args(["--cluster", &self.nats, "--node-id", &self.id])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -270,9 +292,11 @@ impl Node {
     }
 
     async fn cluster(&self) -> Option<Value> {
-        let response = reqwest::get(format!("{}/api/v1/cluster", self.base))
-            .await
-            .ok()?;
+        let mut request = reqwest::Client::new().get(format!("{}/api/v1/cluster", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
         response.json().await.ok()
     }
 }
@@ -593,6 +617,7 @@ async fn a_node_that_cannot_reach_nats_exits_69_at_once() {
             &format!("nats://127.0.0.1:{closed}"),
             "--node-id",
             "a",
+            "--insecure",
         ])
         .env("RUST_LOG", "info")
         .output()

@@ -1,0 +1,294 @@
+//! A cluster you can trust: what reaches a node over NATS is believed only when a node of
+//! the cluster sealed it, no client credential crosses NATS, and a node refuses to run a
+//! cluster that anyone on NATS could join.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stockpulse::auth::{Authority, Claims, Role};
+
+use super::{Nats, Node, ONE_CLUSTER_AT_A_TIME, free_port, settled};
+
+const SECRET: &str = "the cluster's secret, shared by every node";
+const NODE_PASSWORD: &str = "the nodes' NATS password";
+const OTHER_PASSWORD: &str = "another application's NATS password";
+
+/// NATS as the README's "Run a cluster" sets it up: the nodes' user may use only the
+/// stream's subjects, JetStream's API and inboxes. A second user stands for another
+/// application on the same NATS with a permission too wide: it may publish anywhere.
+const AUTHORIZATION: &str = r#"
+authorization {
+  users = [
+    { user: "stockpulse", password: "the nodes' NATS password", permissions: {
+        publish: { allow: ["stockpulse.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$O.stockpulse-snapshots.>", "_INBOX.>"] }
+        subscribe: { allow: ["stockpulse.fwd.>", "stockpulse.status", "_INBOX.>"] }
+    } }
+    { user: "other", password: "another application's NATS password" }
+  ]
+}
+"#;
+
+fn admin_token() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    Authority::new(SECRET.as_bytes()).issue(&Claims {
+        sub: "tester".to_owned(),
+        role: Role::Admin,
+        rooms: None,
+        exp: now + 3600,
+    })
+}
+
+/// Three nodes with NATS credentials and the secret, on `nats`.
+async fn secured_nodes(directory: &Path, nats: &Nats, token: &str) -> Vec<Node> {
+    let config = directory.join("secured.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\nuser = \"stockpulse\"\n",
+    )
+    .expect("configuration written");
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| {
+            let mut node = Node::prepare(directory, id, nats);
+            node.config = config.clone();
+            node.args = Vec::new();
+            node.env = vec![
+                (
+                    "STOCKPULSE_NATS_PASSWORD".to_owned(),
+                    NODE_PASSWORD.to_owned(),
+                ),
+                ("STOCKPULSE_AUTH_SECRET".to_owned(), SECRET.to_owned()),
+            ];
+            node.token = Some(token.to_owned());
+            node
+        })
+        .collect();
+    for node in &mut nodes {
+        node.launch();
+    }
+    for node in &nodes {
+        if !crate::support::answers_within(&node.base, Duration::from_secs(10)).await {
+            panic!("node {} did not answer: {}", node.id, node.log_text());
+        }
+    }
+    nodes
+}
+
+/// A NATS client as the other application.
+async fn other_application(nats: &Nats) -> async_nats::Client {
+    let addresses: Vec<String> = nats
+        .client_ports
+        .iter()
+        .map(|port| format!("nats://127.0.0.1:{port}"))
+        .collect();
+    async_nats::ConnectOptions::with_user_and_password("other".into(), OTHER_PASSWORD.into())
+        .connect(addresses)
+        .await
+        .expect("the other application connects")
+}
+
+/// Sends `payload` to `subject` as a request and says whether anything answered in 2 s.
+async fn answered(client: &async_nats::Client, subject: &str, payload: Vec<u8>) -> bool {
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.expect("subscribes");
+    client
+        .publish_with_reply(subject.to_owned(), inbox, payload.into())
+        .await
+        .expect("publishes");
+    client.flush().await.expect("flushes");
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), answers.next()).await,
+        Ok(Some(message)) if message.status.is_none()
+    )
+}
+
+async fn sku(client: &reqwest::Client, base: &str, sku: &str) -> (StatusCode, Value) {
+    super::get_json(client, &format!("{base}/api/v1/skus/{sku}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_replayed_forwarded_write_changes_nothing_and_no_token_crosses_nats() {
+    // Goal (S1, S2): whoever can publish on NATS is not a node. A write forged in the old
+    // envelope, one sealed with another secret and a replay of a real one are refused
+    // unread; a subscriber to every forwarded request sees no client credential; a token
+    // given in the query works through a standby as in a header.
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::started_with(directory.path(), AUTHORIZATION).await;
+    let token = admin_token();
+    let nodes = secured_nodes(directory.path(), &nats, &token).await;
+    let leader = settled(&nodes).await;
+    let standby = (leader + 1) % nodes.len();
+    let client = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .expect("client");
+
+    let other = other_application(&nats).await;
+    let mut sniffed = other
+        .subscribe("stockpulse.fwd.>")
+        .await
+        .expect("subscribes");
+    other.flush().await.expect("flushes");
+
+    // Writes through a standby, the token in the header and in the query.
+    let put = client
+        .put(format!("{}/api/v1/skus/T1", nodes[standby].base))
+        .json(&json!({"total": 5}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), StatusCode::OK, "{:?}", put.text().await);
+    let in_query = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v1/skus/T2?token={token}",
+            nodes[standby].base
+        ))
+        .json(&json!({"total": 7}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(
+        in_query.status(),
+        StatusCode::OK,
+        "{:?}",
+        in_query.text().await
+    );
+    let (_, t2) = sku(&client, &nodes[leader].base, "T2").await;
+    assert_eq!(t2["total"], 7, "{t2}");
+
+    // What crossed NATS: two sealed requests, and no credential in them.
+    let mut captured = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), sniffed.next()).await
+    {
+        captured.push(message.payload.to_vec());
+    }
+    assert_eq!(captured.len(), 2, "one message per forwarded write");
+    for payload in &captured {
+        let text = String::from_utf8_lossy(payload);
+        for secret in [token.as_str(), "Bearer", "authorization", "token="] {
+            assert!(!text.contains(secret), "{secret:?} crossed NATS: {text}");
+        }
+    }
+
+    let leader_subject = format!("stockpulse.fwd.{}", nodes[leader].id);
+    // A replay of the first write, after the SKU changed: refused, the change stands.
+    let changed = client
+        .put(format!("{}/api/v1/skus/T1", nodes[leader].base))
+        .json(&json!({"total": 9}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert!(
+        !answered(&other, &leader_subject, captured[0].clone()).await,
+        "a replayed write was answered"
+    );
+    // The envelope forwarding used before it was sealed: `[method, uri, headers, body]`.
+    let old_envelope = rmp_serde::to_vec(&(
+        "PUT",
+        "/api/v1/skus/FORGED",
+        vec![("host", "127.0.0.1"), ("content-type", "application/json")],
+        serde_bytes::ByteBuf::from(br#"{"total":999999}"#.to_vec()),
+    ))
+    .expect("encodes");
+    assert!(
+        !answered(&other, &leader_subject, old_envelope.clone()).await,
+        "an unsealed write was answered"
+    );
+    // A seal made with a key that is not the cluster's.
+    let mut wrongly_sealed = vec![1u8];
+    wrongly_sealed.extend_from_slice(&[0x5a; 32]);
+    wrongly_sealed.extend_from_slice(&old_envelope);
+    assert!(
+        !answered(&other, &leader_subject, wrongly_sealed).await,
+        "a write sealed with another key was answered"
+    );
+    // Status requests are a node's business too.
+    assert!(
+        !answered(&other, "stockpulse.status", Vec::new()).await,
+        "a node told its status to a stranger"
+    );
+
+    let settled_leader = settled(&nodes).await;
+    for node in &nodes {
+        let (status, _) = sku(&client, &node.base, "FORGED").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "node {}", node.id);
+        let (_, t1) = sku(&client, &node.base, "T1").await;
+        assert_eq!(t1["total"], 9, "node {}: {t1}", node.id);
+    }
+    let metrics = client
+        .get(format!("{}/metrics", nodes[settled_leader].base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("stockpulse_cluster_forwards_refused_total 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_cluster_without_nats_credentials_or_a_secret_unless_insecure() {
+    // Goal (S1): a cluster anyone on NATS could join does not start by accident. The check
+    // comes before NATS is dialled, so no NATS is needed: with `--insecure` the node gets
+    // as far as NATS (none here: 69).
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_stockpulse"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(directory.path())
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", free_port()),
+                "--node-id",
+                "a",
+            ])
+            .args(extra)
+            .env_remove("STOCKPULSE_AUTH_SECRET")
+            .env_remove("STOCKPULSE_NATS_PASSWORD")
+            .env_remove("STOCKPULSE_NATS_TOKEN")
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs")
+    };
+    let neither = run(&[], &[]);
+    assert_eq!(neither.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&neither.stdout);
+    assert!(said.contains("NATS credentials"), "{said}");
+    assert!(said.contains("auth.secret"), "{said}");
+
+    let no_secret = run(&[], &[("STOCKPULSE_NATS_TOKEN", "a NATS token")]);
+    assert_eq!(no_secret.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&no_secret.stdout);
+    assert!(said.contains("auth.secret"), "{said}");
+    assert!(!said.contains("NATS credentials"), "{said}");
+
+    let no_credentials = run(&[], &[("STOCKPULSE_AUTH_SECRET", SECRET)]);
+    assert_eq!(no_credentials.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&no_credentials.stdout);
+    assert!(said.contains("NATS credentials"), "{said}");
+    assert!(!said.contains("auth.secret"), "{said}");
+
+    let insecure = run(&["--insecure"], &[]);
+    assert_eq!(insecure.status.code(), Some(69), "past the check, to NATS");
+}
