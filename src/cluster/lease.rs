@@ -182,6 +182,20 @@ async fn promote(
             .map_err(|error| error.to_string())?;
         let mut held = position.lock().await;
         cluster.update(|status| status.stream_seq = last);
+        if last < held.applied_seq {
+            // This node applied messages the log no longer has (it was made anew, or lost its
+            // tail): fencing after `last` would put the next leader's facts where others hold
+            // different ones.
+            tracing::error!(
+                applied = held.applied_seq,
+                last,
+                "This node applied more of the log than the log holds; it will not lead."
+            );
+            return Err(format!(
+                "applied message {} but the log ends at {last}",
+                held.applied_seq
+            ));
+        }
         if held.applied_seq < last {
             drop(held);
             tokio::time::sleep(Duration::from_millis(20)).await;

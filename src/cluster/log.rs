@@ -47,12 +47,12 @@ pub(super) fn log_subject(stream: &str) -> String {
 
 /// Creates the log stream, or checks that the one there is a stockpulse log of this record
 /// format.
-/// Returns the log's epoch: a number every node derives alike from the stream's creation
-/// time, so screens can resume on any node, and that changes when the stream is made anew.
+/// Returns the log's incarnation: the stream's creation time, in nanoseconds, which
+/// changes when the stream is made anew.
 pub(super) async fn ensure_stream(
     jetstream: &jetstream::Context,
     config: &ClusterConfig,
-) -> Result<u64, ClusterError> {
+) -> Result<i128, ClusterError> {
     let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
     let description = stream_description();
     if !config.new_stream && jetstream.get_stream(&config.stream).await.is_err() {
@@ -128,13 +128,19 @@ pub(super) async fn ensure_stream(
             .map_err(|error| nats(&format!("describing the log stream: {error}")))?;
         tracing::info!(stream = %config.stream, from = %described, to = %description, "The log now says the record format this node writes.");
     }
-    let created = info.created.unix_timestamp_nanos();
-    let folded = (created as u64) ^ ((created >> 64) as u64);
-    Ok(1 + folded % u64::from(u32::MAX - 1))
+    Ok(info.created.unix_timestamp_nanos())
 }
 
-/// The stream's last sequence now.
-pub(super) async fn last_sequence(cluster: &Cluster) -> Result<u64, ClusterError> {
+/// The log's epoch: a number every node derives alike from the stream's creation time
+/// (`created`, nanoseconds), so screens can resume on any node, and that changes when the
+/// stream is made anew.
+pub(super) fn epoch_of(created: i128) -> u64 {
+    let folded = (created as u64) ^ ((created >> 64) as u64);
+    1 + folded % u64::from(u32::MAX - 1)
+}
+
+/// The stream's first and last sequences now.
+pub(super) async fn bounds(cluster: &Cluster) -> Result<(u64, u64), ClusterError> {
     let mut stream = cluster
         .inner
         .jetstream
@@ -145,7 +151,12 @@ pub(super) async fn last_sequence(cluster: &Cluster) -> Result<u64, ClusterError
         .info()
         .await
         .map_err(|error| ClusterError::Nats(error.to_string()))?;
-    Ok(info.state.last_sequence)
+    Ok((info.state.first_sequence, info.state.last_sequence))
+}
+
+/// The stream's last sequence now.
+pub(super) async fn last_sequence(cluster: &Cluster) -> Result<u64, ClusterError> {
+    Ok(bounds(cluster).await?.1)
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -103,6 +103,9 @@ pub enum ClusterError {
     /// JetStream refused or failed an operation.
     #[error("NATS JetStream: {0}")]
     Nats(String),
+    /// The newest shared snapshot is older than the log's start; a newer one will come.
+    #[error("{0}")]
+    SnapshotBehind(String),
     /// This node led and lost its lease or its right to append, or it fell behind what the
     /// log keeps: it must start again, as a standby, from the newest shared snapshot.
     #[error("stepped down: {0}")]
@@ -150,6 +153,9 @@ struct Inner {
     leading: AtomicBool,
     /// The log's epoch, the same on every node.
     epoch: u64,
+    /// When the log stream was created (nanoseconds): which incarnation of the log this
+    /// is. A shared snapshot names the incarnation it was cut from.
+    created: i128,
     /// The stream sequence of the last shared snapshot this node wrote: the next trims the
     /// log up to it.
     previous_snapshot_seq: std::sync::atomic::AtomicU64,
@@ -208,15 +214,15 @@ impl Cluster {
         // A NATS cluster that just started, or is electing, does not answer JetStream
         // requests for a few seconds: keep asking, for a while, unless the answer is a no.
         let deadline = tokio::time::Instant::now() + JETSTREAM_READY_MAX;
-        let epoch = loop {
+        let created = loop {
             let ready = async {
-                let epoch = log::ensure_stream(&jetstream, config).await?;
+                let created = log::ensure_stream(&jetstream, config).await?;
                 lease::ensure_bucket(&jetstream, config).await?;
                 snapshot::ensure_store(&jetstream, config).await?;
-                Ok::<u64, ClusterError>(epoch)
+                Ok::<i128, ClusterError>(created)
             };
             match ready.await {
-                Ok(epoch) => break epoch,
+                Ok(created) => break created,
                 Err(ClusterError::Nats(reason)) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(%reason, "JetStream is not ready; asking again.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -240,7 +246,8 @@ impl Cluster {
                 jetstream,
                 status: parking_lot::Mutex::new(status),
                 leading: AtomicBool::new(false),
-                epoch,
+                epoch: log::epoch_of(created),
+                created,
                 previous_snapshot_seq: std::sync::atomic::AtomicU64::new(0),
                 seal: seal::Seal::new(secret),
                 replays: seal::ReplayGuard::default(),

@@ -4,8 +4,16 @@
 //! first message.
 //!
 //! The object is a small header (magic, version, the fact sequence the image holds, a
-//! stream sequence to follow from, and the length of the alert engine's image), the alert
-//! engine's image, and the ledger's image, encoded as a snapshot file's body. The engine's
+//! stream sequence to follow from, the length of the alert engine's image, the log's
+//! incarnation and the term of the leader that wrote it), the alert engine's image, and
+//! the ledger's image, encoded as a snapshot file's body.
+//!
+//! A snapshot belongs to one incarnation of the log: the stream's name and creation time.
+//! Stream sequences mean nothing in another, so a node refuses a snapshot of a log that was
+//! made anew (its orders are in no log now: an operator decides), and one whose stream
+//! sequence is past the log's end (the log lost what the snapshot holds). One older than
+//! the log's start (a deposed leader's late write) is not loaded; the node waits for the
+//! next. A leader writes a snapshot only while it leads, and never over a newer one. The engine's
 //! image is taken after the ledger's, at the end of a batch the engine took in; a node
 //! that starts from it goes on deciding levels, raising alerts and numbering messages where
 //! every other node is. The
@@ -26,8 +34,15 @@ use crate::journal::Journal;
 use crate::ledger::Ledger;
 
 const MAGIC: &[u8; 8] = b"SPCLSNAP";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// Version 2 named no incarnation: read, with only the log's bounds to check it against.
+const VERSION_UNBOUND: u32 = 2;
+/// Up to the engine image's length; version 3 then has the incarnation and the term.
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
+const INCARNATION_BYTES: usize = 16 + 8 + 2;
+/// The object's metadata: what a leader reads before it writes over it.
+const META_STREAM_SEQ: &str = "stream_seq";
+const META_TERM: &str = "term";
 /// How long a snapshot waits for the alert engine to take in the facts its cut holds.
 const ENGINE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 const OBJECT: &str = "latest";
@@ -89,12 +104,20 @@ pub async fn publish(
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let engine = crate::alert::image::encode(&engine.image());
-    let mut object = Vec::with_capacity(HEADER_BYTES + engine.len() + snapshot.body.len());
+    let term = cluster.status().term;
+    let name = cluster.inner.config.stream.as_bytes();
+    let mut object = Vec::with_capacity(
+        HEADER_BYTES + INCARNATION_BYTES + name.len() + engine.len() + snapshot.body.len(),
+    );
     object.extend_from_slice(MAGIC);
     object.extend_from_slice(&VERSION.to_le_bytes());
     object.extend_from_slice(&snapshot.sequence.to_le_bytes());
     object.extend_from_slice(&stream_seq.to_le_bytes());
     object.extend_from_slice(&(engine.len() as u64).to_le_bytes());
+    object.extend_from_slice(&cluster.inner.created.to_le_bytes());
+    object.extend_from_slice(&term.to_le_bytes());
+    object.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    object.extend_from_slice(name);
     object.extend_from_slice(&engine);
     object.extend_from_slice(&snapshot.body);
     let store = cluster
@@ -103,8 +126,37 @@ pub async fn publish(
         .get_object_store(bucket(&cluster.inner.config))
         .await
         .map_err(|error| error.to_string())?;
+    // Fenced by term: a leader that was deposed while it cut the image, or whose write comes
+    // late, does not replace a newer snapshot.
+    if !cluster.leading() {
+        return Err("this node no longer leads; the snapshot is not shared".to_owned());
+    }
+    if let Ok(stored) = store.info(OBJECT).await {
+        let number = |key: &str| {
+            stored
+                .metadata
+                .get(key)
+                .and_then(|text| text.parse::<u64>().ok())
+        };
+        let (stored_term, stored_seq) = (number(META_TERM), number(META_STREAM_SEQ));
+        if stored_term.is_some_and(|stored| term < stored)
+            || stored_seq.is_some_and(|stored| stream_seq <= stored)
+        {
+            return Err(format!(
+                "a newer shared snapshot is there (term {stored_term:?}, stream sequence \
+                 {stored_seq:?}) than this one (term {term}, stream sequence {stream_seq})"
+            ));
+        }
+    }
+    let mut meta = object_store::ObjectMetadata::from(OBJECT);
+    meta.metadata = [
+        (META_STREAM_SEQ.to_owned(), stream_seq.to_string()),
+        (META_TERM.to_owned(), term.to_string()),
+    ]
+    .into_iter()
+    .collect();
     store
-        .put(OBJECT, &mut object.as_slice())
+        .put(meta, &mut object.as_slice())
         .await
         .map_err(|error| error.to_string())?;
     journal.snapshot_written(&snapshot);
@@ -146,7 +198,9 @@ pub async fn load(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
     let deadline = tokio::time::Instant::now() + super::JETSTREAM_READY_MAX;
     loop {
         match load_once(cluster).await {
-            Err(ClusterError::Nats(reason)) if tokio::time::Instant::now() < deadline => {
+            Err(ClusterError::Nats(reason) | ClusterError::SnapshotBehind(reason))
+                if tokio::time::Instant::now() < deadline =>
+            {
                 tracing::warn!(%reason, "Cannot read the shared snapshot yet; asking again.");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
@@ -183,18 +237,36 @@ async fn load_once(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if version != VERSION && version != VERSION_UNBOUND {
         return Err(bad(&format!(
-            "version {version}, this node reads {VERSION}"
+            "version {version}, this node reads {VERSION_UNBOUND} and {VERSION}"
         )));
     }
     let (sequence, stream_seq, engine_bytes) = (word(12), word(20), word(28));
+    let mut engine_start = HEADER_BYTES;
+    if version == VERSION {
+        let incarnation = incarnation(&bytes).ok_or_else(|| bad("the header is cut short"))?;
+        engine_start = incarnation.end;
+        if incarnation.stream != config.stream || incarnation.created != cluster.inner.created {
+            return Err(bad(&format!(
+                "it was cut from another log: stream {:?} created {} (ns), and this log was \
+                 created {} (ns). The log was made anew after the snapshot, so the changes \
+                 the snapshot holds are in no log now. To start this new log empty, delete \
+                 the object store {}; to keep them, restore the log the snapshot came from",
+                incarnation.stream,
+                incarnation.created,
+                cluster.inner.created,
+                bucket(config)
+            )));
+        }
+    }
+    check_bounds(cluster, stream_seq, bad).await?;
     let engine_end = usize::try_from(engine_bytes)
         .ok()
-        .and_then(|bytes| HEADER_BYTES.checked_add(bytes))
+        .and_then(|bytes| engine_start.checked_add(bytes))
         .filter(|end| *end <= bytes.len())
         .ok_or_else(|| bad("the alert engine's image is cut short"))?;
-    let engine = crate::alert::image::decode(&bytes[HEADER_BYTES..engine_end])
+    let engine = crate::alert::image::decode(&bytes[engine_start..engine_end])
         .map_err(|reason| bad(&reason))?;
     if engine.position < sequence {
         return Err(bad("the alert engine's image is older than the ledger's"));
@@ -206,4 +278,53 @@ async fn load_once(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
         engine,
         body: bytes,
     }))
+}
+
+/// The log a version-3 snapshot was cut from, and where its header ends.
+struct Incarnation {
+    stream: String,
+    created: i128,
+    end: usize,
+}
+
+fn incarnation(bytes: &[u8]) -> Option<Incarnation> {
+    let at = HEADER_BYTES;
+    let created = i128::from_le_bytes(bytes.get(at..at + 16)?.try_into().ok()?);
+    let name_bytes = u16::from_le_bytes(bytes.get(at + 24..at + 26)?.try_into().ok()?);
+    let end = at + INCARNATION_BYTES + usize::from(name_bytes);
+    let stream = String::from_utf8(bytes.get(at + INCARNATION_BYTES..end)?.to_vec()).ok()?;
+    Some(Incarnation {
+        stream,
+        created,
+        end,
+    })
+}
+
+/// Checks a snapshot that says to follow the log from `stream_seq` against the log as it
+/// is: past its end, the log lost what the snapshot holds (refused); before its start, the
+/// snapshot is older than the log keeps ([`ClusterError::SnapshotBehind`]: wait for the
+/// next one).
+async fn check_bounds(
+    cluster: &Cluster,
+    stream_seq: u64,
+    bad: impl Fn(&str) -> ClusterError,
+) -> Result<(), ClusterError> {
+    let (first, last) = super::log::bounds(cluster).await?;
+    if last < stream_seq {
+        return Err(bad(&format!(
+            "it holds the log up to message {stream_seq}, but the log ends at {last}: the \
+             log lost messages the snapshot holds (made anew, or cut short). Starting from \
+             it would skip what is appended next; restore the log, or delete the object \
+             store {} to start from the log as it is",
+            bucket(&cluster.inner.config)
+        )));
+    }
+    if stream_seq.saturating_add(1) < first {
+        return Err(ClusterError::SnapshotBehind(format!(
+            "the newest shared snapshot follows the log from message {}, and the log now \
+             starts at {first}",
+            stream_seq + 1
+        )));
+    }
+    Ok(())
 }

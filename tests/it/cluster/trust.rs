@@ -292,3 +292,47 @@ async fn a_node_refuses_a_cluster_without_nats_credentials_or_a_secret_unless_in
     let insecure = run(&["--insecure"], &[]);
     assert_eq!(insecure.status.code(), Some(69), "past the check, to NATS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_snapshot_of_a_log_made_anew_is_refused_naming_what_to_do() {
+    // Goal (C1): a shared snapshot belongs to the log it was cut from. The review's
+    // sequence: shared snapshots, every node stopped, the log stream deleted (the usual way
+    // to reset a broken stream) while the snapshot store survives, the nodes started
+    // again. Before, they started from the snapshot on a new empty log, the first leader
+    // fenced after messages the others never saw, and acknowledged orders were lost and
+    // sold twice. Now each node refuses to start (65), saying why and what to do.
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        directory.path().join("cluster.toml"),
+        "snapshot_every_facts = 1000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
+    )
+    .expect("configuration written");
+    let (nats, mut nodes) = super::three_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let client = reqwest::Client::new();
+    super::put_sku(&client, &nodes[leader].base, "F", 1_000_000).await;
+    super::sell_in_batches(&client, &nodes[leader].base, "s", 12, &["F"]).await;
+    super::wait_for_shared_snapshots(&client, &nodes[leader], 1).await;
+    for node in &mut nodes {
+        node.kill();
+    }
+    super::nats_client(&nats)
+        .await
+        .delete_stream("stockpulse")
+        .await
+        .expect("the log stream deleted");
+    for node in &mut nodes {
+        node.launch();
+    }
+    for node in &mut nodes {
+        let code = node.exit_code(Duration::from_secs(60)).await;
+        let log = node.log_text();
+        assert_eq!(code, Some(65), "node {}: {log}", node.id);
+        assert!(log.contains("cut from another log"), "{log}");
+        assert!(
+            log.contains("delete the object store stockpulse-snapshots"),
+            "{log}"
+        );
+    }
+}
