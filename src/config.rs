@@ -128,6 +128,9 @@ pub struct ClusterConfig {
     /// Create this cluster's log even though the NATS account already holds another
     /// stockpulse log: a second cluster on purpose, not a mistyped stream name.
     pub new_stream: bool,
+    /// Wait for NATS, however long, instead of exiting 69 when it cannot be reached: set
+    /// for a node started again after stepping down, which was running a moment ago.
+    pub patient: bool,
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -271,6 +274,7 @@ impl ClusterLayer {
             lease_renew: Duration::from_millis(lease_renew_ms),
             credentials,
             new_stream: self.new_stream.unwrap_or(false),
+            patient: false,
         }))
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use stockpulse::clock::{Clock, ScaledClock, SystemClock};
@@ -171,17 +172,65 @@ fn main() -> ExitCode {
     }
 }
 
+/// Counts a node's starts again after stepping down, and when the last one was:
+/// `count:unix_seconds`, in the environment the process passes to itself.
+const RESTARTS_ENV: &str = "STOCKPULSE_RESTARTS";
+
+/// A start again after this long running counts as the first in a row.
+const RESTARTS_FORGOTTEN_AFTER: Duration = Duration::from_secs(60);
+
+/// The longest pause before starting again.
+const RESTART_PAUSE_MAX: Duration = Duration::from_secs(10);
+
+/// How many times in a row this process has started again, and when it last did.
+fn restarts() -> Option<(u32, u64)> {
+    let text = std::env::var(RESTARTS_ENV).ok()?;
+    let (count, at) = text.split_once(':')?;
+    Some((count.parse().ok()?, at.parse().ok()?))
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
 /// A node that stopped leading starts again as a standby, in the same process (same pid,
 /// same arguments, same environment): its ledger may hold changes the log does not, and only
-/// the log is the truth.
+/// the log is the truth. Starts in a row are spaced out (100 ms, doubling, up to 10 s), so a
+/// node that keeps stepping down does not spin reloading the snapshot. The program started
+/// is the one at the path this one was started from, when it is still there (an upgrade put
+/// a new one there), else this very one (`/proc/self/exe` still reaches a deleted file).
 fn restart() -> ExitCode {
     use std::os::unix::process::CommandExt as _;
-    tracing::warn!("Starting again as a standby.");
-    let Ok(program) = std::env::current_exe() else {
-        return ExitCode::FAILURE;
+    let now = unix_seconds();
+    let in_a_row = match restarts() {
+        Some((count, at)) if now.saturating_sub(at) < RESTARTS_FORGOTTEN_AFTER.as_secs() => {
+            count + 1
+        }
+        _ => 1,
     };
+    let pause = Duration::from_millis(100 << (in_a_row - 1).min(7)).min(RESTART_PAUSE_MAX);
+    tracing::warn!(
+        in_a_row,
+        pause_ms = pause.as_millis() as u64,
+        "Starting again as a standby."
+    );
+    std::thread::sleep(pause);
+    let program = std::env::current_exe()
+        .ok()
+        .map(|path| {
+            let text = path.to_string_lossy();
+            match text.strip_suffix(" (deleted)") {
+                Some(original) => std::path::PathBuf::from(original),
+                None => path,
+            }
+        })
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe"));
     let error = std::process::Command::new(program)
         .args(std::env::args_os().skip(1))
+        .env(RESTARTS_ENV, format!("{in_a_row}:{}", unix_seconds()))
         .exec();
     tracing::error!(%error, "Cannot start again.");
     ExitCode::FAILURE
@@ -272,6 +321,11 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
     let mut config = file.merge(command_line).resolve()?;
     config.repair = args.repair;
     config.insecure = args.insecure;
+    if let Some(cluster) = &mut config.cluster {
+        // Started again after stepping down: an outage the node stepped down in is waited
+        // out, not a reason to stop for good.
+        cluster.patient = restarts().is_some();
+    }
     if args.command.is_none() {
         config.check_exposure()?;
     }

@@ -289,6 +289,9 @@ pub async fn run(
     cancel.cancel();
     let result: Result<std::io::Result<()>, tokio::task::JoinError> = server.await.map(|()| Ok(()));
     cancel.cancel();
+    if let Some(cluster) = &cluster {
+        cluster.release(&journal).await;
+    }
     // WebSocket sessions outlive the edge's drain (an upgraded connection is theirs): each
     // closes with 1001 on the cancellation; wait for them, within the grace period.
     let sessions_closed = async {

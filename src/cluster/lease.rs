@@ -269,6 +269,35 @@ async fn lead(
     }
 }
 
+/// Gives the lease up, when this node leads: the journal takes nothing more, and the lease
+/// is removed, so another node takes over at its next try rather than after the lease runs
+/// out. For a node that stops on purpose, once requests in flight are answered.
+pub(super) async fn release(cluster: &Cluster, journal: &Journal) {
+    if !cluster.leading() {
+        return;
+    }
+    step_down(cluster, journal, "this node is stopping");
+    let config = &cluster.inner.config;
+    let purged = match cluster
+        .inner
+        .jetstream
+        .get_stream(lease_stream(config))
+        .await
+    {
+        Ok(stream) => stream
+            .purge()
+            .filter(lease_subject(config))
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match purged {
+        Ok(()) => tracing::info!("Gave the lease up."),
+        Err(reason) => tracing::warn!(%reason, "Cannot give the lease up; it runs out by itself."),
+    }
+}
+
 fn step_down(cluster: &Cluster, journal: &Journal, reason: &str) -> ClusterError {
     cluster.inner.leading.store(false, Ordering::Release);
     cluster.update(|status| status.role = Role::Standby);

@@ -200,16 +200,23 @@ impl Cluster {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let client = tokio::time::timeout(Duration::from_secs(10), options.connect(addresses))
-            .await
-            .map_err(|_| ClusterError::Unreachable {
-                servers: servers.clone(),
-                reason: "no answer within 10 s".to_owned(),
-            })?
-            .map_err(|error| ClusterError::Unreachable {
-                servers: servers.clone(),
-                reason: error.to_string(),
-            })?;
+        let mut pause = Duration::from_millis(500);
+        let client = loop {
+            let connected =
+                tokio::time::timeout(Duration::from_secs(10), options.clone().connect(&addresses))
+                    .await
+                    .map_err(|_| "no answer within 10 s".to_owned())
+                    .and_then(|connected| connected.map_err(|error| error.to_string()));
+            match connected {
+                Ok(client) => break client,
+                Err(reason) if config.patient => {
+                    tracing::warn!(%servers, %reason, "Cannot reach NATS; waiting for it.");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                Err(reason) => return Err(ClusterError::Unreachable { servers, reason }),
+            }
+        };
         let jetstream = jetstream::new(client.clone());
         // A NATS cluster that just started, or is electing, does not answer JetStream
         // requests for a few seconds: keep asking, for a while, unless the answer is a no.
@@ -307,6 +314,12 @@ impl Cluster {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Caught up with the log; serving."
         );
+    }
+
+    /// Gives leadership up at once when this node leads and stops on purpose (after the
+    /// requests in flight are answered): a planned restart costs a moment, not a lease.
+    pub async fn release(&self, journal: &Journal) {
+        lease::release(self, journal).await;
     }
 
     fn update(&self, change: impl FnOnce(&mut Status)) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+mod restarts;
 mod trust;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -211,6 +212,8 @@ struct Node {
     env: Vec<(String, String)>,
     /// The token the harness reads the node's view with, when the node has a secret.
     token: Option<String>,
+    /// The server binary the node runs.
+    program: PathBuf,
 }
 
 impl Node {
@@ -245,6 +248,7 @@ impl Node {
             args: vec!["--insecure".to_owned()],
             env: Vec::new(),
             token: None,
+            program: PathBuf::from(env!("CARGO_BIN_EXE_stockpulse")),
         }
     }
 
@@ -263,7 +267,7 @@ impl Node {
             .open(&self.log)
             .expect("log file");
         let data = self.log.with_extension("data");
-        let child = Command::new(env!("CARGO_BIN_EXE_stockpulse"))
+        let child = Command::new(&self.program)
             .arg("--config")
             .arg(&self.config)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
