@@ -133,6 +133,13 @@ impl Dispatcher {
     /// Takes a new alert: it supersedes the listing's earlier open alerts, and is owed to
     /// the receivers its routes name. Returns the ids of the records that changed.
     pub(super) fn add(&mut self, notice: Notice, now: Timestamp) -> Vec<u64> {
+        if self.alerts.contains_key(&notice.id) {
+            // Alerts are decided from the log, so an id names one alert wherever and
+            // whenever it is raised: a node that started again from a shared snapshot
+            // raises again the alerts after it, and keeps what it recorded of them
+            // (acknowledgement, deliveries, escalations).
+            return Vec::new();
+        }
         let mut changed = Vec::new();
         for record in self.alerts.values_mut() {
             let same_listing = record.notice.room == notice.room && record.notice.sku == notice.sku;

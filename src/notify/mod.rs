@@ -635,11 +635,13 @@ impl Worker {
     /// Due groups and escalations become deliveries (saved before anything is sent); due
     /// deliveries are sent.
     fn tick(&mut self) {
+        let now = self.clock.now();
         if !self.delivers.load(std::sync::atomic::Ordering::Acquire) {
-            // A standby records; the leader delivers.
+            // A standby records, and forgets what is past keeping, as the leader does; the
+            // leader delivers.
+            self.prune(now);
             return;
         }
-        let now = self.clock.now();
         let (outgoing, changed) = self.dispatcher.due(now);
         let mut made = Vec::new();
         for message in outgoing {

@@ -295,3 +295,28 @@ fn a_store_of_another_format_is_refused_and_one_without_a_version_is_the_first()
         Ok(_) => panic!("a store of another format was read"),
     }
 }
+
+#[test]
+fn an_alert_raised_again_under_its_id_keeps_what_was_recorded_of_it() {
+    // Goal (A3): a node that starts again from a shared snapshot raises again, with the same
+    // ids, the alerts after the snapshot; what it recorded of them (the acknowledgement,
+    // the receivers already served) stands, rather than the alert reading open and owed
+    // again.
+    let mut dispatcher = dispatcher();
+    assert_eq!(
+        dispatcher.add(notice(1, "A", Level::Orange, Level::Red, true), at(0)),
+        vec![1]
+    );
+    assert_eq!(due(&mut dispatcher, at(5)).len(), 3, "hook, sms and phone");
+    assert_eq!(dispatcher.acknowledge(1, "ops", at(5)), Some(true));
+    assert!(
+        dispatcher
+            .add(notice(1, "A", Level::Orange, Level::Red, true), at(6))
+            .is_empty()
+    );
+    let record = dispatcher.record(1).expect("the alert");
+    assert_eq!(record.state, AlertState::Acknowledged);
+    assert_eq!(record.acknowledged_by.as_deref(), Some("ops"));
+    assert!(record.owed.is_empty(), "{:?}", record.owed);
+    assert!(due(&mut dispatcher, at(400)).is_empty());
+}

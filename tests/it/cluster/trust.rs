@@ -50,7 +50,7 @@ async fn secured_nodes(directory: &Path, nats: &Nats, token: &str) -> Vec<Node> 
     let config = directory.join("secured.toml");
     std::fs::write(
         &config,
-        "[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\nuser = \"stockpulse\"\n",
+        "snapshot_every_facts = 1000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\nuser = \"stockpulse\"\n",
     )
     .expect("configuration written");
     let mut nodes: Vec<Node> = ["a", "b", "c"]
@@ -148,7 +148,7 @@ async fn a_forged_or_replayed_forwarded_write_changes_nothing_and_no_token_cross
     // Writes through a standby, the token in the header and in the query.
     let put = client
         .put(format!("{}/api/v1/skus/T1", nodes[standby].base))
-        .json(&json!({"total": 5}))
+        .json(&json!({"total": 5000}))
         .send()
         .await
         .expect("PUT");
@@ -190,7 +190,7 @@ async fn a_forged_or_replayed_forwarded_write_changes_nothing_and_no_token_cross
     // A replay of the first write, after the SKU changed: refused, the change stands.
     let changed = client
         .put(format!("{}/api/v1/skus/T1", nodes[leader].base))
-        .json(&json!({"total": 9}))
+        .json(&json!({"total": 9000}))
         .send()
         .await
         .expect("PUT");
@@ -230,8 +230,11 @@ async fn a_forged_or_replayed_forwarded_write_changes_nothing_and_no_token_cross
         let (status, _) = sku(&client, &node.base, "FORGED").await;
         assert_eq!(status, StatusCode::NOT_FOUND, "node {}", node.id);
         let (_, t1) = sku(&client, &node.base, "T1").await;
-        assert_eq!(t1["total"], 9, "node {}: {t1}", node.id);
+        assert_eq!(t1["total"], 9000, "node {}: {t1}", node.id);
     }
+    // The nodes' NATS user may do all a node does: share a snapshot too.
+    super::sell_in_batches(&client, &nodes[settled_leader].base, "s", 5, &["T1"]).await;
+    super::wait_for_shared_snapshots(&client, &nodes[settled_leader], 1).await;
     let metrics = client
         .get(format!("{}/metrics", nodes[settled_leader].base))
         .send()
