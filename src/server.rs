@@ -30,6 +30,8 @@ use crate::notify::Notifier;
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// How often finished orders past the idempotency window are forgotten.
 pub const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+/// How long before a show starts and after it ends time still moves its listings' levels.
+pub const SHOW_TICK_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for requests in flight before it gives up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -455,14 +457,15 @@ async fn sweep(sweeper: Sweeper, cancel: CancellationToken) {
         // Time passing is a fact too, for the alert engine: levels move with the plan and
         // dwells end. In the journal, so every node re-evaluates at the same points. Not
         // while the journal cannot write (nothing moves on a state that may yet be lost),
-        // and not while no room lists anything.
+        // and only while some show that lists something is on (a room whose show ended
+        // long ago would otherwise journal a fact a second forever).
         if tick_count.is_multiple_of(alert_tick_every)
             && sweeper.journal.healthy()
             && sweeper
                 .ledger
                 .rooms()
                 .iter()
-                .any(|room| !room.listings.is_empty())
+                .any(|room| !room.listings.is_empty() && room.on_air(now, SHOW_TICK_MARGIN))
         {
             sweeper.ledger.tick(now);
         }

@@ -216,6 +216,12 @@ pub struct Room {
 }
 
 impl Room {
+    /// Whether the show is on at `now`, or within `margin` of its start or end: while its
+    /// listings' levels move with the clock.
+    pub fn on_air(&self, now: Timestamp, margin: std::time::Duration) -> bool {
+        self.starts_at.saturating_sub(margin) <= now && now <= self.ends_at.saturating_add(margin)
+    }
+
     /// Checks the schedule, the line-up and every listing's plan and policy.
     pub fn validate(&self) -> Result<(), InvalidValue> {
         let show_ms = self.show_ms();

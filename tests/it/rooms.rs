@@ -573,3 +573,55 @@ async fn an_operator_changes_a_forecast_and_the_level_follows() {
     assert_eq!(view["listings"][0]["forecast"], 200);
     server.stop().await;
 }
+
+/// The facts the journal has taken, from `/metrics`.
+async fn journal_facts(server: &TestServer) -> u64 {
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("stockpulse_journal_facts_total "))
+        .and_then(|count| count.parse().ok())
+        .expect("stockpulse_journal_facts_total")
+}
+
+#[tokio::test]
+async fn time_is_journaled_only_while_a_show_is_on() {
+    // Goal (A4): a tick fact a second moves levels while a show is on; a room whose show
+    // ended long ago journals nothing as time passes. Before, any room that listed anything
+    // journaled a fact a second forever (86,400 a day, replayed by every starting node).
+    let server = TestServer::start().await;
+    let (status, _) = server.put("/api/v1/skus/LIP", json!({"total": 100})).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ended = show(json!([{"sku": "LIP", "forecast": 100}]));
+    ended["starts_at"] = json!("2020-01-01T12:00:00Z");
+    ended["ends_at"] = json!("2020-01-01T15:00:00Z");
+    let (status, _) = server.put("/api/v1/rooms/old", ended).await;
+    assert_eq!(status, StatusCode::OK);
+    // The show's end passed long ago: the sweeper records it once (its history entry).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = journal_facts(&server).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        journal_facts(&server).await,
+        before,
+        "ticks for a show of 2020"
+    );
+    // The same line-up in a show on now (the test clock stands at its start): ticks.
+    let (status, _) = server
+        .put(
+            "/api/v1/rooms/now",
+            show(json!([{"sku": "LIP", "forecast": 100}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let on = journal_facts(&server).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(on < journal_facts(&server).await, "no tick during a show");
+}

@@ -339,3 +339,50 @@ async fn a_shared_snapshot_of_a_log_made_anew_is_refused_naming_what_to_do() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_batch_whose_answer_outgrows_a_nats_message_is_answered_whole() {
+    // Goal (C2): the leader's answer to a write a standby forwarded reaches the client
+    // whole, however large. Before, a batch of 5,000 reservations sent to a standby ran on
+    // the leader, its 1.27 MB answer could not travel as one NATS message (1 MiB), and the
+    // client was told after 10 s `503 not_leader … retry`, while the units stayed locked.
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (_nats, nodes) = super::three_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let standby = (leader + 1) % nodes.len();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    super::put_sku(&client, &nodes[leader].base, "BIG", 10_000).await;
+    let ops: Vec<Value> = (0..5000)
+        .map(|index| {
+            json!({"op": "reserve", "order_id": format!("bs-{index:05}"), "sku": "BIG",
+                "qty": 1, "platform": "douyin"})
+        })
+        .collect();
+    let response = client
+        .post(format!("{}/api/v1/orders/batch", nodes[standby].base))
+        .json(&json!({ "ops": ops }))
+        .send()
+        .await
+        .expect("batch through the standby");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.bytes().await.expect("the answer");
+    assert!(
+        1024 * 1024 < bytes.len(),
+        "a small answer: {} bytes",
+        bytes.len()
+    );
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(results.len(), 5000);
+    assert!(
+        results.iter().all(|result| result["status"] == 201),
+        "{:?}",
+        results[0]
+    );
+    let (_, big) = sku(&client, &nodes[leader].base, "BIG").await;
+    assert_eq!(big["locked"], 5000, "{big}");
+}
