@@ -138,6 +138,50 @@ fn readable_description(description: &str) -> bool {
         .any(|format| description == format!("stockpulse log, record format {format}"))
 }
 
+/// Connects to one of the NATS servers: fails fast when none answers, unless the node is
+/// patient ([`ClusterConfig::patient`]), which waits with a doubling pause.
+async fn dial(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+    let servers = config.nats.join(",");
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("stockpulse-{}", config.node_id))
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    options = match &config.credentials {
+        NatsCredentials::None => options,
+        NatsCredentials::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+        NatsCredentials::Token(token) => options.token(token.clone()),
+    };
+    let addresses: Vec<async_nats::ServerAddr> = config
+        .nats
+        .iter()
+        .map(|url| {
+            url.parse().map_err(|error| ClusterError::Unreachable {
+                servers: servers.clone(),
+                reason: format!("{url}: {error}"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let connected =
+            tokio::time::timeout(Duration::from_secs(10), options.clone().connect(&addresses))
+                .await
+                .map_err(|_| "no answer within 10 s".to_owned())
+                .and_then(|connected| connected.map_err(|error| error.to_string()));
+        match connected {
+            Ok(client) => return Ok(client),
+            Err(reason) if config.patient => {
+                tracing::warn!(%servers, %reason, "Cannot reach NATS; waiting for it.");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Err(reason) => return Err(ClusterError::Unreachable { servers, reason }),
+        }
+    }
+}
+
 /// A connected node. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -178,45 +222,7 @@ impl Cluster {
         config: &ClusterConfig,
         secret: Option<&[u8]>,
     ) -> Result<Cluster, ClusterError> {
-        let servers = config.nats.join(",");
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("stockpulse-{}", config.node_id))
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
-        options = match &config.credentials {
-            NatsCredentials::None => options,
-            NatsCredentials::UserPassword { user, password } => {
-                options.user_and_password(user.clone(), password.clone())
-            }
-            NatsCredentials::Token(token) => options.token(token.clone()),
-        };
-        let addresses: Vec<async_nats::ServerAddr> = config
-            .nats
-            .iter()
-            .map(|url| {
-                url.parse().map_err(|error| ClusterError::Unreachable {
-                    servers: servers.clone(),
-                    reason: format!("{url}: {error}"),
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let mut pause = Duration::from_millis(500);
-        let client = loop {
-            let connected =
-                tokio::time::timeout(Duration::from_secs(10), options.clone().connect(&addresses))
-                    .await
-                    .map_err(|_| "no answer within 10 s".to_owned())
-                    .and_then(|connected| connected.map_err(|error| error.to_string()));
-            match connected {
-                Ok(client) => break client,
-                Err(reason) if config.patient => {
-                    tracing::warn!(%servers, %reason, "Cannot reach NATS; waiting for it.");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(10));
-                }
-                Err(reason) => return Err(ClusterError::Unreachable { servers, reason }),
-            }
-        };
+        let client = dial(config).await?;
         let jetstream = jetstream::new(client.clone());
         // A NATS cluster that just started, or is electing, does not answer JetStream
         // requests for a few seconds: keep asking, for a while, unless the answer is a no.

@@ -105,60 +105,19 @@ pub async fn publish(
     }
     let engine = crate::alert::image::encode(&engine.image());
     let term = cluster.status().term;
-    let name = cluster.inner.config.stream.as_bytes();
-    let mut object = Vec::with_capacity(
-        HEADER_BYTES + INCARNATION_BYTES + name.len() + engine.len() + snapshot.body.len(),
+    let header = Header {
+        sequence: snapshot.sequence,
+        stream_seq,
+        created: cluster.inner.created,
+        term,
+    };
+    let object = encode_object(
+        &header,
+        &cluster.inner.config.stream,
+        &engine,
+        &snapshot.body,
     );
-    object.extend_from_slice(MAGIC);
-    object.extend_from_slice(&VERSION.to_le_bytes());
-    object.extend_from_slice(&snapshot.sequence.to_le_bytes());
-    object.extend_from_slice(&stream_seq.to_le_bytes());
-    object.extend_from_slice(&(engine.len() as u64).to_le_bytes());
-    object.extend_from_slice(&cluster.inner.created.to_le_bytes());
-    object.extend_from_slice(&term.to_le_bytes());
-    object.extend_from_slice(&(name.len() as u16).to_le_bytes());
-    object.extend_from_slice(name);
-    object.extend_from_slice(&engine);
-    object.extend_from_slice(&snapshot.body);
-    let store = cluster
-        .inner
-        .jetstream
-        .get_object_store(bucket(&cluster.inner.config))
-        .await
-        .map_err(|error| error.to_string())?;
-    // Fenced by term: a leader that was deposed while it cut the image, or whose write comes
-    // late, does not replace a newer snapshot.
-    if !cluster.leading() {
-        return Err("this node no longer leads; the snapshot is not shared".to_owned());
-    }
-    if let Ok(stored) = store.info(OBJECT).await {
-        let number = |key: &str| {
-            stored
-                .metadata
-                .get(key)
-                .and_then(|text| text.parse::<u64>().ok())
-        };
-        let (stored_term, stored_seq) = (number(META_TERM), number(META_STREAM_SEQ));
-        if stored_term.is_some_and(|stored| term < stored)
-            || stored_seq.is_some_and(|stored| stream_seq <= stored)
-        {
-            return Err(format!(
-                "a newer shared snapshot is there (term {stored_term:?}, stream sequence \
-                 {stored_seq:?}) than this one (term {term}, stream sequence {stream_seq})"
-            ));
-        }
-    }
-    let mut meta = object_store::ObjectMetadata::from(OBJECT);
-    meta.metadata = [
-        (META_STREAM_SEQ.to_owned(), stream_seq.to_string()),
-        (META_TERM.to_owned(), term.to_string()),
-    ]
-    .into_iter()
-    .collect();
-    store
-        .put(meta, &mut object.as_slice())
-        .await
-        .map_err(|error| error.to_string())?;
+    put_fenced(cluster, &object, term, stream_seq).await?;
     journal.snapshot_written(&snapshot);
     // The log keeps what the previous shared snapshot did not hold, one snapshot interval:
     // a node that loads the newest snapshot follows from its stream sequence, which is past
@@ -189,6 +148,82 @@ pub async fn publish(
         longest_hold_us = snapshot.longest_hold.as_micros(),
         "Shared snapshot written."
     );
+    Ok(())
+}
+
+/// What a shared snapshot's header says besides its lengths.
+struct Header {
+    sequence: u64,
+    stream_seq: u64,
+    created: i128,
+    term: u64,
+}
+
+/// The object: header, the log's incarnation, the engine's image, the ledger's image.
+fn encode_object(header: &Header, stream: &str, engine: &[u8], body: &[u8]) -> Vec<u8> {
+    let name = stream.as_bytes();
+    let mut object = Vec::with_capacity(
+        HEADER_BYTES + INCARNATION_BYTES + name.len() + engine.len() + body.len(),
+    );
+    object.extend_from_slice(MAGIC);
+    object.extend_from_slice(&VERSION.to_le_bytes());
+    object.extend_from_slice(&header.sequence.to_le_bytes());
+    object.extend_from_slice(&header.stream_seq.to_le_bytes());
+    object.extend_from_slice(&(engine.len() as u64).to_le_bytes());
+    object.extend_from_slice(&header.created.to_le_bytes());
+    object.extend_from_slice(&header.term.to_le_bytes());
+    object.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    object.extend_from_slice(name);
+    object.extend_from_slice(engine);
+    object.extend_from_slice(body);
+    object
+}
+
+/// Writes `object` as the shared snapshot, fenced by term: a leader that was deposed while
+/// it cut the image, or whose write comes late, does not replace a newer snapshot.
+async fn put_fenced(
+    cluster: &Cluster,
+    object: &[u8],
+    term: u64,
+    stream_seq: u64,
+) -> Result<(), String> {
+    let store = cluster
+        .inner
+        .jetstream
+        .get_object_store(bucket(&cluster.inner.config))
+        .await
+        .map_err(|error| error.to_string())?;
+    if !cluster.leading() {
+        return Err("this node no longer leads; the snapshot is not shared".to_owned());
+    }
+    if let Ok(stored) = store.info(OBJECT).await {
+        let number = |key: &str| {
+            stored
+                .metadata
+                .get(key)
+                .and_then(|text| text.parse::<u64>().ok())
+        };
+        let (stored_term, stored_seq) = (number(META_TERM), number(META_STREAM_SEQ));
+        if stored_term.is_some_and(|stored| term < stored)
+            || stored_seq.is_some_and(|stored| stream_seq <= stored)
+        {
+            return Err(format!(
+                "a newer shared snapshot is there (term {stored_term:?}, stream sequence \
+                 {stored_seq:?}) than this one (term {term}, stream sequence {stream_seq})"
+            ));
+        }
+    }
+    let mut meta = object_store::ObjectMetadata::from(OBJECT);
+    meta.metadata = [
+        (META_STREAM_SEQ.to_owned(), stream_seq.to_string()),
+        (META_TERM.to_owned(), term.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    store
+        .put(meta, &mut &object[..])
+        .await
+        .map_err(|error| error.to_string())?;
     Ok(())
 }
 
