@@ -223,7 +223,7 @@ pub async fn run(
         Sweeper {
             ledger: ledger.clone(),
             journal: journal.clone(),
-            clock,
+            clock: clock.clone(),
             metrics: metrics.clone(),
             snapshot_every_facts: config.snapshot_every_facts,
             cluster: cluster.clone(),
@@ -248,10 +248,19 @@ pub async fn run(
         let (cluster, ledger, journal) = (cluster.clone(), ledger.clone(), journal.clone());
         let (engine, notifier) = (engine.clone(), notifier.clone());
         let (cancel, failure) = (cancel.clone(), cluster_failure.clone());
+        let promoted_clock = clock.clone();
         tasks.spawn(async move {
             let promoted = move || {
                 engine.set_halts(true);
                 notifier.set_delivers(true);
+                // A red the last leader decided but died before halting is halted now.
+                let halted = engine.halt_red(promoted_clock.now());
+                if 0 < halted {
+                    tracing::warn!(
+                        count = halted,
+                        "Halted listings left at red by the last leader."
+                    );
+                }
             };
             let stop = cancel.clone().cancelled_owned();
             let run = cluster.run(ledger, journal, stream_start, promoted, stop);

@@ -370,6 +370,32 @@ impl Engine {
         alerts
     }
 
+    /// Halts every `auto_halt` listing at red that is not halted: what a node that just took
+    /// over the log does first. A red level may have been decided by a batch whose leader
+    /// died before appending the halt, and no later evaluation is a change that halts it.
+    /// Returns how many it halted.
+    pub fn halt_red(&self, now: Timestamp) -> usize {
+        let red: Vec<(RoomId, SkuId)> = self
+            .inner
+            .lock()
+            .live
+            .iter()
+            .filter(|(_, live)| live.state.level == Level::Red)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut halted = 0;
+        for (room, sku) in red {
+            let Some(state) = self.durable.listing(&room, &sku) else {
+                continue;
+            };
+            if state.listing.policy.auto_halt && !state.tally.halted {
+                self.auto_halt(&room, &state, now);
+                halted += 1;
+            }
+        }
+        halted
+    }
+
     /// Re-evaluates what `facts` touched and returns what changed, in order.
     pub fn observe<'a>(
         &self,

@@ -380,6 +380,45 @@ fn the_engine_reports_each_transition_once_and_auto_halts_at_red_until_resumed()
 }
 
 #[test]
+fn a_listing_gone_red_on_a_standby_is_halted_when_it_takes_over() {
+    // Goal: a standby's engine decides red silently (it halts nothing: only the leader
+    // changes the ledger); if the leader died between the red batch and its halt, the node
+    // that takes over halts the listing itself, once, and the ledger refuses its orders.
+    let (ledger, sku, room) = stocked_ledger();
+    let room_id = room.id.clone();
+    let durable = follow(&ledger);
+    let put = ledger.put_room(at(0), room).expect("room");
+    let engine = Engine::new(ledger.clone(), durable, at(0), 1);
+    engine.set_halts(false);
+    engine.observe([&put], at(0));
+    let now = 90 * MINUTE;
+    let answer = ledger
+        .sell(at(now), order("o1", &room_id, 1300))
+        .expect("sell");
+    engine.observe(answer.fact.as_ref(), at(now));
+    engine.tick(at(now + 1_000));
+    let view = engine.room_view(&room_id, at(now + 1_000)).expect("view");
+    assert_eq!(view.listings[0].level, Level::Red);
+    let listing = ledger.listing(&room_id, &sku).expect("listing");
+    assert!(!listing.tally.halted, "a standby halts nothing");
+    engine.set_halts(true);
+    assert_eq!(engine.halt_red(at(now + 2_000)), 1);
+    assert!(
+        ledger
+            .listing(&room_id, &sku)
+            .expect("listing")
+            .tally
+            .halted
+    );
+    assert_eq!(engine.halt_red(at(now + 3_000)), 0, "halted once");
+    let refused = ledger.sell(at(now + 4_000), order("late", &room_id, 1));
+    assert_eq!(
+        refused.map(|_| ()).map_err(|error| error.code()),
+        Err("halted")
+    );
+}
+
+#[test]
 fn units_taken_before_the_show_are_not_sales_velocity() {
     // Goal: 500 units presold before the start, 20 sold in the first minute: velocity is
     // 20 a minute, not 520.

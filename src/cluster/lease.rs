@@ -36,7 +36,7 @@ pub(super) async fn ensure_bucket(
     jetstream: &jetstream::Context,
     config: &ClusterConfig,
 ) -> Result<(), ClusterError> {
-    jetstream
+    let mut stream = jetstream
         .get_or_create_stream(stream::Config {
             name: lease_stream(config),
             description: Some("stockpulse leader lease".to_owned()),
@@ -50,6 +50,22 @@ pub(super) async fn ensure_bucket(
         })
         .await
         .map_err(|error| ClusterError::Nats(format!("creating the lease stream: {error}")))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|error| ClusterError::Nats(format!("reading the lease stream: {error}")))?;
+    // The stream's `max_age` is how long a lease lasts, whatever this node's setting: a node
+    // renewing slower than the stream forgets would lose its lease between renewals.
+    if info.config.max_age != config.lease_ttl {
+        return Err(ClusterError::Incompatible {
+            stream: lease_stream(config),
+            reason: format!(
+                "a lease there lasts {} ms and this node is set to {} ms (cluster.lease_ttl_ms): every node of a cluster must use the same lease length (or change the stream's max age with `nats stream edit`)",
+                info.config.max_age.as_millis(),
+                config.lease_ttl.as_millis()
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -60,6 +76,38 @@ enum LeaseError {
     Other(String),
 }
 
+/// How far behind the log, in messages, a standby may be and still take the lease at once.
+/// One further behind lets a node nearer the end take it first, since a candidate serves no
+/// write before it has applied the whole log.
+const CLAIM_LAG_MAX: u64 = 1_000;
+
+/// How many tries in a row a lagging node sees the lease free before it takes it anyway: a
+/// cluster whose nodes all lag still gets a leader.
+const CLAIM_PATIENCE: u32 = 3;
+
+/// How many times in a row a candidate tries to fence the log before it gives the lease up.
+const FENCE_TRIES_MAX: u32 = 20;
+
+/// What a lease message says: the node that holds it and the process (random at each
+/// start) that took it, so that a process knows its own claim after its acknowledgement
+/// was lost.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claim {
+    node: String,
+    process: u64,
+}
+
+impl Claim {
+    /// A lease message's claim; a bare node id, as nodes before the process was named
+    /// wrote, is a claim of no process of this one.
+    fn of(payload: &[u8]) -> Claim {
+        serde_json::from_slice(payload).unwrap_or_else(|_| Claim {
+            node: String::from_utf8_lossy(payload).into_owned(),
+            process: 0,
+        })
+    }
+}
+
 /// The lease, as a compare-and-set on its subject's last sequence (0: none).
 #[derive(Clone)]
 struct Lease {
@@ -67,23 +115,38 @@ struct Lease {
     stream: String,
     subject: String,
     node: String,
+    /// This process (never 0).
+    process: u64,
 }
 
 impl Lease {
-    /// Publishes this node's claim after subject sequence `after`; the new sequence.
+    fn of(cluster: &Cluster) -> Lease {
+        let config = &cluster.inner.config;
+        Lease {
+            jetstream: cluster.inner.jetstream.clone(),
+            stream: lease_stream(config),
+            subject: lease_subject(config),
+            node: config.node_id.clone(),
+            process: cluster.inner.process,
+        }
+    }
+
+    /// Publishes this process's claim after subject sequence `after`; the new sequence.
     async fn claim(&self, after: u64) -> Result<u64, LeaseError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
             after.to_string().as_str(),
         );
+        let claim = Claim {
+            node: self.node.clone(),
+            process: self.process,
+        };
+        let payload =
+            serde_json::to_vec(&claim).map_err(|error| LeaseError::Other(error.to_string()))?;
         let ack = self
             .jetstream
-            .publish_with_headers(
-                self.subject.clone(),
-                headers,
-                bytes::Bytes::from(self.node.clone()),
-            )
+            .publish_with_headers(self.subject.clone(), headers, payload.into())
             .await
             .map_err(|error| LeaseError::Other(error.to_string()))?
             .await
@@ -94,15 +157,74 @@ impl Lease {
         Ok(ack.sequence)
     }
 
-    /// Who holds the lease now, if anyone.
-    async fn holder(&self) -> Option<String> {
-        let stream = self.jetstream.get_stream(&self.stream).await.ok()?;
-        let message = stream
-            .get_last_raw_message_by_subject(&self.subject)
-            .await
-            .ok()?;
-        Some(String::from_utf8_lossy(&message.payload).into_owned())
+    /// Claims after `after`; when the answer is that someone holds it and that someone is
+    /// this process (a claim NATS stored but whose acknowledgement was lost), takes that
+    /// claim's sequence instead of giving up a lease it holds.
+    async fn claim_or_own(&self, after: u64) -> Result<u64, LeaseError> {
+        match self.claim(after).await {
+            Err(LeaseError::Taken) => match self.last().await {
+                Ok(Some((sequence, claim))) if self.is_own(&claim) && after < sequence => {
+                    tracing::info!(
+                        sequence,
+                        "The lease's last claim is this node's own; keeping it."
+                    );
+                    Ok(sequence)
+                }
+                _ => Err(LeaseError::Taken),
+            },
+            claimed => claimed,
+        }
     }
+
+    fn is_own(&self, claim: &Claim) -> bool {
+        claim.process == self.process && claim.node == self.node
+    }
+
+    /// The lease's last message, when there is one: its sequence and claim.
+    async fn last(&self) -> Result<Option<(u64, Claim)>, String> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|error| error.to_string())?;
+        match stream.get_last_raw_message_by_subject(&self.subject).await {
+            Ok(message) => Ok(Some((message.sequence, Claim::of(&message.payload)))),
+            Err(error)
+                if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Removes this process's claim, if the lease is still it: another node takes the lease
+    /// at its next try instead of after it runs out.
+    async fn give_up(&self) -> Result<(), String> {
+        let Some((sequence, claim)) = self.last().await? else {
+            return Ok(());
+        };
+        if !self.is_own(&claim) {
+            return Ok(());
+        }
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|error| error.to_string())?;
+        stream
+            .delete_message(sequence)
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Whether this node is too far behind the log to take the lease before a node nearer its
+/// end has had the chance.
+fn lagging(cluster: &Cluster) -> bool {
+    let status = cluster.status();
+    CLAIM_LAG_MAX < status.stream_seq.saturating_sub(status.applied_seq)
 }
 
 /// Tries for the lease, leads with it, and returns only when leadership is lost (an error:
@@ -115,14 +237,23 @@ pub(super) async fn run(
     promoted: impl Fn() + Send + Sync + 'static,
 ) -> Result<(), ClusterError> {
     let config = cluster.inner.config.clone();
-    let store = Lease {
-        jetstream: cluster.inner.jetstream.clone(),
-        stream: lease_stream(&config),
-        subject: lease_subject(&config),
-        node: config.node_id.clone(),
-    };
+    let store = Lease::of(&cluster);
+    let mut seen_free = 0;
     loop {
-        match store.claim(0).await {
+        if lagging(&cluster) && seen_free < CLAIM_PATIENCE {
+            match store.last().await {
+                Ok(None) => seen_free += 1,
+                Ok(Some((_, claim))) => {
+                    seen_free = 0;
+                    cluster.update(|status| status.leader = Some(claim.node));
+                }
+                Err(reason) => tracing::warn!(%reason, "Cannot read the lease."),
+            }
+            tokio::time::sleep(config.lease_renew).await;
+            continue;
+        }
+        seen_free = 0;
+        match store.claim_or_own(0).await {
             Ok(revision) => {
                 tracing::info!(term = revision, "Took the lease; catching up with the log.");
                 cluster.update(|status| {
@@ -136,15 +267,19 @@ pub(super) async fn run(
                         return lead(&cluster, &journal, &store, revision).await;
                     }
                     Err(reason) => {
-                        // The lease runs out by itself; whoever takes it next catches up.
-                        tracing::warn!(%reason, "Could not take over; following again.");
+                        tracing::warn!(%reason, "Could not take over; giving the lease up and following again.");
                         cluster.update(|status| status.role = Role::Standby);
+                        if let Err(reason) = store.give_up().await {
+                            tracing::warn!(%reason, "Cannot give the lease up; it runs out by itself.");
+                        }
+                        // Others go first.
+                        tokio::time::sleep(config.lease_ttl).await;
                     }
                 }
             }
             Err(LeaseError::Taken) => {
-                if let Some(holder) = store.holder().await {
-                    cluster.update(|status| status.leader = Some(holder));
+                if let Ok(Some((_, claim))) = store.last().await {
+                    cluster.update(|status| status.leader = Some(claim.node));
                 }
             }
             Err(LeaseError::Other(reason)) => {
@@ -169,12 +304,17 @@ async fn promote(
     let config = &cluster.inner.config;
     let mut revision = term;
     let mut renewed = tokio::time::Instant::now();
+    let mut described = false;
+    let mut fence_tries = 0;
     loop {
         if config.lease_renew <= renewed.elapsed() {
-            revision = store.claim(revision).await.map_err(|error| match error {
-                LeaseError::Taken => "lost the lease while catching up".to_owned(),
-                LeaseError::Other(reason) => format!("cannot renew the lease: {reason}"),
-            })?;
+            revision = store
+                .claim_or_own(revision)
+                .await
+                .map_err(|error| match error {
+                    LeaseError::Taken => "lost the lease while catching up".to_owned(),
+                    LeaseError::Other(reason) => format!("cannot renew the lease: {reason}"),
+                })?;
             renewed = tokio::time::Instant::now();
         }
         let last = log::last_sequence(cluster)
@@ -202,7 +342,14 @@ async fn promote(
             continue;
         }
         // Everything in the log is applied, and the follower waits on `held`: nothing can
-        // be applied between here and the fence.
+        // be applied between here and the fence. The log says the format this node writes
+        // before it writes anything.
+        if !described {
+            log::describe(cluster)
+                .await
+                .map_err(|error| error.to_string())?;
+            described = true;
+        }
         match log::append_term(cluster, term, last).await {
             Ok(sequence) => {
                 held.applied_seq = sequence;
@@ -227,9 +374,18 @@ async fn promote(
                 return Ok(revision);
             }
             Err(reason) => {
-                // Someone appended after `last`: catch up again.
-                tracing::info!(%reason, "The log moved while fencing; catching up again.");
+                // Someone appended after `last` (catch up again), or the log's server cannot
+                // take it yet: a pause that doubles, and the lease is given up after a while.
                 drop(held);
+                fence_tries += 1;
+                if FENCE_TRIES_MAX <= fence_tries {
+                    return Err(format!(
+                        "could not fence the log in {fence_tries} tries: {reason}"
+                    ));
+                }
+                tracing::info!(%reason, "The log moved while fencing; catching up again.");
+                let pause = Duration::from_millis(10 << fence_tries.min(7));
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -247,13 +403,24 @@ async fn lead(
     mut revision: u64,
 ) -> Result<(), ClusterError> {
     let config = &cluster.inner.config;
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(config.lease_renew).await;
         if journal.poisoned() {
             return Err(step_down(cluster, journal, "the log refused an append"));
         }
-        match tokio::time::timeout(config.lease_ttl, store.claim(revision)).await {
-            Ok(Ok(next)) => revision = next,
+        match tokio::time::timeout(config.lease_ttl, store.claim_or_own(revision)).await {
+            Ok(Ok(next)) => {
+                revision = next;
+                renewed = tokio::time::Instant::now();
+                cluster.update(|status| {
+                    if status.role == Role::Isolated {
+                        tracing::info!("Renewed the lease again; leading.");
+                        status.role = Role::Leader;
+                    }
+                });
+                continue;
+            }
             Ok(Err(LeaseError::Taken)) => {
                 return Err(step_down(
                     cluster,
@@ -266,6 +433,16 @@ async fn lead(
             }
             Err(_) => tracing::warn!("Renewing the lease timed out; trying again."),
         }
+        if config.lease_ttl <= renewed.elapsed() {
+            // Cut off from the lease for longer than it lasts: another node may lead by now.
+            // This one says so, and its appends fail if one does.
+            cluster.update(|status| {
+                if status.role == Role::Leader {
+                    tracing::warn!("No renewal of the lease for longer than it lasts; isolated.");
+                    status.role = Role::Isolated;
+                }
+            });
+        }
     }
 }
 
@@ -277,22 +454,7 @@ pub(super) async fn release(cluster: &Cluster, journal: &Journal) {
         return;
     }
     step_down(cluster, journal, "this node is stopping");
-    let config = &cluster.inner.config;
-    let purged = match cluster
-        .inner
-        .jetstream
-        .get_stream(lease_stream(config))
-        .await
-    {
-        Ok(stream) => stream
-            .purge()
-            .filter(lease_subject(config))
-            .await
-            .map(|_| ())
-            .map_err(|error| error.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    match purged {
+    match Lease::of(cluster).give_up().await {
         Ok(()) => tracing::info!("Gave the lease up."),
         Err(reason) => tracing::warn!(%reason, "Cannot give the lease up; it runs out by itself."),
     }

@@ -95,7 +95,7 @@ pub(super) async fn ensure_stream(
         .get_or_create_stream(stream::Config {
             name: config.stream.clone(),
             description: Some(description.clone()),
-            subjects: vec![format!("{}.log.>", config.stream)],
+            subjects: vec![log_subject(&config.stream)],
             storage: stream::StorageType::File,
             num_replicas: config.replicas,
             duplicate_window: Duration::from_secs(120),
@@ -108,27 +108,65 @@ pub(super) async fn ensure_stream(
         .await
         .map_err(|error| nats(&format!("reading the log stream: {error}")))?;
     let described = info.config.description.clone().unwrap_or_default();
-    if described != description {
-        // A log of an earlier format this node reads: it says from now on what this node
-        // writes into it, so nodes that cannot read that refuse it rather than stop on a
-        // record they do not know.
-        if !super::readable_description(&described) {
-            return Err(ClusterError::Incompatible {
-                stream: config.stream.clone(),
-                reason: format!(
-                    "it says {described:?}, this node writes and reads {description:?}"
-                ),
-            });
-        }
-        let mut upgraded = info.config.clone();
-        upgraded.description = Some(description.clone());
-        jetstream
-            .update_stream(&upgraded)
-            .await
-            .map_err(|error| nats(&format!("describing the log stream: {error}")))?;
-        tracing::info!(stream = %config.stream, from = %described, to = %description, "The log now says the record format this node writes.");
+    // A log of an earlier format this node reads is fine: the node that leads it next says
+    // what it writes into it ([`describe`]), not every node that merely joins, so nodes of
+    // the earlier format keep following until a leader of the new one writes.
+    if described != description && !super::readable_description(&described) {
+        return Err(ClusterError::Incompatible {
+            stream: config.stream.clone(),
+            reason: format!("it says {described:?}, this node writes and reads {description:?}"),
+        });
+    }
+    if info.config.num_replicas < config.replicas {
+        return Err(ClusterError::Incompatible {
+            stream: config.stream.clone(),
+            reason: format!(
+                "it keeps {} copies and this node is set to {} (cluster.replicas): an acknowledgement would not mean what the setting promises; raise the stream's replicas (nats stream edit) or lower the setting",
+                info.config.num_replicas, config.replicas
+            ),
+        });
+    }
+    if config.replicas < info.config.num_replicas {
+        tracing::warn!(
+            stream = %config.stream,
+            stream_replicas = info.config.num_replicas,
+            replicas = config.replicas,
+            "The log keeps more copies than cluster.replicas says; the log's count holds."
+        );
     }
     Ok(info.created.unix_timestamp_nanos())
+}
+
+/// Makes the log say the record format this node writes, and take messages on shard 0's
+/// subject only: what a node does when it is about to lead, before it writes anything. A
+/// node of an earlier format that starts later refuses the log rather than stop on a
+/// record it does not know.
+pub(super) async fn describe(cluster: &Cluster) -> Result<(), ClusterError> {
+    let config = &cluster.inner.config;
+    let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
+    let jetstream = &cluster.inner.jetstream;
+    let mut stream = jetstream
+        .get_stream(&config.stream)
+        .await
+        .map_err(|error| nats(&error))?;
+    let info = stream.info().await.map_err(|error| nats(&error))?;
+    let description = stream_description();
+    let subjects = vec![log_subject(&config.stream)];
+    if info.config.description.as_deref() == Some(description.as_str())
+        && info.config.subjects == subjects
+    {
+        return Ok(());
+    }
+    let described = info.config.description.clone().unwrap_or_default();
+    let mut upgraded = info.config.clone();
+    upgraded.description = Some(description.clone());
+    upgraded.subjects = subjects;
+    jetstream
+        .update_stream(&upgraded)
+        .await
+        .map_err(|error| nats(&format!("describing the log stream: {error}")))?;
+    tracing::info!(stream = %config.stream, from = %described, to = %description, "The log now says the record format this node writes.");
+    Ok(())
 }
 
 /// The log's epoch: a number every node derives alike from the stream's creation time
@@ -230,13 +268,22 @@ pub(super) async fn follow(
                 continue;
             }
             if position.applied_seq + 1 < sequence {
-                // The messages in between were trimmed after a newer shared snapshot: this
-                // node is further behind than the log keeps.
-                return Err(ClusterError::SteppedDown(format!(
-                    "the log now starts after message {}, past this node's {}; starting again from the newest snapshot",
-                    sequence - 1,
-                    position.applied_seq
-                )));
+                let first = bounds(&cluster).await.map(|(first, _)| first).unwrap_or(0);
+                if position.applied_seq + 1 < first {
+                    // The messages in between were trimmed after a newer shared snapshot:
+                    // this node is further behind than the log keeps.
+                    return Err(ClusterError::SteppedDown(format!(
+                        "the log now starts at message {first}, past this node's {}; starting again from the newest snapshot",
+                        position.applied_seq
+                    )));
+                }
+                // Not a trim: sequences on another subject of a log made before it took
+                // shard 0's only, or messages deleted by hand. Nothing of the log is missing.
+                tracing::warn!(
+                    applied = position.applied_seq,
+                    sequence,
+                    "The log skips sequences that are not log messages; going on."
+                );
             }
             let headers = message.headers.clone().unwrap_or_default();
             let kind = header(&headers, KIND).unwrap_or_default();
@@ -258,15 +305,20 @@ pub(super) async fn follow(
                         .and_then(|term| term.parse().ok())
                         .unwrap_or(0);
                     tracing::info!(leader = ?node, term, sequence, "A new term began in the log.");
+                    // Never backwards: a candidate catching up reads the terms before its own.
                     cluster.update(|status| {
-                        status.leader = node;
-                        status.term = term;
+                        if status.term <= term {
+                            status.leader = node;
+                            status.term = term;
+                        }
                     });
                 }
                 other => {
                     return Err(log_error(
                         sequence,
-                        format!("a message of unknown kind {other:?}"),
+                        format!(
+                            "a message of unknown kind {other:?}: written by a newer node? upgrade this one"
+                        ),
                     ));
                 }
             }
@@ -332,7 +384,20 @@ pub(super) async fn append_term(cluster: &Cluster, term: u64, after: u64) -> Res
         .map_err(|error| error.to_string())?
         .await
         .map_err(|error| error.to_string())?;
-    Ok(ack.sequence)
+    follows(ack.sequence, after)
+}
+
+/// An append acknowledged at `sequence` that had to follow `after`: anything but the next
+/// sequence means the log did not take it where the fence put it (a conditional publish
+/// NATS let through), and this node must not go on as if it had.
+fn follows(sequence: u64, after: u64) -> Result<u64, String> {
+    if sequence == after + 1 {
+        Ok(sequence)
+    } else {
+        Err(format!(
+            "fenced: the log acknowledged message {sequence}, which does not follow {after}"
+        ))
+    }
 }
 
 /// The leader's side of the log: the journal writer's [`Replicator`]. Runs on the writer's
@@ -377,6 +442,7 @@ impl Replicator for StreamReplicator {
         // get 503 after their own limit, and retry.
         let deadline = tokio::time::Instant::now() + APPEND_RETRY_MAX.max(config.lease_ttl);
         let jetstream = self.cluster.inner.jetstream.clone();
+        let last = self.last;
         let result = self.runtime.block_on(async {
             loop {
                 let attempt = async {
@@ -389,7 +455,7 @@ impl Replicator for StreamReplicator {
                 };
                 let outcome = tokio::time::timeout_at(deadline, attempt).await;
                 match outcome {
-                    Ok(Ok(ack)) => return Ok(ack.sequence),
+                    Ok(Ok(ack)) => return follows(ack.sequence, last),
                     Ok(Err((jetstream::context::PublishErrorKind::WrongLastSequence, reason))) => {
                         return Err(format!("fenced: another node appended ({reason})"));
                     }

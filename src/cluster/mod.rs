@@ -56,6 +56,9 @@ pub enum Role {
     Candidate,
     /// The one writer.
     Leader,
+    /// Led, and has not renewed its lease for longer than it lasts: another node may lead
+    /// by now (this one's appends then fail).
+    Isolated,
 }
 
 impl Role {
@@ -64,6 +67,7 @@ impl Role {
             Role::Standby => "standby",
             Role::Candidate => "candidate",
             Role::Leader => "leader",
+            Role::Isolated => "isolated",
         }
     }
 }
@@ -264,7 +268,7 @@ impl Cluster {
                 previous_snapshot_seq: std::sync::atomic::AtomicU64::new(0),
                 seal: seal::Seal::new(secret),
                 replays: seal::ReplayGuard::default(),
-                process: fastrand::u64(..),
+                process: fastrand::u64(1..),
                 forwarded: std::sync::atomic::AtomicU64::new(0),
             }),
         })

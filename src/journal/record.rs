@@ -212,6 +212,12 @@ enum FactRecord<'a> {
         #[serde(borrow)]
         by: Option<Cow<'a, str>>,
     },
+    /// Since format 6.
+    OrdersForgotten {
+        at: u64,
+        settled_before: u64,
+        sold_before: u64,
+    },
 }
 
 /// What a finished show left of one listing (see `ledger::ShowRecord`).
@@ -821,6 +827,15 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
                 .map(|(sku, record)| (Cow::Borrowed(sku.as_str()), show_record_record(record)))
                 .collect(),
         },
+        Fact::OrdersForgotten {
+            settled_before,
+            sold_before,
+            ..
+        } => FactRecord::OrdersForgotten {
+            at,
+            settled_before: settled_before.as_millis(),
+            sold_before: sold_before.as_millis(),
+        },
         Fact::LostDemand { entries, .. } => FactRecord::LostDemand {
             at,
             entries: entries
@@ -1036,6 +1051,15 @@ pub(super) fn decode_fact(
                 .into_iter()
                 .map(|(sku, record)| Ok((value(SkuId::new(&sku))?, show_record(record)?)))
                 .collect::<Result<_, DecodeError>>()?,
+        },
+        FactRecord::OrdersForgotten {
+            at: time,
+            settled_before,
+            sold_before,
+        } => Fact::OrdersForgotten {
+            at: at(time),
+            settled_before: Timestamp::from_millis(settled_before),
+            sold_before: Timestamp::from_millis(sold_before),
         },
         FactRecord::LostDemand { at: time, entries } => Fact::LostDemand {
             at: at(time),

@@ -141,6 +141,13 @@ fn a_restart_replays_every_fact() {
     let (ledger, journal, recovery) = reopen(directory.path());
     assert_eq!(recovery.replayed_count, 0);
     drive(&ledger, 600, 0);
+    // Forgetting is a fact: after a restart the same orders are forgotten.
+    let before = ledger.counts().orders;
+    let forgotten = ledger.forget_finished(at(16 * 24 * 60 * 60 * 1_000));
+    assert!(
+        0 < forgotten && forgotten < before,
+        "{forgotten} of {before}"
+    );
     journal.close();
     let segments = segment::list(directory.path(), "segment-", ".log").expect("listing");
     let sizes: Vec<u64> = segments

@@ -146,6 +146,14 @@ pub enum Fact {
         at: Timestamp,
         records: Vec<(SkuId, ShowRecord)>,
     },
+    /// The leader forgot the finished orders past their windows: settled ones finished
+    /// before `settled_before`, sold ones sold before `sold_before`. Changes no stock; in the
+    /// log so that every node forgets the same orders at the same point.
+    OrdersForgotten {
+        at: Timestamp,
+        settled_before: Timestamp,
+        sold_before: Timestamp,
+    },
 }
 
 impl Fact {
@@ -167,7 +175,8 @@ impl Fact {
             | Fact::Tick { at }
             | Fact::AlertAcknowledged { at, .. }
             | Fact::LostDemand { at, .. }
-            | Fact::ShowEnded { at, .. } => *at,
+            | Fact::ShowEnded { at, .. }
+            | Fact::OrdersForgotten { at, .. } => *at,
         }
     }
 
@@ -190,7 +199,8 @@ impl Fact {
             | Fact::Tick { .. }
             | Fact::AlertAcknowledged { .. }
             | Fact::LostDemand { .. }
-            | Fact::ShowEnded { .. } => &[],
+            | Fact::ShowEnded { .. }
+            | Fact::OrdersForgotten { .. } => &[],
         }
     }
 
@@ -246,7 +256,8 @@ impl Fact {
             | Fact::Tick { .. }
             | Fact::AlertAcknowledged { .. }
             | Fact::LostDemand { .. }
-            | Fact::ShowEnded { .. } => None,
+            | Fact::ShowEnded { .. }
+            | Fact::OrdersForgotten { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -276,6 +287,7 @@ impl Fact {
             Fact::AlertAcknowledged { .. } => "alert_acknowledged",
             Fact::LostDemand { .. } => "lost_demand",
             Fact::ShowEnded { .. } => "show_ended",
+            Fact::OrdersForgotten { .. } => "orders_forgotten",
         }
     }
 }

@@ -115,6 +115,31 @@ impl Default for LedgerConfig {
     }
 }
 
+/// Which finished orders to forget: settled ones (cancelled, expired, refunded) finished
+/// before `settled_before`, sold ones sold before `sold_before`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forget {
+    pub settled_before: Timestamp,
+    pub sold_before: Timestamp,
+}
+
+impl Forget {
+    /// What is due at `now`: an order finished exactly a window ago is forgotten.
+    pub fn at(now: Timestamp, idempotency_window: Duration, refund_window: Duration) -> Forget {
+        let before = |window: Duration| {
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            match now.as_millis().checked_sub(window_ms) {
+                Some(due) => Timestamp::from_millis(due.saturating_add(1)),
+                None => Timestamp::from_millis(0),
+            }
+        };
+        Forget {
+            settled_before: before(idempotency_window),
+            sold_before: before(refund_window),
+        }
+    }
+}
+
 /// The answer to an order operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -680,13 +705,34 @@ impl Ledger {
 
     /// Forgets settled orders older than the idempotency window and sold ones older than the
     /// refund window; returns how many. Each stripe is held for at most [`FORGET_BATCH_MAX`]
-    /// orders at a time, so a day's backlog never stalls orders on it for long.
+    /// orders at a time, so a day's backlog never stalls orders on it for long. When it
+    /// forgot any, it records the cut-offs it used (`Fact::OrdersForgotten`), after the
+    /// forgetting: every node of a cluster, and a replay, then forgets the same orders at the
+    /// same place in the log, whatever its own windows.
     pub fn forget_finished(&self, now: Timestamp) -> u64 {
+        let cutoffs = Forget::at(
+            now,
+            self.config.idempotency_window,
+            self.config.refund_window,
+        );
+        let forgotten_count = self.forget_before(cutoffs);
+        if 0 < forgotten_count {
+            self.record(&Fact::OrdersForgotten {
+                at: now,
+                settled_before: cutoffs.settled_before,
+                sold_before: cutoffs.sold_before,
+            });
+        }
+        forgotten_count
+    }
+
+    /// Forgets the finished orders `cutoffs` names.
+    pub(super) fn forget_before(&self, cutoffs: Forget) -> u64 {
         let mut forgotten_count = 0;
         for stripe in self.orders.iter() {
             loop {
                 let mut stripe = stripe.0.lock();
-                let (forgotten, more) = self.forget_due_in(&mut stripe, now);
+                let (forgotten, more) = self.forget_due_in(&mut stripe, cutoffs);
                 forgotten_count += forgotten;
                 if !more {
                     break;
@@ -698,15 +744,17 @@ impl Ledger {
 
     /// Forgets up to [`FORGET_BATCH_MAX`] due orders of one stripe; returns how many, and
     /// whether more may be due.
-    fn forget_due_in(&self, stripe: &mut OrderStripe, now: Timestamp) -> (u64, bool) {
+    fn forget_due_in(&self, stripe: &mut OrderStripe, cutoffs: Forget) -> (u64, bool) {
         let mut forgotten_count = 0;
         for _ in 0..FORGET_BATCH_MAX {
-            let settled_due = stripe.finished.front().is_some_and(|(finished_at, _)| {
-                finished_at.saturating_add(self.config.idempotency_window) <= now
-            });
-            let sold_due = stripe.sold.front().is_some_and(|(sold_at, _)| {
-                sold_at.saturating_add(self.config.refund_window) <= now
-            });
+            let settled_due = stripe
+                .finished
+                .front()
+                .is_some_and(|(finished_at, _)| *finished_at < cutoffs.settled_before);
+            let sold_due = stripe
+                .sold
+                .front()
+                .is_some_and(|(sold_at, _)| *sold_at < cutoffs.sold_before);
             let (queue, sold) = match (settled_due, sold_due) {
                 (true, _) => (&mut stripe.finished, false),
                 (false, true) => (&mut stripe.sold, true),

@@ -124,6 +124,17 @@ impl Ledger {
                 }
                 Ok(())
             }
+            Fact::OrdersForgotten {
+                settled_before,
+                sold_before,
+                ..
+            } => {
+                self.forget_before(super::Forget {
+                    settled_before: *settled_before,
+                    sold_before: *sold_before,
+                });
+                Ok(())
+            }
             Fact::LostDemand { at, entries } => {
                 // A listing removed since keeps no count, as when the fact was made.
                 for entry in entries {
@@ -235,7 +246,8 @@ impl Ledger {
         let (order_hash, stripe) = self.order_key(order_id);
         let mut stripe = stripe.lock();
         // A finished order under the same id was forgotten after the idempotency window
-        // before this one was placed (forgetting leaves no fact); a locked one cannot have been.
+        // before this one was placed (the forgetting's fact comes after the orders placed
+        // meanwhile); a locked one cannot have been.
         if let Some(existing) = stripe.get(order_hash, order_id) {
             if !is_finished(existing.status) {
                 return Err(ReplayError::BadTransition {

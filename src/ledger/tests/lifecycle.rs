@@ -800,7 +800,10 @@ fn forgetting_a_large_backlog_releases_the_stripe_between_batches() {
     }
     let mut stripe = ledger.orders[0].0.lock();
     let queued = stripe.finished.len();
-    let (forgotten, more) = ledger.forget_due_in(&mut stripe, at(DAY_MS));
+    let config = LedgerConfig::default();
+    let cutoffs =
+        crate::ledger::Forget::at(at(DAY_MS), config.idempotency_window, config.refund_window);
+    let (forgotten, more) = ledger.forget_due_in(&mut stripe, cutoffs);
     assert_eq!(forgotten, FORGET_BATCH_MAX as u64);
     assert!(more);
     assert_eq!(stripe.finished.len(), queued - FORGET_BATCH_MAX);

@@ -730,17 +730,6 @@ fn model_request(order: usize, content: &OrderContent) -> OrderRequest {
     }
 }
 
-/// What the ledger did, in order, for the replay at the end: its facts, and the points where
-/// it forgot finished orders (which yield no fact, but change what a later fact may do).
-#[derive(Debug)]
-enum Logged {
-    Fact(Fact),
-    Forgotten {
-        now: Timestamp,
-        forgotten_count: u64,
-    },
-}
-
 /// Checks a SKU operation's result against the model's.
 fn check_sku_operation(
     ledger: &Ledger,
@@ -797,7 +786,6 @@ fn check_order_operation(
 fn run_operation(
     ledger: &Ledger,
     model: &mut Model,
-    log: &mut Vec<Logged>,
     canonical: &[OrderContent],
     operation: &Operation,
 ) -> Result<(), TestCaseError> {
@@ -910,12 +898,9 @@ fn run_operation(
             Ok(())
         }
         Operation::ForgetFinished => {
+            // Forgetting is a fact too (when it forgot any): the replay forgets where it did.
             let forgotten_count = ledger.forget_finished(now);
             prop_assert_eq!(forgotten_count, model.forget_finished());
-            log.push(Logged::Forgotten {
-                now,
-                forgotten_count,
-            });
             Ok(())
         }
     }
@@ -977,21 +962,15 @@ fn run_against_model(
     let mut model = Model::default();
     let mut log = Vec::new();
     for operation in model_setup().iter().chain(operations) {
-        run_operation(&ledger, &mut model, &mut log, canonical, operation)?;
+        run_operation(&ledger, &mut model, canonical, operation)?;
         // Every fact the ledger recorded, as the journal would get them.
-        log.extend(recorder.facts.lock().drain(..).map(Logged::Fact));
+        log.extend(recorder.facts.lock().drain(..));
         check_state(&ledger, &model)?;
     }
 
     let replayed = Ledger::new(model_config());
-    for logged in &log {
-        match logged {
-            Logged::Fact(fact) => prop_assert_eq!(replayed.apply(fact), Ok(()), "{:?}", fact),
-            Logged::Forgotten {
-                now,
-                forgotten_count,
-            } => prop_assert_eq!(replayed.forget_finished(*now), *forgotten_count),
-        }
+    for fact in &log {
+        prop_assert_eq!(replayed.apply(fact), Ok(()), "{:?}", fact);
     }
     prop_assert_eq!(replayed.skus(), ledger.skus());
     for order in 0..MODEL_ORDERS_COUNT {
@@ -1020,7 +999,7 @@ proptest! {
         // SKUs) and 6 order ids (each with a usual content, so that most repeats are retries
         // and some conflicts), on the ledger and on a `HashMap` model; compare each answer
         // (`Ok` or the error code), every SKU and every order after each step; finally apply
-        // the logged facts, and `forget_finished` where it was called, to a fresh ledger and
+        // the logged facts (forgetting among them) to a fresh ledger and
         // compare it with the first.
         run_against_model(&canonical, &operations)?;
     }

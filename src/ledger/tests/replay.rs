@@ -118,6 +118,77 @@ fn replay_accepts_an_order_id_used_again_after_it_was_forgotten() {
 }
 
 #[test]
+fn a_follower_forgets_what_its_leader_forgot_where_the_leader_did_whatever_its_own_windows() {
+    // Goal: forgetting is decided once, by the ledger that makes the facts, and recorded with
+    // the cut-offs it used: a ledger following the facts (a standby, a replay) forgets the
+    // same orders at the same point, even set to other windows, and ends with the same
+    // orders and counts. An id reused between the forgetting and its fact (placed on a
+    // stripe already swept) is not forgotten by the follower either.
+    // Method: a leader with the default windows takes 40 orders (cancelled, sold, locked),
+    // forgets a day later, while o0 is placed again before the forgetting's fact reaches
+    // the journal; a follower set to one-year windows applies the facts in journal order.
+    let leader = Ledger::new(LedgerConfig::default());
+    let recorder = std::sync::Arc::new(Recorder::default());
+    leader.attach(recorder.clone());
+    leader
+        .put_sku(at(0), &sku_id("A"), total_update(1_000))
+        .expect("put_sku");
+    for index in 0..40 {
+        let id = format!("o{index}");
+        match index % 3 {
+            0 => {
+                leader
+                    .reserve(at(0), request(&id, "douyin", &[("A", 1)]))
+                    .expect("reserve");
+                leader.cancel(at(1), &order_id(&id)).expect("cancel");
+            }
+            1 => {
+                leader
+                    .sell(at(0), request(&id, "douyin", &[("A", 1)]))
+                    .expect("sell");
+            }
+            _ => {
+                leader
+                    .reserve(at(0), request(&id, "douyin", &[("A", 1)]))
+                    .expect("reserve");
+            }
+        }
+    }
+    let day_ms = 24 * 60 * MINUTE_MS;
+    let settled = leader.counts().orders;
+    let forgotten = leader.forget_finished(at(day_ms + 1));
+    let mut facts = recorder.facts.lock().drain(..).collect::<Vec<_>>();
+    let forget_fact = facts.pop().expect("the forgetting's fact");
+    assert_eq!(forget_fact.kind(), "orders_forgotten");
+    // o0 again, journaled before the forgetting's fact, as a request racing the sweep is.
+    leader
+        .reserve(at(day_ms + 2), request("o0", "douyin", &[("A", 3)]))
+        .expect("reserve again");
+    facts.extend(recorder.facts.lock().drain(..));
+    facts.push(forget_fact);
+    assert_eq!(
+        forgotten, 14,
+        "the cancelled orders, not the sold or locked ones"
+    );
+    let follower = Ledger::new(LedgerConfig {
+        idempotency_window: std::time::Duration::from_secs(365 * 86_400),
+        refund_window: std::time::Duration::from_secs(365 * 86_400),
+        ..LedgerConfig::default()
+    });
+    for fact in &facts {
+        follower.apply(fact).expect("every fact applies");
+    }
+    assert_eq!(follower.counts(), leader.counts());
+    assert_eq!(leader.counts().orders, settled - forgotten + 1);
+    for index in 0..40 {
+        let id = order_id(&format!("o{index}"));
+        assert_eq!(follower.order(&id), leader.order(&id), "{id}");
+    }
+    assert!(leader.order(&order_id("o3")).is_none(), "forgotten");
+    assert_eq!(follower.skus(), leader.skus());
+}
+
+#[test]
 fn a_restock_with_an_id_is_applied_once_even_after_replay() {
     // Goal: a retried restock (after a timeout or a 503) adds its units once, and the
     // memory of it survives replay.

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+mod partitions;
+mod proxy;
 mod restarts;
 mod trust;
 use reqwest::StatusCode;
@@ -905,15 +907,61 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
 }
 
 #[tokio::test]
-async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes() {
-    // Goal: a log made by nodes of record format 4 (before lost demand) is one this node
-    // reads: it joins, leads, and the stream says format 5 from then on, so a node of the
-    // earlier format refuses it rather than stop on a record it does not know.
+async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes_once_it_leads() {
+    // Goal: a log made by nodes of record format 5 (before forgetting was a fact) is one this
+    // node reads. While an older node leads, this one follows and leaves the log as it is
+    // (older nodes still running and still starting keep reading it); once it leads, the
+    // log says format 6 and takes shard 0's subject only, before anything is written in it.
+    // Method: the stream as a format-5 cluster made it (subjects `stockpulse.log.>`), and a
+    // lease held by "old" (renewed by the test as a node would); node a joins as a standby;
+    // then the renewals stop and a takes over.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let nats = Nats::started(directory.path()).await;
     let jetstream = nats_client(&nats).await;
-    log_described(&jetstream, "stockpulse log, record format 4").await;
+    log_described(&jetstream, "stockpulse log, record format 5").await;
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "stockpulse-lease".to_owned(),
+            subjects: vec!["stockpulse.lease.>".to_owned()],
+            max_messages_per_subject: 1,
+            max_age: Duration::from_millis(1500),
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("the lease stream");
+    let renewing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let holder = {
+        let (jetstream, renewing) = (jetstream.clone(), renewing.clone());
+        tokio::spawn(async move {
+            let mut after = 0u64;
+            while renewing.load(std::sync::atomic::Ordering::Acquire) {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    after.to_string().as_str(),
+                );
+                let published = jetstream
+                    .publish_with_headers("stockpulse.lease.0", headers, "old".into())
+                    .await
+                    .expect("published");
+                if let Ok(ack) = published.await {
+                    after = ack.sequence;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let describes = |jetstream: async_nats::jetstream::Context| async move {
+        let mut stream = jetstream.get_stream("stockpulse").await.expect("the log");
+        let info = stream.info().await.expect("its description");
+        (
+            info.config.description.clone(),
+            info.config.subjects.clone(),
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let mut node = Node::prepare(directory.path(), "a", &nats);
     node.launch();
     assert!(
@@ -921,11 +969,88 @@ async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes
         "{}",
         node.log_text()
     );
-    let mut stream = jetstream.get_stream("stockpulse").await.expect("the log");
-    let info = stream.info().await.expect("its description");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = node.cluster().await.expect("a's view");
+    assert_eq!(view["role"], "standby", "{view}");
+    assert_eq!(view["leader"], "old", "{view}");
     assert_eq!(
-        info.config.description.as_deref(),
-        Some("stockpulse log, record format 5")
+        describes(jetstream.clone()).await,
+        (
+            Some("stockpulse log, record format 5".to_owned()),
+            vec!["stockpulse.log.>".to_owned()]
+        ),
+        "a standby leaves the log as its leader made it"
+    );
+    renewing.store(false, std::sync::atomic::Ordering::Release);
+    holder.await.expect("the holder stops");
+    let leader = wait_for_leader(std::slice::from_ref(&node), true).await;
+    assert_eq!(leader, 0);
+    assert_eq!(
+        describes(jetstream.clone()).await,
+        (
+            Some("stockpulse log, record format 6".to_owned()),
+            vec!["stockpulse.log.0".to_owned()]
+        )
+    );
+    // And it writes, in that format.
+    put_sku(&reqwest::Client::new(), &node.base, "A", 10).await;
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_log_with_fewer_copies_or_a_lease_of_another_length_than_it_is_set_to() {
+    // Goal: settings the streams already hold are checked against this node's: a log kept
+    // in fewer copies than `cluster.replicas` (an acknowledgement would not mean a quorum
+    // holds it) and a lease stream whose age limit is not this node's lease length (a node
+    // renewing slower than leases expire loses its own) are refused with 65, saying which.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::started(directory.path()).await;
+    let jetstream = nats_client(&nats).await;
+    let log = jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "stockpulse".to_owned(),
+            description: Some("stockpulse log, record format 6".to_owned()),
+            subjects: vec!["stockpulse.log.0".to_owned()],
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("an R1 log");
+    drop(log);
+    let mut node = Node::prepare(directory.path(), "a", &nats);
+    node.launch();
+    let code = node.exit_code(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(65), "{}", node.log_text());
+    assert!(
+        node.log_text()
+            .contains("keeps 1 copies and this node is set to 3"),
+        "{}",
+        node.log_text()
+    );
+    jetstream
+        .delete_stream("stockpulse")
+        .await
+        .expect("deleted");
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "stockpulse-lease".to_owned(),
+            subjects: vec!["stockpulse.lease.>".to_owned()],
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(10),
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("a lease stream of 10 s");
+    std::fs::remove_file(&node.log).expect("old log removed");
+    node.launch();
+    let code = node.exit_code(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(65), "{}", node.log_text());
+    assert!(
+        node.log_text()
+            .contains("a lease there lasts 10000 ms and this node is set to 1500 ms"),
+        "{}",
+        node.log_text()
     );
 }
 

@@ -1,0 +1,139 @@
+//! Partitions: every node reaches every NATS server through a link of its own
+//! ([`super::proxy::Link`]), which a test cuts and heals.
+
+use super::proxy::Link;
+use super::*;
+
+/// Three nodes on a NATS cluster, each behind links of its own to every server; the links
+/// by node.
+async fn three_linked_nodes(directory: &Path) -> (Nats, Vec<Node>, Vec<Vec<Link>>) {
+    let nats = Nats::started(directory).await;
+    let mut nodes = Vec::new();
+    let mut links = Vec::new();
+    for id in ["a", "b", "c"] {
+        let mut node_links = Vec::new();
+        for port in &nats.client_ports {
+            node_links.push(Link::to(*port).await);
+        }
+        let mut node = Node::prepare(directory, id, &nats);
+        node.nats = node_links
+            .iter()
+            .map(|link| format!("nats://127.0.0.1:{}", link.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        node.launch();
+        nodes.push(node);
+        links.push(node_links);
+    }
+    for node in &nodes {
+        if !crate::support::answers_within(&node.base, Duration::from_secs(10)).await {
+            panic!("node {} did not answer: {}", node.id, node.log_text());
+        }
+    }
+    (nats, nodes, links)
+}
+
+/// Polls `node`'s view until `check` holds, for at most `limit`; the view it held on.
+async fn view_until(node: &Node, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(view) = node.cluster().await {
+            if check(&view) {
+                return view;
+            }
+            last = view;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "node {} never got there; last view {last}: {}",
+        node.id,
+        node.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_says_so_and_the_node_that_takes_over_names_itself() {
+    // Goal: a leader cut off from every NATS server stops saying it leads once its lease has
+    // gone unrenewed for longer than it lasts (role `isolated`, not `leader`); another node
+    // takes over at a higher term and names itself and that term from the start, although
+    // it read the older terms on its way; nothing acknowledged before the cut is lost; once
+    // the link heals the old leader follows the new one.
+    // Method: links black-holed (connections stay open, bytes vanish), as a silent network
+    // failure is.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (_nats, nodes, links) = three_linked_nodes(directory.path()).await;
+    let old = settled(&nodes).await;
+    let client = reqwest::Client::new();
+    put_sku(&client, &nodes[old].base, "A", 100).await;
+    let sold = client
+        .post(format!("{}/api/v1/orders", nodes[old].base))
+        .json(&json!({"order_id": "before-cut", "sku": "A", "qty": 3, "platform": "douyin", "paid": true}))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(sold.status(), StatusCode::CREATED);
+    let old_term = nodes[old].cluster().await.expect("view")["term"]
+        .as_u64()
+        .expect("term");
+    for link in &links[old] {
+        link.cut();
+    }
+    let isolated = view_until(&nodes[old], Duration::from_secs(15), |view| {
+        view["role"] == "isolated"
+    })
+    .await;
+    assert_eq!(isolated["node"], nodes[old].id.as_str(), "{isolated}");
+    // Another node leads, names itself and its term, and the third agrees.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (new, new_term) = loop {
+        let mut found = None;
+        for (index, node) in nodes.iter().enumerate().filter(|(index, _)| *index != old) {
+            if let Some(view) = node.cluster().await
+                && view["role"] == "leader"
+            {
+                found = Some((index, view));
+            }
+        }
+        if let Some((index, view)) = found {
+            assert_eq!(view["leader"], nodes[index].id.as_str(), "{view}");
+            let term = view["term"].as_u64().expect("term");
+            assert!(old_term < term, "{view}");
+            break (index, term);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node took over: {}",
+            nodes[old].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let third = (0..3)
+        .find(|index| *index != old && *index != new)
+        .expect("a third");
+    view_until(&nodes[third], Duration::from_secs(10), |view| {
+        view["leader"] == nodes[new].id.as_str() && view["term"].as_u64() == Some(new_term)
+    })
+    .await;
+    let order = client
+        .get(format!("{}/api/v1/orders/before-cut", nodes[new].base))
+        .send()
+        .await
+        .expect("order read");
+    assert_eq!(
+        order.status(),
+        StatusCode::OK,
+        "acknowledged before the cut"
+    );
+    for link in &links[old] {
+        link.heal();
+    }
+    // The old leader finds the lease another's, steps down, starts again and follows.
+    let following = view_until(&nodes[old], Duration::from_secs(40), |view| {
+        view["role"] == "standby" && view["leader"] == nodes[new].id.as_str()
+    })
+    .await;
+    assert_eq!(following["term"].as_u64(), Some(new_term), "{following}");
+}
