@@ -229,8 +229,11 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
     let Some(cluster) = shared.cluster.clone() else {
         return next.run(request).await;
     };
-    if !is_write(&request) || cluster.leading() {
+    if cluster.leading() {
         return next.run(request).await;
+    }
+    if !is_write(&request) {
+        return read_here(&cluster, request, next).await;
     }
     if request.extensions().get::<Forwarded>().is_some() {
         return not_leader(&cluster);
@@ -274,7 +277,16 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
         body: body.to_vec(),
     };
     match cluster.ask(&leader, forwarded).await {
-        Ok(answer) => into_response(answer),
+        Ok(answer) => {
+            let lag = read_your_write(&cluster, &answer).await;
+            let mut response = into_response(answer);
+            if let Some(lag) = lag {
+                response
+                    .headers_mut()
+                    .insert(LAG_HEADER, HeaderValue::from(lag));
+            }
+            response
+        }
         Err(error) => {
             tracing::warn!(%leader, %error, "Forwarding a write to the leader failed.");
             forward_failed(&cluster, &error).into_response()
@@ -282,11 +294,74 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
     }
 }
 
+/// The header a standby's answers carry: how many log messages this node is behind the
+/// log's end as it last saw it.
+const LAG_HEADER: &str = "x-stockpulse-lag";
+
+/// The header a leader's answer to a forwarded request carries: the stream sequence it had
+/// appended when it answered, which the write is in.
+const LOG_SEQ_HEADER: &str = "x-stockpulse-log-seq";
+
+/// How long a standby waits to apply a write it forwarded before it answers anyway (with
+/// its lag in [`LAG_HEADER`]).
+const READ_YOUR_WRITES_MAX: Duration = Duration::from_secs(2);
+
+/// How long a standby that has not known itself at the log's end still answers reads: past
+/// that it may be cut off from the log, and its numbers arbitrarily old.
+const STALE_READS_AFTER: Duration = Duration::from_secs(10);
+
+/// Serves a read on a standby: with its lag, or 503 `stale` when it has not known itself at
+/// the log's end for longer than [`STALE_READS_AFTER`]. The cluster's own view is always
+/// answered: it is how one finds out.
+async fn read_here(cluster: &Cluster, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/cluster") {
+        return next.run(request).await;
+    }
+    let unheard = cluster.unheard_for();
+    if STALE_READS_AFTER < unheard {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stale",
+            format!(
+                "this node has not reached the log for {} s and may answer from old numbers; read from another node",
+                unheard.as_secs()
+            ),
+        )
+        .into_response();
+    }
+    let status = cluster.status();
+    let mut response = next.run(request).await;
+    let lag = status.stream_seq.saturating_sub(status.applied_seq);
+    response
+        .headers_mut()
+        .insert(LAG_HEADER, HeaderValue::from(lag));
+    response
+}
+
+/// Waits until this standby has applied the log as far as the leader had when it answered
+/// a forwarded write, within [`READ_YOUR_WRITES_MAX`]: the client then reads its own write
+/// back here. The lag left, when the wait ran out.
+async fn read_your_write(cluster: &Cluster, answer: &Answer) -> Option<u64> {
+    let sequence = answer
+        .headers
+        .iter()
+        .find(|(name, _)| name == LOG_SEQ_HEADER)
+        .and_then(|(_, value)| value.parse::<u64>().ok())?;
+    if cluster.applied(sequence, READ_YOUR_WRITES_MAX).await {
+        return None;
+    }
+    Some(sequence.saturating_sub(cluster.status().applied_seq))
+}
+
 fn into_response(answer: Answer) -> Response {
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in answer.headers {
+        if name == LOG_SEQ_HEADER {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::try_from(name.as_str()),
             HeaderValue::try_from(value.as_str()),
@@ -394,6 +469,7 @@ async fn forward_as(
         tracing::warn!(%leader, %error, "Forwarding a command to the leader failed.");
         forward_failed(cluster, &error)
     })?;
+    read_your_write(cluster, &answer).await;
     let body = serde_json::from_slice(&answer.body).map_err(|_| no_leader())?;
     Ok((answer.status, body))
 }
@@ -475,7 +551,16 @@ pub(crate) async fn answer_forwarded(
             let permit = in_flight.try_acquire_owned().ok();
             tokio::spawn(async move {
                 let answer = match permit {
-                    Some(_permit) => serve_forwarded(app, request).await,
+                    Some(_permit) => {
+                        let mut answer = serve_forwarded(app, request).await;
+                        // Where the log was once this answer was made: the standby waits
+                        // until it holds that much before it answers its client.
+                        let appended = cluster.status().applied_seq;
+                        answer
+                            .headers
+                            .push((LOG_SEQ_HEADER.to_owned(), appended.to_string()));
+                        answer
+                    }
                     None => refusal(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "busy",

@@ -226,7 +226,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     (
         "503",
         "Unavailable",
-        "`storage_unavailable` (the journal cannot make the change durable: retry, with the same `order_id` for orders) or `not_leader` (in a cluster, no node leads right now: retry)",
+        "`storage_unavailable` (the journal cannot make the change durable: retry, with the same `order_id` for orders), `not_leader` (in a cluster, no node leads right now: retry), `outcome_unknown` (a write a standby forwarded may have run but its answer was lost: retry with the same `order_id` or `restock_id`), or, for a read on a standby, `stale` (the node has not reached the log for over 10 s: read from another node). A standby's answers carry `X-Stockpulse-Lag`, the log messages it is behind",
     ),
 ];
 

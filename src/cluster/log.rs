@@ -243,7 +243,11 @@ pub(super) async fn follow(
                 Err(_) => {
                     let applied = position.lock().await.applied_seq;
                     match last_sequence(&cluster).await {
-                        Ok(last) if applied < last => {
+                        Ok(last) if last <= applied => {
+                            cluster.heard();
+                            continue;
+                        }
+                        Ok(last) => {
                             tracing::warn!(
                                 applied,
                                 last,
@@ -323,6 +327,9 @@ pub(super) async fn follow(
                 }
             }
             position.applied_seq = sequence;
+            if pending == 0 {
+                cluster.heard();
+            }
             cluster.update(|status| {
                 status.applied_seq = sequence;
                 // What the reader still has to deliver: this node's lag behind the log.

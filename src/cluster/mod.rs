@@ -215,6 +215,10 @@ struct Inner {
     process: u64,
     /// Requests this process forwarded so far.
     forwarded: std::sync::atomic::AtomicU64,
+    /// The stream sequence this node applied, for those waiting on it.
+    applied: tokio::sync::watch::Sender<u64>,
+    /// When this node last knew it held the log to its end.
+    heard: parking_lot::Mutex<tokio::time::Instant>,
 }
 
 impl Cluster {
@@ -270,6 +274,8 @@ impl Cluster {
                 replays: seal::ReplayGuard::default(),
                 process: fastrand::u64(1..),
                 forwarded: std::sync::atomic::AtomicU64::new(0),
+                applied: tokio::sync::watch::Sender::new(0),
+                heard: parking_lot::Mutex::new(tokio::time::Instant::now()),
             }),
         })
     }
@@ -333,7 +339,39 @@ impl Cluster {
     }
 
     fn update(&self, change: impl FnOnce(&mut Status)) {
-        change(&mut self.inner.status.lock());
+        let applied_seq = {
+            let mut status = self.inner.status.lock();
+            change(&mut status);
+            status.applied_seq
+        };
+        self.inner.applied.send_if_modified(|applied| {
+            let moved = *applied != applied_seq;
+            *applied = applied_seq;
+            moved
+        });
+    }
+
+    /// Waits, for at most `limit`, until this node has applied the log up to stream sequence
+    /// `sequence`; whether it has. A standby answers a write it forwarded only then, so the
+    /// client reads its own write back from this node.
+    pub async fn applied(&self, sequence: u64, limit: Duration) -> bool {
+        let mut applied = self.inner.applied.subscribe();
+        let reached = applied.wait_for(|applied| sequence <= *applied);
+        matches!(tokio::time::timeout(limit, reached).await, Ok(Ok(_)))
+    }
+
+    /// How long since this node last knew it held the log to its end (it applied a message,
+    /// or the log said it had no more); zero while it leads.
+    pub fn unheard_for(&self) -> Duration {
+        if self.leading() {
+            return Duration::ZERO;
+        }
+        self.inner.heard.lock().elapsed()
+    }
+
+    /// This node holds the log to its end, as of now.
+    fn heard(&self) {
+        *self.inner.heard.lock() = tokio::time::Instant::now();
     }
 
     /// Follows the log into `ledger` through `journal`, and leads it when this node gets the
