@@ -118,6 +118,42 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock that never reads earlier than the newest time it was shown: a cluster node's,
+/// shown the time of each fact of the log it applies, so that a node whose wall clock is
+/// behind the last leader's does not take time back when it leads (locks expiring late,
+/// windows stretching, alert time standing still). Ahead, it keeps its own.
+pub struct FloorClock {
+    wall: Arc<dyn Clock>,
+    floor: AtomicU64,
+}
+
+impl FloorClock {
+    pub fn new(wall: Arc<dyn Clock>) -> Self {
+        FloorClock {
+            wall,
+            floor: AtomicU64::new(0),
+        }
+    }
+
+    /// The log holds a fact of time `at`.
+    pub fn saw(&self, at: Timestamp) {
+        self.floor.fetch_max(at.0, Ordering::AcqRel);
+    }
+
+    /// How far the newest time shown is ahead of the wall clock; zero when it is not.
+    pub fn wall_behind(&self) -> Duration {
+        Timestamp(self.floor.load(Ordering::Acquire)).saturating_since(self.wall.now())
+    }
+}
+
+impl Clock for FloorClock {
+    fn now(&self) -> Timestamp {
+        self.wall
+            .now()
+            .max(Timestamp(self.floor.load(Ordering::Acquire)))
+    }
+}
+
 /// A time as the API writes it: RFC 3339 in UTC with exactly three decimals
 /// (`2026-11-25T20:00:00.000Z`). Formatted by hand into a stack buffer, without allocating:
 /// every order answer carries two or three of them.
@@ -198,4 +234,28 @@ impl Serialize for Rfc3339 {
 
 pub fn rfc3339(timestamp: Timestamp) -> Rfc3339 {
     Rfc3339(timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_floor_clock_never_reads_before_the_newest_time_it_was_shown() {
+        // Goal: a node whose wall clock is 90 s behind the log's newest fact reads the
+        // fact's time until its own clock passes it, then its own; shown an older time, it
+        // keeps the newer.
+        let wall = ManualClock::new(Timestamp::from_millis(1_000_000));
+        let clock = FloorClock::new(Arc::new(wall.clone()));
+        assert_eq!(clock.now(), Timestamp::from_millis(1_000_000));
+        clock.saw(Timestamp::from_millis(1_090_000));
+        clock.saw(Timestamp::from_millis(1_050_000));
+        assert_eq!(clock.now(), Timestamp::from_millis(1_090_000));
+        assert_eq!(clock.wall_behind(), Duration::from_secs(90));
+        wall.advance(Duration::from_secs(60));
+        assert_eq!(clock.now(), Timestamp::from_millis(1_090_000));
+        wall.advance(Duration::from_secs(40));
+        assert_eq!(clock.now(), Timestamp::from_millis(1_100_000));
+        assert_eq!(clock.wall_behind(), Duration::ZERO);
+    }
 }

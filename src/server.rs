@@ -30,6 +30,10 @@ use crate::notify::Notifier;
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// How often finished orders past the idempotency window are forgotten.
 pub const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far behind the log's newest fact a node's clock may be when it takes over before it
+/// says so.
+const CLOCK_SKEW_WARN: Duration = Duration::from_secs(2);
 /// How long before a show starts and after it ends time still moves its listings' levels.
 pub const SHOW_TICK_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for requests in flight before it gives up on them.
@@ -58,6 +62,15 @@ pub async fn run(
             .map_err(std::io::Error::other)?,
         ),
         None => None,
+    };
+    // A cluster node's time never goes back behind the log's: it is shown every fact it
+    // applies, and reads the newest of those when its own clock is behind.
+    let log_time = cluster
+        .as_ref()
+        .map(|_| Arc::new(crate::clock::FloorClock::new(clock.clone())));
+    let clock: Arc<dyn Clock> = match &log_time {
+        Some(log_time) => log_time.clone(),
+        None => clock,
     };
     // Where a cluster node's ledger starts in the log: the shared snapshot's place, or 0;
     // and the alert engine's state there.
@@ -149,7 +162,10 @@ pub async fn run(
     );
     // The engine takes in every batch as it becomes durable, before anything in it is
     // acknowledged: the durable state, then the levels and alerts it makes.
-    journal.listen(Arc::new(EngineListener(engine.clone())));
+    journal.listen(Arc::new(EngineListener {
+        engine: engine.clone(),
+        log_time: log_time.clone(),
+    }));
     if cluster.is_some() {
         // Until this node leads, its ledger changes only by the log.
         engine.set_halts(false);
@@ -249,10 +265,21 @@ pub async fn run(
         let (engine, notifier) = (engine.clone(), notifier.clone());
         let (cancel, failure) = (cancel.clone(), cluster_failure.clone());
         let promoted_clock = clock.clone();
+        let promoted_log_time = log_time.clone();
         tasks.spawn(async move {
             let promoted = move || {
                 engine.set_halts(true);
                 notifier.set_delivers(true);
+                if let Some(behind) = promoted_log_time
+                    .as_ref()
+                    .map(|log_time| log_time.wall_behind())
+                    .filter(|behind| CLOCK_SKEW_WARN < *behind)
+                {
+                    tracing::warn!(
+                        behind_ms = behind.as_millis() as u64,
+                        "This node's clock is behind the log's newest fact; its facts take the log's time until the clock catches up. Check its time sync."
+                    );
+                }
                 // A red the last leader decided but died before halting is halted now.
                 let halted = engine.halt_red(promoted_clock.now());
                 if 0 < halted {
@@ -389,12 +416,22 @@ fn start_engine(
     engine
 }
 
-/// The journal's listener: the alert engine, which keeps the durable state.
-struct EngineListener(Arc<Engine>);
+/// The journal's listener: the alert engine, which keeps the durable state, and a cluster
+/// node's clock, shown the time of each fact.
+struct EngineListener {
+    engine: Arc<Engine>,
+    log_time: Option<Arc<crate::clock::FloorClock>>,
+}
 
 impl crate::journal::DurableListener for EngineListener {
     fn durable(&self, first_sequence: u64, facts: &[crate::ledger::Fact]) {
-        self.0.durable(first_sequence, facts);
+        if let (Some(log_time), Some(newest)) = (
+            &self.log_time,
+            facts.iter().map(crate::ledger::Fact::at).max(),
+        ) {
+            log_time.saw(newest);
+        }
+        self.engine.durable(first_sequence, facts);
     }
 }
 
