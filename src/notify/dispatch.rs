@@ -52,11 +52,39 @@ pub(super) struct Outgoing {
     pub delivery: u64,
     pub receiver: String,
     pub alerts: Vec<u64>,
+    /// Each alert's escalation step in it, in `alerts`' order: 0 for its first notice, `k`
+    /// for its k-th escalation.
+    pub steps: Vec<u32>,
     /// Alerts in it that a rate limit held back past the grouping window.
     pub held_back: u64,
     pub escalation: bool,
     pub at: Timestamp,
 }
+
+impl Outgoing {
+    /// The key a receiver drops repeats by: the receiver and each alert with its step, so a
+    /// node that takes over and sends again what the last leader sent sends it under the
+    /// same key. Hashed when long.
+    pub(super) fn idempotency_key(&self) -> String {
+        let mut key = format!("stockpulse-{}", self.receiver);
+        for (id, step) in self.alerts.iter().zip(&self.steps) {
+            key.push_str(&format!("-a{id}.{step}"));
+        }
+        if key.len() <= IDEMPOTENCY_KEY_MAX {
+            return key;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        format!("stockpulse-{}-h{hex}", self.receiver)
+    }
+}
+
+/// The longest idempotency key sent as is.
+const IDEMPOTENCY_KEY_MAX: usize = 128;
 
 /// One receiver's timing: the group it is gathering and what it sent lately.
 #[derive(Default)]
@@ -160,6 +188,7 @@ impl Dispatcher {
                 .get_or_insert(now);
         }
         let id = notice.id;
+        let raised = notice.at;
         let red = notice.to == Level::Red;
         let settled = notice.to == Level::Green;
         self.alerts.insert(
@@ -180,7 +209,7 @@ impl Dispatcher {
                     .collect(),
                 escalations: 0,
                 next_escalation: (red && !self.config.escalation.is_empty())
-                    .then(|| now.saturating_add(Duration::from_secs(self.config.escalate_after_s))),
+                    .then(|| escalation_time(&self.config, raised, 1)),
                 deliveries: Vec::new(),
             },
         );
@@ -261,7 +290,6 @@ impl Dispatcher {
     /// that changed.
     pub(super) fn due(&mut self, now: Timestamp) -> (Vec<Outgoing>, Vec<u64>) {
         let mut changed = Vec::new();
-        let repeat = Duration::from_secs(self.config.repeat_every_s);
         for record in self.alerts.values_mut() {
             let Some(next) = record.next_escalation else {
                 continue;
@@ -269,6 +297,10 @@ impl Dispatcher {
             if now < next || record.state != AlertState::Open {
                 continue;
             }
+            // The schedule is the alert's own (its time in the log, plus the steps), the same
+            // on every node: a node that takes over sends the step now due, under the key the
+            // last leader sent it with, not the first step again.
+            let step = steps_due(&self.config, record.notice.at, now).max(record.escalations + 1);
             for receiver in &self.config.escalation {
                 match record.owed.iter_mut().find(|(owed, _)| owed == receiver) {
                     Some((_, escalation)) => *escalation = true,
@@ -280,8 +312,9 @@ impl Dispatcher {
                     .group_since
                     .get_or_insert(now);
             }
-            record.escalations += 1;
-            record.next_escalation = Some(now.saturating_add(repeat));
+            record.escalations = step;
+            record.next_escalation =
+                Some(escalation_time(&self.config, record.notice.at, step + 1));
             changed.push(record.notice.id);
         }
         let window = self.window();
@@ -325,6 +358,7 @@ impl Dispatcher {
             let overdue =
                 Duration::from_secs(1) < now.saturating_since(since.saturating_add(window));
             let mut alerts = Vec::new();
+            let mut steps = Vec::new();
             let mut escalation = false;
             let mut held_back = 0;
             let delivery = self.next_delivery;
@@ -334,7 +368,9 @@ impl Dispatcher {
                     continue;
                 };
                 let (_, escalated) = record.owed.remove(position);
-                escalation |= escalated && record.state == AlertState::Open;
+                let escalated = escalated && record.state == AlertState::Open;
+                escalation |= escalated;
+                steps.push(if escalated { record.escalations } else { 0 });
                 if overdue {
                     held_back += 1;
                 }
@@ -352,6 +388,7 @@ impl Dispatcher {
                 delivery,
                 receiver,
                 alerts,
+                steps,
                 held_back,
                 escalation,
                 at: now,
@@ -375,4 +412,23 @@ impl Dispatcher {
     pub(super) fn next_alert_id(&self) -> u64 {
         self.alerts.keys().next_back().map_or(1, |last| last + 1)
     }
+}
+
+/// When step `step` (1 for the first) of escalating an alert raised at `raised` is due.
+fn escalation_time(config: &NotifyConfig, raised: Timestamp, step: u32) -> Timestamp {
+    let repeats = u64::from(step.saturating_sub(1)).saturating_mul(config.repeat_every_s);
+    raised.saturating_add(Duration::from_secs(
+        config.escalate_after_s.saturating_add(repeats),
+    ))
+}
+
+/// How many escalation steps of an alert raised at `raised` are due at `now`.
+fn steps_due(config: &NotifyConfig, raised: Timestamp, now: Timestamp) -> u32 {
+    let after = Duration::from_secs(config.escalate_after_s);
+    let since = now.saturating_since(raised);
+    if since < after {
+        return 0;
+    }
+    let repeats = (since - after).as_secs() / config.repeat_every_s.max(1);
+    u32::try_from(repeats.saturating_add(1)).unwrap_or(u32::MAX)
 }

@@ -653,7 +653,7 @@ impl Worker {
             else {
                 continue;
             };
-            let key = format!("stockpulse-{}-{}", message.receiver, message.delivery);
+            let key = message.idempotency_key();
             let records: Vec<&AlertRecord> = message
                 .alerts
                 .iter()

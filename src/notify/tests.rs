@@ -192,6 +192,53 @@ fn an_unacknowledged_red_escalates_and_repeats_until_acknowledged_or_resolved() 
 }
 
 #[test]
+fn a_node_that_takes_over_escalates_the_step_now_due_under_the_key_the_last_leader_used() {
+    // Goal: the escalation schedule is the alert's own (its time, plus 120 s, plus 120 s a
+    // step), so a node that stood by (it recorded the alert from the log but sent nothing)
+    // and takes over sends the step now due, counted as the leader counted, under the same
+    // idempotency key the leader sent that step with: a gateway drops it as a repeat, and a
+    // tiered escalation does not start over.
+    let mut leader = dispatcher();
+    let mut standby = dispatcher();
+    for dispatcher in [&mut leader, &mut standby] {
+        dispatcher.add(notice(1, "A", Level::Orange, Level::Red, false), at(0));
+    }
+    let mut sent = Vec::new();
+    for now in [5, 120, 125, 240, 245, 360, 365] {
+        for message in leader.due(at(now)).0 {
+            if message.escalation {
+                sent.push(message.idempotency_key());
+            }
+        }
+    }
+    assert_eq!(
+        sent,
+        [
+            "stockpulse-phone-a1.1",
+            "stockpulse-phone-a1.2",
+            "stockpulse-phone-a1.3"
+        ]
+    );
+    // The leader dies; the standby takes over at 370 s and ticks.
+    let mut resent = Vec::new();
+    for now in [370, 375] {
+        for message in standby.due(at(now)).0 {
+            if message.escalation {
+                resent.push(message.idempotency_key());
+            }
+        }
+    }
+    assert_eq!(resent, ["stockpulse-phone-a1.3"]);
+    let record = standby.record(1).expect("alert");
+    assert_eq!(record.escalations, 3);
+    assert_eq!(record.next_escalation, Some(at(480)));
+    assert_eq!(
+        leader.record(1).expect("alert").next_escalation,
+        record.next_escalation
+    );
+}
+
+#[test]
 fn an_escalation_waiting_in_its_group_is_dropped_by_an_acknowledgement_or_a_resolution() {
     // Goal: once acknowledged (or resolved by a later change) an alert pages nobody, even
     // when its escalation was already gathered into a group.
