@@ -259,6 +259,7 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
         .get::<Claims>()
         .cloned()
         .unwrap_or_else(Claims::open);
+    let (body, restock_id) = with_restock_id(&parts.method, parts.uri.path(), body.to_vec());
     let forwarded = forward::Request {
         method: parts.method.as_str().to_owned(),
         uri: parts.uri.path_and_query().map_or_else(
@@ -274,7 +275,7 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
             })
             .collect(),
         claims,
-        body: body.to_vec(),
+        body,
     };
     match cluster.ask(&leader, forwarded).await {
         Ok(answer) => {
@@ -289,8 +290,41 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
         }
         Err(error) => {
             tracing::warn!(%leader, %error, "Forwarding a write to the leader failed.");
-            forward_failed(&cluster, &error).into_response()
+            let mut refusal = forward_failed(&cluster, &error);
+            if let (Some(restock_id), ForwardError::OutcomeUnknown(_)) = (&restock_id, &error) {
+                refusal = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    format!(
+                        "the leader took this restock but its answer did not come back; it may have been applied: retry with \"restock_id\": \"{restock_id}\" (this node gave it that id), which is applied once"
+                    ),
+                );
+            }
+            refusal.into_response()
         }
+    }
+}
+
+/// A restock forwarded without a `restock_id` gets one here, so that the leader applies it
+/// once however often NATS or a client retries it under that id; the id given, if any. A
+/// body that is not a JSON object goes as it is (the leader refuses it).
+fn with_restock_id(method: &Method, path: &str, body: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let is_restock =
+        *method == Method::POST && path.starts_with("/api/v1/skus/") && path.ends_with("/restock");
+    if !is_restock {
+        return (body, None);
+    }
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(&body) else {
+        return (body, None);
+    };
+    if fields.get("restock_id").is_some_and(|id| !id.is_null()) {
+        return (body, None);
+    }
+    let restock_id = format!("forwarded-{:016x}", fastrand::u64(..));
+    fields.insert("restock_id".to_owned(), restock_id.clone().into());
+    match serde_json::to_vec(&fields) {
+        Ok(body) => (body, Some(restock_id)),
+        Err(_) => (body, None),
     }
 }
 
@@ -614,5 +648,43 @@ async fn serve_forwarded(app: axum::Router, forwarded: forward::Request) -> Answ
             })
             .collect(),
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restock_forwarded_without_an_id_gets_one_and_nothing_else_changes() {
+        // Goal: a restock a standby forwards always carries a `restock_id` (the leader then
+        // applies it once, and the client is told the id when the answer is lost); one
+        // with an id, other writes, and bodies that are not objects go as they came.
+        let path = "/api/v1/skus/A/restock";
+        let (body, given) = with_restock_id(&Method::POST, path, br#"{"qty": 5}"#.to_vec());
+        let given = given.expect("an id given");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["qty"], 5);
+        assert_eq!(body["restock_id"], given.as_str());
+        assert!(crate::ledger::RestockId::new(&given).is_ok());
+        let own = br#"{"qty": 5, "restock_id": "truck-7"}"#.to_vec();
+        assert_eq!(
+            with_restock_id(&Method::POST, path, own.clone()),
+            (own, None)
+        );
+        let other = br#"{"qty": 5}"#.to_vec();
+        assert_eq!(
+            with_restock_id(&Method::POST, "/api/v1/skus/A/halt", other.clone()),
+            (other.clone(), None)
+        );
+        assert_eq!(
+            with_restock_id(&Method::PUT, path, other.clone()),
+            (other, None)
+        );
+        let broken = b"[1, 2".to_vec();
+        assert_eq!(
+            with_restock_id(&Method::POST, path, broken.clone()),
+            (broken, None)
+        );
     }
 }
