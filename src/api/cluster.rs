@@ -429,22 +429,26 @@ fn forward_failed(cluster: &Cluster, error: &ForwardError) -> ApiError {
     }
 }
 
-/// Sends one order operation of a WebSocket session on a standby to the leader, as a
-/// one-item batch under the session's claims. The batch item's answer: its status and its
-/// `order` or `error`.
-pub(super) async fn forward_command(
+/// Sends order operations of a WebSocket session on a standby to the leader, as one batch
+/// under the session's claims (the leader runs it in order). Each item's answer: its status
+/// and its `order` or `error`.
+pub(super) async fn forward_commands(
     shared: &AppState,
     claims: &Claims,
-    op: &super::dto::BatchOp,
-) -> Result<serde_json::Value, ApiError> {
-    let body = serde_json::json!({ "ops": [op] });
+    ops: &[&super::dto::BatchOp],
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let body = serde_json::json!({ "ops": ops });
     let (status, mut body) = forward_as(shared, claims, "/api/v1/orders/batch", &body).await?;
     if status != 200 {
         // The whole batch was refused (503 on a node that lost the lead, 403…): its error is
-        // the command's.
-        return Ok(serde_json::json!({"status": status, "error": body["error"].take()}));
+        // each command's.
+        let refused = serde_json::json!({"status": status, "error": body["error"].take()});
+        return Ok(vec![refused; ops.len()]);
     }
-    Ok(body["results"][0].take())
+    match body["results"].take() {
+        serde_json::Value::Array(results) => Ok(results),
+        _ => Err(no_leader()),
+    }
 }
 
 /// Sends a WebSocket session's acknowledgement of alert `id` on a standby to the leader,

@@ -159,7 +159,13 @@ struct PendingReply {
     deadline: Instant,
     /// The command's client id, for that 503.
     id: String,
-    reply: Bytes,
+    reply: Awaited,
+}
+
+/// A reply as it waits: made here, or still coming from the leader (a standby's command).
+enum Awaited {
+    Ready(Bytes),
+    Leader(tokio::sync::oneshot::Receiver<Bytes>),
 }
 
 /// Replies waiting for the journal, in command order.
@@ -235,6 +241,11 @@ struct Session {
     bad_messages: u32,
     /// Order replies waiting for the journal, in command order.
     pending: Pending,
+    /// Told when an answer from the leader to a forwarded command came in.
+    answered: std::sync::Arc<tokio::sync::Notify>,
+    /// On a standby, what hands the session's order commands to the leader, once the first
+    /// came.
+    forwarder: Option<tokio::sync::mpsc::UnboundedSender<Forwarding>>,
     last_heard: Instant,
     started: Instant,
     /// Per topic (by its hub number), the sequence of the last snapshot sent: queued changes
@@ -265,6 +276,8 @@ async fn session(shared: AppState, socket: WebSocket, claims: Option<Claims>) {
         topics: Vec::new(),
         bad_messages: 0,
         pending: Pending::new(),
+        answered: std::sync::Arc::default(),
+        forwarder: None,
         last_heard: Instant::now(),
         started: Instant::now(),
         floors: std::collections::HashMap::new(),
@@ -299,6 +312,7 @@ impl Session {
                     Err(_) => Flow::End,
                 },
                 () = sleep_until_deadline(&self.pending) => self.flush_replies().await,
+                () = self.answered.notified() => self.flush_replies().await,
                 () = self.link.wake.notified() => self.on_wake(&mut frames).await,
                 () = shared.shutdown.cancelled() => {
                     self.close(CLOSE_IDLE, "server shutting down").await
@@ -479,9 +493,30 @@ impl Session {
             .is_some_and(|cluster| !cluster.leading());
         match op {
             Ok(op) if standby => {
-                // A standby takes order commands too: the leader runs them.
-                let result = super::cluster::forward_command(&self.shared, granted, &op).await;
-                forwarded_reply(self.codec, &mut self.pending, id, result);
+                // A standby takes order commands too: the leader runs them, in command
+                // order, while this session goes on; the answers queue in command order.
+                let (done, answer) = tokio::sync::oneshot::channel();
+                let claims = granted.clone();
+                let command = Forwarding {
+                    id: id.clone(),
+                    op,
+                    claims,
+                    done,
+                };
+                let (shared, codec, answered) =
+                    (self.shared.clone(), self.codec, self.answered.clone());
+                let forwarder = self.forwarder.get_or_insert_with(|| {
+                    let (queue, commands) = tokio::sync::mpsc::unbounded_channel();
+                    tokio::spawn(forward_in_order(shared, codec, commands, answered));
+                    queue
+                });
+                let _ = forwarder.send(command);
+                self.pending.push_back(PendingReply {
+                    needed: 0,
+                    deadline: Instant::now() + super::DURABLE_WAIT_MAX,
+                    id,
+                    reply: Awaited::Leader(answer),
+                });
             }
             op => command_reply(&self.shared, self.codec, &mut self.pending, id, op),
         }
@@ -622,8 +657,11 @@ impl Session {
 /// Resolves when the oldest waiting reply reaches its deadline; never without one.
 async fn sleep_until_deadline(pending: &Pending) {
     match pending.front() {
-        Some(front) => tokio::time::sleep_until(front.deadline).await,
-        None => std::future::pending().await,
+        // A reply from the leader wakes the session when it comes (`answered`).
+        Some(front) if matches!(front.reply, Awaited::Ready(_)) => {
+            tokio::time::sleep_until(front.deadline).await;
+        }
+        _ => std::future::pending().await,
     }
 }
 
@@ -832,7 +870,7 @@ fn command_reply(
         },
         Err(error) => Reply::refused(&id, error),
     };
-    let reply = reply.encode(codec);
+    let reply = Awaited::Ready(reply.encode(codec));
     pending.push_back(PendingReply {
         needed: if decided {
             shared.journal.submitted()
@@ -845,19 +883,66 @@ fn command_reply(
     });
 }
 
-/// Queues the reply to a command the leader ran for this standby: ready at once (the leader
-/// answered after its change was in the log), behind the replies queued before it.
-fn forwarded_reply(
-    codec: Codec,
-    pending: &mut Pending,
+/// An order command on its way to the leader.
+struct Forwarding {
     id: String,
-    result: Result<serde_json::Value, ApiError>,
+    op: BatchOp,
+    claims: Claims,
+    done: tokio::sync::oneshot::Sender<Bytes>,
+}
+
+/// How many commands of a session go to the leader in one batch at most.
+const FORWARDED_BATCH_MAX: usize = 64;
+
+/// Hands a standby session's order commands to the leader in command order, those that
+/// queued meanwhile together in one batch (which the leader runs in order), until the
+/// session ends; tells `answered` as each batch's replies are ready.
+async fn forward_in_order(
+    shared: AppState,
+    codec: Codec,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<Forwarding>,
+    answered: std::sync::Arc<tokio::sync::Notify>,
 ) {
-    let reply = match result {
+    let mut next = commands.recv().await;
+    while let Some(first) = next.take() {
+        let mut batch = vec![first];
+        while batch.len() < FORWARDED_BATCH_MAX {
+            match commands.try_recv() {
+                // One batch runs under one set of claims.
+                Ok(command) if command.claims == batch[0].claims => batch.push(command),
+                Ok(command) => {
+                    next = Some(command);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&BatchOp> = batch.iter().map(|command| &command.op).collect();
+        let results = super::cluster::forward_commands(&shared, &batch[0].claims, &ops).await;
+        for (index, command) in batch.into_iter().enumerate() {
+            let result = match &results {
+                Ok(items) => Ok(items.get(index).cloned().unwrap_or_default()),
+                Err(error) => Err(error.clone()),
+            };
+            let _ = command
+                .done
+                .send(forwarded_reply(codec, &command.id, result));
+        }
+        answered.notify_one();
+        if next.is_none() {
+            next = commands.recv().await;
+        }
+    }
+}
+
+/// The reply to a command the leader ran for this standby (the leader answered after its
+/// change was in the log, and this node waited until it held it).
+fn forwarded_reply(codec: Codec, id: &str, result: Result<serde_json::Value, ApiError>) -> Bytes {
+    match result {
         Ok(item) => {
             let forwarded = ForwardedReply {
                 kind: "reply",
-                id: &id,
+                id,
                 status: item["status"]
                     .as_u64()
                     .and_then(|status| u16::try_from(status).ok())
@@ -867,14 +952,8 @@ fn forwarded_reply(
             };
             codec.encode(&forwarded)
         }
-        Err(error) => Reply::refused(&id, &error).encode(codec),
-    };
-    pending.push_back(PendingReply {
-        needed: 0,
-        deadline: Instant::now() + super::DURABLE_WAIT_MAX,
-        id,
-        reply,
-    });
+        Err(error) => Reply::refused(id, &error).encode(codec),
+    }
 }
 
 /// A reply the leader's answer makes, for a command forwarded from a standby.
@@ -897,19 +976,33 @@ fn flush_due(shared: &AppState, pending: &mut Pending, now: Instant, codec: Code
     let durable = shared.journal.durable();
     let poisoned = shared.journal.poisoned();
     let mut ready = Vec::new();
-    while let Some(front) = pending.front() {
-        let reply = if front.needed <= durable {
-            front.reply.clone()
-        } else if front.deadline <= now || poisoned {
-            let unknown = ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "the journal could not make this change durable in time; its outcome is \
-                 unknown: retry with the same order_id",
-            );
-            Reply::refused(&front.id, &unknown).encode(codec)
-        } else {
-            break;
+    while let Some(front) = pending.front_mut() {
+        let reply = match &mut front.reply {
+            // The leader's answer, or the refusal the forwarding ended in, always comes.
+            Awaited::Leader(answer) => match answer.try_recv() {
+                Ok(reply) => reply,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    let unknown = ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "outcome_unknown",
+                        "the leader's answer to this command was lost; retry with the same \
+                         order_id",
+                    );
+                    Reply::refused(&front.id, &unknown).encode(codec)
+                }
+            },
+            Awaited::Ready(reply) if front.needed <= durable => reply.clone(),
+            Awaited::Ready(_) if front.deadline <= now || poisoned => {
+                let unknown = ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the journal could not make this change durable in time; its outcome is \
+                     unknown: retry with the same order_id",
+                );
+                Reply::refused(&front.id, &unknown).encode(codec)
+            }
+            Awaited::Ready(_) => break,
         };
         pending.pop_front();
         ready.push(Chunk::one(reply));

@@ -1504,6 +1504,42 @@ async fn a_screen_whose_node_dies_resumes_on_another_without_a_gap() {
     let (status, order) = get_json(&client, &format!("{leader_base}/api/v1/orders/ws-1")).await;
     assert_eq!(status, StatusCode::OK, "{order}");
     assert_eq!(order["status"], "sold");
+    // Many at once: the standby hands them all to the leader without waiting for each
+    // answer, and the replies come back in command order, a repeat answered as one.
+    for index in 2..=30 {
+        let order_id = if index == 30 {
+            "ws-2".to_owned()
+        } else {
+            format!("ws-{index}")
+        };
+        crate::push::send(
+            &mut commands,
+            json!({"op": "sell", "id": format!("c-{index}"), "order_id": order_id, "sku": "A", "qty": 1, "platform": "douyin"}),
+        )
+        .await;
+    }
+    let mut replies = Vec::new();
+    while replies.len() < 29 {
+        replies.extend(
+            crate::push::next_messages(&mut commands)
+                .await
+                .into_iter()
+                .filter(|message| message["type"] == "reply"),
+        );
+    }
+    let ids: Vec<String> = replies
+        .iter()
+        .map(|reply| reply["id"].as_str().expect("id").to_owned())
+        .collect();
+    let expected: Vec<String> = (2..=30).map(|index| format!("c-{index}")).collect();
+    assert_eq!(ids, expected);
+    assert!(
+        replies[..28].iter().all(|reply| reply["status"] == 201),
+        "{replies:?}"
+    );
+    assert_eq!(replies[28]["status"], 200, "a repeat: {:?}", replies[28]);
+    let (_, sku) = get_json(&client, &format!("{leader_base}/api/v1/skus/A")).await;
+    assert_eq!(sku["sold"], 149, "{sku}");
 }
 
 /// What one screen saw of its topics: each topic's messages by sequence number.
