@@ -272,9 +272,27 @@ async fn load_once(cluster: &Cluster) -> Result<Option<Loaded>, ClusterError> {
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != VERSION && version != VERSION_UNBOUND {
+    if VERSION < version {
         return Err(bad(&format!(
-            "version {version}, this node reads {VERSION_UNBOUND} and {VERSION}"
+            "version {version}, written by a newer node; this node reads {VERSION_UNBOUND} and \
+             {VERSION}: upgrade it"
+        )));
+    }
+    if version < VERSION_UNBOUND {
+        // Older than this node reads: the log itself will do while it still starts at its
+        // first message; a leader of this version shares a new snapshot soon.
+        let (first, _) = super::log::bounds(cluster).await?;
+        if first <= 1 {
+            tracing::warn!(
+                version,
+                "The shared snapshot is of a version this node does not read; following the log from its start."
+            );
+            return Ok(None);
+        }
+        return Err(bad(&format!(
+            "version {version}, older than this node reads ({VERSION_UNBOUND} and {VERSION}), \
+             and the log no longer starts at its first message: upgrade the leader, and start \
+             this node once it has shared a snapshot"
         )));
     }
     let (sequence, stream_seq, engine_bytes) = (word(12), word(20), word(28));

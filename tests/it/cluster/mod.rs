@@ -997,6 +997,63 @@ async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes
 }
 
 #[tokio::test]
+async fn a_shared_snapshot_of_an_older_version_is_passed_over_while_the_log_is_whole_and_a_newer_one_refused()
+ {
+    // Goal: a node meeting a shared snapshot older than it reads follows the log from its
+    // start instead (while the log still holds its first message), where it used to stop
+    // with 65; one newer than it reads is refused with 65, saying to upgrade.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nats = Nats::started(directory.path()).await;
+    let jetstream = nats_client(&nats).await;
+    let store = jetstream
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: "stockpulse-snapshots".to_owned(),
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("the snapshot store");
+    let object = |version: u32| {
+        let mut bytes = b"SPCLSNAP".to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&[0; 24]);
+        bytes
+    };
+    store
+        .put("latest", &mut &object(1)[..])
+        .await
+        .expect("a version-1 snapshot");
+    let mut node = Node::prepare(directory.path(), "a", &nats);
+    node.launch();
+    assert!(
+        crate::support::answers_within(&node.base, Duration::from_secs(20)).await,
+        "{}",
+        node.log_text()
+    );
+    assert!(
+        node.log_text().contains("following the log from its start"),
+        "{}",
+        node.log_text()
+    );
+    put_sku(&reqwest::Client::new(), &node.base, "A", 10).await;
+    node.kill();
+    store
+        .put("latest", &mut &object(9)[..])
+        .await
+        .expect("a version-9 snapshot");
+    node.launch();
+    let code = node.exit_code(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(65), "{}", node.log_text());
+    assert!(
+        node.log_text()
+            .contains("version 9, written by a newer node"),
+        "{}",
+        node.log_text()
+    );
+}
+
+#[tokio::test]
 async fn a_node_refuses_a_log_with_fewer_copies_or_a_lease_of_another_length_than_it_is_set_to() {
     // Goal: settings the streams already hold are checked against this node's: a log kept
     // in fewer copies than `cluster.replicas` (an acknowledgement would not mean a quorum
