@@ -6,21 +6,27 @@
 #     acknowledged; the failed attempts are counted), then start the killed node again;
 #   - under `stockpulse-load ingest` against the leader, the standbys' lag behind the log
 #     (messages not yet applied), sampled every 100 ms.
-# Usage: benches/cluster-failover.sh [KILLS] [LOAD_SECONDS]   (after cargo build --release)
+#   - with MODE=nats, KILLS times, kill -9 the NATS server that leads the log stream instead,
+#     and time from the kill to the first order acknowledged by the leader (JetStream elects a
+#     new stream leader meanwhile), then start that server again.
+# Usage: [MODE=nats] benches/cluster-failover.sh [KILLS] [LOAD_SECONDS]
+#        (after cargo build --release; NATS without credentials on loopback, so --insecure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${1:-10}
 LOAD_SECONDS=${2:-10}
+MODE=${MODE:-leader}
 BIN=target/release/stockpulse
 LOAD=target/release/stockpulse-load
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; pkill -f "$WORK" 2>/dev/null; sleep 0.5; rm -rf "$WORK"' EXIT
 
 ROUTES=nats://127.0.0.1:26321,nats://127.0.0.1:26322,nats://127.0.0.1:26323
-for i in 1 2 3; do
-  nats-server -n n$i -a 127.0.0.1 -p 2432$i -m 2832$i -js -sd "$WORK/n$i" \
-    --cluster_name bench --cluster nats://127.0.0.1:2632$i --routes $ROUTES >"$WORK/n$i.log" 2>&1 &
-done
+start_nats() {
+  nats-server -n n$1 -a 127.0.0.1 -p 2432$1 -m 2832$1 -js -sd "$WORK/n$1" \
+    --cluster_name bench --cluster nats://127.0.0.1:2632$1 --routes $ROUTES >>"$WORK/n$1.log" 2>&1 &
+}
+for i in 1 2 3; do start_nats $i; done
 for i in 1 2 3; do
   until curl -sf "127.0.0.1:2832$i/healthz" >/dev/null; do sleep 0.1; done
 done
@@ -29,7 +35,7 @@ NATS=nats://127.0.0.1:24321,nats://127.0.0.1:24322,nats://127.0.0.1:24323
 declare -A PORT=([a]=19101 [b]=19102 [c]=19103)
 start_node() {
   "$BIN" --listen "127.0.0.1:${PORT[$1]}" --data-dir "$WORK/$1" --cluster "$NATS" --node-id "$1" \
-    >>"$WORK/$1.log" 2>&1 &
+    --insecure >>"$WORK/$1.log" 2>&1 &
   until curl -sf "127.0.0.1:${PORT[$1]}/healthz" >/dev/null; do sleep 0.05; done
 }
 for node in a b c; do start_node "$node"; done
@@ -48,6 +54,48 @@ curl -sf -XPUT "127.0.0.1:${PORT[$(leader)]}/api/v1/skus/BENCH" -H 'content-type
 now_ms() { date +%s%3N; }
 TIMES=()
 FAILED=0
+
+# The NATS server that leads the log stream, by its number.
+stream_leader() {
+  for i in 1 2 3; do
+    curl -sf "127.0.0.1:2832$i/jsz?streams=true" 2>/dev/null | python3 -c '
+import json, sys
+for account in json.load(sys.stdin).get("account_details", []):
+    for stream in account.get("stream_detail", []):
+        if stream["name"] == "stockpulse":
+            print(stream.get("cluster", {}).get("leader", "")[1:])
+            sys.exit()' && return
+  done
+}
+
+if [ "$MODE" = nats ]; then
+  for kill in $(seq 1 "$KILLS"); do
+    server=$(stream_leader)
+    until [ -n "$server" ]; do sleep 0.1; server=$(stream_leader); done
+    target=$(leader)
+    pid=$(pgrep -f -- "-n n$server " | head -1)
+    started=$(now_ms)
+    kill -9 "$pid"
+    attempt=0
+    until curl -sf -m 2 -XPOST "127.0.0.1:${PORT[$target]}/api/v1/orders" -H 'content-type: application/json' \
+        -d "{\"order_id\":\"n$kill\",\"sku\":\"BENCH\",\"qty\":1,\"platform\":\"douyin\",\"paid\":true}" >/dev/null; do
+      attempt=$((attempt + 1))
+      sleep 0.02
+      target=$(leader); until [ -n "$target" ]; do sleep 0.05; target=$(leader); done
+    done
+    TIMES+=($(( $(now_ms) - started )))
+    FAILED=$((FAILED + attempt))
+    echo "kill $kill: NATS server n$server (stream leader), first acknowledgement on $target after ${TIMES[-1]} ms, $attempt attempts refused" >&2
+    start_nats "$server"
+    until curl -sf "127.0.0.1:2832$server/healthz" >/dev/null; do sleep 0.1; done
+    sleep 5
+  done
+  printf '%s\n' "${TIMES[@]}" | sort -n | awk -v failed="$FAILED" -v kills="$KILLS" '
+    { t[NR] = $1 }
+    END { printf "kill -9 of the NATS server leading the log stream to the first acknowledged order (%d kills): p50 %d ms, max %d ms; %d attempts refused or unanswered meanwhile, all acknowledged on retry\n", kills, t[int((NR + 1) / 2)], t[NR], failed }'
+  exit 0
+fi
+
 for kill in $(seq 1 "$KILLS"); do
   old=$(leader)
   until [ -n "$old" ]; do sleep 0.1; old=$(leader); done
