@@ -278,12 +278,14 @@ pub(super) async fn run(
                 }
             }
             Err(LeaseError::Taken) => {
+                cluster.jetstream_answered();
                 if let Ok(Some((_, claim))) = store.last().await {
                     cluster.update(|status| status.leader = Some(claim.node));
                 }
             }
             Err(LeaseError::Other(reason)) => {
                 tracing::warn!(%reason, "Cannot read the lease.");
+                cluster.jetstream_failed().await;
             }
         }
         tokio::time::sleep(config.lease_renew).await;
@@ -413,6 +415,7 @@ async fn lead(
             Ok(Ok(next)) => {
                 revision = next;
                 renewed = tokio::time::Instant::now();
+                cluster.jetstream_answered();
                 cluster.update(|status| {
                     if status.role == Role::Isolated {
                         tracing::info!("Renewed the lease again; leading.");
@@ -430,8 +433,12 @@ async fn lead(
             }
             Ok(Err(LeaseError::Other(reason))) => {
                 tracing::warn!(%reason, "Renewing the lease failed; trying again.");
+                cluster.jetstream_failed().await;
             }
-            Err(_) => tracing::warn!("Renewing the lease timed out; trying again."),
+            Err(_) => {
+                tracing::warn!("Renewing the lease timed out; trying again.");
+                cluster.jetstream_failed().await;
+            }
         }
         if config.lease_ttl <= renewed.elapsed() {
             // Cut off from the lease for longer than it lasts: another node may lead by now.

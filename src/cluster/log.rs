@@ -224,6 +224,7 @@ pub(super) async fn follow(
             Err(reason) => {
                 // NATS is failing over or overloaded: a standby waits, it does not stop.
                 tracing::warn!(%reason, "Cannot read the log yet; trying again.");
+                cluster.jetstream_failed().await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -242,7 +243,12 @@ pub(super) async fn follow(
                 Ok(None) => break,
                 Err(_) => {
                     let applied = position.lock().await.applied_seq;
-                    match last_sequence(&cluster).await {
+                    let last = last_sequence(&cluster).await;
+                    match &last {
+                        Ok(_) => cluster.jetstream_answered(),
+                        Err(_) => cluster.jetstream_failed().await,
+                    }
+                    match last {
                         Ok(last) if last <= applied => {
                             cluster.heard();
                             continue;

@@ -44,6 +44,11 @@ use log::StreamPosition;
 /// How long a starting node waits for JetStream to answer before it gives up.
 const JETSTREAM_READY_MAX: Duration = Duration::from_secs(60);
 
+/// How many JetStream requests in a row may fail through one NATS server before the node
+/// connects to another of its list: a server cut off from the rest of its cluster still
+/// answers pings, so the client would otherwise stay with it for the whole partition.
+const JETSTREAM_FAILURES_RECONNECT: u64 = 3;
+
 /// How often a starting node looks whether it has caught up with the log.
 const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 
@@ -219,6 +224,8 @@ struct Inner {
     applied: tokio::sync::watch::Sender<u64>,
     /// When this node last knew it held the log to its end.
     heard: parking_lot::Mutex<tokio::time::Instant>,
+    /// JetStream requests that failed in a row.
+    jetstream_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -276,6 +283,7 @@ impl Cluster {
                 forwarded: std::sync::atomic::AtomicU64::new(0),
                 applied: tokio::sync::watch::Sender::new(0),
                 heard: parking_lot::Mutex::new(tokio::time::Instant::now()),
+                jetstream_failures: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -367,6 +375,30 @@ impl Cluster {
             return Duration::ZERO;
         }
         self.inner.heard.lock().elapsed()
+    }
+
+    /// A JetStream request was answered.
+    fn jetstream_answered(&self) {
+        self.inner.jetstream_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A JetStream request failed or went unanswered; after a few in a row, this node
+    /// connects to another NATS server of its list.
+    async fn jetstream_failed(&self) {
+        let failures = self
+            .inner
+            .jetstream_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if failures.is_multiple_of(JETSTREAM_FAILURES_RECONNECT) {
+            tracing::warn!(
+                failures,
+                "JetStream does not answer through this NATS server; connecting to another."
+            );
+            if let Err(error) = self.inner.client.force_reconnect().await {
+                tracing::warn!(%error, "Cannot connect to another NATS server yet.");
+            }
+        }
     }
 
     /// This node holds the log to its end, as of now.

@@ -811,6 +811,20 @@ async fn a_nats_server_dying_does_not_stop_writes() {
 }
 
 impl Node {
+    /// Starts the node and checks that it refuses to run: exit 65 within `limit`, its log
+    /// saying `why`.
+    async fn refuses(&mut self, limit: Duration, why: &str) {
+        self.launch();
+        let code = self.exit_code(limit).await;
+        let log = self.log_text();
+        assert_eq!(code, Some(65), "node {}: {log}", self.id);
+        assert!(
+            log.contains(why),
+            "node {} does not say {why:?}: {log}",
+            self.id
+        );
+    }
+
     /// Waits for the node's process to exit by itself; its exit code.
     async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + limit;
@@ -872,6 +886,21 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
     );
 }
 
+/// Makes the lease stream as nodes whose leases last `max_age` would.
+async fn lease_stream(jetstream: &async_nats::jetstream::Context, max_age: Duration) {
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "stockpulse-lease".to_owned(),
+            subjects: vec!["stockpulse.lease.>".to_owned()],
+            max_messages_per_subject: 1,
+            max_age,
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("the lease stream");
+}
+
 /// Makes the log stream `stockpulse` as another program or version would, described so.
 async fn log_described(jetstream: &async_nats::jetstream::Context, description: &str) {
     jetstream
@@ -896,14 +925,8 @@ async fn a_node_refuses_a_stream_that_is_not_a_log_it_can_read() {
     let jetstream = nats_client(&nats).await;
     log_described(&jetstream, "stockpulse log, record format 999").await;
     let mut node = Node::prepare(directory.path(), "a", &nats);
-    node.launch();
-    let code = node.exit_code(Duration::from_secs(20)).await;
-    assert_eq!(code, Some(65), "{}", node.log_text());
-    assert!(
-        node.log_text().contains("record format 999"),
-        "{}",
-        node.log_text()
-    );
+    node.refuses(Duration::from_secs(20), "record format 999")
+        .await;
 }
 
 #[tokio::test]
@@ -920,17 +943,7 @@ async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes
     let nats = Nats::started(directory.path()).await;
     let jetstream = nats_client(&nats).await;
     log_described(&jetstream, "stockpulse log, record format 5").await;
-    jetstream
-        .get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: "stockpulse-lease".to_owned(),
-            subjects: vec!["stockpulse.lease.>".to_owned()],
-            max_messages_per_subject: 1,
-            max_age: Duration::from_millis(1500),
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("the lease stream");
+    lease_stream(&jetstream, Duration::from_millis(1500)).await;
     let renewing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let holder = {
         let (jetstream, renewing) = (jetstream.clone(), renewing.clone());
@@ -1042,15 +1055,11 @@ async fn a_shared_snapshot_of_an_older_version_is_passed_over_while_the_log_is_w
         .put("latest", &mut &object(9)[..])
         .await
         .expect("a version-9 snapshot");
-    node.launch();
-    let code = node.exit_code(Duration::from_secs(20)).await;
-    assert_eq!(code, Some(65), "{}", node.log_text());
-    assert!(
-        node.log_text()
-            .contains("version 9, written by a newer node"),
-        "{}",
-        node.log_text()
-    );
+    node.refuses(
+        Duration::from_secs(20),
+        "version 9, written by a newer node",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1075,40 +1084,22 @@ async fn a_node_refuses_a_log_with_fewer_copies_or_a_lease_of_another_length_tha
         .expect("an R1 log");
     drop(log);
     let mut node = Node::prepare(directory.path(), "a", &nats);
-    node.launch();
-    let code = node.exit_code(Duration::from_secs(20)).await;
-    assert_eq!(code, Some(65), "{}", node.log_text());
-    assert!(
-        node.log_text()
-            .contains("keeps 1 copies and this node is set to 3"),
-        "{}",
-        node.log_text()
-    );
+    node.refuses(
+        Duration::from_secs(20),
+        "keeps 1 copies and this node is set to 3",
+    )
+    .await;
     jetstream
         .delete_stream("stockpulse")
         .await
         .expect("deleted");
-    jetstream
-        .get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: "stockpulse-lease".to_owned(),
-            subjects: vec!["stockpulse.lease.>".to_owned()],
-            max_messages_per_subject: 1,
-            max_age: Duration::from_secs(10),
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("a lease stream of 10 s");
+    lease_stream(&jetstream, Duration::from_secs(10)).await;
     std::fs::remove_file(&node.log).expect("old log removed");
-    node.launch();
-    let code = node.exit_code(Duration::from_secs(20)).await;
-    assert_eq!(code, Some(65), "{}", node.log_text());
-    assert!(
-        node.log_text()
-            .contains("a lease there lasts 10000 ms and this node is set to 1500 ms"),
-        "{}",
-        node.log_text()
-    );
+    node.refuses(
+        Duration::from_secs(20),
+        "a lease there lasts 10000 ms and this node is set to 1500 ms",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1851,16 +1842,12 @@ async fn a_node_with_a_mistyped_stream_name_refuses_to_start_a_cluster_of_its_ow
     )
     .expect("configuration written");
     let mut stray = Node::prepare(&typo, "x", &nats);
-    stray.launch();
-    let code = stray.exit_code(Duration::from_secs(30)).await;
-    assert_eq!(code, Some(65), "{}", stray.log_text());
-    assert!(
-        stray
-            .log_text()
-            .contains("already holds the stockpulse log stockpulse"),
-        "{}",
-        stray.log_text()
-    );
+    stray
+        .refuses(
+            Duration::from_secs(30),
+            "already holds the stockpulse log stockpulse",
+        )
+        .await;
 
     let second = directory.path().join("second");
     std::fs::create_dir_all(&second).expect("directory");

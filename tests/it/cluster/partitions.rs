@@ -220,3 +220,78 @@ async fn a_standby_reads_back_its_own_writes_and_stops_answering_reads_once_cut_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The NATS server (by index) whose connections include the one named `stockpulse-<node>`.
+async fn server_of(nats: &Nats, node: &str) -> usize {
+    let name = format!("stockpulse-{node}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        for (index, port) in nats.monitor_ports.iter().enumerate() {
+            let connections: Value = match client
+                .get(format!("http://127.0.0.1:{port}/connz?limit=1000"))
+                .send()
+                .await
+            {
+                Ok(response) => response.json().await.unwrap_or(Value::Null),
+                Err(_) => continue,
+            };
+            let named = connections["connections"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|connection| connection["name"] == name.as_str())
+            });
+            if named {
+                return index;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no NATS server has a connection named {name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_nats_server_goes_silent_moves_to_another_and_keeps_up() {
+    // Goal (P4): a standby whose NATS server stops answering without closing anything (its
+    // link black-holed, as a server cut off from its cluster answers nothing JetStream
+    // asks) connects to another server of its list after a few unanswered requests, and
+    // keeps up with the log and takes writes, instead of waiting minutes for its pings to
+    // time out.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (nats, nodes, links) = three_linked_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let standby = (leader + 1) % nodes.len();
+    let client = reqwest::Client::new();
+    put_sku(&client, &nodes[leader].base, "A", 1_000).await;
+    let server = server_of(&nats, &nodes[standby].id).await;
+    links[standby][server].cut();
+    for index in 0..20 {
+        let placed = client
+            .post(format!("{}/api/v1/orders", nodes[leader].base))
+            .json(&json!({"order_id": format!("p4-{index}"), "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
+            .send()
+            .await
+            .expect("order");
+        assert_eq!(placed.status(), StatusCode::CREATED);
+    }
+    let head = nodes[leader].cluster().await.expect("leader's view")["applied_seq"]
+        .as_u64()
+        .expect("applied_seq");
+    view_until(&nodes[standby], Duration::from_secs(40), |view| {
+        view["applied_seq"]
+            .as_u64()
+            .is_some_and(|applied| head <= applied)
+    })
+    .await;
+    let placed = client
+        .post(format!("{}/api/v1/orders", nodes[standby].base))
+        .json(&json!({"order_id": "p4-through-standby", "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    assert!(
+        nodes[standby].log_text().contains("connecting to another"),
+        "{}",
+        nodes[standby].log_text()
+    );
+}
