@@ -295,3 +295,108 @@ async fn a_node_whose_nats_server_goes_silent_moves_to_another_and_keeps_up() {
         nodes[standby].log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_to_the_leader_loses_no_acknowledged_order_and_never_splits_the_brain() {
+    // Goal: the leader's links to NATS cut and healed every 700 ms for 15 s while buyers
+    // order through every node: every order acknowledged is on every node afterwards, none
+    // is sold twice, stock adds up, and no two nodes ever say they lead at the same term.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (_nats, nodes, links) = three_linked_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    put_sku(&client, &nodes[leader].base, "A", 1_000_000).await;
+    let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut buyers = Vec::new();
+    for (buyer, base) in bases.iter().enumerate() {
+        let (client, base) = (client.clone(), base.clone());
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        buyers.push(tokio::spawn(async move {
+            let mut index = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let order_id = format!("flap-{buyer}-{index}");
+                let sent = client
+                    .post(format!("{base}/api/v1/orders"))
+                    .json(&json!({"order_id": order_id, "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
+                    .send()
+                    .await;
+                if sent.is_ok_and(|response| response.status() == StatusCode::CREATED) {
+                    acknowledged.lock().push(order_id);
+                }
+                index += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    let mut leaders_by_term: BTreeMap<u64, String> = BTreeMap::new();
+    let flapping = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut cut = false;
+    while tokio::time::Instant::now() < flapping {
+        cut = !cut;
+        for link in &links[leader] {
+            if cut {
+                link.cut();
+            } else {
+                link.heal();
+            }
+        }
+        for node in &nodes {
+            if let Some(view) = node.cluster().await
+                && view["role"] == "leader"
+            {
+                let term = view["term"].as_u64().expect("term");
+                let named = leaders_by_term
+                    .entry(term)
+                    .or_insert_with(|| node.id.clone());
+                assert_eq!(*named, node.id, "two leaders at term {term}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    for link in &links[leader] {
+        link.heal();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for buyer in buyers {
+        buyer.await.expect("buyer");
+    }
+    let acknowledged = acknowledged.lock().clone();
+    assert!(!acknowledged.is_empty());
+    let now_leader = settled(&nodes).await;
+    let head = nodes[now_leader].cluster().await.expect("view")["applied_seq"].clone();
+    for node in &nodes {
+        view_until(node, Duration::from_secs(60), |view| {
+            view["applied_seq"] == head
+        })
+        .await;
+        for order_id in &acknowledged {
+            let read = client
+                .get(format!("{}/api/v1/orders/{order_id}", node.base))
+                .send()
+                .await
+                .expect("read");
+            assert_eq!(read.status(), StatusCode::OK, "{order_id} on {}", node.id);
+        }
+        let sku: Value = client
+            .get(format!("{}/api/v1/skus/A", node.base))
+            .send()
+            .await
+            .expect("sku")
+            .json()
+            .await
+            .expect("json");
+        let sold = sku["sold"].as_u64().expect("sold");
+        assert!(acknowledged.len() as u64 <= sold, "{sku}");
+        assert_eq!(
+            sku["available"].as_u64().expect("available") + sold,
+            1_000_000,
+            "{sku}"
+        );
+    }
+}

@@ -131,3 +131,43 @@ async fn a_node_whose_binary_was_replaced_starts_again_after_stepping_down() {
     }
     settled(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_again_waits_for_nats_instead_of_exiting() {
+    // Goal (C7): a node that starts again after stepping down (it carries its count of
+    // starts in its environment) and finds no NATS server waits for one, where a first
+    // start exits 69 at once; once NATS is back it joins and leads.
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut nats = super::Nats::started(directory.path()).await;
+    for index in 0..3 {
+        nats.kill(index);
+    }
+    let mut node = Node::prepare(directory.path(), "a", &nats);
+    node.env
+        .push(("STOCKPULSE_RESTARTS".to_owned(), "1:0".to_owned()));
+    node.launch();
+    assert_eq!(
+        node.exit_code(Duration::from_secs(5)).await,
+        None,
+        "it waits: {}",
+        node.log_text()
+    );
+    assert!(
+        node.log_text()
+            .contains("Cannot reach NATS; waiting for it."),
+        "{}",
+        node.log_text()
+    );
+    for index in 0..3 {
+        let child = nats.spawn(index);
+        nats.servers[index] = Some(child);
+    }
+    assert!(
+        crate::support::answers_within(&node.base, Duration::from_secs(60)).await,
+        "{}",
+        node.log_text()
+    );
+    let leader = leader_among(&[&node], Duration::from_secs(30)).await;
+    assert_eq!(leader.as_deref(), Some("a"), "{}", node.log_text());
+}

@@ -386,3 +386,62 @@ async fn a_forwarded_batch_whose_answer_outgrows_a_nats_message_is_answered_whol
     let (_, big) = sku(&client, &nodes[leader].base, "BIG").await;
     assert_eq!(big["locked"], 5000, "{big}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_never_writes_its_snapshot_over_a_newer_one() {
+    // Goal (C5): shared snapshot writes are fenced: a leader whose snapshot is older (a
+    // lower term or stream position) than the one stored, as a deposed leader's late write
+    // is, leaves the stored one as it is and says why.
+    // Method: the store's object is marked as written at term and position 10^12 (what a
+    // later leader's would be); the leader then cuts snapshots every 1,000 facts.
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        directory.path().join("cluster.toml"),
+        "snapshot_every_facts = 1000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
+    )
+    .expect("configuration written");
+    let (nats, nodes) = super::three_nodes(directory.path()).await;
+    let leader = settled(&nodes).await;
+    let store = super::nats_client(&nats)
+        .await
+        .get_object_store("stockpulse-snapshots")
+        .await
+        .expect("the snapshot store");
+    let mut meta = async_nats::jetstream::object_store::ObjectMetadata::from("latest");
+    meta.metadata = [
+        ("term".to_owned(), "1000000000000".to_owned()),
+        ("stream_seq".to_owned(), "1000000000000".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    store
+        .put(meta, &mut &b"a newer leader's snapshot"[..])
+        .await
+        .expect("the newer snapshot");
+    let client = reqwest::Client::new();
+    super::put_sku(&client, &nodes[leader].base, "F", 1_000_000).await;
+    super::sell_in_batches(&client, &nodes[leader].base, "s", 12, &["F"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !nodes[leader]
+        .log_text()
+        .contains("a newer shared snapshot is there")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            nodes[leader].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    store
+        .get("latest")
+        .await
+        .expect("the stored snapshot")
+        .read_to_end(&mut kept)
+        .await
+        .expect("read");
+    assert_eq!(kept, b"a newer leader's snapshot");
+}
