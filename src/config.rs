@@ -109,7 +109,8 @@ pub struct Config {
 /// A cluster's replicated log and leadership, on NATS JetStream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// The NATS servers to connect to (`nats://host:port`), any of them.
+    /// The NATS servers to connect to (`nats://host:port`, or `tls://host:port`), any of
+    /// them.
     pub nats: Vec<String>,
     /// This node's name, unique in the cluster: letters, digits, `-` and `_`.
     pub node_id: String,
@@ -131,6 +132,18 @@ pub struct ClusterConfig {
     /// Wait for NATS, however long, instead of exiting 69 when it cannot be reached: set
     /// for a node started again after stepping down, which was running a moment ago.
     pub patient: bool,
+    /// TLS to NATS, when any server is `tls://` or a certificate is named.
+    pub tls: Option<NatsTls>,
+}
+
+/// TLS between a node and NATS: the connection is refused unless the server proves itself
+/// by a certificate the CA (or, without one, the system's roots) signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsTls {
+    /// A PEM file of the CA that signed the servers' certificates.
+    pub ca: Option<std::path::PathBuf>,
+    /// This node's certificate and key (PEM), for servers that verify their clients.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -171,6 +184,11 @@ pub struct ClusterLayer {
     pub password: Option<String>,
     /// Also `STOCKPULSE_NATS_TOKEN`.
     pub token: Option<String>,
+    /// A PEM file of the CA that signed the NATS servers' certificates (TLS to NATS).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This node's certificate and key for NATS servers that verify clients.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// The log stream's name unless configured.
@@ -201,6 +219,9 @@ impl ClusterLayer {
             user: over.user.or(self.user),
             password: over.password.or(self.password),
             token: over.token.or(self.token),
+            tls_ca: over.tls_ca.or(self.tls_ca),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
         }
     }
 
@@ -216,9 +237,12 @@ impl ClusterLayer {
             .map(|url| url.trim().to_owned())
             .filter(|url| !url.is_empty())
             .collect();
-        if let Some(bad) = nats.iter().find(|url| !url.starts_with("nats://")) {
+        if let Some(bad) = nats
+            .iter()
+            .find(|url| !url.starts_with("nats://") && !url.starts_with("tls://"))
+        {
             return Err(ConfigError::Invalid(format!(
-                "cluster.nats: each server is nats://host:port, got {bad:?}"
+                "cluster.nats: each server is nats://host:port or tls://host:port, got {bad:?}"
             )));
         }
         let node_id = self.node_id.ok_or_else(|| {
@@ -265,6 +289,22 @@ impl ClusterLayer {
                 ));
             }
         };
+        let client = match (self.tls_cert, self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "cluster: give tls_cert and tls_key together".to_owned(),
+                ));
+            }
+        };
+        let tls = (nats.iter().any(|url| url.starts_with("tls://"))
+            || self.tls_ca.is_some()
+            || client.is_some())
+        .then_some(NatsTls {
+            ca: self.tls_ca,
+            client,
+        });
         Ok(Some(ClusterConfig {
             nats,
             node_id,
@@ -275,6 +315,7 @@ impl ClusterLayer {
             credentials,
             new_stream: self.new_stream.unwrap_or(false),
             patient: false,
+            tls,
         }))
     }
 }

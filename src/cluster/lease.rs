@@ -356,23 +356,7 @@ async fn promote(
             Ok(sequence) => {
                 held.applied_seq = sequence;
                 held.leading = true;
-                let replicator = StreamReplicator {
-                    cluster: cluster.clone(),
-                    runtime: tokio::runtime::Handle::current(),
-                    term,
-                    last: sequence,
-                };
-                journal
-                    .lead(ledger, Box::new(replicator))
-                    .map_err(|error| error.to_string())?;
-                cluster.inner.leading.store(true, Ordering::Release);
-                cluster.update(|status| {
-                    status.role = Role::Leader;
-                    status.applied_seq = sequence;
-                    status.stream_seq = sequence;
-                    status.facts = journal.durable();
-                });
-                tracing::info!(term, sequence, "Leading the log.");
+                take_the_writer(cluster, ledger, journal, term, sequence)?;
                 return Ok(revision);
             }
             Err(reason) => {
@@ -391,6 +375,35 @@ async fn promote(
             }
         }
     }
+}
+
+/// A node that fenced the log at `sequence` in `term`: its journal becomes the log's writer,
+/// appending after that sequence, and the node leads.
+fn take_the_writer(
+    cluster: &Cluster,
+    ledger: &Arc<Ledger>,
+    journal: &Arc<Journal>,
+    term: u64,
+    sequence: u64,
+) -> Result<(), String> {
+    let replicator = StreamReplicator {
+        cluster: cluster.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        term,
+        last: sequence,
+    };
+    journal
+        .lead(ledger, Box::new(replicator))
+        .map_err(|error| error.to_string())?;
+    cluster.inner.leading.store(true, Ordering::Release);
+    cluster.update(|status| {
+        status.role = Role::Leader;
+        status.applied_seq = sequence;
+        status.stream_seq = sequence;
+        status.facts = journal.durable();
+    });
+    tracing::info!(term, sequence, "Leading the log.");
+    Ok(())
 }
 
 /// Renews the lease until a renewal is refused (another node holds it) or the log refused an

@@ -150,6 +150,9 @@ fn readable_description(description: &str) -> bool {
 /// Connects to one of the NATS servers: fails fast when none answers, unless the node is
 /// patient ([`ClusterConfig::patient`]), which waits with a doubling pause.
 async fn dial(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+    // Two TLS back ends are built in (the NATS client's and the webhook client's), so the
+    // process says which one TLS to NATS uses; a second call finds it said.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let servers = config.nats.join(",");
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("stockpulse-{}", config.node_id))
@@ -162,6 +165,16 @@ async fn dial(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError
         }
         NatsCredentials::Token(token) => options.token(token.clone()),
     };
+    if let Some(tls) = &config.tls {
+        // Refused unless the server proves itself: credentials never cross in clear.
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
     let addresses: Vec<async_nats::ServerAddr> = config
         .nats
         .iter()

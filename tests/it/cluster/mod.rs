@@ -297,8 +297,12 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The node's view of the cluster; `None` when it does not answer within 3 s (a node
+    /// starting again holds its port while it waits for NATS).
     async fn cluster(&self) -> Option<Value> {
-        let mut request = reqwest::Client::new().get(format!("{}/api/v1/cluster", self.base));
+        let mut request = reqwest::Client::new()
+            .get(format!("{}/api/v1/cluster", self.base))
+            .timeout(Duration::from_secs(3));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -445,3 +445,80 @@ async fn a_leader_never_writes_its_snapshot_over_a_newer_one() {
         .expect("read");
     assert_eq!(kept, b"a newer leader's snapshot");
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, written as PEM files into `directory`
+/// under `name`: `<name>-ca.pem`, `<name>.pem`, `<name>-key.pem`.
+fn certificates(directory: &Path, name: &str) {
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).expect("the CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a server key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+    params.use_authority_key_identifier_extension = true;
+    params
+        .extended_key_usages
+        .push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let certificate = params
+        .signed_by(&key, &issuer)
+        .expect("the server certificate");
+    let write = |file: String, text: String| {
+        std::fs::write(directory.join(file), text).expect("PEM written");
+    };
+    write(format!("{name}-ca.pem"), ca.pem());
+    write(format!("{name}.pem"), certificate.pem());
+    write(format!("{name}-key.pem"), key.serialize_pem());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_talks_to_nats_over_tls_and_refuses_a_server_it_cannot_verify() {
+    // Goal: with `tls_ca` a node reaches NATS servers that require TLS, proving each by a
+    // certificate that CA signed (its NATS password then never crosses in clear), leads
+    // and takes writes; a node trusting another CA refuses the same servers (exit 69, no
+    // connection) rather than talk to one it cannot verify.
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    certificates(directory.path(), "nats");
+    certificates(directory.path(), "rogue");
+    let tls = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        directory.path().join("nats.pem").display(),
+        directory.path().join("nats-key.pem").display()
+    );
+    let nats = Nats::started_with(directory.path(), &tls).await;
+    let config = |ca: &str| {
+        format!(
+            "[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\ntls_ca = \"{}\"\n",
+            directory.path().join(ca).display()
+        )
+    };
+    let trusting = directory.path().join("trusting");
+    std::fs::create_dir_all(&trusting).expect("directory");
+    std::fs::write(trusting.join("cluster.toml"), config("nats-ca.pem")).expect("config");
+    let node = Node::start(&trusting, "a", &nats).await;
+    let leader = settled(std::slice::from_ref(&node)).await;
+    assert_eq!(leader, 0);
+    super::put_sku(&reqwest::Client::new(), &node.base, "TLS", 10).await;
+    let doubting = directory.path().join("doubting");
+    std::fs::create_dir_all(&doubting).expect("directory");
+    std::fs::write(doubting.join("cluster.toml"), config("rogue-ca.pem")).expect("config");
+    let mut stranger = Node::prepare(&doubting, "b", &nats);
+    stranger.launch();
+    let code = stranger.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(69), "{}", stranger.log_text());
+    assert!(
+        stranger.log_text().contains("cannot reach NATS"),
+        "{}",
+        stranger.log_text()
+    );
+}
