@@ -1409,15 +1409,22 @@ async fn a_standby_left_behind_a_trimmed_log_starts_again_from_the_snapshot() {
         "the log was not trimmed past the stopped node ({stopped_at} applied, log from {first})"
     );
     signal("-CONT");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let log = nodes[behind].log_text();
         if log.contains("Started from the shared snapshot") {
             break;
         }
+        // What the process is doing, if it never gets there.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("State:") || line.starts_with("Threads:"))
+            .collect::<Vec<_>>()
+            .join(", ");
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the node left behind did not start again from the snapshot:\n{log}"
+            "the node left behind did not start again from the snapshot ({state}):\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -33,6 +33,22 @@ async fn three_linked_nodes(directory: &Path) -> (Nats, Vec<Node>, Vec<Vec<Link>
     (nats, nodes, links)
 }
 
+/// Sells `qty` of SKU A as a paid order `order_id` through the node at `base`: the answer,
+/// or `None` when none came.
+async fn sell(
+    client: &reqwest::Client,
+    base: &str,
+    order_id: &str,
+    qty: u32,
+) -> Option<reqwest::Response> {
+    client
+        .post(format!("{base}/api/v1/orders"))
+        .json(&json!({"order_id": order_id, "sku": "A", "qty": qty, "platform": "douyin", "paid": true}))
+        .send()
+        .await
+        .ok()
+}
+
 /// Polls `node`'s view until `check` holds, for at most `limit`; the view it held on.
 async fn view_until(node: &Node, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + limit;
@@ -68,10 +84,7 @@ async fn an_isolated_leader_says_so_and_the_node_that_takes_over_names_itself() 
     let old = settled(&nodes).await;
     let client = reqwest::Client::new();
     put_sku(&client, &nodes[old].base, "A", 100).await;
-    let sold = client
-        .post(format!("{}/api/v1/orders", nodes[old].base))
-        .json(&json!({"order_id": "before-cut", "sku": "A", "qty": 3, "platform": "douyin", "paid": true}))
-        .send()
+    let sold = sell(&client, &nodes[old].base, "before-cut", 3)
         .await
         .expect("order");
     assert_eq!(sold.status(), StatusCode::CREATED);
@@ -155,12 +168,7 @@ async fn a_standby_reads_back_its_own_writes_and_stops_answering_reads_once_cut_
     let base = &nodes[standby].base;
     for index in 0..100 {
         let order_id = format!("ryw-{index}");
-        let placed = client
-            .post(format!("{base}/api/v1/orders"))
-            .json(&json!({"order_id": order_id, "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
-            .send()
-            .await
-            .expect("order");
+        let placed = sell(&client, base, &order_id, 1).await.expect("order");
         assert_eq!(placed.status(), StatusCode::CREATED, "{order_id}");
         assert!(placed.headers().get("x-stockpulse-log-seq").is_none());
         let read = client
@@ -265,10 +273,7 @@ async fn a_node_whose_nats_server_goes_silent_moves_to_another_and_keeps_up() {
     let server = server_of(&nats, &nodes[standby].id).await;
     links[standby][server].cut();
     for index in 0..20 {
-        let placed = client
-            .post(format!("{}/api/v1/orders", nodes[leader].base))
-            .json(&json!({"order_id": format!("p4-{index}"), "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
-            .send()
+        let placed = sell(&client, &nodes[leader].base, &format!("p4-{index}"), 1)
             .await
             .expect("order");
         assert_eq!(placed.status(), StatusCode::CREATED);
@@ -282,10 +287,7 @@ async fn a_node_whose_nats_server_goes_silent_moves_to_another_and_keeps_up() {
             .is_some_and(|applied| head <= applied)
     })
     .await;
-    let placed = client
-        .post(format!("{}/api/v1/orders", nodes[standby].base))
-        .json(&json!({"order_id": "p4-through-standby", "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
-        .send()
+    let placed = sell(&client, &nodes[standby].base, "p4-through-standby", 1)
         .await
         .expect("order");
     assert_eq!(placed.status(), StatusCode::CREATED);
@@ -321,12 +323,8 @@ async fn a_flapping_link_to_the_leader_loses_no_acknowledged_order_and_never_spl
             let mut index = 0;
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 let order_id = format!("flap-{buyer}-{index}");
-                let sent = client
-                    .post(format!("{base}/api/v1/orders"))
-                    .json(&json!({"order_id": order_id, "sku": "A", "qty": 1, "platform": "douyin", "paid": true}))
-                    .send()
-                    .await;
-                if sent.is_ok_and(|response| response.status() == StatusCode::CREATED) {
+                let sent = sell(&client, &base, &order_id, 1).await;
+                if sent.is_some_and(|response| response.status() == StatusCode::CREATED) {
                     acknowledged.lock().push(order_id);
                 }
                 index += 1;
