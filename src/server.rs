@@ -425,10 +425,10 @@ struct EngineListener {
 
 impl crate::journal::DurableListener for EngineListener {
     fn durable(&self, first_sequence: u64, facts: &[crate::ledger::Fact]) {
-        if let (Some(log_time), Some(newest)) = (
-            &self.log_time,
-            facts.iter().map(crate::ledger::Fact::at).max(),
-        ) {
+        // Only a cluster node's: a single node's batches pass here on the order path.
+        if let Some(log_time) = &self.log_time
+            && let Some(newest) = facts.iter().map(crate::ledger::Fact::at).max()
+        {
             log_time.saw(newest);
         }
         self.engine.durable(first_sequence, facts);

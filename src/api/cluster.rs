@@ -253,30 +253,8 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
             .into_response();
         }
     };
-    // Admission put the claims there; without a secret every request is an administrator.
-    let claims = parts
-        .extensions
-        .get::<Claims>()
-        .cloned()
-        .unwrap_or_else(Claims::open);
     let (body, restock_id) = with_restock_id(&parts.method, parts.uri.path(), body.to_vec());
-    let forwarded = forward::Request {
-        method: parts.method.as_str().to_owned(),
-        uri: parts.uri.path_and_query().map_or_else(
-            || parts.uri.path().to_owned(),
-            |value| value.as_str().to_owned(),
-        ),
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-            })
-            .collect(),
-        claims,
-        body,
-    };
+    let forwarded = forwarded_request(&parts, body);
     match cluster.ask(&leader, forwarded).await {
         Ok(answer) => {
             let lag = read_your_write(&cluster, &answer).await;
@@ -290,18 +268,34 @@ pub(super) async fn forward_or_serve(shared: &AppState, request: Request, next: 
         }
         Err(error) => {
             tracing::warn!(%leader, %error, "Forwarding a write to the leader failed.");
-            let mut refusal = forward_failed(&cluster, &error);
-            if let (Some(restock_id), ForwardError::OutcomeUnknown(_)) = (&restock_id, &error) {
-                refusal = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "outcome_unknown",
-                    format!(
-                        "the leader took this restock but its answer did not come back; it may have been applied: retry with \"restock_id\": \"{restock_id}\" (this node gave it that id), which is applied once"
-                    ),
-                );
-            }
-            refusal.into_response()
+            forward_failed(&cluster, &error, restock_id.as_deref()).into_response()
         }
+    }
+}
+
+/// The write as the leader runs it: method, path and query, the headers it reads, the
+/// claims admission proved (without a secret every request is an administrator), `body`.
+fn forwarded_request(parts: &axum::http::request::Parts, body: Vec<u8>) -> forward::Request {
+    forward::Request {
+        method: parts.method.as_str().to_owned(),
+        uri: parts.uri.path_and_query().map_or_else(
+            || parts.uri.path().to_owned(),
+            |value| value.as_str().to_owned(),
+        ),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        claims: parts
+            .extensions
+            .get::<Claims>()
+            .cloned()
+            .unwrap_or_else(Claims::open),
+        body,
     }
 }
 
@@ -364,9 +358,8 @@ async fn read_here(cluster: &Cluster, request: Request, next: Next) -> Response 
         )
         .into_response();
     }
-    let status = cluster.status();
+    let lag = cluster.lag();
     let mut response = next.run(request).await;
-    let lag = status.stream_seq.saturating_sub(status.applied_seq);
     response
         .headers_mut()
         .insert(LAG_HEADER, HeaderValue::from(lag));
@@ -385,7 +378,7 @@ async fn read_your_write(cluster: &Cluster, answer: &Answer) -> Option<u64> {
     if cluster.applied(sequence, READ_YOUR_WRITES_MAX).await {
         return None;
     }
-    Some(sequence.saturating_sub(cluster.status().applied_seq))
+    Some(sequence.saturating_sub(cluster.applied_seq()))
 }
 
 fn into_response(answer: Answer) -> Response {
@@ -407,10 +400,19 @@ fn into_response(answer: Answer) -> Response {
 }
 
 /// What the client is told when its write could not be handed on, by what this node knows
-/// of its outcome.
-fn forward_failed(cluster: &Cluster, error: &ForwardError) -> ApiError {
+/// of its outcome; `restock_id` is the id this node gave a restock that came without one.
+fn forward_failed(cluster: &Cluster, error: &ForwardError, restock_id: Option<&str>) -> ApiError {
     match error {
         ForwardError::NotDelivered(_) => not_leader_error(cluster),
+        ForwardError::OutcomeUnknown(_) if let Some(restock_id) = restock_id => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "the leader took this restock but its answer did not come back; it may have \
+                 been applied: retry with \"restock_id\": \"{restock_id}\" (this node gave it \
+                 that id), which is applied once"
+            ),
+        ),
         ForwardError::OutcomeUnknown(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "outcome_unknown",
@@ -505,7 +507,7 @@ async fn forward_as(
     };
     let answer = cluster.ask(&leader, forwarded).await.map_err(|error| {
         tracing::warn!(%leader, %error, "Forwarding a command to the leader failed.");
-        forward_failed(cluster, &error)
+        forward_failed(cluster, &error, None)
     })?;
     read_your_write(cluster, &answer).await;
     let body = serde_json::from_slice(&answer.body).map_err(|_| no_leader())?;
@@ -593,7 +595,7 @@ pub(crate) async fn answer_forwarded(
                         let mut answer = serve_forwarded(app, request).await;
                         // Where the log was once this answer was made: the standby waits
                         // until it holds that much before it answers its client.
-                        let appended = cluster.status().applied_seq;
+                        let appended = cluster.applied_seq();
                         answer
                             .headers
                             .push((LOG_SEQ_HEADER.to_owned(), appended.to_string()));

@@ -493,34 +493,37 @@ impl Session {
             .is_some_and(|cluster| !cluster.leading());
         match op {
             Ok(op) if standby => {
-                // A standby takes order commands too: the leader runs them, in command
-                // order, while this session goes on; the answers queue in command order.
-                let (done, answer) = tokio::sync::oneshot::channel();
                 let claims = granted.clone();
-                let command = Forwarding {
-                    id: id.clone(),
-                    op,
-                    claims,
-                    done,
-                };
-                let (shared, codec, answered) =
-                    (self.shared.clone(), self.codec, self.answered.clone());
-                let forwarder = self.forwarder.get_or_insert_with(|| {
-                    let (queue, commands) = tokio::sync::mpsc::unbounded_channel();
-                    tokio::spawn(forward_in_order(shared, codec, commands, answered));
-                    queue
-                });
-                let _ = forwarder.send(command);
-                self.pending.push_back(PendingReply {
-                    needed: 0,
-                    deadline: Instant::now() + super::DURABLE_WAIT_MAX,
-                    id,
-                    reply: Awaited::Leader(answer),
-                });
+                self.forward(id, op, claims);
             }
             op => command_reply(&self.shared, self.codec, &mut self.pending, id, op),
         }
         self.flush_replies().await
+    }
+
+    /// A standby takes order commands too: the leader runs them, in command order, while
+    /// this session goes on; the answer queues in command order.
+    fn forward(&mut self, id: String, op: BatchOp, claims: Claims) {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let command = Forwarding {
+            id: id.clone(),
+            op,
+            claims,
+            done,
+        };
+        let (shared, codec, answered) = (self.shared.clone(), self.codec, self.answered.clone());
+        let forwarder = self.forwarder.get_or_insert_with(|| {
+            let (queue, commands) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(forward_in_order(shared, codec, commands, answered));
+            queue
+        });
+        let _ = forwarder.send(command);
+        self.pending.push_back(PendingReply {
+            needed: 0,
+            deadline: Instant::now() + super::DURABLE_WAIT_MAX,
+            id,
+            reply: Awaited::Leader(answer),
+        });
     }
 
     /// `subscribe`: a snapshot of each new topic (or what it missed since `since`), then its

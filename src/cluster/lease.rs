@@ -184,7 +184,7 @@ impl Lease {
     async fn last(&self) -> Result<Option<(u64, Claim)>, String> {
         let stream = self
             .jetstream
-            .get_stream(&self.stream)
+            .get_stream_no_info(&self.stream)
             .await
             .map_err(|error| error.to_string())?;
         match stream.get_last_raw_message_by_subject(&self.subject).await {
@@ -209,7 +209,7 @@ impl Lease {
         }
         let stream = self
             .jetstream
-            .get_stream(&self.stream)
+            .get_stream_no_info(&self.stream)
             .await
             .map_err(|error| error.to_string())?;
         stream
@@ -310,13 +310,7 @@ async fn promote(
     let mut fence_tries = 0;
     loop {
         if config.lease_renew <= renewed.elapsed() {
-            revision = store
-                .claim_or_own(revision)
-                .await
-                .map_err(|error| match error {
-                    LeaseError::Taken => "lost the lease while catching up".to_owned(),
-                    LeaseError::Other(reason) => format!("cannot renew the lease: {reason}"),
-                })?;
+            revision = renew_as_candidate(store, revision).await?;
             renewed = tokio::time::Instant::now();
         }
         let last = log::last_sequence(cluster)
@@ -375,6 +369,17 @@ async fn promote(
             }
         }
     }
+}
+
+/// Renews the lease of a candidate still catching up; its new revision, or why it is lost.
+async fn renew_as_candidate(store: &Lease, revision: u64) -> Result<u64, String> {
+    store
+        .claim_or_own(revision)
+        .await
+        .map_err(|error| match error {
+            LeaseError::Taken => "lost the lease while catching up".to_owned(),
+            LeaseError::Other(reason) => format!("cannot renew the lease: {reason}"),
+        })
 }
 
 /// A node that fenced the log at `sequence` in `term`: its journal becomes the log's writer,

@@ -117,24 +117,31 @@ pub(super) async fn ensure_stream(
             reason: format!("it says {described:?}, this node writes and reads {description:?}"),
         });
     }
-    if info.config.num_replicas < config.replicas {
+    check_replicas(config, info.config.num_replicas)?;
+    Ok(info.created.unix_timestamp_nanos())
+}
+
+/// Refuses a log kept in fewer copies than `cluster.replicas` promises; more is said, and
+/// holds.
+fn check_replicas(config: &ClusterConfig, stream_replicas: usize) -> Result<(), ClusterError> {
+    if stream_replicas < config.replicas {
         return Err(ClusterError::Incompatible {
             stream: config.stream.clone(),
             reason: format!(
-                "it keeps {} copies and this node is set to {} (cluster.replicas): an acknowledgement would not mean what the setting promises; raise the stream's replicas (nats stream edit) or lower the setting",
-                info.config.num_replicas, config.replicas
+                "it keeps {stream_replicas} copies and this node is set to {} (cluster.replicas): an acknowledgement would not mean what the setting promises; raise the stream's replicas (nats stream edit) or lower the setting",
+                config.replicas
             ),
         });
     }
-    if config.replicas < info.config.num_replicas {
+    if config.replicas < stream_replicas {
         tracing::warn!(
             stream = %config.stream,
-            stream_replicas = info.config.num_replicas,
+            stream_replicas,
             replicas = config.replicas,
             "The log keeps more copies than cluster.replicas says; the log's count holds."
         );
     }
-    Ok(info.created.unix_timestamp_nanos())
+    Ok(())
 }
 
 /// Makes the log say the record format this node writes, and take messages on shard 0's
@@ -145,11 +152,14 @@ pub(super) async fn describe(cluster: &Cluster) -> Result<(), ClusterError> {
     let config = &cluster.inner.config;
     let nats = |error: &dyn std::fmt::Display| ClusterError::Nats(error.to_string());
     let jetstream = &cluster.inner.jetstream;
-    let mut stream = jetstream
-        .get_stream(&config.stream)
+    // One request: the stream's info, not a look-up and then its info again.
+    let info = jetstream
+        .get_stream_no_info(&config.stream)
+        .await
+        .map_err(|error| nats(&error))?
+        .get_info()
         .await
         .map_err(|error| nats(&error))?;
-    let info = stream.info().await.map_err(|error| nats(&error))?;
     let description = stream_description();
     let subjects = vec![log_subject(&config.stream)];
     if info.config.description.as_deref() == Some(description.as_str())
@@ -179,14 +189,14 @@ pub(super) fn epoch_of(created: i128) -> u64 {
 
 /// The stream's first and last sequences now.
 pub(super) async fn bounds(cluster: &Cluster) -> Result<(u64, u64), ClusterError> {
-    let mut stream = cluster
+    // One request: the stream's info, not a look-up and then its info again.
+    let info = cluster
         .inner
         .jetstream
-        .get_stream(&cluster.inner.config.stream)
+        .get_stream_no_info(&cluster.inner.config.stream)
         .await
-        .map_err(|error| ClusterError::Nats(error.to_string()))?;
-    let info = stream
-        .info()
+        .map_err(|error| ClusterError::Nats(error.to_string()))?
+        .get_info()
         .await
         .map_err(|error| ClusterError::Nats(error.to_string()))?;
     Ok((info.state.first_sequence, info.state.last_sequence))
@@ -243,26 +253,10 @@ pub(super) async fn follow(
                 Ok(None) => break,
                 Err(_) => {
                     let applied = position.lock().await.applied_seq;
-                    let last = last_sequence(&cluster).await;
-                    match &last {
-                        Ok(_) => cluster.jetstream_answered(),
-                        Err(_) => cluster.jetstream_failed().await,
+                    if behind_when_quiet(&cluster, applied).await {
+                        break;
                     }
-                    match last {
-                        Ok(last) if last <= applied => {
-                            cluster.heard();
-                            continue;
-                        }
-                        Ok(last) => {
-                            tracing::warn!(
-                                applied,
-                                last,
-                                "The log reader went quiet behind the stream; reading it again."
-                            );
-                            break;
-                        }
-                        _ => continue,
-                    }
+                    continue;
                 }
             };
             let (sequence, pending) = match message.info() {
@@ -277,23 +271,11 @@ pub(super) async fn follow(
             if sequence <= position.applied_seq {
                 continue;
             }
-            if position.applied_seq + 1 < sequence {
-                let first = bounds(&cluster).await.map(|(first, _)| first).unwrap_or(0);
-                if position.applied_seq + 1 < first {
-                    // The messages in between were trimmed after a newer shared snapshot:
-                    // this node is further behind than the log keeps.
-                    return Err(ClusterError::SteppedDown(format!(
-                        "the log now starts at message {first}, past this node's {}; starting again from the newest snapshot",
-                        position.applied_seq
-                    )));
-                }
-                // Not a trim: sequences on another subject of a log made before it took
-                // shard 0's only, or messages deleted by hand. Nothing of the log is missing.
-                tracing::warn!(
-                    applied = position.applied_seq,
-                    sequence,
-                    "The log skips sequences that are not log messages; going on."
-                );
+            if position.applied_seq + 1 < sequence
+                && !gap_is_no_loss(&cluster, position.applied_seq, sequence).await?
+            {
+                // The log could not be asked where it starts: read it again from here.
+                break;
             }
             let headers = message.headers.clone().unwrap_or_default();
             let kind = header(&headers, KIND).unwrap_or_default();
@@ -344,6 +326,61 @@ pub(super) async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The reader was quiet for [`FOLLOW_QUIET_MAX`]: whether the log has moved on past
+/// `applied` (the reader must be made again). At the log's end, this node knows it is.
+async fn behind_when_quiet(cluster: &Cluster, applied: u64) -> bool {
+    let last = match last_sequence(cluster).await {
+        Ok(last) => {
+            cluster.jetstream_answered();
+            last
+        }
+        Err(_) => {
+            cluster.jetstream_failed().await;
+            return false;
+        }
+    };
+    if last <= applied {
+        cluster.heard();
+        return false;
+    }
+    tracing::warn!(
+        applied,
+        last,
+        "The log reader went quiet behind the stream; reading it again."
+    );
+    true
+}
+
+/// The reader skipped from `applied` to `sequence`. A trim past `applied` (a newer shared
+/// snapshot) means this node is further behind than the log keeps: it steps down to start
+/// again from the snapshot. Otherwise nothing of the log is missing (sequences on another
+/// subject of a log made before it took shard 0's only, or messages deleted by hand):
+/// `true`, go on. `false` when the log could not be asked where it starts.
+async fn gap_is_no_loss(
+    cluster: &Cluster,
+    applied: u64,
+    sequence: u64,
+) -> Result<bool, ClusterError> {
+    let first = match bounds(cluster).await {
+        Ok((first, _)) => first,
+        Err(error) => {
+            tracing::warn!(%error, applied, sequence, "The log skips sequences and cannot be asked why; reading it again.");
+            return Ok(false);
+        }
+    };
+    if applied + 1 < first {
+        return Err(ClusterError::SteppedDown(format!(
+            "the log now starts at message {first}, past this node's {applied}; starting again from the newest snapshot"
+        )));
+    }
+    tracing::warn!(
+        applied,
+        sequence,
+        "The log skips sequences that are not log messages; going on."
+    );
+    Ok(true)
 }
 
 /// An ordered reader of the log from stream sequence `start`.

@@ -372,6 +372,17 @@ impl Cluster {
         });
     }
 
+    /// The stream sequence of the last message this node applied (or appended, leading).
+    pub fn applied_seq(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// How many messages this node is behind the log's end as it last saw it.
+    pub fn lag(&self) -> u64 {
+        let status = self.inner.status.lock();
+        status.stream_seq.saturating_sub(status.applied_seq)
+    }
+
     /// Waits, for at most `limit`, until this node has applied the log up to stream sequence
     /// `sequence`; whether it has. A standby answers a write it forwarded only then, so the
     /// client reads its own write back from this node.

@@ -5,6 +5,7 @@
 //! [`Outgoing`] values for the outbox.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ impl Outgoing {
     pub(super) fn idempotency_key(&self) -> String {
         let mut key = format!("stockpulse-{}", self.receiver);
         for (id, step) in self.alerts.iter().zip(&self.steps) {
-            key.push_str(&format!("-a{id}.{step}"));
+            let _ = write!(key, "-a{id}.{step}");
         }
         if key.len() <= IDEMPOTENCY_KEY_MAX {
             return key;

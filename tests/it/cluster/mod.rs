@@ -657,13 +657,7 @@ async fn a_leader_paused_past_its_lease_cannot_append_and_answers_503() {
         .expect("client");
     put_sku(&client, &nodes[old].base, "A", 100).await;
     let pid = nodes[old].child.as_ref().expect("running").id();
-    let signal = |signal: &str| {
-        let sent = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill {signal} {pid}");
-    };
+    let signal = |name: &str| send_signal(pid, name);
     signal("-STOP");
     let others: Vec<&Node> = nodes
         .iter()
@@ -888,6 +882,27 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
         log.contains(&format!("stream stockpulse message {}", ack.sequence)),
         "{log}"
     );
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`…) to process `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// Sets the nodes started from `directory` to share a snapshot every `facts` facts, with
+/// the tests' short lease.
+fn snapshotting_every(directory: &Path, facts: u64) {
+    std::fs::write(
+        directory.join("cluster.toml"),
+        format!(
+            "snapshot_every_facts = {facts}\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n"
+        ),
+    )
+    .expect("configuration written");
 }
 
 /// Makes the lease stream as nodes whose leases last `max_age` would.
@@ -1120,11 +1135,7 @@ async fn a_node_started_late_catches_up_from_the_shared_snapshot_and_the_stream(
     // alerts.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(
-        directory.path().join("cluster.toml"),
-        "snapshot_every_facts = 20000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
-    )
-    .expect("configuration written");
+    snapshotting_every(directory.path(), 20000);
     let (nats, mut nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let client = reqwest::Client::new();
@@ -1366,11 +1377,7 @@ async fn a_standby_left_behind_a_trimmed_log_starts_again_from_the_snapshot() {
     // from the snapshot, and then reads every SKU as the leader does.
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(
-        directory.path().join("cluster.toml"),
-        "snapshot_every_facts = 20000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
-    )
-    .expect("configuration written");
+    snapshotting_every(directory.path(), 20000);
     let (nats, nodes) = three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let behind = (leader + 1) % 3;
@@ -1384,13 +1391,7 @@ async fn a_standby_left_behind_a_trimmed_log_starts_again_from_the_snapshot() {
         .as_u64()
         .expect("applied_seq");
     let pid = nodes[behind].child.as_ref().expect("running").id();
-    let signal = |signal: &str| {
-        let sent = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill {signal} {pid}");
-    };
+    let signal = |name: &str| send_signal(pid, name);
     signal("-STOP");
     sell_in_batches(&client, &nodes[leader].base, "o", 240, &skus).await;
     wait_for_shared_snapshots(&client, &nodes[leader], 2).await;

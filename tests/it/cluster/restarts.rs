@@ -1,7 +1,6 @@
 //! Restarts: a leader stopped on purpose hands over at once, and a node that steps down
 //! starts again even when its binary was replaced on disk.
 
-use std::process::Command;
 use std::time::Duration;
 
 use super::{Node, ONE_CLUSTER_AT_A_TIME, settled, three_nodes};
@@ -39,11 +38,7 @@ async fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_runs_out() {
     let (_nats, mut nodes) = three_nodes(directory.path()).await;
     let old = settled(&nodes).await;
     let pid = nodes[old].child.as_ref().expect("running").id();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success());
+    super::send_signal(pid, "-TERM");
     let code = nodes[old].exit_code(Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{}", nodes[old].log_text());
     assert!(nodes[old].log_text().contains("Gave the lease up"));
@@ -87,13 +82,7 @@ async fn a_node_whose_binary_was_replaced_starts_again_after_stepping_down() {
     std::fs::remove_file(&copy).expect("binary removed");
     std::fs::copy(env!("CARGO_BIN_EXE_stockpulse"), &copy).expect("binary replaced");
     let pid = nodes[old].child.as_ref().expect("running").id();
-    let signal = |signal: &str| {
-        let sent = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill {signal} {pid}");
-    };
+    let signal = |name: &str| super::send_signal(pid, name);
     signal("-STOP");
     let others: Vec<&Node> = nodes
         .iter()

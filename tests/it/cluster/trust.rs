@@ -306,11 +306,7 @@ async fn a_shared_snapshot_of_a_log_made_anew_is_refused_naming_what_to_do() {
     // sold twice. Now each node refuses to start (65), saying why and what to do.
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(
-        directory.path().join("cluster.toml"),
-        "snapshot_every_facts = 1000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
-    )
-    .expect("configuration written");
+    super::snapshotting_every(directory.path(), 1000);
     let (nats, mut nodes) = super::three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let client = reqwest::Client::new();
@@ -396,11 +392,7 @@ async fn a_leader_never_writes_its_snapshot_over_a_newer_one() {
     // later leader's would be); the leader then cuts snapshots every 1,000 facts.
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let directory = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(
-        directory.path().join("cluster.toml"),
-        "snapshot_every_facts = 1000\n[cluster]\nreplicas = 3\nlease_ttl_ms = 1500\nlease_renew_ms = 300\n",
-    )
-    .expect("configuration written");
+    super::snapshotting_every(directory.path(), 1000);
     let (nats, nodes) = super::three_nodes(directory.path()).await;
     let leader = settled(&nodes).await;
     let store = super::nats_client(&nats)
