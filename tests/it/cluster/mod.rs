@@ -659,12 +659,7 @@ async fn a_leader_paused_past_its_lease_cannot_append_and_answers_503() {
     let pid = nodes[old].child.as_ref().expect("running").id();
     let signal = |name: &str| send_signal(pid, name);
     signal("-STOP");
-    let others: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| *index != old)
-        .map(|(_, node)| node)
-        .collect();
+    let others = others_than(&nodes, old);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let new = loop {
         let mut leader = None;
@@ -882,6 +877,16 @@ async fn a_log_record_that_does_not_decode_stops_the_node_naming_its_sequence() 
         log.contains(&format!("stream stockpulse message {}", ack.sequence)),
         "{log}"
     );
+}
+
+/// Every node of `nodes` but the one at `index`.
+fn others_than(nodes: &[Node], index: usize) -> Vec<&Node> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(other, _)| *other != index)
+        .map(|(_, node)| node)
+        .collect()
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`…) to process `pid`.

@@ -42,12 +42,7 @@ async fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_runs_out() {
     let code = nodes[old].exit_code(Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{}", nodes[old].log_text());
     assert!(nodes[old].log_text().contains("Gave the lease up"));
-    let others: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| *index != old)
-        .map(|(_, node)| node)
-        .collect();
+    let others = super::others_than(&nodes, old);
     let new = leader_among(&others, Duration::from_secs(10)).await;
     assert!(
         new.is_some(),
@@ -84,12 +79,7 @@ async fn a_node_whose_binary_was_replaced_starts_again_after_stepping_down() {
     let pid = nodes[old].child.as_ref().expect("running").id();
     let signal = |name: &str| super::send_signal(pid, name);
     signal("-STOP");
-    let others: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| *index != old)
-        .map(|(_, node)| node)
-        .collect();
+    let others = super::others_than(&nodes, old);
     assert!(
         leader_among(&others, Duration::from_secs(30))
             .await
