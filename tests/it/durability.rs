@@ -3,7 +3,7 @@
 //! of the real binary under load never loses an acknowledged operation.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use stockpulse::clock::{ManualClock, Timestamp};
 use stockpulse::config::ConfigLayer;
 use stockpulse::journal::{Fsync, OsFsync, SyncPoint};
 
+use crate::binary::Binary;
 use crate::support::{self, START_MILLIS, TestServer};
 
 #[tokio::test]
@@ -98,66 +99,6 @@ async fn locks_that_ran_out_while_down_expire_at_start_up_and_stay_expired() {
     assert_eq!(server.get("/api/v1/orders/o1").await.1["status"], "expired");
     server.stop().await;
     drop(kept);
-}
-
-/// The real `stockpulse` binary on a free port.
-struct Binary {
-    child: Child,
-    base: String,
-}
-
-impl Binary {
-    async fn start(data_dir: &std::path::Path) -> Binary {
-        Binary::start_with(data_dir, &[], &[]).await
-    }
-
-    /// Starts the binary behind `wrapper` (e.g. `prlimit --fsize=N --`) with `extra` flags.
-    async fn start_with(data_dir: &std::path::Path, wrapper: &[&str], extra: &[&str]) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let binary = env!("CARGO_BIN_EXE_stockpulse");
-        let mut command = match wrapper.split_first() {
-            Some((program, arguments)) => {
-                let mut command = Command::new(program);
-                command.args(arguments).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
-        let child = command
-            .args(extra)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server binary starts");
-        let binary = Binary {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        assert!(
-            support::answers_within(&binary.base, Duration::from_secs(5)).await,
-            "the server did not answer"
-        );
-        binary
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Binary {
-    /// A failing test must not leave a server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What the clients were told: order id → (qty, acknowledged as sold).

@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod binary;
 mod cluster;
 mod durability;
 mod hostile;

@@ -9,13 +9,19 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::binary::Binary;
 use crate::support::TestServer;
 
 pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub(crate) async fn connect(server: &TestServer, protocol: &str) -> Socket {
-    let mut request = format!("ws://{}/ws", server.address)
+    connect_to(&server.address.to_string(), protocol).await
+}
+
+/// A WebSocket to the server at `address` (`host:port`) speaking `protocol`.
+async fn connect_to(address: &str, protocol: &str) -> Socket {
+    let mut request = format!("ws://{address}/ws")
         .into_client_request()
         .expect("a request");
     request.headers_mut().insert(
@@ -479,27 +485,10 @@ async fn resuming_with_another_runs_epoch_gets_a_resync() {
     server.stop().await;
 }
 
-/// Resident memory of this process, in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .expect("VmRSS")
-        * 1024
-}
-
-/// The value of a counter line in `/metrics`.
-async fn counter(server: &TestServer, name: &str) -> u64 {
-    let text = server.metrics().await;
+/// The value of a counter line in `/metrics` of the server at `base`.
+async fn counter_at(client: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let response = client.get(format!("{base}/metrics")).send().await;
+    let text = response.expect("metrics").text().await.expect("text");
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} in /metrics"))
@@ -507,19 +496,44 @@ async fn counter(server: &TestServer, name: &str) -> u64 {
 
 /// A room of 200 listings 47 hours into a 48-hour show: its snapshot is megabytes long.
 async fn big_room(server: &TestServer) {
+    let starts = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(crate::support::START_MILLIS) * 1_000_000,
+    )
+    .expect("a time");
+    put_big_room(&server.client, &server.url(""), starts).await;
+    server.clock.advance(Duration::from_secs(47 * 3600));
+}
+
+/// Puts 200 SKUs and a 48-hour room listing them all, starting at `starts`, on the server
+/// at `base`.
+async fn put_big_room(client: &reqwest::Client, base: &str, starts: time::OffsetDateTime) {
+    let rfc3339 = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339")
+    };
     let mut listings = Vec::new();
     for index in 0..200 {
         let sku = format!("S{index:03}");
-        server.sku(&sku, 1_000).await;
+        let put = client
+            .put(format!("{base}/api/v1/skus/{sku}"))
+            .json(&json!({"total": 1_000}))
+            .send()
+            .await
+            .expect("PUT a SKU");
+        assert_eq!(put.status(), reqwest::StatusCode::OK);
         listings.push(json!({"sku": sku, "forecast": 500}));
     }
     let room = json!({
-        "name": "big", "starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-27T12:00:00Z",
-        "listings": listings,
+        "name": "big", "starts_at": rfc3339(starts),
+        "ends_at": rfc3339(starts + time::Duration::hours(48)), "listings": listings,
     });
-    let (status, body) = server.put("/api/v1/rooms/big", room).await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    server.clock.advance(Duration::from_secs(47 * 3600));
+    let put = client
+        .put(format!("{base}/api/v1/rooms/big"))
+        .json(&room)
+        .send()
+        .await
+        .expect("PUT the room");
+    assert_eq!(put.status(), reqwest::StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,13 +541,19 @@ async fn one_subscribe_naming_a_big_room_many_times_costs_one_snapshot() {
     // Goal: a subscribe that names a 200-listing room 256 times costs the server one
     // snapshot, not 256: other clients' subscribes are answered within 100 ms and memory
     // grows by about one snapshot.
-    // Method: measure one snapshot of the room with a reading client; then a client sends the
+    // Method: the real binary in a process of its own (so its memory is its own, whatever
+    // other tests run meanwhile), a room 47 hours into its show by the machine's clock.
+    // Measure one snapshot of the room with a reading client; then a client sends the
     // 256-fold subscribe and never reads, and 5 ms later another client subscribes to a SKU
-    // and times its snapshot; /metrics' pushed bytes and this process's resident memory
-    // (the server runs in it) grow by at most one more snapshot (and slack for the rest).
-    let server = TestServer::start().await;
-    big_room(&server).await;
-    let mut reference = connect(&server, "stockpulse.v1.json").await;
+    // and times its snapshot; /metrics' pushed bytes and the server's resident memory grow
+    // by at most one more snapshot (and slack for the rest).
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = Binary::start(data_dir.path()).await;
+    let client = reqwest::Client::new();
+    let starts = time::OffsetDateTime::now_utc() - time::Duration::hours(47);
+    put_big_room(&client, &server.base, starts).await;
+    let address = server.base.trim_start_matches("http://");
+    let mut reference = connect_to(address, "stockpulse.v1.json").await;
     send(
         &mut reference,
         json!({"op": "subscribe", "topics": ["room:big"]}),
@@ -545,16 +565,17 @@ async fn one_subscribe_naming_a_big_room_many_times_costs_one_snapshot() {
     assert!(1024 * 1024 < snapshot_bytes, "{snapshot_bytes} bytes");
     drop(snapshot);
 
-    let pushed_before = counter(&server, "stockpulse_push_bytes_total").await;
-    let resident_before = resident_bytes();
-    let mut attacker = connect(&server, "stockpulse.v1.json").await;
+    let pushed_bytes = || counter_at(&client, &server.base, "stockpulse_push_bytes_total");
+    let pushed_before = pushed_bytes().await;
+    let resident_before = server.resident_bytes();
+    let mut attacker = connect_to(address, "stockpulse.v1.json").await;
     send(
         &mut attacker,
         json!({"op": "subscribe", "topics": vec!["room:big"; 256]}),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let mut other = connect(&server, "stockpulse.v1.json").await;
+    let mut other = connect_to(address, "stockpulse.v1.json").await;
     let asked = tokio::time::Instant::now();
     send(
         &mut other,
@@ -569,19 +590,19 @@ async fn one_subscribe_naming_a_big_room_many_times_costs_one_snapshot() {
         "another client's subscribe took {waited:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pushed = counter(&server, "stockpulse_push_bytes_total").await - pushed_before;
+    let pushed = pushed_bytes().await - pushed_before;
     // The snapshot as re-encoded here is a little shorter than as sent.
     assert!(
         pushed <= snapshot_bytes * 5 / 4 + 64 * 1024,
         "{pushed} bytes pushed for one {snapshot_bytes}-byte snapshot"
     );
-    let grown = resident_bytes().saturating_sub(resident_before);
+    let grown = server.resident_bytes().saturating_sub(resident_before);
     assert!(
         grown <= 4 * snapshot_bytes + 32 * 1024 * 1024,
-        "memory grew by {grown} bytes"
+        "the server's memory grew by {grown} bytes"
     );
     drop(attacker);
-    server.stop().await;
+    server.kill();
 }
 
 #[tokio::test]
