@@ -92,6 +92,8 @@ pub struct Config {
     pub workers: usize,
     /// Alert delivery: receivers, routes, grouping, limits, escalation (`[notify]`).
     pub notify: crate::notify::NotifyConfig,
+    /// Platform connectors that keep listings synced (`[[channels]]`).
+    pub channels: Vec<crate::channels::ChannelConfig>,
     /// Credentials and origins (`[auth]`).
     pub auth: AuthConfig,
     /// Listen beyond loopback without credentials (`--insecure`); a run flag.
@@ -338,6 +340,7 @@ impl Default for Config {
             push_interval: crate::hub::PUSH_INTERVAL_DEFAULT,
             workers: workers_default(),
             notify: crate::notify::NotifyConfig::default(),
+            channels: Vec::new(),
             auth: AuthConfig::default(),
             insecure: false,
             limits: LIMITS_DEFAULT,
@@ -436,6 +439,8 @@ pub struct ConfigLayer {
     pub workers: Option<usize>,
     /// Alert delivery (the configuration file only).
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// Platform connectors (the configuration file only).
+    pub channels: Option<Vec<crate::channels::ChannelConfig>>,
     /// Credentials and origins; the secret may also come from `STOCKPULSE_AUTH_SECRET`.
     pub auth: Option<AuthConfig>,
     pub connections_max: Option<usize>,
@@ -530,6 +535,7 @@ impl ConfigLayer {
             push_interval_ms: over.push_interval_ms.or(self.push_interval_ms),
             workers: over.workers.or(self.workers),
             notify: over.notify.or(self.notify),
+            channels: over.channels.or(self.channels),
             connections_max: over.connections_max.or(self.connections_max),
             connections_per_ip_max: over.connections_per_ip_max.or(self.connections_per_ip_max),
             connections_per_ip_per_s: over
@@ -671,6 +677,8 @@ impl ConfigLayer {
         }
         let notify = self.notify.unwrap_or_default();
         notify.validate().map_err(ConfigError::Invalid)?;
+        let mut channels = self.channels.unwrap_or_default();
+        crate::channels::ChannelConfig::resolve(&mut channels).map_err(ConfigError::Invalid)?;
         let limits = crate::edge::Limits {
             connections_max: self
                 .connections_max
@@ -729,6 +737,7 @@ impl ConfigLayer {
             push_interval,
             workers,
             notify,
+            channels,
             auth,
             insecure: false,
             limits,

@@ -26,6 +26,7 @@
 
 pub mod alert;
 pub mod auth;
+pub mod channels;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -295,6 +295,7 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
         push_interval_ms: args.push_interval_ms,
         workers: args.workers,
         notify: None,
+        channels: None,
         connections_max: None,
         connections_per_ip_max: None,
         connections_per_ip_per_s: None,

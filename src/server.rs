@@ -160,16 +160,21 @@ pub async fn run(
         cluster.is_some(),
         engine_image,
     );
+    // Channel sync keeps its book from the same batches, on every node.
+    let channels =
+        crate::channels::Channels::new(&config.channels, &ledger, journal.durable(), clock.clone());
     // The engine takes in every batch as it becomes durable, before anything in it is
     // acknowledged: the durable state, then the levels and alerts it makes.
     journal.listen(Arc::new(EngineListener {
         engine: engine.clone(),
+        channels: channels.clone(),
         log_time: log_time.clone(),
     }));
     if cluster.is_some() {
         // Until this node leads, its ledger changes only by the log.
         engine.set_halts(false);
         notifier.set_delivers(false);
+        channels.set_delivers(false);
     }
     let hub = Arc::new(Hub::new(
         durable,
@@ -187,6 +192,7 @@ pub async fn run(
         hub: hub.clone(),
         engine: engine.clone(),
         notifier: notifier.clone(),
+        channels: channels.clone(),
         access: Access {
             authority: config
                 .auth
@@ -225,6 +231,7 @@ pub async fn run(
             () = hub_cancel.cancelled() => {}
         }
     });
+    channels.spawn(&tasks, cancel.clone());
     if let Some(seed) = config.demo_seed
         && cluster.is_none()
     {
@@ -262,7 +269,7 @@ pub async fn run(
         ));
         tasks.spawn(api::answer_status(cluster.clone(), cancel.clone()));
         let (cluster, ledger, journal) = (cluster.clone(), ledger.clone(), journal.clone());
-        let (engine, notifier) = (engine.clone(), notifier.clone());
+        let (engine, notifier, channels) = (engine.clone(), notifier.clone(), channels.clone());
         let (cancel, failure) = (cancel.clone(), cluster_failure.clone());
         let promoted_clock = clock.clone();
         let promoted_log_time = log_time.clone();
@@ -270,6 +277,7 @@ pub async fn run(
             let promoted = move || {
                 engine.set_halts(true);
                 notifier.set_delivers(true);
+                channels.set_delivers(true);
                 if let Some(behind) = promoted_log_time
                     .as_ref()
                     .map(|log_time| log_time.wall_behind())
@@ -416,10 +424,11 @@ fn start_engine(
     engine
 }
 
-/// The journal's listener: the alert engine, which keeps the durable state, and a cluster
-/// node's clock, shown the time of each fact.
+/// The journal's listener: the alert engine, which keeps the durable state, channel sync's
+/// book, and a cluster node's clock, shown the time of each fact.
 struct EngineListener {
     engine: Arc<Engine>,
+    channels: Arc<crate::channels::Channels>,
     log_time: Option<Arc<crate::clock::FloorClock>>,
 }
 
@@ -432,6 +441,7 @@ impl crate::journal::DurableListener for EngineListener {
             log_time.saw(newest);
         }
         self.engine.durable(first_sequence, facts);
+        self.channels.durable(first_sequence, facts);
     }
 }
 

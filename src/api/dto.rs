@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::channels::AllocationBody;
 use super::error::ApiError;
 use crate::ledger::{
     Line, Lines, OrderId, OrderRequest, OrderView, Platform, Qty, RoomId, SkuId, SkuUpdate,
@@ -128,6 +129,12 @@ pub(crate) struct PutSkuRequest {
     /// The most each platform may hold (locked + sold); replaces every quota when given.
     #[serde(default, deserialize_with = "integral::map::deserialize")]
     pub(crate) quotas: Option<BTreeMap<String, i64>>,
+    /// Each platform's listing id of this SKU (`{"douyin": "3598…"}`): what channel sync
+    /// keeps at the number the pool can honour; replaces every listing when given.
+    pub(crate) listings: Option<BTreeMap<String, String>>,
+    /// How the pool is split between the listings; `{"mode": "shared", "buffer": 0}` for a
+    /// new SKU.
+    pub(crate) allocation: Option<AllocationBody>,
 }
 
 impl PutSkuRequest {
@@ -179,6 +186,11 @@ impl PutSkuRequest {
                 .transpose()?,
             lock_ttl_ms,
             quotas,
+            listings: self.listings.map(super::channels::listings).transpose()?,
+            allocation: self
+                .allocation
+                .map(AllocationBody::into_allocation)
+                .transpose()?,
         })
     }
 }
@@ -209,8 +221,9 @@ pub(crate) struct SkuResponse {
     /// The lock TTL this SKU sets, in seconds; absent when it uses the server default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) lock_ttl_s: Option<u64>,
-    /// Locked and sold per platform, with each platform's quota.
+    /// Locked and sold per platform, with each platform's quota and listing.
     pub(crate) platforms: Vec<PlatformResponse>,
+    pub(crate) allocation: AllocationBody,
     /// Bumped by every change: of two reports of one SKU, the higher version is newer.
     pub(crate) version: u64,
     #[schema(value_type = String, format = DateTime)]
@@ -224,6 +237,9 @@ pub(crate) struct PlatformResponse {
     pub(crate) sold: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) quota: Option<u64>,
+    /// The platform's listing id of this SKU; a platform without one is not synced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) listing: Option<String>,
 }
 
 impl From<SkuView> for SkuResponse {
@@ -256,8 +272,10 @@ impl From<SkuView> for SkuResponse {
                     locked: count.locked,
                     sold: count.sold,
                     quota: count.quota,
+                    listing: count.listing.map(|listing| listing.to_string()),
                 })
                 .collect(),
+            allocation: AllocationBody::from(&view.settings.allocation),
             version,
             updated_at: rfc3339(view.updated_at),
         }

@@ -8,6 +8,7 @@
 mod access;
 mod alerts;
 mod asyncapi;
+mod channels;
 mod cluster;
 mod dto;
 mod error;
@@ -67,6 +68,7 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) engine: Arc<crate::alert::Engine>,
     pub(crate) notifier: Arc<crate::notify::Notifier>,
+    pub(crate) channels: Arc<crate::channels::Channels>,
     pub(crate) access: Access,
     /// The largest request body, for the routes that read a body themselves.
     pub(crate) body_limit_bytes: usize,
@@ -169,6 +171,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/orders/{order_id}/confirm", post(orders::confirm))
         .route("/orders/{order_id}/cancel", post(orders::cancel))
         .route("/orders/{order_id}/refund", post(orders::refund))
+        .route("/channels", get(channels::status))
         .route("/cluster", get(cluster::status));
     Router::new()
         .nest("/api/v1", api)

@@ -52,6 +52,7 @@ use super::error::{ErrorBody, ErrorDetail};
         super::orders::confirm,
         super::orders::cancel,
         super::orders::refund,
+        super::channels::status,
         super::cluster::status,
         super::health,
         super::metrics_text,

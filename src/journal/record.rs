@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Consumed, Fact, Halt, LedgerImage, Line, Lines, Listing, ListingTally, Lost, LostEntry,
-    OrderId, OrderImage, OrderRequest, OrderStatus, Outcomes, PlanPoint, PlanShape, Platform,
-    PlatformLost, Policy, Qty, RestockId, Room, RoomId, Series, ShowRecord, SkuId, SkuImage,
-    SkuSettings, Stock, Stocks,
+    Allocation, Consumed, Fact, Halt, LedgerImage, Line, Lines, Listing, ListingId, ListingTally,
+    Lost, LostEntry, OrderId, OrderImage, OrderRequest, OrderStatus, Outcomes, PlanPoint,
+    PlanShape, Platform, PlatformLost, Policy, Qty, RestockId, Room, RoomId, Series, ShowRecord,
+    SkuId, SkuImage, SkuSettings, Stock, Stocks,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -73,6 +73,25 @@ struct SettingsRecord<'a> {
     lock_ttl_ms: Option<u64>,
     #[serde(borrow)]
     quotas: Vec<(Cow<'a, str>, u64)>,
+}
+
+/// A SKU's platform listings and allocation (see `ledger::SkuSettings`). Since format 7.
+#[derive(Serialize, Deserialize, Default)]
+struct ChannelsRecord<'a> {
+    #[serde(borrow)]
+    listings: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    allocation: AllocationRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+enum AllocationRecord {
+    Shared { buffer: u64 },
+}
+
+impl Default for AllocationRecord {
+    fn default() -> Self {
+        AllocationRecord::Shared { buffer: 0 }
+    }
 }
 
 /// One fact as the journal stores it. New variants go at the end; existing ones never
@@ -217,6 +236,16 @@ enum FactRecord<'a> {
         at: u64,
         settled_before: u64,
         sold_before: u64,
+    },
+    /// `SkuPut` with the SKU's platform listings and allocation. Since format 7.
+    SkuPutWithChannels {
+        at: u64,
+        #[serde(borrow)]
+        settings: SettingsRecord<'a>,
+        #[serde(borrow)]
+        channels: ChannelsRecord<'a>,
+        #[serde(borrow)]
+        stock: StockRecord<'a>,
     },
 }
 
@@ -707,8 +736,51 @@ fn settings_record(settings: &SkuSettings) -> SettingsRecord<'_> {
     }
 }
 
-fn settings(record: SettingsRecord<'_>) -> Result<SkuSettings, DecodeError> {
+fn channels_record(settings: &SkuSettings) -> ChannelsRecord<'_> {
+    let allocation = match settings.allocation {
+        Allocation::Shared { buffer } => AllocationRecord::Shared { buffer },
+    };
+    ChannelsRecord {
+        listings: settings
+            .listings
+            .iter()
+            .map(|(platform, listing)| {
+                (
+                    Cow::Borrowed(platform.as_str()),
+                    Cow::Borrowed(listing.as_str()),
+                )
+            })
+            .collect(),
+        allocation,
+    }
+}
+
+/// Settings from a record of format 6 or older (no channels) or newer.
+fn settings(
+    record: SettingsRecord<'_>,
+    channels: ChannelsRecord<'_>,
+) -> Result<SkuSettings, DecodeError> {
+    let listings = channels
+        .listings
+        .into_iter()
+        .map(|(platform, listing)| {
+            Ok((
+                value(Platform::new(&platform))?,
+                value(ListingId::new(&listing))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    let allocation = match channels.allocation {
+        AllocationRecord::Shared { buffer } if buffer <= crate::ledger::STOCK_QTY_MAX => {
+            Allocation::Shared { buffer }
+        }
+        AllocationRecord::Shared { buffer } => {
+            return Err(DecodeError::Value(format!("buffer {buffer} is too large")));
+        }
+    };
     Ok(SkuSettings {
+        listings,
+        allocation,
         name: record.name.into_owned(),
         lock_ttl_ms: record.lock_ttl_ms,
         quotas: record
@@ -725,9 +797,10 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
     let record = match fact {
         Fact::SkuPut {
             settings, stock, ..
-        } => FactRecord::SkuPut {
+        } => FactRecord::SkuPutWithChannels {
             at,
             settings: settings_record(settings),
+            channels: channels_record(settings),
             stock: stock_record(stock),
         },
         Fact::Restocked {
@@ -890,7 +963,17 @@ pub(super) fn decode_fact(
             stock: stock_,
         } => Fact::SkuPut {
             at: at(time),
-            settings: settings(record)?,
+            settings: settings(record, ChannelsRecord::default())?,
+            stock: stock(stock_)?,
+        },
+        FactRecord::SkuPutWithChannels {
+            at: time,
+            settings: record,
+            channels,
+            stock: stock_,
+        } => Fact::SkuPut {
+            at: at(time),
+            settings: settings(record, channels)?,
             stock: stock(stock_)?,
         },
         FactRecord::Restocked {
@@ -1093,6 +1176,9 @@ struct SkuImageRecord<'a> {
     /// Added with show histories: none when absent.
     #[serde(borrow, default)]
     shows: Vec<ShowRecordRecord<'a>>,
+    /// Added with channels: no listings and the default allocation when absent.
+    #[serde(borrow, default)]
+    channels: ChannelsRecord<'a>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1149,6 +1235,7 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
             .map(|sku| SkuImageRecord {
                 stock: stock_record(&sku.stock),
                 settings: settings_record(&sku.settings),
+                channels: channels_record(&sku.settings),
                 platforms: sku
                     .platforms
                     .iter()
@@ -1194,7 +1281,7 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
             .map(|sku| {
                 Ok(SkuImage {
                     stock: stock(sku.stock)?,
-                    settings: settings(sku.settings)?,
+                    settings: settings(sku.settings, sku.channels)?,
                     platforms: sku
                         .platforms
                         .into_iter()

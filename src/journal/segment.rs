@@ -17,12 +17,14 @@ use std::path::{Path, PathBuf};
 
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SPJOURNL";
 pub(super) const SNAPSHOT_MAGIC: &[u8; 8] = b"SPSNAPSH";
-/// Bumped whenever the bytes of a segment change meaning. Version 6 added forgetting (the
+/// Bumped whenever the bytes of a segment change meaning. Version 7 added a SKU's platform
+/// listings and allocation, framed as version 6; version 6 added forgetting (the
 /// orders forgotten past their windows), framed as version 5; version 5 added lost demand
 /// (refused orders' units), framed as version 4; version 4 added the alert engine's records
 /// (time passing, acknowledgements), framed as version 3; version 3 added `synced` to each
 /// record. Versions 2 to 4 are still read.
-pub(super) const FORMAT_VERSION: u32 = 6;
+pub(super) const FORMAT_VERSION: u32 = 7;
+const FORMAT_VERSION_NO_CHANNELS: u32 = 6;
 const FORMAT_VERSION_NO_FORGET: u32 = 5;
 const FORMAT_VERSION_NO_LOST: u32 = 4;
 const FORMAT_VERSION_NO_ALERTS: u32 = 3;
@@ -31,6 +33,7 @@ const FORMAT_VERSION_NO_ALERTS: u32 = 3;
 pub(super) const LOG_FORMATS_READ: &[u32] = &[
     FORMAT_VERSION_NO_LOST,
     FORMAT_VERSION_NO_FORGET,
+    FORMAT_VERSION_NO_CHANNELS,
     FORMAT_VERSION,
 ];
 const FORMAT_VERSION_UNSYNCED: u32 = 2;
@@ -92,6 +95,7 @@ pub(super) fn header_first_sequence(header: &[u8; SEGMENT_HEADER_BYTES as usize]
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     let valid = &header[..8] == SEGMENT_MAGIC
         && (version == FORMAT_VERSION
+            || version == FORMAT_VERSION_NO_CHANNELS
             || version == FORMAT_VERSION_NO_FORGET
             || version == FORMAT_VERSION_NO_LOST
             || version == FORMAT_VERSION_NO_ALERTS
@@ -172,6 +176,7 @@ pub(super) fn scan(path: &Path, expected_index: u64) -> Result<Scan, ScanError> 
     let prefix_bytes = match version {
         Some(
             FORMAT_VERSION
+            | FORMAT_VERSION_NO_CHANNELS
             | FORMAT_VERSION_NO_FORGET
             | FORMAT_VERSION_NO_LOST
             | FORMAT_VERSION_NO_ALERTS,

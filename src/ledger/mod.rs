@@ -63,9 +63,10 @@ pub use room::{
 };
 pub use show::{CURVE_POINTS, SHOWS_KEPT_MAX, ShowRecord, average_curve, history_plan};
 pub use types::{
-    ACKNOWLEDGER_CHARS_MAX, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines, ORDER_LINES_MAX,
-    OrderId, OrderRequest, OrderStatus, OrderView, Platform, PlatformCount, Qty, RestockId, RoomId,
-    STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView, Stock, stock_qty,
+    ACKNOWLEDGER_CHARS_MAX, Allocation, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines,
+    ListingId, ORDER_LINES_MAX, OrderId, OrderRequest, OrderStatus, OrderView, Platform,
+    PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView,
+    Stock, stock_qty,
 };
 pub use values::{LedgerImage, OrderImage, SkuImage};
 

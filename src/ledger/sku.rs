@@ -9,8 +9,8 @@ use super::error::LedgerError;
 use super::fact::Fact;
 use super::room::ListingTally;
 use super::types::{
-    Platform, PlatformCount, RestockId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView,
-    Stock,
+    ListingId, Platform, PlatformCount, RestockId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate,
+    SkuView, Stock,
 };
 use crate::clock::Timestamp;
 
@@ -117,6 +117,8 @@ impl SkuEntry {
                 name: String::new(),
                 lock_ttl_ms: None,
                 quotas: Vec::new(),
+                listings: Vec::new(),
+                allocation: super::types::Allocation::default(),
             },
             platforms: SmallVec::new(),
             version: 0,
@@ -153,6 +155,26 @@ impl SkuEntry {
         self.platforms
             .iter()
             .find(|tally| &tally.platform == platform)
+    }
+
+    /// What a reader sees of one platform's use of this SKU.
+    fn platform_count(&self, platform: &Platform, locked: u64, sold: u64) -> PlatformCount {
+        PlatformCount {
+            platform: platform.clone(),
+            locked,
+            sold,
+            quota: self.quota(platform),
+            listing: self.platform_listing(platform).cloned(),
+        }
+    }
+
+    /// The platform's listing of this SKU, when it names one.
+    pub(super) fn platform_listing(&self, platform: &Platform) -> Option<&ListingId> {
+        self.settings
+            .listings
+            .iter()
+            .find(|(listing_platform, _)| listing_platform == platform)
+            .map(|(_, listing)| listing)
     }
 
     pub(super) fn quota(&self, platform: &Platform) -> Option<u64> {
@@ -310,6 +332,14 @@ pub(super) fn put_sku_entry(
         quotas.dedup_by(|a, b| a.0 == b.0);
         settings.quotas = quotas;
     }
+    if let Some(mut listings) = update.listings {
+        listings.sort();
+        listings.dedup_by(|a, b| a.0 == b.0);
+        settings.listings = listings;
+    }
+    if let Some(allocation) = update.allocation {
+        settings.allocation = allocation;
+    }
     entry.quantities = quantities;
     entry.settings = settings;
     entry.touch(now);
@@ -324,21 +354,13 @@ pub(super) fn sku_view(sku: &SkuId, entry: &SkuEntry) -> SkuView {
     let mut platforms: Vec<PlatformCount> = entry
         .platforms
         .iter()
-        .map(|tally| PlatformCount {
-            platform: tally.platform.clone(),
-            locked: tally.locked,
-            sold: tally.sold,
-            quota: entry.quota(&tally.platform),
-        })
+        .map(|tally| entry.platform_count(&tally.platform, tally.locked, tally.sold))
         .collect();
-    for (platform, quota) in &entry.settings.quotas {
-        if entry.tally(platform).is_none() {
-            platforms.push(PlatformCount {
-                platform: platform.clone(),
-                locked: 0,
-                sold: 0,
-                quota: Some(*quota),
-            });
+    let settings = &entry.settings;
+    let named = settings.quotas.iter().map(|(platform, _)| platform);
+    for platform in named.chain(settings.listings.iter().map(|(platform, _)| platform)) {
+        if !platforms.iter().any(|count| &count.platform == platform) {
+            platforms.push(entry.platform_count(platform, 0, 0));
         }
     }
     platforms.sort_by(|a, b| a.platform.cmp(&b.platform));

@@ -120,6 +120,11 @@ identifier!(
     RestockId,
     "restock_id"
 );
+identifier!(
+    /// A platform's id for the listing (商品 SKU) that sells one of our SKUs there.
+    ListingId,
+    "listing"
+);
 
 /// A positive quantity on an order line, at most [`LINE_QTY_MAX`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -268,6 +273,8 @@ pub struct PlatformCount {
     pub sold: u64,
     /// The most this platform may hold (locked + sold) of this SKU, when capped.
     pub quota: Option<u64>,
+    /// The platform's listing of this SKU, when it names one.
+    pub listing: Option<ListingId>,
 }
 
 /// The settings of a SKU, as the last create or update left them.
@@ -278,6 +285,25 @@ pub struct SkuSettings {
     pub lock_ttl_ms: Option<u64>,
     /// Per-platform caps on locked + sold, sorted by platform.
     pub quotas: Vec<(Platform, u64)>,
+    /// Each platform's listing of this SKU, sorted by platform: what channel sync keeps at
+    /// the number the pool can honour.
+    pub listings: Vec<(Platform, ListingId)>,
+    /// How the pool is split between the listings.
+    pub allocation: Allocation,
+}
+
+/// How a SKU's available units are split between its platform listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// Every listing shows what its platform could still take: its quota's headroom, capped
+    /// by `available - buffer`. Two platforms can sell the same last units.
+    Shared { buffer: u64 },
+}
+
+impl Default for Allocation {
+    fn default() -> Self {
+        Allocation::Shared { buffer: 0 }
+    }
 }
 
 /// A create-or-update of a SKU: every `None` keeps the current value (or the default, for a
@@ -291,6 +317,9 @@ pub struct SkuUpdate {
     pub lock_ttl_ms: Option<Option<u64>>,
     /// Replaces every quota when given.
     pub quotas: Option<Vec<(Platform, u64)>>,
+    /// Replaces every listing when given.
+    pub listings: Option<Vec<(Platform, ListingId)>>,
+    pub allocation: Option<Allocation>,
 }
 
 /// Everything a reader sees of one SKU.

@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod binary;
+mod channels;
 mod cluster;
 mod durability;
 mod hostile;

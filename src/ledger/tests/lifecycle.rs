@@ -49,6 +49,7 @@ fn reserve_then_confirm_moves_units_from_locked_to_sold() {
             locked: 0,
             sold: 3,
             quota: None,
+            listing: None,
         }]
     );
     assert_stock_identity(&ledger);
@@ -436,12 +437,14 @@ fn platform_quota_caps_locked_plus_sold() {
                 locked: 1,
                 sold: 2,
                 quota: Some(5),
+                listing: None,
             },
             PlatformCount {
                 platform: platform("kuaishou"),
                 locked: 10,
                 sold: 0,
                 quota: None,
+                listing: None,
             },
         ]
     );

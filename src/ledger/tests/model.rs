@@ -668,6 +668,7 @@ impl Model {
                     locked,
                     sold,
                     quota,
+                    listing: None,
                 })
             })
             .collect();
@@ -690,6 +691,8 @@ impl Model {
                     .iter()
                     .map(|(platform, quota)| (model_platform(*platform), *quota))
                     .collect(),
+                listings: Vec::new(),
+                allocation: crate::ledger::Allocation::default(),
             },
             platforms,
             updated_at: at(entry.updated_at),
@@ -809,6 +812,7 @@ fn run_operation(
                         .map(|(platform, quota)| (model_platform(*platform), *quota))
                         .collect()
                 }),
+                ..SkuUpdate::default()
             };
             let actual = ledger.put_sku(now, &model_sku_id(*sku), update);
             let expected = model.put_sku(*sku, *total, *reserved, *lock_ttl_ms, quotas.as_deref());

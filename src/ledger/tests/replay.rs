@@ -16,6 +16,11 @@ fn facts_of_a_life_cycle_replay_to_the_same_ledger() {
         lock_ttl_ms: Some(Some(MINUTE_MS)),
         quotas: Some(vec![(platform("douyin"), 6)]),
         name: Some("Lipstick".to_owned()),
+        listings: Some(vec![(
+            platform("douyin"),
+            crate::ledger::ListingId::new("3598-dy").expect("a listing id"),
+        )]),
+        allocation: Some(crate::ledger::Allocation::Shared { buffer: 3 }),
     };
     facts.push(
         ledger

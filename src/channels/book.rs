@@ -1,0 +1,457 @@
+//! The durable picture channel sync works from, and the sync state of every platform
+//! listing.
+//!
+//! It is kept from the facts in journal order as each batch becomes durable (beside the
+//! alert engine), so a listing is never told a number a crash could take back, and every
+//! node of a cluster keeps the same picture: a listing's `version` is the log sequence of the
+//! fact that last changed what it should show, the same on every node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use smallvec::SmallVec;
+
+use super::allocation::{self, PlatformUse, Pool};
+use crate::clock::Timestamp;
+use crate::ledger::{Allocation, Fact, Ledger, ListingId, Platform, RoomId, SkuId, SkuSettings};
+
+/// Why a listing's number changed: the `reason` of an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Sale,
+    Release,
+    Restock,
+    Rebalance,
+    Halt,
+    Resume,
+    Resync,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Sale => "sale",
+            Reason::Release => "release",
+            Reason::Restock => "restock",
+            Reason::Rebalance => "rebalance",
+            Reason::Halt => "halt",
+            Reason::Resume => "resume",
+            Reason::Resync => "resync",
+        }
+    }
+}
+
+/// One SKU as channel sync sees it.
+#[derive(Default)]
+struct SkuBook {
+    available: u64,
+    halted: bool,
+    /// Rooms in which this SKU's listing is halted.
+    halted_in: SmallVec<[RoomId; 1]>,
+    quotas: Vec<(Platform, u64)>,
+    listings: Vec<(Platform, ListingId)>,
+    allocation: Allocation,
+    /// Locked + sold per platform.
+    consumed: SmallVec<[(Platform, u64); 4]>,
+}
+
+impl SkuBook {
+    fn consumed(&self, platform: &Platform) -> u64 {
+        self.consumed
+            .iter()
+            .find(|(name, _)| name == platform)
+            .map_or(0, |(_, units)| *units)
+    }
+
+    fn consume(&mut self, platform: &Platform, units: u64, taken: bool) {
+        match self.consumed.iter_mut().find(|(name, _)| name == platform) {
+            Some((_, consumed)) if taken => *consumed = consumed.saturating_add(units),
+            Some((_, consumed)) => *consumed = consumed.saturating_sub(units),
+            None if taken => self.consumed.push((platform.clone(), units)),
+            None => {}
+        }
+    }
+
+    fn settle(&mut self, settings: &SkuSettings) {
+        self.quotas.clone_from(&settings.quotas);
+        self.listings.clone_from(&settings.listings);
+        self.allocation = settings.allocation.clone();
+    }
+
+    fn shows(&self, platform: &Platform) -> u64 {
+        let pool = Pool {
+            available: self.available,
+            halted: self.halted || !self.halted_in.is_empty(),
+        };
+        let quota = self
+            .quotas
+            .iter()
+            .find(|(name, _)| name == platform)
+            .map(|(_, quota)| *quota);
+        let using = PlatformUse {
+            consumed: self.consumed(platform),
+            quota,
+        };
+        allocation::shows(&self.allocation, &pool, using)
+    }
+}
+
+/// What a listing last acknowledged, by our account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub version: u64,
+    pub quantity: u64,
+    /// The platform's consumption of the SKU when it was acknowledged: what the platform
+    /// sold since comes off its listing on the platform's side, not by an update of ours.
+    consumed: u64,
+    pub at: Timestamp,
+}
+
+/// The sync state of one platform listing.
+#[derive(Clone, Debug)]
+pub struct ListingSync {
+    pub sku: SkuId,
+    /// What it should show now, since the fact at log sequence `version`.
+    pub target: u64,
+    pub version: u64,
+    pub reason: Reason,
+    pub acknowledged: Option<Acknowledged>,
+    /// The platform's own number, when its receiver reported one with its last answer.
+    pub reported: Option<u64>,
+    /// Attempts failed in a row, and the last failure.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// Since when the listing has had a target its platform has not acknowledged.
+    pub unsynced_since: Option<Timestamp>,
+}
+
+impl ListingSync {
+    /// What the listing shows by our account: the last acknowledged number less what its
+    /// platform took since (`None` before anything was acknowledged).
+    pub fn shown(&self, consumed_now: u64) -> Option<u64> {
+        let acknowledged = self.acknowledged?;
+        let taken = consumed_now.saturating_sub(acknowledged.consumed);
+        let returned = acknowledged.consumed.saturating_sub(consumed_now);
+        Some(
+            acknowledged
+                .quantity
+                .saturating_sub(taken)
+                .saturating_add(returned),
+        )
+    }
+}
+
+/// One update to send: what a listing should show, from the book at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    pub platform: Platform,
+    pub sku: SkuId,
+    pub listing: ListingId,
+    pub quantity: u64,
+    /// `quantity` less what the listing shows by our account; `None` when nothing was
+    /// acknowledged yet.
+    pub delta: Option<i64>,
+    pub version: u64,
+    pub reason: Reason,
+    /// The platform's consumption when the update was made (what an acknowledgement keeps).
+    consumed: u64,
+}
+
+impl Update {
+    /// The idempotency key: made from the listing and the log, so the same on every retry
+    /// and on every node.
+    pub fn key(&self) -> String {
+        let key = format!(
+            "stockpulse-{}-{}-v{}",
+            self.platform, self.listing, self.version
+        );
+        if key.len() <= 128 && key.is_ascii() {
+            return key;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        format!("stockpulse-h{hex}-v{}", self.version)
+    }
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct Book {
+    skus: HashMap<SkuId, SkuBook>,
+    listings: BTreeMap<(Platform, ListingId), ListingSync>,
+    /// Listings whose target their platform has not acknowledged.
+    dirty: BTreeSet<(Platform, ListingId)>,
+}
+
+impl Book {
+    /// The picture of `ledger`, which must be quiescent and durable (right after recovery);
+    /// every listing is to be synced in full.
+    pub fn from_ledger(ledger: &Ledger, sequence: u64, now: Timestamp) -> Book {
+        let mut book = Book::default();
+        for view in ledger.skus() {
+            let mut sku = SkuBook {
+                available: view.stock.available,
+                halted: view.stock.halted,
+                ..SkuBook::default()
+            };
+            sku.settle(&view.settings);
+            for count in &view.platforms {
+                sku.consume(&count.platform, count.locked + count.sold, true);
+            }
+            book.skus.insert(view.stock.sku.clone(), sku);
+        }
+        for room in ledger.rooms() {
+            for listing in &room.listings {
+                let halted = ledger
+                    .listing(&room.id, &listing.sku)
+                    .is_some_and(|state| state.tally.halted);
+                if let (true, Some(sku)) = (halted, book.skus.get_mut(&listing.sku)) {
+                    sku.halted_in.push(room.id.clone());
+                }
+            }
+        }
+        let skus: Vec<SkuId> = book.skus.keys().cloned().collect();
+        for sku in skus {
+            book.retarget(&sku, sequence, Reason::Resync, now);
+        }
+        book
+    }
+
+    /// Takes in facts that just became durable; `first_sequence` is the first one's.
+    pub fn apply(&mut self, first_sequence: u64, facts: &[Fact]) {
+        for (offset, fact) in facts.iter().enumerate() {
+            let sequence = first_sequence + offset as u64;
+            let renamed = matches!(fact, Fact::SkuPut { .. });
+            for sku in self.take_in(fact) {
+                if renamed {
+                    self.forget_unnamed(&sku);
+                }
+                self.retarget(&sku, sequence, reason(fact), fact.at());
+            }
+        }
+    }
+
+    /// Changes the picture by one fact; the SKUs whose listings may show another number.
+    fn take_in(&mut self, fact: &Fact) -> SmallVec<[SkuId; 4]> {
+        let mut touched: SmallVec<[SkuId; 4]> = SmallVec::new();
+        for stock in fact.stocks() {
+            let sku = self.skus.entry(stock.sku.clone()).or_default();
+            sku.available = stock.available;
+            sku.halted = stock.halted;
+            touched.push(stock.sku.clone());
+        }
+        match fact {
+            Fact::SkuPut {
+                settings, stock, ..
+            } => {
+                if let Some(sku) = self.skus.get_mut(&stock.sku) {
+                    sku.settle(settings);
+                }
+            }
+            Fact::ListingHalted { room, sku, .. } | Fact::ListingResumed { room, sku, .. } => {
+                if let Some(book) = self.skus.get_mut(sku) {
+                    book.halted_in.retain(|halting| halting != room);
+                    if matches!(fact, Fact::ListingHalted { .. }) {
+                        book.halted_in.push(room.clone());
+                    }
+                    touched.push(sku.clone());
+                }
+            }
+            Fact::RoomPut { room, .. } => {
+                for (id, book) in &mut self.skus {
+                    let listed = room.listing(id).is_some();
+                    if !listed && book.halted_in.contains(&room.id) {
+                        book.halted_in.retain(|halting| halting != &room.id);
+                        touched.push(id.clone());
+                    }
+                }
+            }
+            _ => self.take_order(fact),
+        }
+        touched
+    }
+
+    /// An order's move on its platform's consumption of each SKU it names.
+    fn take_order(&mut self, fact: &Fact) {
+        let (order, taken) = match fact {
+            Fact::OrderReserved { order, .. } | Fact::OrderSold { order, .. } => (order, true),
+            Fact::OrderConfirmed { order, retaken, .. } if *retaken => (order, true),
+            Fact::OrderCancelled { order, .. }
+            | Fact::OrderExpired { order, .. }
+            | Fact::OrderRefunded { order, .. } => (order, false),
+            _ => return,
+        };
+        for line in order.lines.iter() {
+            if let Some(sku) = self.skus.get_mut(&line.sku) {
+                sku.consume(&order.platform, line.qty.get(), taken);
+            }
+        }
+    }
+
+    /// Sets each listing of `sku` to what it should show now; a listing whose number moved
+    /// gets `version` and `reason` and is to be synced.
+    fn retarget(&mut self, sku: &SkuId, version: u64, reason: Reason, now: Timestamp) {
+        let Some(book) = self.skus.get(sku).filter(|book| !book.listings.is_empty()) else {
+            return;
+        };
+        let named: SmallVec<[(Platform, ListingId, u64); 4]> = book
+            .listings
+            .iter()
+            .map(|(platform, listing)| (platform.clone(), listing.clone(), book.shows(platform)))
+            .collect();
+        for (platform, listing, target) in named {
+            let key = (platform, listing);
+            let sync = self
+                .listings
+                .entry(key.clone())
+                .or_insert_with(|| ListingSync {
+                    sku: sku.clone(),
+                    target,
+                    version,
+                    reason: Reason::Resync,
+                    acknowledged: None,
+                    reported: None,
+                    failures: 0,
+                    last_error: None,
+                    unsynced_since: Some(now),
+                });
+            let resync = reason == Reason::Resync;
+            if sync.target != target || resync || sync.acknowledged.is_none() {
+                if sync.target != target || resync {
+                    sync.version = version;
+                    sync.reason = if sync.acknowledged.is_none() {
+                        Reason::Resync
+                    } else {
+                        reason
+                    };
+                }
+                sync.target = target;
+                sync.unsynced_since.get_or_insert(now);
+                self.dirty.insert(key);
+            }
+        }
+    }
+
+    /// A listing no longer named by its SKU stops being synced.
+    fn forget_unnamed(&mut self, sku: &SkuId) {
+        let named = self
+            .skus
+            .get(sku)
+            .map(|book| book.listings.as_slice())
+            .unwrap_or_default();
+        self.listings.retain(|(platform, listing), sync| {
+            &sync.sku != sku
+                || named.iter().any(|(named_platform, named_listing)| {
+                    named_platform == platform && named_listing == listing
+                })
+        });
+        let listings = &self.listings;
+        self.dirty.retain(|key| listings.contains_key(key));
+    }
+
+    /// Up to `limit` updates for `platform`'s listings that wait for their platform, oldest
+    /// version first.
+    pub fn updates(&self, platform: &Platform, limit: usize) -> Vec<Update> {
+        let mut updates: Vec<Update> = self
+            .dirty
+            .iter()
+            .filter(|(name, _)| name == platform)
+            .filter_map(|key| self.update(key))
+            .collect();
+        updates.sort_by_key(|update| update.version);
+        updates.truncate(limit);
+        updates
+    }
+
+    fn update(&self, key: &(Platform, ListingId)) -> Option<Update> {
+        let sync = self.listings.get(key)?;
+        let consumed = self.skus.get(&sync.sku)?.consumed(&key.0);
+        let delta = sync
+            .shown(consumed)
+            .map(|shown| sync.target as i64 - shown as i64);
+        Some(Update {
+            platform: key.0.clone(),
+            sku: sync.sku.clone(),
+            listing: key.1.clone(),
+            quantity: sync.target,
+            delta,
+            version: sync.version,
+            reason: sync.reason,
+            consumed,
+        })
+    }
+
+    /// The platform acknowledged `update` (and reported `reported`, when it did): the
+    /// listing is synced unless its target moved meanwhile.
+    pub fn acknowledged(&mut self, update: &Update, reported: Option<u64>, now: Timestamp) {
+        let key = (update.platform.clone(), update.listing.clone());
+        let Some(sync) = self.listings.get_mut(&key) else {
+            return;
+        };
+        sync.acknowledged = Some(Acknowledged {
+            version: update.version,
+            quantity: update.quantity,
+            consumed: update.consumed,
+            at: now,
+        });
+        sync.reported = reported;
+        sync.failures = 0;
+        sync.last_error = None;
+        if sync.version == update.version && sync.target == update.quantity {
+            sync.unsynced_since = None;
+            self.dirty.remove(&key);
+        }
+    }
+
+    /// An attempt for `updates` failed with `error`.
+    pub fn failed(&mut self, updates: &[Update], error: &str) {
+        for update in updates {
+            let key = (update.platform.clone(), update.listing.clone());
+            if let Some(sync) = self.listings.get_mut(&key) {
+                sync.failures = sync.failures.saturating_add(1);
+                sync.last_error = Some(error.to_owned());
+            }
+        }
+    }
+
+    /// Every listing of `platform` is to be synced in full (start-up, a new leader, a
+    /// platform that was unreachable).
+    pub fn resync(&mut self, platform: &Platform, now: Timestamp) {
+        for (key, sync) in &mut self.listings {
+            if &key.0 != platform {
+                continue;
+            }
+            sync.reason = Reason::Resync;
+            sync.unsynced_since.get_or_insert(now);
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    /// Every listing with its sync state, by platform and listing id.
+    pub fn listings(&self) -> impl Iterator<Item = (&(Platform, ListingId), &ListingSync)> {
+        self.listings.iter()
+    }
+
+    /// What `platform` has taken of `sku` (locked + sold).
+    pub fn consumed(&self, sku: &SkuId, platform: &Platform) -> u64 {
+        self.skus.get(sku).map_or(0, |book| book.consumed(platform))
+    }
+}
+
+/// The `reason` a fact gives the listings it moves.
+fn reason(fact: &Fact) -> Reason {
+    match fact {
+        Fact::OrderReserved { .. } | Fact::OrderSold { .. } | Fact::OrderConfirmed { .. } => {
+            Reason::Sale
+        }
+        Fact::OrderCancelled { .. } | Fact::OrderExpired { .. } | Fact::OrderRefunded { .. } => {
+            Reason::Release
+        }
+        Fact::Halted { .. } | Fact::ListingHalted { .. } => Reason::Halt,
+        Fact::Resumed { .. } | Fact::ListingResumed { .. } => Reason::Resume,
+        _ => Reason::Restock,
+    }
+}

@@ -1,0 +1,94 @@
+//! Channel connectors' settings: one `[[channels]]` table of the configuration file per
+//! platform.
+
+use serde::Deserialize;
+
+/// How stock reaches a platform.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// The generic contract of `docs/CHANNELS.md`: `POST {url}` with `{"updates": [...]}`.
+    #[default]
+    Webhook,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// The platform whose listings this connector keeps (`douyin`, `kuaishou`, ...): the
+    /// name orders carry and SKUs' `listings` use.
+    pub platform: String,
+    #[serde(default)]
+    pub connector: ConnectorKind,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// The HMAC-SHA256 key requests are signed with; `secret_env` names an environment
+    /// variable to read it from instead.
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// At most this many requests a second to this platform.
+    #[serde(default = "requests_per_s_default")]
+    pub max_requests_per_s: u32,
+    /// At most this many listing updates in one request.
+    #[serde(default = "updates_per_request_default")]
+    pub max_updates_per_request: u32,
+}
+
+fn requests_per_s_default() -> u32 {
+    10
+}
+
+fn updates_per_request_default() -> u32 {
+    100
+}
+
+impl ChannelConfig {
+    /// Checks every connector and reads secrets named by `secret_env`.
+    pub fn resolve(channels: &mut [ChannelConfig]) -> Result<(), String> {
+        for index in 0..channels.len() {
+            let channel = &channels[index];
+            if crate::ledger::Platform::new(&channel.platform).is_err()
+                || channels[..index]
+                    .iter()
+                    .any(|other| other.platform == channel.platform)
+            {
+                return Err(format!(
+                    "channels: each platform must be named once and be a valid id, got {:?}",
+                    channel.platform
+                ));
+            }
+            let scheme_ok =
+                channel.url.starts_with("http://") || channel.url.starts_with("https://");
+            if !scheme_ok || reqwest::Url::parse(&channel.url).is_err() {
+                return Err(format!(
+                    "channels {}: url must be http:// or https://, got {:?}",
+                    channel.platform, channel.url
+                ));
+            }
+            if channel.max_requests_per_s == 0 || channel.max_updates_per_request == 0 {
+                return Err(format!(
+                    "channels {}: max_requests_per_s and max_updates_per_request must be at least 1",
+                    channel.platform
+                ));
+            }
+            let channel = &mut channels[index];
+            if let Some(name) = &channel.secret_env {
+                channel.secret = std::env::var(name).map_err(|_| {
+                    format!(
+                        "channels {}: the environment variable {name} (secret_env) is not set",
+                        channel.platform
+                    )
+                })?;
+            }
+            if channel.secret.is_empty() {
+                return Err(format!(
+                    "channels {}: a secret (or secret_env) is required: receivers check the signature",
+                    channel.platform
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Delivery to one platform: the latest number of each listing that waits, a request at a
+//! time, paced by the connector's rate, retried with backoff, slowed by `429`.
+
+use std::time::Duration;
+
+use super::webhook::{self, Refused};
+use super::{Channels, Connector};
+
+/// The longest wait between two attempts after failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after `failures` failures in a row: 250 ms, doubling, at most 30 s, with ±20 %
+/// jitter.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(250u64 << failures.min(7)).min(BACKOFF_MAX);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64()).min(BACKOFF_MAX)
+}
+
+/// Delivers connector `index`'s listings for as long as it runs.
+pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest::Client) {
+    let connector: &Connector = &channels.connectors[index];
+    let pace = Duration::from_secs(1) / connector.config.max_requests_per_s.max(1);
+    let limit = connector.config.max_updates_per_request.max(1) as usize;
+    let mut failures: u32 = 0;
+    loop {
+        let delivers = channels.delivers.load(std::sync::atomic::Ordering::Acquire);
+        let updates = if delivers {
+            channels.book.lock().updates(&connector.platform, limit)
+        } else {
+            Vec::new()
+        };
+        if updates.is_empty() {
+            connector.wake.notified().await;
+            continue;
+        }
+        let started = tokio::time::Instant::now();
+        let sent = webhook::send(client, &connector.config, &updates, channels.now()).await;
+        let wait = match sent {
+            Ok(reported) => {
+                failures = 0;
+                let now = channels.now();
+                let mut book = channels.book.lock();
+                for (update, reported) in updates.iter().zip(reported) {
+                    book.acknowledged(update, reported, now);
+                }
+                pace
+            }
+            Err(Refused::SlowDown(wait, error)) => {
+                channels.book.lock().failed(&updates, &error);
+                wait.max(pace)
+            }
+            Err(Refused::Failed(error)) => {
+                tracing::warn!(platform = %connector.platform, %error, "A listing update failed; retrying.");
+                channels.book.lock().failed(&updates, &error);
+                failures = failures.saturating_add(1);
+                backoff(failures - 1).max(pace)
+            }
+        };
+        tokio::time::sleep_until(started + wait).await;
+    }
+}
