@@ -103,6 +103,22 @@ async fn every_listing_shows_what_the_pool_can_honour_within_a_second_of_each_sa
         "{body}"
     );
     shows(&server, &platform, &[("dy-1", 98), ("ks-1", 30)]).await;
+    for refused in [
+        json!({"allocation": {"mode": "exclusive", "shares": {"douyin": 0.6}}}),
+        json!({"allocation": {"mode": "shared", "buffer": -1}}),
+        json!({"allocation": {"mode": "shared", "buffer": 1, "floor": 2}}),
+        json!({"listings": {"douyin": ""}}),
+        json!({"listings": {"douyin": 7}}),
+    ] {
+        let (status, body) = server.put("/api/v1/skus/HOT", refused.clone()).await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{refused}: {body}"
+        );
+    }
+    let unchanged = server.stock("HOT").await;
+    assert_eq!(unchanged["allocation"]["buffer"], 2, "{unchanged}");
 
     for index in 0..10 {
         buy(
