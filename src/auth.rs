@@ -217,6 +217,20 @@ pub fn sign_webhook(secret: &[u8], timestamp_s: u64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The first 128 bits of the SHA-256 of `parts` joined by newlines, in hex: how an
+/// idempotency key too long to send as it is gets shortened.
+pub fn short_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    use sha2::Digest;
+    let mut digest = Sha256::new();
+    for (index, part) in parts.into_iter().enumerate() {
+        if 0 < index {
+            digest.update(b"\n");
+        }
+        digest.update(part);
+    }
+    hex::encode(&digest.finalize()[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,23 @@ impl From<&Allocation> for AllocationBody {
     }
 }
 
+/// `AllocationBody` as the API's document states it: one mode today, its fields closed.
+pub(crate) fn allocation_schema() -> serde_json::Value {
+    serde_json::json!({
+        "description": "How a SKU's available units are split between its platform listings. `shared`: every listing shows what its platform could still take (its quota's headroom), capped by `available - buffer`.",
+        "type": "object",
+        "required": ["mode"],
+        "properties": {
+            "mode": {"type": "string", "enum": ["shared"]},
+            "buffer": {
+                "type": "integer", "minimum": 0, "maximum": crate::ledger::STOCK_QTY_MAX, "default": 0,
+                "description": "Units no listing shows, kept against two platforms selling the same last units",
+            },
+        },
+        "additionalProperties": false,
+    })
+}
+
 /// `listings` of a SKU update: platform → the platform's listing id.
 pub(crate) fn listings(
     listings: BTreeMap<String, String>,

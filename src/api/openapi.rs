@@ -294,6 +294,7 @@ fn contract(secured: bool) -> Value {
             "properties": {"lines": {"type": "array"}, "sku": {"type": "null"}, "qty": {"type": "null"}},
         },
     ]);
+    document["components"]["schemas"]["AllocationBody"] = super::channels::allocation_schema();
     // Each item of a batch is checked on its own and answered in its own result, so the
     // batch takes any item; what an item should be is said in words.
     if let Some(ops) = document.pointer_mut("/components/schemas/BatchRequest/properties/ops") {
@@ -479,6 +480,15 @@ fn constraints() -> Vec<(&'static str, &'static str, Constraint)> {
                 "maxProperties": QUOTAS_MAX,
                 "propertyNames": {"$ref": "#/components/schemas/Id"},
                 "additionalProperties": {"type": "integer", "minimum": 0, "maximum": STOCK_QTY_MAX},
+            })),
+        ),
+        (
+            "PutSkuRequest",
+            "listings",
+            Constraint::Merge(json!({
+                "maxProperties": super::channels::LISTINGS_MAX,
+                "propertyNames": {"$ref": "#/components/schemas/Id"},
+                "additionalProperties": {"$ref": "#/components/schemas/Id"},
             })),
         ),
         (

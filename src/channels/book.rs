@@ -167,12 +167,7 @@ impl Update {
         if key.len() <= 128 && key.is_ascii() {
             return key;
         }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let hex: String = digest[..16]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let hex = crate::auth::short_digest([key.as_bytes()]);
         format!("stockpulse-h{hex}-v{}", self.version)
     }
 }

@@ -63,16 +63,8 @@ fn request_key(updates: &[Update]) -> String {
     if let [update] = updates {
         return update.key();
     }
-    use sha2::Digest;
-    let mut digest = sha2::Sha256::new();
-    for update in updates {
-        digest.update(update.key().as_bytes());
-        digest.update(b"\n");
-    }
-    let hex: String = digest.finalize()[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let keys: Vec<String> = updates.iter().map(Update::key).collect();
+    let hex = crate::auth::short_digest(keys.iter().map(String::as_bytes));
     format!("stockpulse-batch-{hex}")
 }
 

@@ -74,12 +74,7 @@ impl Outgoing {
         if key.len() <= IDEMPOTENCY_KEY_MAX {
             return key;
         }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let hex: String = digest[..16]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let hex = crate::auth::short_digest([key.as_bytes()]);
         format!("stockpulse-{}-h{hex}", self.receiver)
     }
 }
