@@ -12,7 +12,9 @@ use smallvec::SmallVec;
 
 use super::allocation::{self, PlatformUse, Pool};
 use crate::clock::Timestamp;
-use crate::ledger::{Allocation, Fact, Ledger, ListingId, Platform, RoomId, SkuId, SkuSettings};
+use crate::ledger::{
+    Allocation, Fact, Ledger, ListingAck, ListingId, Platform, RoomId, SkuId, SkuSettings,
+};
 
 /// Why a listing's number changed: the `reason` of an update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +124,10 @@ pub struct ListingSync {
     pub last_error: Option<String>,
     /// Since when the listing has had a target its platform has not acknowledged.
     pub unsynced_since: Option<Timestamp>,
+    /// An update whose outcome is unknown (no answer, or a 5xx): it may have been applied,
+    /// so it is sent again as it is (same key, same delta) until the platform answers, and
+    /// only then is a newer number measured from its acknowledgement.
+    pub in_doubt: Option<Update>,
 }
 
 impl ListingSync {
@@ -150,6 +156,8 @@ pub struct Update {
     /// `quantity` less what the listing shows by our account; `None` when nothing was
     /// acknowledged yet.
     pub delta: Option<i64>,
+    /// The version of the acknowledgement `delta` is measured from.
+    pub acknowledged_version: Option<u64>,
     pub version: u64,
     pub reason: Reason,
     /// The platform's consumption when the update was made (what an acknowledgement keeps).
@@ -157,6 +165,17 @@ pub struct Update {
 }
 
 impl Update {
+    /// What a platform's acknowledgement of this update keeps.
+    pub fn ack(&self) -> ListingAck {
+        ListingAck {
+            sku: self.sku.clone(),
+            listing: self.listing.clone(),
+            version: self.version,
+            quantity: self.quantity,
+            consumed: self.consumed,
+        }
+    }
+
     /// The idempotency key: made from the listing and the log, so the same on every retry
     /// and on every node.
     pub fn key(&self) -> String {
@@ -211,6 +230,16 @@ impl Book {
         let skus: Vec<SkuId> = book.skus.keys().cloned().collect();
         for sku in skus {
             book.retarget(&sku, sequence, Reason::Resync, now);
+            for mark in ledger.synced(&sku) {
+                let ack = ListingAck {
+                    sku: sku.clone(),
+                    listing: mark.listing,
+                    version: mark.version,
+                    quantity: mark.quantity,
+                    consumed: mark.consumed,
+                };
+                book.acknowledge(&mark.platform, &ack, mark.at);
+            }
         }
         book
     }
@@ -219,6 +248,12 @@ impl Book {
     pub fn apply(&mut self, first_sequence: u64, facts: &[Fact]) {
         for (offset, fact) in facts.iter().enumerate() {
             let sequence = first_sequence + offset as u64;
+            if let Fact::ListingsSynced { at, platform, acks } = fact {
+                for ack in acks {
+                    self.acknowledge(platform, ack, *at);
+                }
+                continue;
+            }
             let renamed = matches!(fact, Fact::SkuPut { .. });
             for sku in self.take_in(fact) {
                 if renamed {
@@ -312,6 +347,7 @@ impl Book {
                     failures: 0,
                     last_error: None,
                     unsynced_since: Some(now),
+                    in_doubt: None,
                 });
             let resync = reason == Reason::Resync;
             if sync.target != target || resync || sync.acknowledged.is_none() {
@@ -363,6 +399,9 @@ impl Book {
 
     fn update(&self, key: &(Platform, ListingId)) -> Option<Update> {
         let sync = self.listings.get(key)?;
+        if let Some(in_doubt) = &sync.in_doubt {
+            return Some(in_doubt.clone());
+        }
         let consumed = self.skus.get(&sync.sku)?.consumed(&key.0);
         let delta = sync
             .shown(consumed)
@@ -373,6 +412,7 @@ impl Book {
             listing: key.1.clone(),
             quantity: sync.target,
             delta,
+            acknowledged_version: sync.acknowledged.map(|acknowledged| acknowledged.version),
             version: sync.version,
             reason: sync.reason,
             consumed,
@@ -382,32 +422,54 @@ impl Book {
     /// The platform acknowledged `update` (and reported `reported`, when it did): the
     /// listing is synced unless its target moved meanwhile.
     pub fn acknowledged(&mut self, update: &Update, reported: Option<u64>, now: Timestamp) {
+        self.acknowledge(&update.platform, &update.ack(), now);
         let key = (update.platform.clone(), update.listing.clone());
-        let Some(sync) = self.listings.get_mut(&key) else {
+        if let Some(sync) = self.listings.get_mut(&key) {
+            sync.reported = reported;
+            sync.failures = 0;
+            sync.last_error = None;
+            sync.in_doubt = None;
+        }
+    }
+
+    /// Keeps an acknowledgement (live, journaled, or kept by the ledger) unless a newer one
+    /// was kept; the listing is synced when it acknowledged its current target.
+    fn acknowledge(&mut self, platform: &Platform, ack: &ListingAck, at: Timestamp) {
+        let key = (platform.clone(), ack.listing.clone());
+        let Some(sync) = self
+            .listings
+            .get_mut(&key)
+            .filter(|sync| sync.sku == ack.sku)
+        else {
             return;
         };
+        if sync
+            .acknowledged
+            .is_some_and(|kept| ack.version < kept.version)
+        {
+            return;
+        }
         sync.acknowledged = Some(Acknowledged {
-            version: update.version,
-            quantity: update.quantity,
-            consumed: update.consumed,
-            at: now,
+            version: ack.version,
+            quantity: ack.quantity,
+            consumed: ack.consumed,
+            at,
         });
-        sync.reported = reported;
-        sync.failures = 0;
-        sync.last_error = None;
-        if sync.version == update.version && sync.target == update.quantity {
+        if sync.version == ack.version && sync.target == ack.quantity {
             sync.unsynced_since = None;
             self.dirty.remove(&key);
         }
     }
 
-    /// An attempt for `updates` failed with `error`.
-    pub fn failed(&mut self, updates: &[Update], error: &str) {
+    /// An attempt for `updates` failed with `error`; `in_doubt` when the platform may have
+    /// applied them (no answer, a 5xx), so they go again as they are.
+    pub fn failed(&mut self, updates: &[Update], error: &str, in_doubt: bool) {
         for update in updates {
             let key = (update.platform.clone(), update.listing.clone());
             if let Some(sync) = self.listings.get_mut(&key) {
                 sync.failures = sync.failures.saturating_add(1);
                 sync.last_error = Some(error.to_owned());
+                sync.in_doubt = in_doubt.then(|| update.clone());
             }
         }
     }

@@ -34,6 +34,8 @@ struct Connector {
 /// See the module documentation.
 pub struct Channels {
     book: Mutex<Book>,
+    /// Where acknowledgements are journaled.
+    ledger: Arc<Ledger>,
     connectors: Vec<Connector>,
     delivers: AtomicBool,
     clock: Arc<dyn Clock>,
@@ -56,7 +58,7 @@ impl Channels {
     /// every listing starts out to be synced in full.
     pub fn new(
         configs: &[ChannelConfig],
-        ledger: &Ledger,
+        ledger: &Arc<Ledger>,
         sequence: u64,
         clock: Arc<dyn Clock>,
     ) -> Arc<Channels> {
@@ -72,6 +74,7 @@ impl Channels {
             .collect();
         Arc::new(Channels {
             book: Mutex::new(Book::from_ledger(ledger, sequence, clock.now())),
+            ledger: ledger.clone(),
             connectors,
             delivers: AtomicBool::new(true),
             clock,

@@ -39,19 +39,30 @@ pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest:
             Ok(reported) => {
                 failures = 0;
                 let now = channels.now();
-                let mut book = channels.book.lock();
-                for (update, reported) in updates.iter().zip(reported) {
-                    book.acknowledged(update, reported, now);
+                {
+                    let mut book = channels.book.lock();
+                    for (update, reported) in updates.iter().zip(reported) {
+                        book.acknowledged(update, reported, now);
+                    }
                 }
+                // Journaled, so a restart and every node know what each listing was told.
+                let acks = updates.iter().map(super::Update::ack).collect();
+                channels.ledger.note_synced(now, &connector.platform, acks);
                 pace
             }
             Err(Refused::SlowDown(wait, error)) => {
-                channels.book.lock().failed(&updates, &error);
+                channels.book.lock().failed(&updates, &error, false);
                 wait.max(pace)
             }
-            Err(Refused::Failed(error)) => {
-                tracing::warn!(platform = %connector.platform, %error, "A listing update failed; retrying.");
-                channels.book.lock().failed(&updates, &error);
+            Err(Refused::Rejected(error)) => {
+                tracing::warn!(platform = %connector.platform, %error, "A platform refused listing updates; retrying with the latest numbers.");
+                channels.book.lock().failed(&updates, &error, false);
+                failures = failures.saturating_add(1);
+                backoff(failures - 1).max(pace)
+            }
+            Err(Refused::InDoubt(error)) => {
+                tracing::warn!(platform = %connector.platform, %error, "Listing updates went unanswered; sending them again as they are.");
+                channels.book.lock().failed(&updates, &error, true);
                 failures = failures.saturating_add(1);
                 backoff(failures - 1).max(pace)
             }

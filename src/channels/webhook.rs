@@ -19,10 +19,12 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 /// Why an attempt did not acknowledge its updates.
 #[derive(Debug)]
 pub(super) enum Refused {
-    /// 429: wait this long before the next request.
+    /// 429: nothing applied; wait this long before the next request.
     SlowDown(Duration, String),
-    /// Anything else: retried after a backoff.
-    Failed(String),
+    /// Another 4xx: the receiver refused the request, nothing applied.
+    Rejected(String),
+    /// No answer, or a 5xx: the receiver may have applied the updates.
+    InDoubt(String),
 }
 
 /// What the receiver says it applied: its platform's own number per listing.
@@ -49,6 +51,7 @@ pub(super) fn body(updates: &[Update]) -> String {
                 "listing": update.listing.as_str(),
                 "quantity": update.quantity,
                 "delta": update.delta,
+                "acknowledged_version": update.acknowledged_version,
                 "version": update.version,
                 "key": update.key(),
                 "reason": update.reason.as_str(),
@@ -91,7 +94,7 @@ pub(super) async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|error| Refused::Failed(error.to_string()))?;
+        .map_err(|error| Refused::InDoubt(error.to_string()))?;
     let status = response.status();
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         let wait = response
@@ -103,8 +106,11 @@ pub(super) async fn send(
             .min(RETRY_AFTER_MAX);
         return Err(Refused::SlowDown(wait, format!("answered {status}")));
     }
+    if status.is_client_error() && status != reqwest::StatusCode::REQUEST_TIMEOUT {
+        return Err(Refused::Rejected(format!("answered {status}")));
+    }
     if !status.is_success() {
-        return Err(Refused::Failed(format!("answered {status}")));
+        return Err(Refused::InDoubt(format!("answered {status}")));
     }
     // The answer's body is optional; one that does not parse reports nothing.
     let answer: Answer = response.json().await.unwrap_or_default();

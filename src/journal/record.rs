@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Allocation, Consumed, Fact, Halt, LedgerImage, Line, Lines, Listing, ListingId, ListingTally,
-    Lost, LostEntry, OrderId, OrderImage, OrderRequest, OrderStatus, Outcomes, PlanPoint,
-    PlanShape, Platform, PlatformLost, Policy, Qty, RestockId, Room, RoomId, Series, ShowRecord,
-    SkuId, SkuImage, SkuSettings, Stock, Stocks,
+    Allocation, Consumed, Fact, Halt, LedgerImage, Line, Lines, Listing, ListingAck, ListingId,
+    ListingTally, Lost, LostEntry, OrderId, OrderImage, OrderRequest, OrderStatus, Outcomes,
+    PlanPoint, PlanShape, Platform, PlatformLost, Policy, Qty, RestockId, Room, RoomId, Series,
+    ShowRecord, SkuId, SkuImage, SkuSettings, Stock, Stocks, SyncMark,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -92,6 +92,46 @@ impl Default for AllocationRecord {
     fn default() -> Self {
         AllocationRecord::Shared { buffer: 0 }
     }
+}
+
+/// A platform's acknowledgement of one listing update (see `ledger::ListingAck`): the SKU,
+/// the listing, the version, the quantity and the platform's consumption then.
+type SyncRecord<'a> = (Cow<'a, str>, Cow<'a, str>, u64, u64, u64);
+
+fn sync_record(ack: &ListingAck) -> SyncRecord<'_> {
+    (
+        Cow::Borrowed(ack.sku.as_str()),
+        Cow::Borrowed(ack.listing.as_str()),
+        ack.version,
+        ack.quantity,
+        ack.consumed,
+    )
+}
+
+fn listing_ack(record: SyncRecord<'_>) -> Result<ListingAck, DecodeError> {
+    let (sku, listing, version, quantity, consumed) = record;
+    Ok(ListingAck {
+        sku: value(SkuId::new(&sku))?,
+        listing: value(ListingId::new(&listing))?,
+        version,
+        quantity,
+        consumed,
+    })
+}
+
+/// What a SKU keeps of a platform's last acknowledgement (see `ledger::SyncMark`).
+type MarkRecord<'a> = (Cow<'a, str>, Cow<'a, str>, u64, u64, u64, u64);
+
+fn sync_mark(record: MarkRecord<'_>) -> Result<SyncMark, DecodeError> {
+    let (platform, listing, version, quantity, consumed, at) = record;
+    Ok(SyncMark {
+        platform: value(Platform::new(&platform))?,
+        listing: value(ListingId::new(&listing))?,
+        version,
+        quantity,
+        consumed,
+        at: Timestamp::from_millis(at),
+    })
 }
 
 /// One fact as the journal stores it. New variants go at the end; existing ones never
@@ -236,6 +276,15 @@ enum FactRecord<'a> {
         at: u64,
         settled_before: u64,
         sold_before: u64,
+    },
+    /// A platform acknowledged updates to its listings: (sku, listing, version, quantity,
+    /// consumed) each. Since format 7.
+    ListingsSynced {
+        at: u64,
+        #[serde(borrow)]
+        platform: Cow<'a, str>,
+        #[serde(borrow)]
+        acks: Vec<SyncRecord<'a>>,
     },
     /// `SkuPut` with the SKU's platform listings and allocation. Since format 7.
     SkuPutWithChannels {
@@ -909,6 +958,11 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             settled_before: settled_before.as_millis(),
             sold_before: sold_before.as_millis(),
         },
+        Fact::ListingsSynced { platform, acks, .. } => FactRecord::ListingsSynced {
+            at,
+            platform: Cow::Borrowed(platform.as_str()),
+            acks: acks.iter().map(sync_record).collect(),
+        },
         Fact::LostDemand { entries, .. } => FactRecord::LostDemand {
             at,
             entries: entries
@@ -1144,6 +1198,18 @@ pub(super) fn decode_fact(
             settled_before: Timestamp::from_millis(settled_before),
             sold_before: Timestamp::from_millis(sold_before),
         },
+        FactRecord::ListingsSynced {
+            at: time,
+            platform,
+            acks,
+        } => Fact::ListingsSynced {
+            at: at(time),
+            platform: value(Platform::new(&platform))?,
+            acks: acks
+                .into_iter()
+                .map(listing_ack)
+                .collect::<Result<_, DecodeError>>()?,
+        },
         FactRecord::LostDemand { at: time, entries } => Fact::LostDemand {
             at: at(time),
             entries: entries
@@ -1179,6 +1245,10 @@ struct SkuImageRecord<'a> {
     /// Added with channels: no listings and the default allocation when absent.
     #[serde(borrow, default)]
     channels: ChannelsRecord<'a>,
+    /// Each platform's last acknowledgement: (platform, listing, version, quantity,
+    /// consumed, when).
+    #[serde(borrow, default)]
+    synced: Vec<MarkRecord<'a>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1236,6 +1306,20 @@ pub(super) fn encode_image(image: &LedgerImage) -> Vec<u8> {
                 stock: stock_record(&sku.stock),
                 settings: settings_record(&sku.settings),
                 channels: channels_record(&sku.settings),
+                synced: sku
+                    .synced
+                    .iter()
+                    .map(|mark| {
+                        (
+                            Cow::Borrowed(mark.platform.as_str()),
+                            Cow::Borrowed(mark.listing.as_str()),
+                            mark.version,
+                            mark.quantity,
+                            mark.consumed,
+                            mark.at.as_millis(),
+                        )
+                    })
+                    .collect(),
                 platforms: sku
                     .platforms
                     .iter()
@@ -1282,6 +1366,11 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<LedgerImage, DecodeError> {
                 Ok(SkuImage {
                     stock: stock(sku.stock)?,
                     settings: settings(sku.settings, sku.channels)?,
+                    synced: sku
+                        .synced
+                        .into_iter()
+                        .map(sync_mark)
+                        .collect::<Result<_, DecodeError>>()?,
                     platforms: sku
                         .platforms
                         .into_iter()

@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 
 use super::room::{Lost, Room};
 use super::show::ShowRecord;
-use super::types::{OrderId, OrderRequest, RestockId, RoomId, SkuId, SkuSettings, Stock};
+use super::types::{OrderId, OrderRequest, Platform, RestockId, RoomId, SkuId, SkuSettings, Stock};
 use crate::clock::Timestamp;
 
 /// Units refused to orders naming `room`, on its listing of `sku`.
@@ -154,6 +154,13 @@ pub enum Fact {
         settled_before: Timestamp,
         sold_before: Timestamp,
     },
+    /// `platform` acknowledged updates to its listings (channel sync). Changes no stock; in
+    /// the log so every node knows what each listing was last told.
+    ListingsSynced {
+        at: Timestamp,
+        platform: Platform,
+        acks: Vec<super::synced::ListingAck>,
+    },
 }
 
 impl Fact {
@@ -176,7 +183,8 @@ impl Fact {
             | Fact::AlertAcknowledged { at, .. }
             | Fact::LostDemand { at, .. }
             | Fact::ShowEnded { at, .. }
-            | Fact::OrdersForgotten { at, .. } => *at,
+            | Fact::OrdersForgotten { at, .. }
+            | Fact::ListingsSynced { at, .. } => *at,
         }
     }
 
@@ -200,7 +208,8 @@ impl Fact {
             | Fact::AlertAcknowledged { .. }
             | Fact::LostDemand { .. }
             | Fact::ShowEnded { .. }
-            | Fact::OrdersForgotten { .. } => &[],
+            | Fact::OrdersForgotten { .. }
+            | Fact::ListingsSynced { .. } => &[],
         }
     }
 
@@ -257,7 +266,8 @@ impl Fact {
             | Fact::AlertAcknowledged { .. }
             | Fact::LostDemand { .. }
             | Fact::ShowEnded { .. }
-            | Fact::OrdersForgotten { .. } => None,
+            | Fact::OrdersForgotten { .. }
+            | Fact::ListingsSynced { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -288,6 +298,7 @@ impl Fact {
             Fact::LostDemand { .. } => "lost_demand",
             Fact::ShowEnded { .. } => "show_ended",
             Fact::OrdersForgotten { .. } => "orders_forgotten",
+            Fact::ListingsSynced { .. } => "listings_synced",
         }
     }
 }

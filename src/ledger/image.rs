@@ -190,6 +190,7 @@ impl Ledger {
                     .collect(),
                 listings: sku.listings,
                 shows: sku.shows,
+                synced: sku.synced,
             };
             let key = ledger.sku_key(&sku.stock.sku);
             let mut table: parking_lot::MutexGuard<'_, SkuTable> = ledger.skus[key.stripe].0.lock();

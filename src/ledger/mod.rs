@@ -38,6 +38,7 @@ mod room;
 mod show;
 mod sku;
 mod stripe;
+mod synced;
 mod types;
 mod values;
 
@@ -62,6 +63,7 @@ pub use room::{
     RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series, corners_over,
 };
 pub use show::{CURVE_POINTS, SHOWS_KEPT_MAX, ShowRecord, average_curve, history_plan};
+pub use synced::{ListingAck, SyncMark};
 pub use types::{
     ACKNOWLEDGER_CHARS_MAX, Allocation, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines,
     ListingId, ORDER_LINES_MAX, OrderId, OrderRequest, OrderStatus, OrderView, Platform,

@@ -124,6 +124,12 @@ impl Ledger {
                 }
                 Ok(())
             }
+            Fact::ListingsSynced {
+                at, platform, acks, ..
+            } => {
+                self.replay_synced(*at, platform, acks);
+                Ok(())
+            }
             Fact::OrdersForgotten {
                 settled_before,
                 sold_before,
@@ -210,7 +216,7 @@ impl Ledger {
 
     /// Changes the SKU's entry, when the ledger has it: for facts that change no stock and
     /// whose SKU may be gone since (a show's record, lost demand).
-    fn replay_on_sku(&self, sku: &SkuId, change: impl FnOnce(&mut SkuEntry)) {
+    pub(super) fn replay_on_sku(&self, sku: &SkuId, change: impl FnOnce(&mut SkuEntry)) {
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
         if let Some(entry) = table.find_mut(&key, 0) {

@@ -103,6 +103,8 @@ pub(super) struct SkuEntry {
     pub(super) listings: Vec<ListingTally>,
     /// The SKU's latest finished shows, oldest first.
     pub(super) shows: Vec<super::show::ShowRecord>,
+    /// What each platform last acknowledged of its listing of this SKU.
+    pub(super) synced: Vec<super::synced::SyncMark>,
 }
 
 /// Restocks remembered per SKU for idempotency: a show restocks a SKU a handful of times.
@@ -126,6 +128,7 @@ impl SkuEntry {
             restocks: VecDeque::new(),
             listings: Vec::new(),
             shows: Vec::new(),
+            synced: Vec::new(),
         }
     }
 
@@ -337,11 +340,15 @@ pub(super) fn put_sku_entry(
         listings.dedup_by(|a, b| a.0 == b.0);
         settings.listings = listings;
     }
+    let renamed = settings.listings != entry.settings.listings;
     if let Some(allocation) = update.allocation {
         settings.allocation = allocation;
     }
     entry.quantities = quantities;
     entry.settings = settings;
+    if renamed {
+        entry.forget_unnamed_marks();
+    }
     entry.touch(now);
     Ok(Fact::SkuPut {
         at: now,
@@ -395,6 +402,7 @@ impl SkuEntry {
             restocks: self.restocks.iter().cloned().collect(),
             listings: self.listings.clone(),
             shows: self.shows.clone(),
+            synced: self.synced.clone(),
         }
     }
 }

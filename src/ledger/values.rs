@@ -30,6 +30,8 @@ pub struct SkuImage {
     pub listings: Vec<ListingTally>,
     /// The SKU's latest finished shows, oldest first.
     pub shows: Vec<ShowRecord>,
+    /// What each platform last acknowledged of its listing.
+    pub synced: Vec<super::synced::SyncMark>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

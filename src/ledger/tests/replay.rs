@@ -87,6 +87,69 @@ fn facts_of_a_life_cycle_replay_to_the_same_ledger() {
 }
 
 #[test]
+fn what_platforms_acknowledged_replays_and_survives_a_snapshot() {
+    // Goal: each SKU keeps the newest acknowledgement per platform listing, from live calls,
+    // replayed facts and snapshots alike; an older version, an unknown SKU and a listing
+    // the SKU no longer names change nothing, and renaming a listing forgets its mark.
+    // Method: acknowledge in and out of order, replay the facts into a fresh ledger, export
+    // and import an image, compare; then rename the listing.
+    let ledger = Ledger::new(LedgerConfig::default());
+    let listing = |id: &str| crate::ledger::ListingId::new(id).expect("a listing id");
+    let update = SkuUpdate {
+        total: Some(100),
+        listings: Some(vec![(platform("douyin"), listing("dy-1"))]),
+        ..SkuUpdate::default()
+    };
+    let mut facts = vec![
+        ledger
+            .put_sku(at(0), &sku_id("A"), update)
+            .expect("put_sku"),
+    ];
+    let ack = |sku: &str, id: &str, version: u64, quantity: u64| crate::ledger::ListingAck {
+        sku: sku_id(sku),
+        listing: listing(id),
+        version,
+        quantity,
+        consumed: 2,
+    };
+    let douyin = platform("douyin");
+    facts.push(ledger.note_synced(at(1), &douyin, vec![ack("A", "dy-1", 5, 70)]));
+    facts.push(ledger.note_synced(
+        at(2),
+        &douyin,
+        vec![
+            ack("A", "dy-1", 3, 90),
+            ack("Z", "dy-9", 9, 1),
+            ack("A", "dy-2", 9, 1),
+        ],
+    ));
+    let kept = ledger.synced(&sku_id("A"));
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].version, kept[0].quantity, kept[0].at),
+        (5, 70, at(1))
+    );
+
+    let replayed = Ledger::new(LedgerConfig::default());
+    for fact in &facts {
+        replayed.apply(fact).expect("every fact replays");
+    }
+    assert_eq!(replayed.synced(&sku_id("A")), kept);
+    let (image, ()) = ledger.export(|| ());
+    let imported = Ledger::import(LedgerConfig::default(), image).expect("import");
+    assert_eq!(imported.synced(&sku_id("A")), kept);
+
+    let renamed = SkuUpdate {
+        listings: Some(vec![(platform("douyin"), listing("dy-2"))]),
+        ..SkuUpdate::default()
+    };
+    ledger
+        .put_sku(at(3), &sku_id("A"), renamed)
+        .expect("put_sku");
+    assert_eq!(ledger.synced(&sku_id("A")), Vec::new());
+}
+
+#[test]
 fn replay_accepts_an_order_id_used_again_after_it_was_forgotten() {
     // Goal: forgetting leaves no fact, yet the facts still rebuild the ledger when a client
     // reuses an order id after the idempotency window.

@@ -150,6 +150,8 @@ async fn every_listing_shows_what_the_pool_can_honour_within_a_second_of_each_sa
     shows(&server, &platform, &[("dy-1", 83), ("ks-1", 25)]).await;
 
     assert_eq!(platform.bad_signatures(), 0);
+    // The first update of each listing sets it; every later one is a delta.
+    assert_eq!(platform.overwrites(), 2);
     let updates = platform.updates();
     for name in ["dy-1", "ks-1"] {
         let versions: Vec<u64> = updates
@@ -208,5 +210,97 @@ async fn a_platform_that_throttles_or_fails_is_caught_up_with_the_latest_number_
     let dy = listing(&status, "dy-2");
     assert_eq!(dy["synced"], true, "{status}");
     assert_eq!(dy["failures"], 0, "{status}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn what_a_platform_acknowledged_survives_a_restart() {
+    // Goal: acknowledgements are journaled, so after a restart the first updates are
+    // measured from what each listing was told before (a `delta`, not null), and a platform
+    // applying deltas ends at the pool's number.
+    // Method: sync, sell, stop, start again on the same data directory; sell on the other
+    // platform; every update since the restart carries a delta and the numbers agree.
+    let platform = Platform::start().await;
+    let layer = || ConfigLayer {
+        channels: Some(vec![
+            channel("douyin", platform.url()),
+            channel("kuaishou", platform.url()),
+        ]),
+        ..ConfigLayer::default()
+    };
+    let server = TestServer::with_config(layer()).await;
+    let sku = json!({"total": 40, "listings": {"douyin": "dy-3", "kuaishou": "ks-3"}});
+    let (status, body) = server.put("/api/v1/skus/HOT", sku).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    shows(&server, &platform, &[("dy-3", 40), ("ks-3", 40)]).await;
+    buy(&server, &platform, "douyin", "dy-3", "d0", 5).await;
+    shows(&server, &platform, &[("dy-3", 35), ("ks-3", 35)]).await;
+    // Let the last acknowledgement reach the journal before stopping.
+    let acknowledged = server
+        .eventually(Duration::from_secs(5), || async {
+            let (_, status) = server.get("/api/v1/channels").await;
+            status["listings"]
+                .as_array()
+                .is_some_and(|all| all.iter().all(|entry| entry["synced"] == true))
+        })
+        .await;
+    assert!(acknowledged);
+
+    let clock = server.clock.clone();
+    let data = server.stop_keeping_data().await;
+    let path = data.as_ref().expect("a data directory").path().to_owned();
+    let before = platform.updates().len();
+    let server = TestServer::start_in(path, layer(), Some(clock)).await;
+    let (_, status) = server.get("/api/v1/channels").await;
+    assert_eq!(
+        listing(&status, "ks-3")["acknowledged"]["quantity"],
+        35,
+        "{status}"
+    );
+    buy(&server, &platform, "kuaishou", "ks-3", "k0", 3).await;
+    shows(&server, &platform, &[("dy-3", 32), ("ks-3", 32)]).await;
+    let since: Vec<Value> = platform.updates()[before..].to_vec();
+    assert!(!since.is_empty());
+    for update in &since {
+        assert!(
+            update["delta"].is_i64(),
+            "a delta after the restart: {update}"
+        );
+    }
+    assert_eq!(platform.overwrites(), 2, "only the first updates overwrite");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_whose_answer_was_lost_is_sent_again_as_it_was() {
+    // Goal: an update the platform may have applied (its answer lost) goes again unchanged,
+    // same key and delta, so the platform applies it once; only after that is a newer number
+    // measured. Measuring anew from the last acknowledgement would take the sale off twice.
+    // Method: the platform applies the next request and answers 500; a second sale comes
+    // before the retry; the listings must end at the pool's number.
+    let platform = Platform::start().await;
+    let server = server_for(&platform).await;
+    let sku = json!({"total": 30, "listings": {"douyin": "dy-4", "kuaishou": "ks-4"}});
+    let (status, body) = server.put("/api/v1/skus/HOT", sku).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    shows(&server, &platform, &[("dy-4", 30), ("ks-4", 30)]).await;
+    platform.lose_next(1);
+    buy(&server, &platform, "kuaishou", "ks-4", "k0", 2).await;
+    let lost = server
+        .eventually(Duration::from_secs(5), || async { platform.lost() == 1 })
+        .await;
+    assert!(lost, "the platform lost no answer");
+    buy(&server, &platform, "kuaishou", "ks-4", "k1", 3).await;
+    shows(&server, &platform, &[("dy-4", 25), ("ks-4", 25)]).await;
+    let updates = platform.updates();
+    let dy: Vec<&Value> = updates
+        .iter()
+        .filter(|update| update["listing"] == "dy-4")
+        .collect();
+    let repeated = dy
+        .windows(2)
+        .any(|pair| pair[0]["key"] == pair[1]["key"] && pair[0]["delta"] == pair[1]["delta"]);
+    assert!(repeated, "the lost update went again as it was: {dy:?}");
+    assert_eq!(platform.overwrites(), 2, "only the first updates overwrite");
     server.stop().await;
 }

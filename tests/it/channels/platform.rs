@@ -1,8 +1,11 @@
 //! A stand-in platform behind the generic webhook contract (`docs/CHANNELS.md`): a real HTTP
 //! server that keeps each listing's stock as a platform does, sells from it itself, checks
 //! every request's signature, applies an update once per key and only above the version it
-//! last applied, applies `delta` as platforms' incremental APIs do (`quantity` on `resync`),
-//! never lets stock go below zero, and can answer 429 with `Retry-After` or 500 on demand.
+//! last applied, applies `delta` as platforms' incremental APIs do when it is measured from
+//! the version it last applied (`quantity` otherwise, counted: an overwrite would undo the
+//! sales the platform made meanwhile),
+//! never lets stock go below zero, and can answer 429 with `Retry-After` or 500 on demand,
+//! or apply a request and lose its answer.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -34,6 +37,11 @@ struct Inner {
     fail_next: u32,
     throttled: u32,
     failed: u32,
+    /// Apply the next this many requests, then answer 500 as if the answer were lost.
+    lose_next: u32,
+    lost: u32,
+    /// Updates applied as `quantity` rather than as `delta`.
+    overwrites: u32,
 }
 
 #[derive(Clone)]
@@ -103,6 +111,22 @@ impl Platform {
         inner.fail_next = failed;
     }
 
+    /// The next `count` requests are applied and then answered 500: the answer is lost.
+    pub(crate) fn lose_next(&self, count: u32) {
+        self.inner.lock().lose_next = count;
+    }
+
+    /// Updates applied as `quantity` (nothing acknowledged yet, or measured from another
+    /// version than the one applied last).
+    pub(crate) fn overwrites(&self) -> u32 {
+        self.inner.lock().overwrites
+    }
+
+    /// Requests applied whose answer was lost.
+    pub(crate) fn lost(&self) -> u32 {
+        self.inner.lock().lost
+    }
+
     /// (429s answered, 500s answered).
     pub(crate) fn refused(&self) -> (u32, u32) {
         let inner = self.inner.lock();
@@ -155,9 +179,13 @@ async fn receive(State(platform): State<Platform>, headers: HeaderMap, body: Byt
         let (stock, applied) = inner.listings.get(&listing).copied().unwrap_or((0, 0));
         let fresh = inner.keys.insert(key) && applied < version;
         if fresh {
+            let measured_from_here = update["acknowledged_version"].as_u64() == Some(applied);
             let next = match update["delta"].as_i64() {
-                Some(delta) if update["reason"] != "resync" => stock + delta,
-                _ => quantity,
+                Some(delta) if measured_from_here => stock + delta,
+                _ => {
+                    inner.overwrites += 1;
+                    quantity
+                }
             };
             // Stock may not go below zero: the platform clamps (Douyin refuses; either way
             // the listing sells nothing more).
@@ -167,6 +195,11 @@ async fn receive(State(platform): State<Platform>, headers: HeaderMap, body: Byt
         }
         let now = inner.listings.get(&listing).map_or(0, |(stock, _)| *stock);
         reported.push(json!({"listing": listing, "quantity": now}));
+    }
+    if 0 < inner.lose_next {
+        inner.lose_next -= 1;
+        inner.lost += 1;
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     (StatusCode::OK, Json(json!({ "listings": reported }))).into_response()
 }
