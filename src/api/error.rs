@@ -74,6 +74,7 @@ impl From<LedgerError> for ApiError {
             | LedgerError::Halted { .. }
             | LedgerError::ListingHalted { .. }
             | LedgerError::PlatformQuotaExceeded { .. }
+            | LedgerError::AllotmentExhausted { .. }
             | LedgerError::OrderConflict { .. }
             | LedgerError::RestockConflict { .. }
             | LedgerError::LockExpired { .. }

@@ -152,6 +152,10 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/skus/{sku}/history", get(skus::history))
         .route("/skus/{sku}/halt", post(skus::halt))
         .route("/skus/{sku}/resume", post(skus::resume))
+        .route(
+            "/skus/{sku}/allotments/move",
+            post(channels::move_allotment),
+        )
         .route("/rooms", get(rooms::list))
         .route("/rooms/{room}", get(rooms::get).put(rooms::put))
         .route("/rooms/{room}/report", get(report::json))

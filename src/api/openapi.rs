@@ -53,6 +53,7 @@ use super::error::{ErrorBody, ErrorDetail};
         super::orders::cancel,
         super::orders::refund,
         super::channels::status,
+        super::channels::move_allotment,
         super::cluster::status,
         super::health,
         super::metrics_text,
@@ -112,6 +113,12 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/skus/{sku}/halt", "haltSku"),
     ("post", "/api/v1/skus/{sku}/resume", "resumeSku"),
     ("get", "/api/v1/skus/{sku}/history", "getSkuHistory"),
+    (
+        "post",
+        "/api/v1/skus/{sku}/allotments/move",
+        "moveAllotment",
+    ),
+    ("get", "/api/v1/channels", "channelsStatus"),
     ("get", "/api/v1/rooms", "listRooms"),
     ("get", "/api/v1/rooms/{room}", "getRoom"),
     ("put", "/api/v1/rooms/{room}", "putRoom"),
@@ -169,6 +176,7 @@ const LINKS: &[(&str, &str, &str, &str, &[&str])] = &[
             "haltSku",
             "resumeSku",
             "getSkuHistory",
+            "moveAllotment",
         ],
     ),
     (

@@ -138,7 +138,7 @@ fn respond(result: Result<Done, ApiError>) -> Response {
         (status = 201, description = "Locked (or sold, when `paid`)", body = OrderResponse),
         (status = 200, description = "The same order again: the first answer, nothing changed", body = OrderResponse),
         (status = 404, description = "A SKU does not exist", body = ErrorBody),
-        (status = 409, description = "`insufficient_stock`, `halted`, `platform_quota_exceeded` or `order_conflict`", body = ErrorBody),
+        (status = 409, description = "`insufficient_stock`, `halted`, `platform_quota_exceeded`, `allotment_exhausted` or `order_conflict`", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody)))]
 pub(crate) async fn place(
     State(shared): State<AppState>,

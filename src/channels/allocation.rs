@@ -9,6 +9,8 @@ pub struct Pool {
     pub available: u64,
     /// Halted for itself, or in a room that lists it.
     pub halted: bool,
+    /// Exclusive only: the available units no allotment holds.
+    pub unallotted: u64,
 }
 
 /// What the rule needs to know of one platform's use of the SKU.
@@ -17,22 +19,29 @@ pub struct PlatformUse {
     /// Locked + sold by this platform.
     pub consumed: u64,
     pub quota: Option<u64>,
+    /// Exclusive only: what the platform may hold in all, when it has a share.
+    pub allotted: Option<u64>,
 }
 
-/// The number a platform's listing should show. A halted SKU shows 0 everywhere. `Shared`:
-/// what the platform could still take, its quota's headroom capped by `available - buffer`.
+/// The number a platform's listing should show, never more than its quota's headroom. A
+/// halted SKU shows 0 everywhere. `Shared`: what the platform could still take, capped by
+/// `available - buffer`. `Exclusive`: what its allotment leaves unsold (a platform without a
+/// share: the unallotted units).
 pub fn shows(allocation: &Allocation, pool: &Pool, platform: PlatformUse) -> u64 {
     if pool.halted {
         return 0;
     }
-    match allocation {
-        Allocation::Shared { buffer } => {
-            let headroom = platform
-                .quota
-                .map_or(u64::MAX, |quota| quota.saturating_sub(platform.consumed));
-            pool.available.saturating_sub(*buffer).min(headroom)
-        }
-    }
+    let headroom = platform
+        .quota
+        .map_or(u64::MAX, |quota| quota.saturating_sub(platform.consumed));
+    let pooled = match allocation {
+        Allocation::Shared { buffer } => pool.available.saturating_sub(*buffer),
+        Allocation::Exclusive(_) => match platform.allotted {
+            Some(allotted) => allotted.saturating_sub(platform.consumed),
+            None => pool.unallotted,
+        },
+    };
+    pooled.min(pool.available).min(headroom)
 }
 
 #[cfg(test)]
@@ -46,12 +55,14 @@ mod tests {
         let pool = Pool {
             available: 100,
             halted: false,
+            unallotted: 0,
         };
         let free = PlatformUse::default();
         assert_eq!(shows(&shared, &pool, free), 95);
         let capped = PlatformUse {
             consumed: 30,
             quota: Some(40),
+            allotted: None,
         };
         assert_eq!(shows(&shared, &pool, capped), 10);
         let halted = Pool {
@@ -62,6 +73,7 @@ mod tests {
         let scarce = Pool {
             available: 3,
             halted: false,
+            unallotted: 0,
         };
         assert_eq!(shows(&shared, &scarce, free), 0);
     }
@@ -76,8 +88,8 @@ mod tests {
         ) {
             let shown = shows(
                 &Allocation::Shared { buffer },
-                &Pool { available, halted },
-                PlatformUse { consumed, quota },
+                &Pool { available, halted, unallotted: 0 },
+                PlatformUse { consumed, quota, allotted: None },
             );
             prop_assert!(shown <= available.saturating_sub(buffer));
             if let Some(quota) = quota {

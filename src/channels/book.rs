@@ -80,9 +80,26 @@ impl SkuBook {
     }
 
     fn shows(&self, platform: &Platform) -> u64 {
+        let (allotted, unallotted) = match &self.allocation {
+            Allocation::Exclusive(exclusive) => {
+                let unsold: u64 = exclusive
+                    .allotted
+                    .iter()
+                    .map(|(name, allotted)| allotted.saturating_sub(self.consumed(name)))
+                    .sum();
+                let allotted = exclusive
+                    .allotted
+                    .iter()
+                    .find(|(name, _)| name == platform)
+                    .map(|(_, allotted)| *allotted);
+                (allotted, self.available.saturating_sub(unsold))
+            }
+            Allocation::Shared { .. } => (None, 0),
+        };
         let pool = Pool {
             available: self.available,
             halted: self.halted || !self.halted_in.is_empty(),
+            unallotted,
         };
         let quota = self
             .quotas
@@ -92,6 +109,7 @@ impl SkuBook {
         let using = PlatformUse {
             consumed: self.consumed(platform),
             quota,
+            allotted,
         };
         allocation::shows(&self.allocation, &pool, using)
     }
@@ -279,6 +297,14 @@ impl Book {
             } => {
                 if let Some(sku) = self.skus.get_mut(&stock.sku) {
                     sku.settle(settings);
+                }
+            }
+            Fact::Allotted { sku, allotted, .. } => {
+                if let Some(book) = self.skus.get_mut(sku) {
+                    if let Allocation::Exclusive(exclusive) = &mut book.allocation {
+                        exclusive.allotted.clone_from(allotted);
+                    }
+                    touched.push(sku.clone());
                 }
             }
             Fact::ListingHalted { room, sku, .. } | Fact::ListingResumed { room, sku, .. } => {
@@ -509,6 +535,7 @@ fn reason(fact: &Fact) -> Reason {
         }
         Fact::Halted { .. } | Fact::ListingHalted { .. } => Reason::Halt,
         Fact::Resumed { .. } | Fact::ListingResumed { .. } => Reason::Resume,
+        Fact::Allotted { moved: Some(_), .. } => Reason::Rebalance,
         _ => Reason::Restock,
     }
 }

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ledger::{
-    Allocation, Consumed, Fact, Halt, LedgerImage, Line, Lines, Listing, ListingAck, ListingId,
-    ListingTally, Lost, LostEntry, OrderId, OrderImage, OrderRequest, OrderStatus, Outcomes,
-    PlanPoint, PlanShape, Platform, PlatformLost, Policy, Qty, RestockId, Room, RoomId, Series,
-    ShowRecord, SkuId, SkuImage, SkuSettings, Stock, Stocks, SyncMark,
+    Allocation, AllotmentMove, Consumed, Exclusive, Fact, Halt, LedgerImage, Line, Lines, Listing,
+    ListingAck, ListingId, ListingTally, Lost, LostEntry, OrderId, OrderImage, OrderRequest,
+    OrderStatus, Outcomes, PlanPoint, PlanShape, Platform, PlatformLost, Policy, Qty, RestockId,
+    Room, RoomId, Series, ShowRecord, SkuId, SkuImage, SkuSettings, Stock, Stocks, SyncMark,
 };
 
 /// Why bytes did not decode into a fact or an image.
@@ -85,7 +85,14 @@ struct ChannelsRecord<'a> {
 
 #[derive(Serialize, Deserialize)]
 enum AllocationRecord {
-    Shared { buffer: u64 },
+    Shared {
+        buffer: u64,
+    },
+    Exclusive {
+        shares: Vec<(String, u32)>,
+        floor: u64,
+        allotted: Vec<(String, u64)>,
+    },
 }
 
 impl Default for AllocationRecord {
@@ -285,6 +292,15 @@ enum FactRecord<'a> {
         platform: Cow<'a, str>,
         #[serde(borrow)]
         acks: Vec<SyncRecord<'a>>,
+    },
+    /// An exclusive SKU's allotments changed; `moved`: (from, to, units, why). Since
+    /// format 7.
+    Allotted {
+        at: u64,
+        #[serde(borrow)]
+        sku: Cow<'a, str>,
+        allotted: Vec<(String, u64)>,
+        moved: Option<(String, String, u64, String)>,
     },
     /// `SkuPut` with the SKU's platform listings and allocation. Since format 7.
     SkuPutWithChannels {
@@ -785,10 +801,70 @@ fn settings_record(settings: &SkuSettings) -> SettingsRecord<'_> {
     }
 }
 
-fn channels_record(settings: &SkuSettings) -> ChannelsRecord<'_> {
-    let allocation = match settings.allocation {
-        Allocation::Shared { buffer } => AllocationRecord::Shared { buffer },
+fn named<T: Copy>(values: &[(Platform, T)]) -> Vec<(String, T)> {
+    values
+        .iter()
+        .map(|(platform, value)| (platform.to_string(), *value))
+        .collect()
+}
+
+fn platforms<T>(values: Vec<(String, T)>) -> Result<Vec<(Platform, T)>, DecodeError> {
+    values
+        .into_iter()
+        .map(|(platform, value_)| Ok((value(Platform::new(&platform))?, value_)))
+        .collect()
+}
+
+fn allocation_record(allocation: &Allocation) -> AllocationRecord {
+    match allocation {
+        Allocation::Shared { buffer } => AllocationRecord::Shared { buffer: *buffer },
+        Allocation::Exclusive(exclusive) => AllocationRecord::Exclusive {
+            shares: named(&exclusive.shares),
+            floor: exclusive.floor,
+            allotted: named(&exclusive.allotted),
+        },
+    }
+}
+
+fn allocation(record: AllocationRecord) -> Result<Allocation, DecodeError> {
+    let stock = |field: &str, units: u64| {
+        if units <= crate::ledger::STOCK_QTY_MAX {
+            Ok(units)
+        } else {
+            Err(DecodeError::Value(format!("{field} {units} is too large")))
+        }
     };
+    Ok(match record {
+        AllocationRecord::Shared { buffer } => Allocation::Shared {
+            buffer: stock("buffer", buffer)?,
+        },
+        AllocationRecord::Exclusive {
+            shares,
+            floor,
+            allotted,
+        } => {
+            let shares = platforms(shares)?;
+            if 1000
+                < shares
+                    .iter()
+                    .map(|(_, share)| u64::from(*share))
+                    .sum::<u64>()
+            {
+                return Err(DecodeError::Value(
+                    "shares over 1,000 thousandths".to_owned(),
+                ));
+            }
+            Allocation::Exclusive(Exclusive {
+                shares,
+                floor: stock("floor", floor)?,
+                allotted: platforms(allotted)?,
+            })
+        }
+    })
+}
+
+fn channels_record(settings: &SkuSettings) -> ChannelsRecord<'_> {
+    let allocation = allocation_record(&settings.allocation);
     ChannelsRecord {
         listings: settings
             .listings
@@ -819,14 +895,7 @@ fn settings(
             ))
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
-    let allocation = match channels.allocation {
-        AllocationRecord::Shared { buffer } if buffer <= crate::ledger::STOCK_QTY_MAX => {
-            Allocation::Shared { buffer }
-        }
-        AllocationRecord::Shared { buffer } => {
-            return Err(DecodeError::Value(format!("buffer {buffer} is too large")));
-        }
-    };
+    let allocation = allocation(channels.allocation)?;
     Ok(SkuSettings {
         listings,
         allocation,
@@ -957,6 +1026,24 @@ pub(super) fn encode_fact(fact: &Fact, buffer: &mut Vec<u8>) {
             at,
             settled_before: settled_before.as_millis(),
             sold_before: sold_before.as_millis(),
+        },
+        Fact::Allotted {
+            sku,
+            allotted,
+            moved,
+            ..
+        } => FactRecord::Allotted {
+            at,
+            sku: Cow::Borrowed(sku.as_str()),
+            allotted: named(allotted),
+            moved: moved.as_ref().map(|moved| {
+                (
+                    moved.from.to_string(),
+                    moved.to.to_string(),
+                    moved.qty,
+                    moved.reason.clone(),
+                )
+            }),
         },
         Fact::ListingsSynced { platform, acks, .. } => FactRecord::ListingsSynced {
             at,
@@ -1197,6 +1284,26 @@ pub(super) fn decode_fact(
             at: at(time),
             settled_before: Timestamp::from_millis(settled_before),
             sold_before: Timestamp::from_millis(sold_before),
+        },
+        FactRecord::Allotted {
+            at: time,
+            sku,
+            allotted,
+            moved,
+        } => Fact::Allotted {
+            at: at(time),
+            sku: value(SkuId::new(&sku))?,
+            allotted: platforms(allotted)?,
+            moved: moved
+                .map(|(from, to, qty, reason)| {
+                    Ok::<_, DecodeError>(AllotmentMove {
+                        from: value(Platform::new(&from))?,
+                        to: value(Platform::new(&to))?,
+                        qty,
+                        reason,
+                    })
+                })
+                .transpose()?,
         },
         FactRecord::ListingsSynced {
             at: time,

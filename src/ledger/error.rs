@@ -34,6 +34,15 @@ pub enum LedgerError {
         held: u64,
         requested: u64,
     },
+    #[error(
+        "platform {platform} has {left} units of sku {sku} allotted and unsold; {requested} requested"
+    )]
+    AllotmentExhausted {
+        sku: SkuId,
+        platform: Platform,
+        left: u64,
+        requested: u64,
+    },
     #[error("order {order_id} exists with different content")]
     OrderConflict { order_id: OrderId },
     #[error("restock {restock_id} was made with another quantity")]
@@ -66,6 +75,7 @@ impl LedgerError {
             LedgerError::InvalidRoom { .. } => "invalid_room",
             LedgerError::ListingNotFound { .. } => "listing_not_found",
             LedgerError::PlatformQuotaExceeded { .. } => "platform_quota_exceeded",
+            LedgerError::AllotmentExhausted { .. } => "allotment_exhausted",
             LedgerError::OrderConflict { .. } => "order_conflict",
             LedgerError::RestockConflict { .. } => "restock_conflict",
             LedgerError::LockExpired { .. } => "lock_expired",

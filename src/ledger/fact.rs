@@ -161,6 +161,25 @@ pub enum Fact {
         platform: Platform,
         acks: Vec<super::synced::ListingAck>,
     },
+    /// An exclusive SKU's allotments changed: restocked units split by the shares, or units
+    /// moved from one platform to another. Changes no stock.
+    Allotted {
+        at: Timestamp,
+        sku: SkuId,
+        /// Every allotment after the change.
+        allotted: Vec<(Platform, u64)>,
+        /// The move, when it was one: from, to, units, why.
+        moved: Option<AllotmentMove>,
+    },
+}
+
+/// Units of an exclusive SKU moved from one platform's allotment to another's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllotmentMove {
+    pub from: Platform,
+    pub to: Platform,
+    pub qty: u64,
+    pub reason: String,
 }
 
 impl Fact {
@@ -184,7 +203,8 @@ impl Fact {
             | Fact::LostDemand { at, .. }
             | Fact::ShowEnded { at, .. }
             | Fact::OrdersForgotten { at, .. }
-            | Fact::ListingsSynced { at, .. } => *at,
+            | Fact::ListingsSynced { at, .. }
+            | Fact::Allotted { at, .. } => *at,
         }
     }
 
@@ -209,7 +229,8 @@ impl Fact {
             | Fact::LostDemand { .. }
             | Fact::ShowEnded { .. }
             | Fact::OrdersForgotten { .. }
-            | Fact::ListingsSynced { .. } => &[],
+            | Fact::ListingsSynced { .. }
+            | Fact::Allotted { .. } => &[],
         }
     }
 
@@ -267,7 +288,8 @@ impl Fact {
             | Fact::LostDemand { .. }
             | Fact::ShowEnded { .. }
             | Fact::OrdersForgotten { .. }
-            | Fact::ListingsSynced { .. } => None,
+            | Fact::ListingsSynced { .. }
+            | Fact::Allotted { .. } => None,
             Fact::OrderReserved { order, .. }
             | Fact::OrderSold { order, .. }
             | Fact::OrderConfirmed { order, .. }
@@ -299,6 +321,7 @@ impl Fact {
             Fact::ShowEnded { .. } => "show_ended",
             Fact::OrdersForgotten { .. } => "orders_forgotten",
             Fact::ListingsSynced { .. } => "listings_synced",
+            Fact::Allotted { .. } => "allotted",
         }
     }
 }

@@ -28,6 +28,7 @@
 //! (snapshots), `durable` ([`DurableState`], the rooms and stocks as the journal has made
 //! them durable).
 
+mod allot;
 mod durable;
 mod error;
 mod fact;
@@ -56,7 +57,7 @@ use smallvec::SmallVec;
 
 pub use durable::DurableState;
 pub use error::{LedgerError, ReplayError};
-pub use fact::{Consumed, Fact, LostEntry, Stocks};
+pub use fact::{AllotmentMove, Consumed, Fact, LostEntry, Stocks};
 pub use room::{
     HALTS_KEPT_MAX, Halt, Listing, ListingState, ListingTally, Lost, LostReason, Outcomes,
     PLAN_POINTS_MAX, PlanPoint, PlanShape, PlatformLost, Policy, ROOM_LISTINGS_MAX, Room,
@@ -65,8 +66,8 @@ pub use room::{
 pub use show::{CURVE_POINTS, SHOWS_KEPT_MAX, ShowRecord, average_curve, history_plan};
 pub use synced::{ListingAck, SyncMark};
 pub use types::{
-    ACKNOWLEDGER_CHARS_MAX, Allocation, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line, Lines,
-    ListingId, ORDER_LINES_MAX, OrderId, OrderRequest, OrderStatus, OrderView, Platform,
+    ACKNOWLEDGER_CHARS_MAX, Allocation, Exclusive, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line,
+    Lines, ListingId, ORDER_LINES_MAX, OrderId, OrderRequest, OrderStatus, OrderView, Platform,
     PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView,
     Stock, stock_qty,
 };
@@ -822,7 +823,16 @@ impl Ledger {
 
     /// Adds `qty` units to `total`.
     pub fn restock(&self, now: Timestamp, sku: &SkuId, qty: u64) -> Result<Fact, LedgerError> {
-        self.with_sku(sku, |entry| restock_entry(entry, sku, qty, None, now))
+        let key = self.sku_key(sku);
+        let mut table = self.skus[key.stripe].0.lock();
+        let generation = self.snapshot_generation();
+        let entry = table
+            .find_mut(&key, generation)
+            .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
+        let fact = restock_entry(entry, sku, qty, None, now)?;
+        self.record(&fact);
+        self.allot_restocked(entry, sku, now);
+        Ok(fact)
     }
 
     /// Adds `qty` units to `total` once per `restock_id`: a retry of a restock this SKU
@@ -849,6 +859,7 @@ impl Ledger {
         }
         let fact = restock_entry(entry, sku, qty, Some(restock_id), now)?;
         self.record(&fact);
+        self.allot_restocked(entry, sku, now);
         Ok(Some(fact))
     }
 
@@ -1090,7 +1101,9 @@ impl Ledger {
     /// of stock or a halt: every line's units, on the listing of its SKU in that room.
     fn count_lost(&self, order: &OrderRequest, error: &LedgerError) {
         let reason = match error {
-            LedgerError::InsufficientStock { .. } => LostReason::InsufficientStock,
+            LedgerError::InsufficientStock { .. } | LedgerError::AllotmentExhausted { .. } => {
+                LostReason::InsufficientStock
+            }
             LedgerError::Halted { .. } | LedgerError::ListingHalted { .. } => LostReason::Halted,
             _ => return,
         };

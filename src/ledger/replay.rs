@@ -124,6 +124,10 @@ impl Ledger {
                 }
                 Ok(())
             }
+            Fact::Allotted { sku, allotted, .. } => {
+                self.replay_on_sku(sku, |entry| entry.set_allotted(allotted.clone()));
+                Ok(())
+            }
             Fact::ListingsSynced {
                 at, platform, acks, ..
             } => {

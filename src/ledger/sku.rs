@@ -206,6 +206,7 @@ impl SkuEntry {
                 requested: qty,
             });
         }
+        self.check_allotment(sku, platform, qty)?;
         if let Some(quota) = self.quota(platform) {
             let held = self
                 .tally(platform)
@@ -345,6 +346,9 @@ pub(super) fn put_sku_entry(
         settings.allocation = allocation;
     }
     entry.quantities = quantities;
+    if let super::types::Allocation::Exclusive(exclusive) = &mut settings.allocation {
+        entry.fit_allotments(exclusive, &entry.settings.allocation);
+    }
     entry.settings = settings;
     if renamed {
         entry.forget_unnamed_marks();

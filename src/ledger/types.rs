@@ -298,6 +298,22 @@ pub enum Allocation {
     /// Every listing shows what its platform could still take: its quota's headroom, capped
     /// by `available - buffer`. Two platforms can sell the same last units.
     Shared { buffer: u64 },
+    /// Each platform with a share holds units no other platform can take.
+    Exclusive(Exclusive),
+}
+
+/// Per-platform allotments: a platform with a share may hold (locked + sold) at most its
+/// allotment, and the allotments' unsold units never sum to more than `available`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exclusive {
+    /// Each platform's share of the pool in thousandths, sorted by platform; at most 1,000
+    /// in all.
+    pub shares: Vec<(Platform, u32)>,
+    /// A move between platforms never leaves a platform fewer unsold units than this.
+    pub floor: u64,
+    /// What each platform with a share may hold in total: what it took plus what it may
+    /// still take. Kept by the ledger (a split, a restock, a move), not set by a client.
+    pub allotted: Vec<(Platform, u64)>,
 }
 
 impl Default for Allocation {

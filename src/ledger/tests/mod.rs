@@ -11,6 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod allotments;
 mod lifecycle;
 mod model;
 mod replay;

@@ -80,6 +80,7 @@ fn listing<'a>(status: &'a Value, name: &str) -> &'a Value {
 #[tokio::test]
 async fn every_listing_shows_what_the_pool_can_honour_within_a_second_of_each_sale() {
     // Goal: each platform listing shows its quota's headroom capped by available - buffer,
+    // bad allocations and listings are refused and change nothing,
     // moved by every sale on any platform, the selling platform's own sale not taken off
     // twice (the platform already took it off), signed, versioned, and 0 while halted.
     // Method: a stand-in platform applying deltas; sales taken off its listing first, then
@@ -104,7 +105,11 @@ async fn every_listing_shows_what_the_pool_can_honour_within_a_second_of_each_sa
     );
     shows(&server, &platform, &[("dy-1", 98), ("ks-1", 30)]).await;
     for refused in [
-        json!({"allocation": {"mode": "exclusive", "shares": {"douyin": 0.6}}}),
+        json!({"allocation": {"mode": "exclusive", "shares": {"douyin": 0.7, "kuaishou": 0.4}}}),
+        json!({"allocation": {"mode": "exclusive", "shares": {"douyin": -0.1}}}),
+        json!({"allocation": {"mode": "exclusive", "shares": {}}}),
+        json!({"allocation": {"mode": "exclusive", "shares": {"douyin": 0.5}, "allotted": {"douyin": 9}}}),
+        json!({"allocation": {"mode": "evenly"}}),
         json!({"allocation": {"mode": "shared", "buffer": -1}}),
         json!({"allocation": {"mode": "shared", "buffer": 1, "floor": 2}}),
         json!({"listings": {"douyin": ""}}),
@@ -301,6 +306,62 @@ async fn an_update_whose_answer_was_lost_is_sent_again_as_it_was() {
         .windows(2)
         .any(|pair| pair[0]["key"] == pair[1]["key"] && pair[0]["delta"] == pair[1]["delta"]);
     assert!(repeated, "the lost update went again as it was: {dy:?}");
+    assert_eq!(platform.overwrites(), 2, "only the first updates overwrite");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_exclusive_shares_a_sale_moves_only_its_own_listing_and_a_move_shifts_units() {
+    // Goal: with exclusive shares each listing shows its platform's allotment left unsold; a
+    // sale on one platform does not touch the other's listing; that platform cannot sell
+    // past its allotment; a move shifts unsold units and both listings follow (reason
+    // `rebalance`); a restock is split by the shares.
+    let platform = Platform::start().await;
+    let server = server_for(&platform).await;
+    let sku = json!({
+        "total": 100, "listings": {"douyin": "dy-5", "kuaishou": "ks-5"},
+        "allocation": {"mode": "exclusive", "shares": {"douyin": 0.6, "kuaishou": 0.4}, "floor": 5},
+    });
+    let (status, body) = server.put("/api/v1/skus/HOT", sku).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(
+        body["allocation"]["allotted"],
+        json!({"douyin": 60, "kuaishou": 40}),
+        "{body}"
+    );
+    shows(&server, &platform, &[("dy-5", 60), ("ks-5", 40)]).await;
+    buy(&server, &platform, "douyin", "dy-5", "d0", 10).await;
+    shows(&server, &platform, &[("dy-5", 50), ("ks-5", 40)]).await;
+
+    let order = json!({"order_id": "k-over", "sku": "HOT", "qty": 41, "platform": "kuaishou"});
+    let (status, body) = server.post("/api/v1/orders", order).await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    assert_eq!(crate::support::code(&body), "allotment_exhausted");
+
+    let moved =
+        json!({"from": "kuaishou", "to": "douyin", "qty": 20, "reason": "douyin ahead of plan"});
+    let (status, body) = server.post("/api/v1/skus/HOT/allotments/move", moved).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    shows(&server, &platform, &[("dy-5", 70), ("ks-5", 20)]).await;
+    let too_far = json!({"from": "kuaishou", "to": "douyin", "qty": 16});
+    let (status, body) = server
+        .post("/api/v1/skus/HOT/allotments/move", too_far)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    let (status, _) = server
+        .post("/api/v1/skus/HOT/restock", json!({"qty": 10}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    shows(&server, &platform, &[("dy-5", 76), ("ks-5", 24)]).await;
+    let reasons: Vec<String> = platform
+        .updates()
+        .iter()
+        .filter_map(|update| update["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        reasons.iter().any(|reason| reason == "rebalance"),
+        "{reasons:?}"
+    );
     assert_eq!(platform.overwrites(), 2, "only the first updates overwrite");
     server.stop().await;
 }
