@@ -35,6 +35,11 @@ pub(crate) enum AllocationBody {
         /// A move never leaves a platform fewer unsold units than this.
         #[serde(default, deserialize_with = "integral::deserialize")]
         floor: i64,
+        /// While a show that lists the SKU is live, move unsold units from a platform that
+        /// will not sell its allotment to one that will run out, at most this often, in
+        /// seconds; 0 never moves on its own. Default 30.
+        #[serde(default = "rebalance_every_s_default")]
+        rebalance_every_s: u64,
         /// What each platform may hold in all (taken + unsold): kept by the server.
         #[serde(default, skip_deserializing)]
         allotted: BTreeMap<String, u64>,
@@ -47,13 +52,35 @@ impl AllocationBody {
             AllocationBody::Shared { buffer } => Allocation::Shared {
                 buffer: stock_qty("buffer", buffer)?,
             },
-            AllocationBody::Exclusive { shares, floor, .. } => Allocation::Exclusive(Exclusive {
+            AllocationBody::Exclusive {
+                shares,
+                floor,
+                rebalance_every_s,
+                ..
+            } => Allocation::Exclusive(Exclusive {
                 shares: thousandths(shares)?,
                 floor: stock_qty("floor", floor)?,
+                rebalance_every_s: every(rebalance_every_s)?,
                 allotted: Vec::new(),
             }),
         })
     }
+}
+
+fn rebalance_every_s_default() -> u64 {
+    30
+}
+
+/// The longest wait between two moves a rebalance interval may ask for: a day.
+const REBALANCE_EVERY_S_MAX: u64 = 24 * 3600;
+
+fn every(rebalance_every_s: u64) -> Result<u64, ApiError> {
+    if REBALANCE_EVERY_S_MAX < rebalance_every_s {
+        return Err(ApiError::invalid(format!(
+            "rebalance_every_s must be at most {REBALANCE_EVERY_S_MAX}, got {rebalance_every_s}"
+        )));
+    }
+    Ok(rebalance_every_s)
 }
 
 /// Shares as thousandths, each between 0 and 1 and at most 1 in all.
@@ -102,6 +129,7 @@ impl From<&Allocation> for AllocationBody {
                     .map(|(platform, share)| (platform.to_string(), f64::from(*share) / 1000.0))
                     .collect(),
                 floor: i64::try_from(exclusive.floor).unwrap_or(i64::MAX),
+                rebalance_every_s: exclusive.rebalance_every_s,
                 allotted: by_name(&exclusive.allotted),
             },
         }
@@ -142,6 +170,10 @@ pub(crate) fn allocation_schema() -> serde_json::Value {
                         "description": "Each platform's share of the pool, at most 1 in all (to the thousandth); a request whose shares add up to more is refused with 422",
                     },
                     "floor": units("A move between platforms never leaves a platform fewer unsold units than this"),
+                    "rebalance_every_s": {
+                        "type": "integer", "minimum": 0, "maximum": REBALANCE_EVERY_S_MAX, "default": 30,
+                        "description": "While a show that lists the SKU is live, move unsold units from a platform that will not sell its allotment to one that will run out, at most this often; 0 never moves on its own",
+                    },
                     "allotted": {
                         "type": "object", "readOnly": true,
                         "additionalProperties": {"type": "integer", "minimum": 0},

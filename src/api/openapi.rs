@@ -525,7 +525,13 @@ fn examples() -> Vec<(&'static str, Value)> {
     vec![
         (
             "putSku",
-            json!({"name": "丝绒口红 #01", "total": 5000, "reserved": 200, "lock_ttl_s": 900, "quotas": {"douyin": 3000, "kuaishou": 1500}}),
+            json!({"name": "丝绒口红 #01", "total": 5000, "reserved": 200, "lock_ttl_s": 900, "quotas": {"douyin": 3000, "kuaishou": 1500},
+                "listings": {"douyin": "3598112233", "kuaishou": "ks-889"},
+                "allocation": {"mode": "exclusive", "shares": {"douyin": 0.6, "kuaishou": 0.4}, "floor": 50, "rebalance_every_s": 30}}),
+        ),
+        (
+            "moveAllotment",
+            json!({"from": "kuaishou", "to": "douyin", "qty": 200, "reason": "douyin sells ahead of its plan"}),
         ),
         ("restockSku", json!({"qty": 800, "restock_id": "truck-7"})),
         (

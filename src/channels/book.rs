@@ -209,10 +209,19 @@ impl Update {
     }
 }
 
+/// What the rebalancer needs of one SKU (see [`Book::outlooks`]).
+pub struct Outlooks {
+    pub platforms: Vec<(Platform, super::rebalance::Outlook)>,
+    pub floor: u64,
+    pub every_ms: u64,
+}
+
 /// See the module documentation.
 #[derive(Default)]
 pub struct Book {
     skus: HashMap<SkuId, SkuBook>,
+    /// Each platform's recent takes of each exclusive SKU.
+    paces: HashMap<(SkuId, Platform), super::rebalance::Pace>,
     listings: BTreeMap<(Platform, ListingId), ListingSync>,
     /// Listings whose target their platform has not acknowledged.
     dirty: BTreeSet<(Platform, ListingId)>,
@@ -343,8 +352,47 @@ impl Book {
         for line in order.lines.iter() {
             if let Some(sku) = self.skus.get_mut(&line.sku) {
                 sku.consume(&order.platform, line.qty.get(), taken);
+                if taken && matches!(sku.allocation, Allocation::Exclusive(_)) {
+                    self.paces
+                        .entry((line.sku.clone(), order.platform.clone()))
+                        .or_default()
+                        .add(fact.at().as_millis(), line.qty.get());
+                }
             }
         }
+    }
+
+    /// What the rebalancer needs of an exclusive SKU with automatic moves: each platform
+    /// with a share and its outlook (pace over `span_ms` before `now_ms`), the floor, and
+    /// the shortest time between two moves.
+    pub fn outlooks(&self, sku: &SkuId, now_ms: u64, span_ms: u64) -> Option<Outlooks> {
+        let book = self.skus.get(sku)?;
+        let Allocation::Exclusive(exclusive) = &book.allocation else {
+            return None;
+        };
+        if exclusive.rebalance_every_s == 0 || book.halted || !book.halted_in.is_empty() {
+            return None;
+        }
+        let platforms = exclusive
+            .allotted
+            .iter()
+            .map(|(platform, allotted)| {
+                let per_ms = self
+                    .paces
+                    .get(&(sku.clone(), platform.clone()))
+                    .map_or(0.0, |pace| pace.per_ms(now_ms, span_ms));
+                let unsold = allotted.saturating_sub(book.consumed(platform));
+                (
+                    platform.clone(),
+                    super::rebalance::Outlook { unsold, per_ms },
+                )
+            })
+            .collect();
+        Some(Outlooks {
+            platforms,
+            floor: exclusive.floor,
+            every_ms: exclusive.rebalance_every_s.saturating_mul(1000),
+        })
     }
 
     /// Sets each listing of `sku` to what it should show now; a listing whose number moved

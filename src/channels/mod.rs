@@ -11,6 +11,7 @@ pub mod allocation;
 mod book;
 mod config;
 mod outbox;
+mod rebalance;
 mod webhook;
 
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-pub use book::{Acknowledged, Book, ListingSync, Reason, Update};
+pub use book::{Acknowledged, Book, ListingSync, Outlooks, Reason, Update};
 pub use config::{ChannelConfig, ConnectorKind};
+pub use rebalance::{Decision, Outlook, decide};
 
 use crate::clock::{Clock, Timestamp};
 use crate::ledger::{Fact, Ledger, ListingId, Platform};
@@ -39,6 +41,8 @@ pub struct Channels {
     connectors: Vec<Connector>,
     delivers: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// When the rebalancer last moved units of each SKU.
+    moved_at: Mutex<std::collections::HashMap<crate::ledger::SkuId, Timestamp>>,
 }
 
 /// One listing as the status route shows it.
@@ -78,6 +82,7 @@ impl Channels {
             connectors,
             delivers: AtomicBool::new(true),
             clock,
+            moved_at: Mutex::default(),
         })
     }
 
@@ -118,6 +123,21 @@ impl Channels {
             .timeout(webhook::ATTEMPT_TIMEOUT)
             .build()
             .unwrap_or_default();
+        let channels = self.clone();
+        let rebalancer_stop = stop.clone();
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = rebalancer_stop.cancelled() => return,
+                }
+                if channels.delivers.load(Ordering::Acquire) {
+                    channels.rebalance(channels.now());
+                }
+            }
+        });
         for index in 0..self.connectors.len() {
             let channels = self.clone();
             let (client, stop) = (client.clone(), stop.clone());
@@ -127,6 +147,68 @@ impl Channels {
                     () = stop.cancelled() => {}
                 }
             });
+        }
+    }
+
+    /// One round of the live rebalancer (the delivering node calls it every second): for each
+    /// exclusive SKU listed by a show in progress, past its first minute and its interval
+    /// since the last move, the move `rebalance::decide` asks for, journaled with its reason.
+    pub fn rebalance(&self, now: Timestamp) -> Vec<crate::ledger::Fact> {
+        let now_ms = now.as_millis();
+        let mut facts = Vec::new();
+        for room in self.ledger.rooms() {
+            let (starts, ends) = (room.starts_at.as_millis(), room.ends_at.as_millis());
+            if now_ms < starts + rebalance::SHOW_WARM_UP_MS || ends <= now_ms {
+                continue;
+            }
+            for listing in &room.listings {
+                let span_ms = now_ms - starts;
+                if let Some(fact) = self.rebalance_sku(&listing.sku, now, span_ms, ends - now_ms) {
+                    facts.push(fact);
+                }
+            }
+        }
+        facts
+    }
+
+    fn rebalance_sku(
+        &self,
+        sku: &crate::ledger::SkuId,
+        now: Timestamp,
+        span_ms: u64,
+        left_ms: u64,
+    ) -> Option<crate::ledger::Fact> {
+        let outlooks = self.book.lock().outlooks(sku, now.as_millis(), span_ms)?;
+        let last = self.moved_at.lock().get(sku).copied();
+        if last.is_some_and(|last| now.as_millis() < last.as_millis() + outlooks.every_ms) {
+            return None;
+        }
+        let judged: Vec<Outlook> = outlooks.platforms.iter().map(|(_, o)| o.clone()).collect();
+        let decision = decide(&judged, left_ms, outlooks.floor)?;
+        let (from, slow) = &outlooks.platforms[decision.from];
+        let (to, fast) = &outlooks.platforms[decision.to];
+        let per_minute = |outlook: &Outlook| outlook.per_ms * 60_000.0;
+        let reason = format!(
+            "{from} sells {:.1}/min and would end the show with units unsold; {to} sells {:.1}/min and would run out of its {} before the end",
+            per_minute(slow),
+            per_minute(fast),
+            fast.unsold
+        );
+        let moved = crate::ledger::AllotmentMove {
+            from: from.clone(),
+            to: to.clone(),
+            qty: decision.qty,
+            reason,
+        };
+        match self.ledger.move_allotment(now, sku, moved) {
+            Ok(fact) => {
+                self.moved_at.lock().insert(sku.clone(), now);
+                Some(fact)
+            }
+            Err(error) => {
+                tracing::warn!(%sku, %error, "The rebalancer's move was refused.");
+                None
+            }
         }
     }
 

@@ -92,6 +92,7 @@ enum AllocationRecord {
         shares: Vec<(String, u32)>,
         floor: u64,
         allotted: Vec<(String, u64)>,
+        rebalance_every_s: u64,
     },
 }
 
@@ -821,6 +822,7 @@ fn allocation_record(allocation: &Allocation) -> AllocationRecord {
         Allocation::Exclusive(exclusive) => AllocationRecord::Exclusive {
             shares: named(&exclusive.shares),
             floor: exclusive.floor,
+            rebalance_every_s: exclusive.rebalance_every_s,
             allotted: named(&exclusive.allotted),
         },
     }
@@ -842,6 +844,7 @@ fn allocation(record: AllocationRecord) -> Result<Allocation, DecodeError> {
             shares,
             floor,
             allotted,
+            rebalance_every_s,
         } => {
             let shares = platforms(shares)?;
             if 1000
@@ -857,6 +860,7 @@ fn allocation(record: AllocationRecord) -> Result<Allocation, DecodeError> {
             Allocation::Exclusive(Exclusive {
                 shares,
                 floor: stock("floor", floor)?,
+                rebalance_every_s,
                 allotted: platforms(allotted)?,
             })
         }

@@ -311,6 +311,9 @@ pub struct Exclusive {
     pub shares: Vec<(Platform, u32)>,
     /// A move between platforms never leaves a platform fewer unsold units than this.
     pub floor: u64,
+    /// While a show that lists the SKU is live, units move from a platform that will not
+    /// sell its allotment to one that will run out, at most this often (0: never).
+    pub rebalance_every_s: u64,
     /// What each platform with a share may hold in total: what it took plus what it may
     /// still take. Kept by the ledger (a split, a restock, a move), not set by a client.
     pub allotted: Vec<(Platform, u64)>,

@@ -15,6 +15,7 @@ fn exclusive(shares: &[(&str, u32)], floor: u64) -> SkuUpdate {
                 .collect(),
             floor,
             allotted: Vec::new(),
+            rebalance_every_s: 0,
         })),
         ..SkuUpdate::default()
     }

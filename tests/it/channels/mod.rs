@@ -365,3 +365,45 @@ async fn with_exclusive_shares_a_sale_moves_only_its_own_listing_and_a_move_shif
     assert_eq!(platform.overwrites(), 2, "only the first updates overwrite");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn while_a_show_is_live_units_move_to_the_platform_that_would_run_out() {
+    // Goal: the rebalancer moves unsold units from a platform that will not sell its
+    // allotment by the show's end to one that will run out before it, never below the floor,
+    // journaled with its reason, and both listings follow.
+    // Method: 100/100 allotments, a one-hour show; over its first two minutes (the test's
+    // clock) douyin takes 96 and kuaishou nothing; then kuaishou's 100 less its floor of 5
+    // must move to douyin.
+    let platform = Platform::start().await;
+    let server = server_for(&platform).await;
+    let sku = json!({
+        "total": 200, "listings": {"douyin": "dy-6", "kuaishou": "ks-6"},
+        "allocation": {"mode": "exclusive", "shares": {"douyin": 0.5, "kuaishou": 0.5}, "floor": 5, "rebalance_every_s": 30},
+    });
+    let (status, body) = server.put("/api/v1/skus/HOT", sku).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let room = json!({
+        "name": "evening", "starts_at": "2026-11-25T12:00:00Z", "ends_at": "2026-11-25T13:00:00Z",
+        "listings": [{"sku": "HOT", "forecast": 200}],
+    });
+    let (status, body) = server.put("/api/v1/rooms/evening", room).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    shows(&server, &platform, &[("dy-6", 100), ("ks-6", 100)]).await;
+    for step in 0..12 {
+        buy(&server, &platform, "douyin", "dy-6", &format!("d{step}"), 8).await;
+        server.clock.advance(Duration::from_secs(10));
+    }
+    shows(&server, &platform, &[("dy-6", 99), ("ks-6", 5)]).await;
+    let (_, sku) = server.get("/api/v1/skus/HOT").await;
+    assert_eq!(
+        sku["allocation"]["allotted"],
+        json!({"douyin": 195, "kuaishou": 5}),
+        "{sku}"
+    );
+    let rebalanced = platform
+        .updates()
+        .iter()
+        .any(|update| update["listing"] == "ks-6" && update["reason"] == "rebalance");
+    assert!(rebalanced);
+    server.stop().await;
+}
