@@ -183,13 +183,14 @@ pub struct Update {
 }
 
 impl Update {
-    /// What a platform's acknowledgement of this update keeps.
-    pub fn ack(&self) -> ListingAck {
+    /// What a platform's acknowledgement of this update keeps, when it set the listing to
+    /// `quantity` (the update's, or less).
+    pub fn ack_applied(&self, quantity: u64) -> ListingAck {
         ListingAck {
             sku: self.sku.clone(),
             listing: self.listing.clone(),
             version: self.version,
-            quantity: self.quantity,
+            quantity,
             consumed: self.consumed,
         }
     }
@@ -495,8 +496,14 @@ impl Book {
 
     /// The platform acknowledged `update` (and reported `reported`, when it did): the
     /// listing is synced unless its target moved meanwhile.
-    pub fn acknowledged(&mut self, update: &Update, reported: Option<u64>, now: Timestamp) {
-        self.acknowledge(&update.platform, &update.ack(), now);
+    pub fn acknowledged(
+        &mut self,
+        update: &Update,
+        ack: &ListingAck,
+        reported: Option<u64>,
+        now: Timestamp,
+    ) {
+        self.acknowledge(&update.platform, ack, now);
         let key = (update.platform.clone(), update.listing.clone());
         if let Some(sync) = self.listings.get_mut(&key) {
             sync.reported = reported;

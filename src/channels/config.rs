@@ -10,6 +10,9 @@ pub enum ConnectorKind {
     /// The generic contract of `docs/CHANNELS.md`: `POST {url}` with `{"updates": [...]}`.
     #[default]
     Webhook,
+    /// Douyin shop's `sku.syncStock` (`app_key`, `access_token`, `secret` = the app secret);
+    /// one listing per request; listing ids are Douyin's numeric `sku_id`.
+    Douyin,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -28,6 +31,14 @@ pub struct ChannelConfig {
     pub secret: String,
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// The platform's app key and access token (Douyin), or the variable to read the token
+    /// from.
+    #[serde(default)]
+    pub app_key: String,
+    #[serde(default)]
+    pub access_token: String,
+    #[serde(default)]
+    pub access_token_env: Option<String>,
     /// At most this many requests a second to this platform.
     #[serde(default = "requests_per_s_default")]
     pub max_requests_per_s: u32,
@@ -74,6 +85,25 @@ impl ChannelConfig {
                 ));
             }
             let channel = &mut channels[index];
+            if channel.connector == ConnectorKind::Douyin {
+                channel.max_updates_per_request = 1;
+            }
+            if let Some(name) = &channel.access_token_env {
+                channel.access_token = std::env::var(name).map_err(|_| {
+                    format!(
+                        "channels {}: the environment variable {name} (access_token_env) is not set",
+                        channel.platform
+                    )
+                })?;
+            }
+            if channel.connector == ConnectorKind::Douyin
+                && (channel.app_key.is_empty() || channel.access_token.is_empty())
+            {
+                return Err(format!(
+                    "channels {}: the douyin connector needs app_key and access_token (or access_token_env)",
+                    channel.platform
+                ));
+            }
             if let Some(name) = &channel.secret_env {
                 channel.secret = std::env::var(name).map_err(|_| {
                     format!(

@@ -10,6 +10,8 @@
 pub mod allocation;
 mod book;
 mod config;
+mod connector;
+pub mod douyin;
 mod outbox;
 mod rebalance;
 mod webhook;
@@ -120,7 +122,7 @@ impl Channels {
         stop: tokio_util::sync::CancellationToken,
     ) {
         let client = reqwest::Client::builder()
-            .timeout(webhook::ATTEMPT_TIMEOUT)
+            .timeout(connector::ATTEMPT_TIMEOUT)
             .build()
             .unwrap_or_default();
         let channels = self.clone();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::webhook::{self, Refused};
+use super::connector::{self, Refused};
 use super::{Channels, Connector};
 
 /// The longest wait between two attempts after failures.
@@ -34,19 +34,21 @@ pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest:
             continue;
         }
         let started = tokio::time::Instant::now();
-        let sent = webhook::send(client, &connector.config, &updates, channels.now()).await;
+        let sent = connector::send(client, &connector.config, &updates, channels.now()).await;
         let wait = match sent {
-            Ok(reported) => {
+            Ok(applied) => {
                 failures = 0;
                 let now = channels.now();
+                let mut acks = Vec::with_capacity(updates.len());
                 {
                     let mut book = channels.book.lock();
-                    for (update, reported) in updates.iter().zip(reported) {
-                        book.acknowledged(update, reported, now);
+                    for (update, applied) in updates.iter().zip(applied) {
+                        let ack = update.ack_applied(applied.quantity);
+                        book.acknowledged(update, &ack, applied.reported, now);
+                        acks.push(ack);
                     }
                 }
                 // Journaled, so a restart and every node know what each listing was told.
-                let acks = updates.iter().map(super::Update::ack).collect();
                 channels.ledger.note_synced(now, &connector.platform, acks);
                 pace
             }

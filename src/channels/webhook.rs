@@ -8,24 +8,11 @@ use serde_json::json;
 
 use super::book::Update;
 use super::config::ChannelConfig;
+use super::connector::{Applied, Refused};
 use crate::clock::Timestamp;
-
-/// How long one attempt may take.
-pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest a `Retry-After` is obeyed; a longer one is taken as this.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
-
-/// Why an attempt did not acknowledge its updates.
-#[derive(Debug)]
-pub(super) enum Refused {
-    /// 429: nothing applied; wait this long before the next request.
-    SlowDown(Duration, String),
-    /// Another 4xx: the receiver refused the request, nothing applied.
-    Rejected(String),
-    /// No answer, or a 5xx: the receiver may have applied the updates.
-    InDoubt(String),
-}
 
 /// What the receiver says it applied: its platform's own number per listing.
 #[derive(Deserialize, Default)]
@@ -71,14 +58,14 @@ fn request_key(updates: &[Update]) -> String {
     format!("stockpulse-batch-{hex}")
 }
 
-/// One attempt: on a 2xx answer, each listing's reported number (when the receiver gave
-/// one).
+/// One attempt: a 2xx answer applied every update (429: slow down; another 4xx: refused; a
+/// 5xx or no answer: in doubt).
 pub(super) async fn send(
     client: &reqwest::Client,
     config: &ChannelConfig,
     updates: &[Update],
     now: Timestamp,
-) -> Result<Vec<Option<u64>>, Refused> {
+) -> Result<Vec<Applied>, Refused> {
     let body = body(updates);
     let timestamp_s = now.as_millis() / 1000;
     let request = client
@@ -116,12 +103,13 @@ pub(super) async fn send(
     let answer: Answer = response.json().await.unwrap_or_default();
     Ok(updates
         .iter()
-        .map(|update| {
-            answer
+        .map(|update| Applied {
+            quantity: update.quantity,
+            reported: answer
                 .listings
                 .iter()
                 .find(|reported| reported.listing == update.listing.as_str())
-                .map(|reported| reported.quantity)
+                .map(|reported| reported.quantity),
         })
         .collect())
 }

@@ -3,6 +3,7 @@
 //! the platform's own sales not counted twice, halts dropping listings to 0, and a platform
 //! that throttles or fails caught up once it answers.
 
+mod douyin;
 mod platform;
 
 use std::time::Duration;
@@ -21,6 +22,9 @@ fn channel(platform: &str, url: String) -> ChannelConfig {
         url,
         secret: SECRET.to_owned(),
         secret_env: None,
+        app_key: String::new(),
+        access_token: String::new(),
+        access_token_env: None,
         max_requests_per_s: 50,
         max_updates_per_request: 100,
     }
@@ -405,5 +409,83 @@ async fn while_a_show_is_live_units_move_to_the_platform_that_would_run_out() {
         .iter()
         .any(|update| update["listing"] == "ks-6" && update["reason"] == "rebalance");
     assert!(rebalanced);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_douyin_listing_is_kept_by_signed_incremental_calls() {
+    // Goal: the Douyin connector keeps a listing with signed `sku.syncStock` calls: set once,
+    // then deltas keyed by `idempotent_id`; its own sales not taken off twice; a rate limit
+    // (60000) waited out; a decrease Douyin refuses for want of stock (the shop lowered the
+    // number in its back office) sets the listing to 0, and later numbers count from there.
+    let douyin = douyin::Douyin::start().await;
+    let platform = Platform::start().await;
+    let mut douyin_channel = channel("douyin", douyin.url());
+    douyin_channel.connector = ConnectorKind::Douyin;
+    douyin_channel.secret = douyin::APP_SECRET.to_owned();
+    douyin_channel.app_key = douyin::APP_KEY.to_owned();
+    douyin_channel.access_token = douyin::ACCESS_TOKEN.to_owned();
+    let server = TestServer::with_config(ConfigLayer {
+        channels: Some(vec![douyin_channel, channel("kuaishou", platform.url())]),
+        ..ConfigLayer::default()
+    })
+    .await;
+    const SKU_ID: i64 = 1_234_567_890;
+    let sku = json!({"total": 50, "listings": {"douyin": SKU_ID.to_string(), "kuaishou": "ks-7"}});
+    let (status, body) = server.put("/api/v1/skus/HOT", sku).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let douyin_shows = |expected: i64| {
+        let douyin = douyin.clone();
+        let server = &server;
+        async move {
+            let held = server
+                .eventually(Duration::from_secs(5), || async {
+                    douyin.stock(SKU_ID) == Some(expected)
+                })
+                .await;
+            assert!(
+                held,
+                "douyin shows {:?}, not {expected}",
+                douyin.stock(SKU_ID)
+            );
+        }
+    };
+    douyin_shows(50).await;
+    buy(&server, &platform, "kuaishou", "ks-7", "k0", 5).await;
+    douyin_shows(45).await;
+
+    assert!(douyin.sell(SKU_ID, 3));
+    let order = json!({"order_id": "d0", "sku": "HOT", "qty": 3, "platform": "douyin"});
+    let (status, _) = server.post("/api/v1/orders", order).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    shows(&server, &platform, &[("ks-7", 42)]).await;
+    assert_eq!(douyin.stock(SKU_ID), Some(42));
+
+    douyin.limit_next(2);
+    buy(&server, &platform, "kuaishou", "ks-7", "k1", 2).await;
+    douyin_shows(40).await;
+
+    douyin.set(SKU_ID, 3);
+    buy(&server, &platform, "kuaishou", "ks-7", "k2", 10).await;
+    douyin_shows(0).await;
+    // Later numbers count from 0: a restock of 10 shows the pool's 40.
+    let (status, _) = server
+        .post("/api/v1/skus/HOT/restock", json!({"qty": 10}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    douyin_shows(40).await;
+
+    let (bad_signs, limited, short) = douyin.refusals();
+    assert_eq!((bad_signs, limited, short), (0, 2, 1));
+    let calls = douyin.calls();
+    assert_eq!(
+        calls[0]["incremental"], false,
+        "the first call sets: {calls:?}"
+    );
+    assert!(
+        calls[1..]
+            .iter()
+            .any(|call| call["incremental"] == true && call["idempotent_id"].is_string())
+    );
     server.stop().await;
 }
