@@ -82,7 +82,7 @@ fn classify<'a>(method: &Method, path: &str, segments: Option<&'a [String]>) -> 
         ["rooms", room, ..] => Need::Act(Action::OperateRoom(room)),
         ["alerts", _, "ack"] => Need::Act(Action::Acknowledge),
         ["orders", ..] if !read => Need::Act(Action::Order),
-        ["skus", ..] if !read => Need::Act(Action::Stock),
+        ["skus", ..] | ["channels", ..] if !read => Need::Act(Action::Stock),
         _ if read => Need::Act(Action::ReadAll),
         _ => Need::Authenticated,
     }

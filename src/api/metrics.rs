@@ -86,6 +86,7 @@ pub(crate) struct Metrics {
     cluster_stream: Gauge,
     cluster_node_lag: Family<NodeLabels, Gauge>,
     cluster_forwards_refused: Counter,
+    channels: crate::channels::ChannelMetrics,
 }
 
 impl Metrics {
@@ -212,6 +213,7 @@ impl Metrics {
             "Forwarded requests refused unread: not sealed by a node of this cluster, stale or replayed",
             cluster_forwards_refused.clone(),
         );
+        let channels = crate::channels::ChannelMetrics::register(&mut registry);
         let journal_snapshots = Counter::default();
         registry.register(
             "journal_snapshots",
@@ -311,6 +313,7 @@ impl Metrics {
             cluster_stream,
             cluster_node_lag,
             cluster_forwards_refused,
+            channels,
             orders_accepted,
             orders_refused,
             orders_replayed,
@@ -375,6 +378,14 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// Channel sync's families, moved to `stats`.
+    pub(crate) fn channels(
+        &self,
+        stats: &std::collections::BTreeMap<String, crate::channels::PlatformStats>,
+    ) {
+        self.channels.update(stats);
     }
 
     /// The text exposition, with the gauges read from `counts` and `journal` first.

@@ -16,6 +16,7 @@ mod extract;
 mod metrics;
 mod openapi;
 mod orders;
+mod reconcile;
 mod report;
 mod rooms;
 mod skus;
@@ -176,6 +177,7 @@ pub(crate) fn router(shared: AppState, body_limit_bytes: usize) -> Router {
         .route("/orders/{order_id}/cancel", post(orders::cancel))
         .route("/orders/{order_id}/refund", post(orders::refund))
         .route("/channels", get(channels::status))
+        .route("/channels/{platform}/reconcile", post(reconcile::reconcile))
         .route("/cluster", get(cluster::status));
     Router::new()
         .nest("/api/v1", api)
@@ -235,6 +237,9 @@ pub(crate) async fn metrics_text(State(shared): State<AppState>) -> Response {
         let nodes = cluster::gather(cluster).await;
         shared.metrics.cluster(&cluster.status(), &nodes);
     }
+    shared
+        .metrics
+        .channels(&shared.channels.stats(shared.now()));
     let text = shared.metrics.render(
         shared.ledger.counts(),
         shared.journal.stats(),

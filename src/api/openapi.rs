@@ -54,6 +54,7 @@ use super::error::{ErrorBody, ErrorDetail};
         super::orders::refund,
         super::channels::status,
         super::channels::move_allotment,
+        super::reconcile::reconcile,
         super::cluster::status,
         super::health,
         super::metrics_text,
@@ -119,6 +120,11 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
         "moveAllotment",
     ),
     ("get", "/api/v1/channels", "channelsStatus"),
+    (
+        "post",
+        "/api/v1/channels/{platform}/reconcile",
+        "reconcileChannel",
+    ),
     ("get", "/api/v1/rooms", "listRooms"),
     ("get", "/api/v1/rooms/{room}", "getRoom"),
     ("put", "/api/v1/rooms/{room}", "putRoom"),
@@ -499,6 +505,16 @@ fn constraints() -> Vec<(&'static str, &'static str, Constraint)> {
                 "additionalProperties": {"$ref": "#/components/schemas/Id"},
             })),
         ),
+        ("PlatformRow", "order_id", Constraint::Id),
+        ("PlatformRow", "sku", Constraint::Id),
+        ("PlatformRow", "qty", Constraint::Merge(stock())),
+        ("MoveRequest", "from", Constraint::Id),
+        ("MoveRequest", "to", Constraint::Id),
+        (
+            "MoveRequest",
+            "qty",
+            Constraint::Merge(json!({"minimum": 1, "maximum": STOCK_QTY_MAX})),
+        ),
         (
             "RestockRequest",
             "qty",
@@ -528,6 +544,13 @@ fn examples() -> Vec<(&'static str, Value)> {
             json!({"name": "丝绒口红 #01", "total": 5000, "reserved": 200, "lock_ttl_s": 900, "quotas": {"douyin": 3000, "kuaishou": 1500},
                 "listings": {"douyin": "3598112233", "kuaishou": "ks-889"},
                 "allocation": {"mode": "exclusive", "shares": {"douyin": 0.6, "kuaishou": 0.4}, "floor": 50, "rebalance_every_s": 30}}),
+        ),
+        (
+            "reconcileChannel",
+            json!({"orders": [
+                {"order_id": "6912345678901234567", "sku": "LIP-01", "qty": 2, "status": "paid"},
+                {"order_id": "6912345678901234568", "sku": "LIP-01", "qty": 1, "status": "refunded"},
+            ]}),
         ),
         (
             "moveAllotment",

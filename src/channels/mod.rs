@@ -12,8 +12,10 @@ mod book;
 mod config;
 mod connector;
 pub mod douyin;
+mod metrics;
 mod outbox;
 mod rebalance;
+pub mod reconcile;
 mod webhook;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use parking_lot::Mutex;
 
 pub use book::{Acknowledged, Book, ListingSync, Outlooks, Reason, Update};
 pub use config::{ChannelConfig, ConnectorKind};
+pub use metrics::{ChannelMetrics, PlatformStats};
 pub use rebalance::{Decision, Outlook, decide};
 
 use crate::clock::{Clock, Timestamp};
@@ -45,6 +48,8 @@ pub struct Channels {
     clock: Arc<dyn Clock>,
     /// When the rebalancer last moved units of each SKU.
     moved_at: Mutex<std::collections::HashMap<crate::ledger::SkuId, Timestamp>>,
+    /// Per platform: updates delivered, attempts failed, incidents by kind.
+    counts: Mutex<std::collections::BTreeMap<String, PlatformStats>>,
 }
 
 /// One listing as the status route shows it.
@@ -85,6 +90,7 @@ impl Channels {
             delivers: AtomicBool::new(true),
             clock,
             moved_at: Mutex::default(),
+            counts: Mutex::default(),
         })
     }
 
@@ -212,6 +218,38 @@ impl Channels {
                 None
             }
         }
+    }
+
+    /// Counts `delivered` updates and `failed` attempts for `platform`.
+    fn count(&self, platform: &Platform, delivered: u64, failed: u64) {
+        let mut counts = self.counts.lock();
+        let stats = counts.entry(platform.to_string()).or_default();
+        stats.delivered += delivered;
+        stats.failed_attempts += failed;
+    }
+
+    /// Counts what a reconciliation of `platform` found.
+    pub fn count_incidents(&self, platform: &Platform, found: &reconcile::Reconciliation) {
+        let mut counts = self.counts.lock();
+        let stats = counts.entry(platform.to_string()).or_default();
+        for incident in &found.incidents {
+            *stats.incidents.entry(incident.kind.as_str()).or_default() += 1;
+        }
+    }
+
+    /// Every platform's counts and its listings' state now.
+    pub fn stats(&self, now: Timestamp) -> std::collections::BTreeMap<String, PlatformStats> {
+        let mut stats = self.counts.lock().clone();
+        for listing in self.status() {
+            let platform = stats.entry(listing.platform.to_string()).or_default();
+            platform.listings += 1;
+            if let Some(since) = listing.sync.unsynced_since {
+                platform.unsynced += 1;
+                let waited = now.as_millis().saturating_sub(since.as_millis());
+                platform.oldest_unsynced_ms = platform.oldest_unsynced_ms.max(waited);
+            }
+        }
+        stats
     }
 
     /// Every listing with its sync state, by platform and listing id.

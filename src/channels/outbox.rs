@@ -35,6 +35,10 @@ pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest:
         }
         let started = tokio::time::Instant::now();
         let sent = connector::send(client, &connector.config, &updates, channels.now()).await;
+        match &sent {
+            Ok(_) => channels.count(&connector.platform, updates.len() as u64, 0),
+            Err(_) => channels.count(&connector.platform, 0, 1),
+        }
         let wait = match sent {
             Ok(applied) => {
                 failures = 0;

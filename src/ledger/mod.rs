@@ -29,6 +29,7 @@
 //! them durable).
 
 mod allot;
+mod by_platform;
 mod durable;
 mod error;
 mod fact;

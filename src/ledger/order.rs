@@ -263,7 +263,6 @@ impl OrderStripe {
         })
     }
 
-    #[cfg(test)]
     pub(super) fn for_each(&self, mut visit: impl FnMut(&OrderEntry)) {
         for (_, slot) in self.orders.iter() {
             visit(&slot.entry);

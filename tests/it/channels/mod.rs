@@ -6,6 +6,7 @@
 mod douyin;
 mod platform;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -487,5 +488,133 @@ async fn a_douyin_listing_is_kept_by_signed_incremental_calls() {
             .iter()
             .any(|call| call["incremental"] == true && call["idempotent_id"].is_string())
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reconciliation_names_every_order_the_platform_and_the_ledger_disagree_on() {
+    // Goal: a platform's orders of a window, as JSON or as its back office's CSV, matched
+    // against the ledger: sold but never taken (missing), sold but given back (released),
+    // other quantities, another platform's id, cancelled but still held, and held but not
+    // listed (phantom); the oversold units add up; incidents are counted in /metrics; a bad
+    // window, status or column is refused.
+    let server = TestServer::start().await;
+    server.sku("HOT", 100).await;
+    let order = |id: &str, platform: &str, qty: u32| {
+        // a4 is only reserved, so that it can be cancelled.
+        json!({"order_id": id, "sku": "HOT", "qty": qty, "platform": platform, "paid": id != "a4"})
+    };
+    for (id, platform, qty) in [
+        ("a1", "douyin", 2),
+        ("a3", "douyin", 1),
+        ("a4", "douyin", 4),
+        ("a5", "douyin", 1),
+        ("a6", "douyin", 1),
+        ("a7", "kuaishou", 1),
+    ] {
+        let (status, body) = server
+            .post("/api/v1/orders", order(id, platform, qty))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    }
+    let (status, _) = server.post("/api/v1/orders/a4/cancel", json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let window =
+        "/api/v1/channels/douyin/reconcile?from=2026-11-25T11:00:00Z&to=2026-11-25T13:00:00Z";
+    let rows = json!({"orders": [
+        {"order_id": "a1", "sku": "HOT", "qty": 2, "status": "paid"},
+        {"order_id": "a2", "sku": "HOT", "qty": 3},
+        {"order_id": "a3", "sku": "HOT", "qty": 2, "status": "shipped"},
+        {"order_id": "a4", "sku": "HOT", "qty": 4, "status": "completed"},
+        {"order_id": "a5", "sku": "HOT", "qty": 1, "status": "refunded"},
+        {"order_id": "a7", "sku": "HOT", "qty": 1},
+    ]});
+    let (status, found) = server.post(window, rows).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{found}");
+    let kinds: BTreeMap<String, String> = found["incidents"]
+        .as_array()
+        .expect("incidents")
+        .iter()
+        .map(|incident| {
+            (
+                incident["order_id"].as_str().unwrap_or_default().to_owned(),
+                incident["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("a2", "missing"),
+        ("a3", "quantity"),
+        ("a4", "released"),
+        ("a5", "held"),
+        ("a6", "phantom"),
+        ("a7", "other_platform"),
+    ]
+    .into_iter()
+    .map(|(id, kind)| (id.to_owned(), kind.to_owned()))
+    .collect();
+    assert_eq!(kinds, expected, "{found}");
+    assert_eq!(
+        (found["checked"].as_u64(), found["matched"].as_u64()),
+        (Some(6), Some(1))
+    );
+    assert_eq!(
+        found["oversold_units"], 7,
+        "3 missing + 4 released: {found}"
+    );
+
+    let csv = "\u{feff}订单号,商家编码,数量,订单状态\na1,HOT,2,已付款\na2,HOT,3,已发货\n";
+    let (status, from_csv) = server
+        .send_raw(reqwest::Method::POST, window, csv.to_owned())
+        .await;
+    // send_raw says JSON: a CSV must say text/csv.
+    assert_eq!(
+        status,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "{from_csv}"
+    );
+    let response = server
+        .client
+        .post(server.url(window))
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(csv)
+        .send()
+        .await
+        .expect("a reply");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let from_csv: Value = response.json().await.expect("JSON");
+    assert_eq!(from_csv["oversold_units"], 3, "a2 missing: {from_csv}");
+    assert_eq!(from_csv["checked"], 2, "{from_csv}");
+
+    let metrics = server.metrics().await;
+    assert!(
+        metrics
+            .contains("stockpulse_channel_incidents_total{platform=\"douyin\",kind=\"missing\"} 2"),
+        "{metrics}"
+    );
+    for refused in [
+        "/api/v1/channels/douyin/reconcile?from=2026-11-25T13:00:00Z&to=2026-11-25T11:00:00Z",
+        "/api/v1/channels/douyin/reconcile?from=2026-11-25T11:00:00Z",
+    ] {
+        let (status, body) = server.post(refused, json!({"orders": []})).await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{refused}: {body}"
+        );
+    }
+    let unknown =
+        json!({"orders": [{"order_id": "a1", "sku": "HOT", "qty": 2, "status": "lost at sea"}]});
+    let (status, body) = server.post(window, unknown).await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let no_qty = server
+        .client
+        .post(server.url(window))
+        .header("content-type", "text/csv")
+        .body("订单号,商家编码\na1,HOT\n")
+        .send()
+        .await
+        .expect("a reply");
+    assert_eq!(no_qty.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
     server.stop().await;
 }
