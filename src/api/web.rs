@@ -23,6 +23,7 @@ const FILES: &[(&str, &str)] = &[
     ("js/screen.js", include_str!("../../web/js/screen.js")),
     ("js/host.js", include_str!("../../web/js/host.js")),
     ("js/console.js", include_str!("../../web/js/console.js")),
+    ("js/channels.js", include_str!("../../web/js/channels.js")),
     ("js/report.js", include_str!("../../web/js/report.js")),
 ];
 

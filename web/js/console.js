@@ -6,6 +6,7 @@ import { Live } from "./live.js";
 import { errorText, t, words } from "./i18n.js";
 import { setUp, waitForRoom } from "./page.js";
 import { api, clock, count, mergeRoom } from "./format.js";
+import { startChannels } from "./channels.js";
 
 const FEED_MAX = 200;
 const state = { room: null, view: null, alerts: new Map(), suggestions: new Map() };
@@ -265,6 +266,7 @@ async function main() {
   // This room's alerts: an operator of some rooms may not follow every room's.
   const topics = [`alerts:${state.room}`, `room:${state.room}`];
   new Live(topics, (message) => (message.topic?.startsWith("alerts") ? takeAlert(message) : takeRoom(message)), showState).start();
+  startChannels(() => (state.view?.listings ?? []).map((entry) => entry.sku), showError);
 }
 
 main();

@@ -2,7 +2,7 @@
 // directory, the JSON API, and headless Chromium (Debian's package).
 
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -25,10 +25,17 @@ export async function freePort() {
 
 /** The server: start it, kill it, start it again on the same port and data directory. */
 export class Server {
-  /** @param {object} [options] `secret`: an auth secret to run with. */
+  /**
+   * @param {object} [options] `secret`: an auth secret to run with; `config`: the text of a
+   * TOML configuration file to run with.
+   */
   constructor(options = {}) {
     this.secret = options.secret;
     this.dataDir = mkdtempSync(join(tmpdir(), "stockpulse-browser-"));
+    if (options.config) {
+      this.configFile = join(this.dataDir, "stockpulse.toml");
+      writeFileSync(this.configFile, options.config);
+    }
     this.binary = process.env.STOCKPULSE_BIN ?? join(root, "target", "debug", "stockpulse");
     this.child = null;
   }
@@ -42,6 +49,7 @@ export class Server {
         ...process.env,
         RUST_LOG: "warn",
         ...(this.secret ? { STOCKPULSE_AUTH_SECRET: this.secret } : {}),
+        ...(this.configFile ? { STOCKPULSE_CONFIG: this.configFile } : {}),
       },
     });
     for (let attempt = 0; attempt < 200; attempt += 1) {
