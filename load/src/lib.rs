@@ -6,9 +6,12 @@
 //! `client`, a minimal HTTP/1.1 client. `ingest` places orders as fast as the server answers;
 //! `fanout` measures order-to-screen latency and completeness over `/ws`; `idle` what an
 //! idle WebSocket costs the server;
-//! `show` replays a compressed live show and checks the books balance at the end; `stats`
+//! `show` replays a compressed live show and checks the books balance at the end; `channels`
+//! measures how soon a sale reaches every sibling platform listing, with a receiver of its
+//! own; `stats`
 //! tallies outcomes and latencies and samples the server's CPU and memory from `/proc`.
 
+mod channels;
 mod client;
 mod fanout;
 mod idle;
@@ -19,6 +22,7 @@ mod stats;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use channels::{ChannelsOptions, ChannelsReport, PLATFORMS, channels};
 pub use client::{ClientError, Connection, Response};
 pub use fanout::{FanoutOptions, FanoutReport, fanout};
 pub use idle::{IdleOptions, IdleReport, idle};

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stockpulse_load::{
-    FanoutOptions, IdleOptions, IngestMode, IngestOptions, ProcessSampler, Progress, ShowOptions,
-    fanout, idle, ingest, run_id, show,
+    ChannelsOptions, FanoutOptions, IdleOptions, IngestMode, IngestOptions, ProcessSampler,
+    Progress, ShowOptions, channels, fanout, idle, ingest, run_id, show,
 };
 
 /// Drives a stockpulse server over the network, as its clients do, and measures it.
@@ -85,6 +85,29 @@ enum Command {
     Idle {
         #[arg(long, default_value_t = 10_000)]
         connections: u32,
+    },
+    /// Orders at a steady rate over SKUs listed on three platforms, and a receiver of its own
+    /// for the server's connectors: how soon each sale reaches every sibling listing.
+    Channels {
+        #[arg(long, default_value_t = 10_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 1000)]
+        skus: u32,
+        #[arg(long, default_value_t = 50)]
+        connections: u32,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Where the receiver listens; the server's `[[channels]]` must post to
+        /// `http://<receiver>/stock` (`--start-server` configures it so).
+        #[arg(long, default_value = "127.0.0.1:18090")]
+        receiver: SocketAddr,
+        /// Requests a second the receiver takes per listing before answering 429.
+        #[arg(long, default_value_t = 10)]
+        listing_limit: u32,
+        /// The same orders on SKUs without listings, and a server without connectors: the
+        /// baseline for the server's CPU per order.
+        #[arg(long)]
+        baseline: bool,
     },
     /// Replay a live show at speed and check the books balance.
     Show {
@@ -159,7 +182,15 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<bool> {
     let mut server = None;
     let (target, pid) = if args.start_server {
-        let started = start_server().await?;
+        let receiver = match &args.command {
+            Command::Channels {
+                receiver,
+                baseline: false,
+                ..
+            } => Some(*receiver),
+            _ => None,
+        };
+        let started = start_server(receiver).await?;
         let target = started.address;
         let pid = started.child.id();
         server = Some(started);
@@ -237,6 +268,35 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             let report = idle(options, sampler).await?;
             (report.table(), serde_json::to_string_pretty(&report)?, true)
         }
+        Command::Channels {
+            rate,
+            skus,
+            connections,
+            seconds,
+            receiver,
+            listing_limit,
+            baseline,
+        } => {
+            let options = ChannelsOptions {
+                target,
+                receiver,
+                connections,
+                skus_count: skus,
+                rate,
+                duration: Duration::from_secs_f64(seconds),
+                listing_limit_per_s: listing_limit,
+                baseline,
+                run_id: run_id(),
+                progress,
+            };
+            let report = channels(options, sampler).await?;
+            let counted = report.never_counted == 0 && report.receiver_throttled == 0;
+            (
+                report.table(),
+                serde_json::to_string_pretty(&report)?,
+                counted,
+            )
+        }
         Command::Show {
             hours,
             speed,
@@ -293,13 +353,29 @@ struct StartedServer {
     data_dir: PathBuf,
 }
 
-/// Starts the `stockpulse` binary beside this one on a free port and waits until it answers.
-async fn start_server() -> anyhow::Result<StartedServer> {
+/// Starts the `stockpulse` binary beside this one on a free port and waits until it answers;
+/// with `receiver`, its three platforms' connectors post there.
+async fn start_server(receiver: Option<SocketAddr>) -> anyhow::Result<StartedServer> {
     use anyhow::Context as _;
     let binary = std::env::current_exe()?.with_file_name("stockpulse");
     let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let data_dir = std::env::temp_dir().join(format!("stockpulse-load-{}", run_id()));
-    let child = std::process::Command::new(&binary)
+    let mut command = std::process::Command::new(&binary);
+    if let Some(receiver) = receiver {
+        std::fs::create_dir_all(&data_dir)?;
+        let config = data_dir.join("stockpulse.toml");
+        let channels: String = stockpulse_load::PLATFORMS
+            .iter()
+            .map(|platform| {
+                format!(
+                    "[[channels]]\nplatform = \"{platform}\"\nurl = \"http://{receiver}/stock\"\nsecret = \"load-receiver-secret\"\nmax_requests_per_s = 20\nmax_updates_per_request = 250\n\n"
+                )
+            })
+            .collect();
+        std::fs::write(&config, channels)?;
+        command.env("STOCKPULSE_CONFIG", &config);
+    }
+    let child = command
         .arg("--listen")
         .arg(address.to_string())
         .arg("--data-dir")

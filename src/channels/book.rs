@@ -146,6 +146,9 @@ pub struct ListingSync {
     /// so it is sent again as it is (same key, same delta) until the platform answers, and
     /// only then is a newer number measured from its acknowledgement.
     pub in_doubt: Option<Update>,
+    /// When an update of the listing last went out (the machine's monotonic clock: pacing
+    /// is real time).
+    pub sent_at: Option<std::time::Instant>,
 }
 
 impl ListingSync {
@@ -423,6 +426,7 @@ impl Book {
                     last_error: None,
                     unsynced_since: Some(now),
                     in_doubt: None,
+                    sent_at: None,
                 });
             let resync = reason == Reason::Resync;
             if sync.target != target || resync || sync.acknowledged.is_none() {
@@ -458,18 +462,44 @@ impl Book {
         self.dirty.retain(|key| listings.contains_key(key));
     }
 
-    /// Up to `limit` updates for `platform`'s listings that wait for their platform, oldest
-    /// version first.
-    pub fn updates(&self, platform: &Platform, limit: usize) -> Vec<Update> {
-        let mut updates: Vec<Update> = self
-            .dirty
-            .iter()
-            .filter(|(name, _)| name == platform)
-            .filter_map(|key| self.update(key))
-            .collect();
+    /// Up to `limit` updates for `platform`'s listings that wait for their platform and were
+    /// not sent within `gap` before `now`, oldest version first; and when the next listing
+    /// held back by `gap` may go.
+    pub fn updates(
+        &self,
+        platform: &Platform,
+        limit: usize,
+        now: std::time::Instant,
+        gap: std::time::Duration,
+    ) -> (Vec<Update>, Option<std::time::Instant>) {
+        let mut next_due: Option<std::time::Instant> = None;
+        let mut updates: Vec<Update> = Vec::new();
+        for key in self.dirty.iter().filter(|(name, _)| name == platform) {
+            let due = self
+                .listings
+                .get(key)
+                .and_then(|sync| sync.sent_at)
+                .map(|sent| sent + gap);
+            match due {
+                Some(due) if now < due => {
+                    next_due = Some(next_due.map_or(due, |next| next.min(due)));
+                }
+                _ => updates.extend(self.update(key)),
+            }
+        }
         updates.sort_by_key(|update| update.version);
         updates.truncate(limit);
-        updates
+        (updates, next_due)
+    }
+
+    /// `updates` went out at `now`.
+    pub fn sent(&mut self, updates: &[Update], now: std::time::Instant) {
+        for update in updates {
+            let key = (update.platform.clone(), update.listing.clone());
+            if let Some(sync) = self.listings.get_mut(&key) {
+                sync.sent_at = Some(now);
+            }
+        }
     }
 
     fn update(&self, key: &(Platform, ListingId)) -> Option<Update> {

@@ -45,6 +45,14 @@ pub struct ChannelConfig {
     /// At most this many listing updates in one request.
     #[serde(default = "updates_per_request_default")]
     pub max_updates_per_request: u32,
+    /// At most this many updates a second of one listing: changes in between are coalesced
+    /// into the next (platforms limit how often one SKU's stock may change).
+    #[serde(default = "updates_per_listing_per_s_default")]
+    pub max_updates_per_listing_per_s: u32,
+}
+
+fn updates_per_listing_per_s_default() -> u32 {
+    5
 }
 
 fn requests_per_s_default() -> u32 {
@@ -78,9 +86,12 @@ impl ChannelConfig {
                     channel.platform, channel.url
                 ));
             }
-            if channel.max_requests_per_s == 0 || channel.max_updates_per_request == 0 {
+            if channel.max_requests_per_s == 0
+                || channel.max_updates_per_request == 0
+                || channel.max_updates_per_listing_per_s == 0
+            {
                 return Err(format!(
-                    "channels {}: max_requests_per_s and max_updates_per_request must be at least 1",
+                    "channels {}: max_requests_per_s, max_updates_per_request and max_updates_per_listing_per_s must be at least 1",
                     channel.platform
                 ));
             }

@@ -21,18 +21,33 @@ pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest:
     let connector: &Connector = &channels.connectors[index];
     let pace = Duration::from_secs(1) / connector.config.max_requests_per_s.max(1);
     let limit = connector.config.max_updates_per_request.max(1) as usize;
+    let gap = Duration::from_secs(1) / connector.config.max_updates_per_listing_per_s.max(1);
     let mut failures: u32 = 0;
     loop {
         let delivers = channels.delivers.load(std::sync::atomic::Ordering::Acquire);
-        let updates = if delivers {
-            channels.book.lock().updates(&connector.platform, limit)
+        let now = std::time::Instant::now();
+        let (updates, next_due) = if delivers {
+            channels
+                .book
+                .lock()
+                .updates(&connector.platform, limit, now, gap)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         if updates.is_empty() {
-            connector.wake.notified().await;
+            match next_due {
+                Some(due) => {
+                    let due = tokio::time::Instant::from_std(due);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(due) => {}
+                        () = connector.wake.notified() => {}
+                    }
+                }
+                None => connector.wake.notified().await,
+            }
             continue;
         }
+        channels.book.lock().sent(&updates, now);
         let started = tokio::time::Instant::now();
         let sent = connector::send(client, &connector.config, &updates, channels.now()).await;
         match &sent {

@@ -28,6 +28,7 @@ fn channel(platform: &str, url: String) -> ChannelConfig {
         access_token_env: None,
         max_requests_per_s: 50,
         max_updates_per_request: 100,
+        max_updates_per_listing_per_s: 50,
     }
 }
 
@@ -452,6 +453,7 @@ async fn a_douyin_listing_is_kept_by_signed_incremental_calls() {
         }
     };
     douyin_shows(50).await;
+    shows(&server, &platform, &[("ks-7", 50)]).await;
     buy(&server, &platform, "kuaishou", "ks-7", "k0", 5).await;
     douyin_shows(45).await;
 
