@@ -148,7 +148,7 @@ pub struct ListingSync {
     pub in_doubt: Option<Update>,
     /// When an update of the listing last went out (the machine's monotonic clock: pacing
     /// is real time).
-    pub sent_at: Option<std::time::Instant>,
+    pub sent_at: Option<tokio::time::Instant>,
 }
 
 impl ListingSync {
@@ -469,10 +469,10 @@ impl Book {
         &self,
         platform: &Platform,
         limit: usize,
-        now: std::time::Instant,
+        now: tokio::time::Instant,
         gap: std::time::Duration,
-    ) -> (Vec<Update>, Option<std::time::Instant>) {
-        let mut next_due: Option<std::time::Instant> = None;
+    ) -> (Vec<Update>, Option<tokio::time::Instant>) {
+        let mut next_due: Option<tokio::time::Instant> = None;
         let mut updates: Vec<Update> = Vec::new();
         for key in self.dirty.iter().filter(|(name, _)| name == platform) {
             let due = self
@@ -493,7 +493,7 @@ impl Book {
     }
 
     /// `updates` went out at `now`.
-    pub fn sent(&mut self, updates: &[Update], now: std::time::Instant) {
+    pub fn sent(&mut self, updates: &[Update], now: tokio::time::Instant) {
         for update in updates {
             let key = (update.platform.clone(), update.listing.clone());
             if let Some(sync) = self.listings.get_mut(&key) {

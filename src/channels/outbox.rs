@@ -25,7 +25,7 @@ pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest:
     let mut failures: u32 = 0;
     loop {
         let delivers = channels.delivers.load(std::sync::atomic::Ordering::Acquire);
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let (updates, next_due) = if delivers {
             channels
                 .book
@@ -37,7 +37,6 @@ pub(super) async fn deliver(channels: &Channels, index: usize, client: &reqwest:
         if updates.is_empty() {
             match next_due {
                 Some(due) => {
-                    let due = tokio::time::Instant::from_std(due);
                     tokio::select! {
                         () = tokio::time::sleep_until(due) => {}
                         () = connector.wake.notified() => {}
