@@ -6,41 +6,16 @@
 //! node of a cluster keeps the same picture: a listing's `version` is the log sequence of the
 //! fact that last changed what it should show, the same on every node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use smallvec::SmallVec;
 
 use super::allocation::{self, PlatformUse, Pool};
+use super::listing::{Acknowledged, ListingSync, Reason, Update};
 use crate::clock::Timestamp;
 use crate::ledger::{
     Allocation, Fact, Ledger, ListingAck, ListingId, Platform, RoomId, SkuId, SkuSettings,
 };
-
-/// Why a listing's number changed: the `reason` of an update.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    Sale,
-    Release,
-    Restock,
-    Rebalance,
-    Halt,
-    Resume,
-    Resync,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Sale => "sale",
-            Reason::Release => "release",
-            Reason::Restock => "restock",
-            Reason::Rebalance => "rebalance",
-            Reason::Halt => "halt",
-            Reason::Resume => "resume",
-            Reason::Resync => "resync",
-        }
-    }
-}
 
 /// One SKU as channel sync sees it.
 #[derive(Default)]
@@ -54,6 +29,8 @@ struct SkuBook {
     allocation: Allocation,
     /// Locked + sold per platform.
     consumed: SmallVec<[(Platform, u64); 4]>,
+    /// The slots of its listings in the book.
+    slots: SmallVec<[usize; 4]>,
 }
 
 impl SkuBook {
@@ -115,104 +92,6 @@ impl SkuBook {
     }
 }
 
-/// What a listing last acknowledged, by our account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Acknowledged {
-    pub version: u64,
-    pub quantity: u64,
-    /// The platform's consumption of the SKU when it was acknowledged: what the platform
-    /// sold since comes off its listing on the platform's side, not by an update of ours.
-    consumed: u64,
-    pub at: Timestamp,
-}
-
-/// The sync state of one platform listing.
-#[derive(Clone, Debug)]
-pub struct ListingSync {
-    pub sku: SkuId,
-    /// What it should show now, since the fact at log sequence `version`.
-    pub target: u64,
-    pub version: u64,
-    pub reason: Reason,
-    pub acknowledged: Option<Acknowledged>,
-    /// The platform's own number, when its receiver reported one with its last answer.
-    pub reported: Option<u64>,
-    /// Attempts failed in a row, and the last failure.
-    pub failures: u32,
-    pub last_error: Option<String>,
-    /// Since when the listing has had a target its platform has not acknowledged.
-    pub unsynced_since: Option<Timestamp>,
-    /// An update whose outcome is unknown (no answer, or a 5xx): it may have been applied,
-    /// so it is sent again as it is (same key, same delta) until the platform answers, and
-    /// only then is a newer number measured from its acknowledgement.
-    pub in_doubt: Option<Update>,
-    /// When an update of the listing last went out (the machine's monotonic clock: pacing
-    /// is real time).
-    pub sent_at: Option<tokio::time::Instant>,
-}
-
-impl ListingSync {
-    /// What the listing shows by our account: the last acknowledged number less what its
-    /// platform took since (`None` before anything was acknowledged).
-    pub fn shown(&self, consumed_now: u64) -> Option<u64> {
-        let acknowledged = self.acknowledged?;
-        let taken = consumed_now.saturating_sub(acknowledged.consumed);
-        let returned = acknowledged.consumed.saturating_sub(consumed_now);
-        Some(
-            acknowledged
-                .quantity
-                .saturating_sub(taken)
-                .saturating_add(returned),
-        )
-    }
-}
-
-/// One update to send: what a listing should show, from the book at one moment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Update {
-    pub platform: Platform,
-    pub sku: SkuId,
-    pub listing: ListingId,
-    pub quantity: u64,
-    /// `quantity` less what the listing shows by our account; `None` when nothing was
-    /// acknowledged yet.
-    pub delta: Option<i64>,
-    /// The version of the acknowledgement `delta` is measured from.
-    pub acknowledged_version: Option<u64>,
-    pub version: u64,
-    pub reason: Reason,
-    /// The platform's consumption when the update was made (what an acknowledgement keeps).
-    consumed: u64,
-}
-
-impl Update {
-    /// What a platform's acknowledgement of this update keeps, when it set the listing to
-    /// `quantity` (the update's, or less).
-    pub fn ack_applied(&self, quantity: u64) -> ListingAck {
-        ListingAck {
-            sku: self.sku.clone(),
-            listing: self.listing.clone(),
-            version: self.version,
-            quantity,
-            consumed: self.consumed,
-        }
-    }
-
-    /// The idempotency key: made from the listing and the log, so the same on every retry
-    /// and on every node.
-    pub fn key(&self) -> String {
-        let key = format!(
-            "stockpulse-{}-{}-v{}",
-            self.platform, self.listing, self.version
-        );
-        if key.len() <= 128 && key.is_ascii() {
-            return key;
-        }
-        let hex = crate::auth::short_digest([key.as_bytes()]);
-        format!("stockpulse-h{hex}-v{}", self.version)
-    }
-}
-
 /// What the rebalancer needs of one SKU (see [`Book::outlooks`]).
 pub struct Outlooks {
     pub platforms: Vec<(Platform, super::rebalance::Outlook)>,
@@ -226,9 +105,13 @@ pub struct Book {
     skus: HashMap<SkuId, SkuBook>,
     /// Each platform's recent takes of each exclusive SKU.
     paces: HashMap<(SkuId, Platform), super::rebalance::Pace>,
-    listings: BTreeMap<(Platform, ListingId), ListingSync>,
-    /// Listings whose target their platform has not acknowledged.
-    dirty: BTreeSet<(Platform, ListingId)>,
+    /// Every listing by slot (a SKU keeps its listings' slots, so a fact reaches them without
+    /// a look-up); `None` once its SKU no longer names it.
+    slots: Vec<Option<ListingSync>>,
+    /// The slot of each listing, for acknowledgements.
+    index: HashMap<(Platform, ListingId), usize>,
+    /// Per platform, the slots whose target their platform has not acknowledged.
+    dirty: HashMap<Platform, BTreeSet<usize>>,
 }
 
 impl Book {
@@ -247,6 +130,7 @@ impl Book {
                 sku.consume(&count.platform, count.locked + count.sold, true);
             }
             book.skus.insert(view.stock.sku.clone(), sku);
+            book.rename(&view.stock.sku);
         }
         for room in ledger.rooms() {
             for listing in &room.listings {
@@ -288,7 +172,7 @@ impl Book {
             let renamed = matches!(fact, Fact::SkuPut { .. });
             for sku in self.take_in(fact) {
                 if renamed {
-                    self.forget_unnamed(&sku);
+                    self.rename(&sku);
                 }
                 self.retarget(&sku, sequence, reason(fact), fact.at());
             }
@@ -399,67 +283,98 @@ impl Book {
         })
     }
 
-    /// Sets each listing of `sku` to what it should show now; a listing whose number moved
-    /// gets `version` and `reason` and is to be synced.
-    fn retarget(&mut self, sku: &SkuId, version: u64, reason: Reason, now: Timestamp) {
-        let Some(book) = self.skus.get(sku).filter(|book| !book.listings.is_empty()) else {
+    /// Gives each listing its SKU names a slot, and frees the slots of those it no longer
+    /// names (they stop being synced).
+    fn rename(&mut self, sku: &SkuId) {
+        let Some(named) = self.skus.get(sku).map(|book| book.listings.clone()) else {
             return;
         };
-        let named: SmallVec<[(Platform, ListingId, u64); 4]> = book
-            .listings
-            .iter()
-            .map(|(platform, listing)| (platform.clone(), listing.clone(), book.shows(platform)))
-            .collect();
-        for (platform, listing, target) in named {
-            let key = (platform, listing);
-            let sync = self
-                .listings
-                .entry(key.clone())
-                .or_insert_with(|| ListingSync {
-                    sku: sku.clone(),
-                    target,
-                    version,
-                    reason: Reason::Resync,
-                    acknowledged: None,
-                    reported: None,
-                    failures: 0,
-                    last_error: None,
-                    unsynced_since: Some(now),
-                    in_doubt: None,
-                    sent_at: None,
-                });
-            let resync = reason == Reason::Resync;
-            if sync.target != target || resync || sync.acknowledged.is_none() {
-                if sync.target != target || resync {
-                    sync.version = version;
-                    sync.reason = if sync.acknowledged.is_none() {
-                        Reason::Resync
-                    } else {
-                        reason
-                    };
+        let mut slots: SmallVec<[usize; 4]> = SmallVec::new();
+        for (platform, listing) in named {
+            let key = (platform.clone(), listing.clone());
+            let kept = self.index.get(&key).copied().filter(|slot| {
+                self.slots[*slot]
+                    .as_ref()
+                    .is_some_and(|sync| &sync.sku == sku)
+            });
+            let slot = match kept {
+                Some(slot) => slot,
+                None => {
+                    let slot = self.slots.len();
+                    self.slots
+                        .push(Some(ListingSync::new(platform, listing, sku.clone())));
+                    if let Some(previous) = self.index.insert(key, slot) {
+                        self.free(previous);
+                    }
+                    slot
                 }
-                sync.target = target;
-                sync.unsynced_since.get_or_insert(now);
-                self.dirty.insert(key);
-            }
+            };
+            slots.push(slot);
+        }
+        let Some(book) = self.skus.get_mut(sku) else {
+            return;
+        };
+        let dropped: SmallVec<[usize; 4]> = book
+            .slots
+            .iter()
+            .copied()
+            .filter(|slot| !slots.contains(slot))
+            .collect();
+        book.slots = slots;
+        for slot in dropped {
+            self.free(slot);
         }
     }
 
-    /// A listing no longer named by its SKU stops being synced.
-    fn forget_unnamed(&mut self, sku: &SkuId) {
-        let named = self
-            .skus
-            .get(sku)
-            .map(|book| book.listings.as_slice())
-            .unwrap_or_default();
-        self.listings.retain(|(platform, listing), sync| {
-            &sync.sku != sku
-                || named.iter().any(|(named_platform, named_listing)| {
-                    named_platform == platform && named_listing == listing
-                })
-        });
-        let listings = &self.listings;
-        self.dirty.retain(|key| listings.contains_key(key));
+    /// Empties a slot no SKU names any more.
+    fn free(&mut self, slot: usize) {
+        let Some(sync) = self.slots[slot].take() else {
+            return;
+        };
+        let key = (sync.platform, sync.listing);
+        if self.index.get(&key) == Some(&slot) {
+            self.index.remove(&key);
+        }
+        if let Some(dirty) = self.dirty.get_mut(&key.0) {
+            dirty.remove(&slot);
+        }
+    }
+
+    /// Sets each listing of `sku` to what it should show now; a listing whose number moved
+    /// gets `version` and `reason` and is to be synced.
+    fn retarget(&mut self, sku: &SkuId, version: u64, reason: Reason, now: Timestamp) {
+        let Some(book) = self.skus.get(sku).filter(|book| !book.slots.is_empty()) else {
+            return;
+        };
+        for &slot in &book.slots {
+            let Some(sync) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            let target = book.shows(&sync.platform);
+            let resync = reason == Reason::Resync;
+            if sync.target == target && !resync && sync.acknowledged.is_some() {
+                continue;
+            }
+            if sync.target != target || resync {
+                sync.version = version;
+                sync.reason = if sync.acknowledged.is_none() {
+                    Reason::Resync
+                } else {
+                    reason
+                };
+            }
+            sync.target = target;
+            sync.unsynced_since.get_or_insert(now);
+            match self.dirty.get_mut(&sync.platform) {
+                Some(dirty) => {
+                    dirty.insert(slot);
+                }
+                None => {
+                    self.dirty
+                        .insert(sync.platform.clone(), BTreeSet::from([slot]));
+                }
+            }
+        }
     }
 
     /// Up to `limit` updates for `platform`'s listings that wait for their platform and were
@@ -473,48 +388,55 @@ impl Book {
         gap: std::time::Duration,
     ) -> (Vec<Update>, Option<tokio::time::Instant>) {
         let mut next_due: Option<tokio::time::Instant> = None;
-        let mut updates: Vec<Update> = Vec::new();
-        for key in self.dirty.iter().filter(|(name, _)| name == platform) {
-            let due = self
-                .listings
-                .get(key)
-                .and_then(|sync| sync.sent_at)
-                .map(|sent| sent + gap);
-            match due {
+        let mut ready: Vec<(u64, usize)> = Vec::new();
+        for &slot in self.dirty.get(platform).into_iter().flatten() {
+            let Some(sync) = self.slots[slot].as_ref() else {
+                continue;
+            };
+            match sync.sent_at.map(|sent| sent + gap) {
                 Some(due) if now < due => {
                     next_due = Some(next_due.map_or(due, |next| next.min(due)));
                 }
-                _ => updates.extend(self.update(key)),
+                _ => ready.push((sync.version, slot)),
             }
         }
-        updates.sort_by_key(|update| update.version);
-        updates.truncate(limit);
+        ready.sort_unstable();
+        let updates = ready
+            .into_iter()
+            .take(limit)
+            .filter_map(|(_, slot)| self.update(slot))
+            .collect();
         (updates, next_due)
+    }
+
+    /// The sync state of `platform`'s `listing`, when it is synced.
+    fn sync_mut(&mut self, platform: &Platform, listing: &ListingId) -> Option<&mut ListingSync> {
+        let slot = *self.index.get(&(platform.clone(), listing.clone()))?;
+        self.slots[slot].as_mut()
     }
 
     /// `updates` went out at `now`.
     pub fn sent(&mut self, updates: &[Update], now: tokio::time::Instant) {
         for update in updates {
-            let key = (update.platform.clone(), update.listing.clone());
-            if let Some(sync) = self.listings.get_mut(&key) {
+            if let Some(sync) = self.sync_mut(&update.platform, &update.listing) {
                 sync.sent_at = Some(now);
             }
         }
     }
 
-    fn update(&self, key: &(Platform, ListingId)) -> Option<Update> {
-        let sync = self.listings.get(key)?;
+    fn update(&self, slot: usize) -> Option<Update> {
+        let sync = self.slots[slot].as_ref()?;
         if let Some(in_doubt) = &sync.in_doubt {
             return Some(in_doubt.clone());
         }
-        let consumed = self.skus.get(&sync.sku)?.consumed(&key.0);
+        let consumed = self.skus.get(&sync.sku)?.consumed(&sync.platform);
         let delta = sync
             .shown(consumed)
             .map(|shown| sync.target as i64 - shown as i64);
         Some(Update {
-            platform: key.0.clone(),
+            platform: sync.platform.clone(),
             sku: sync.sku.clone(),
-            listing: key.1.clone(),
+            listing: sync.listing.clone(),
             quantity: sync.target,
             delta,
             acknowledged_version: sync.acknowledged.map(|acknowledged| acknowledged.version),
@@ -534,8 +456,7 @@ impl Book {
         now: Timestamp,
     ) {
         self.acknowledge(&update.platform, ack, now);
-        let key = (update.platform.clone(), update.listing.clone());
-        if let Some(sync) = self.listings.get_mut(&key) {
+        if let Some(sync) = self.sync_mut(&update.platform, &update.listing) {
             sync.reported = reported;
             sync.failures = 0;
             sync.last_error = None;
@@ -546,12 +467,10 @@ impl Book {
     /// Keeps an acknowledgement (live, journaled, or kept by the ledger) unless a newer one
     /// was kept; the listing is synced when it acknowledged its current target.
     fn acknowledge(&mut self, platform: &Platform, ack: &ListingAck, at: Timestamp) {
-        let key = (platform.clone(), ack.listing.clone());
-        let Some(sync) = self
-            .listings
-            .get_mut(&key)
-            .filter(|sync| sync.sku == ack.sku)
-        else {
+        let Some(&slot) = self.index.get(&(platform.clone(), ack.listing.clone())) else {
+            return;
+        };
+        let Some(sync) = self.slots[slot].as_mut().filter(|sync| sync.sku == ack.sku) else {
             return;
         };
         if sync
@@ -568,7 +487,9 @@ impl Book {
         });
         if sync.version == ack.version && sync.target == ack.quantity {
             sync.unsynced_since = None;
-            self.dirty.remove(&key);
+            if let Some(dirty) = self.dirty.get_mut(platform) {
+                dirty.remove(&slot);
+            }
         }
     }
 
@@ -576,8 +497,7 @@ impl Book {
     /// applied them (no answer, a 5xx), so they go again as they are.
     pub fn failed(&mut self, updates: &[Update], error: &str, in_doubt: bool) {
         for update in updates {
-            let key = (update.platform.clone(), update.listing.clone());
-            if let Some(sync) = self.listings.get_mut(&key) {
+            if let Some(sync) = self.sync_mut(&update.platform, &update.listing) {
                 sync.failures = sync.failures.saturating_add(1);
                 sync.last_error = Some(error.to_owned());
                 sync.in_doubt = in_doubt.then(|| update.clone());
@@ -588,19 +508,22 @@ impl Book {
     /// Every listing of `platform` is to be synced in full (start-up, a new leader, a
     /// platform that was unreachable).
     pub fn resync(&mut self, platform: &Platform, now: Timestamp) {
-        for (key, sync) in &mut self.listings {
-            if &key.0 != platform {
+        let dirty = self.dirty.entry(platform.clone()).or_default();
+        for (slot, sync) in self.slots.iter_mut().enumerate() {
+            let Some(sync) = sync.as_mut().filter(|sync| &sync.platform == platform) else {
                 continue;
-            }
+            };
             sync.reason = Reason::Resync;
             sync.unsynced_since.get_or_insert(now);
-            self.dirty.insert(key.clone());
+            dirty.insert(slot);
         }
     }
 
     /// Every listing with its sync state, by platform and listing id.
-    pub fn listings(&self) -> impl Iterator<Item = (&(Platform, ListingId), &ListingSync)> {
-        self.listings.iter()
+    pub fn listings(&self) -> Vec<&ListingSync> {
+        let mut listings: Vec<&ListingSync> = self.slots.iter().flatten().collect();
+        listings.sort_by(|a, b| (&a.platform, &a.listing).cmp(&(&b.platform, &b.listing)));
+        listings
     }
 
     /// What `platform` has taken of `sku` (locked + sold).

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::book::Update;
 use super::config::{ChannelConfig, ConnectorKind};
+use super::listing::Update;
 use crate::clock::Timestamp;
 
 /// How long one attempt may take.

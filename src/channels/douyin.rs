@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::book::Update;
 use super::config::ChannelConfig;
 use super::connector::{Applied, Refused};
+use super::listing::Update;
 use crate::clock::Timestamp;
 
 const METHOD: &str = "sku.syncStock";

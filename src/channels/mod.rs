@@ -12,6 +12,7 @@ mod book;
 mod config;
 mod connector;
 pub mod douyin;
+mod listing;
 mod metrics;
 mod outbox;
 mod rebalance;
@@ -23,8 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-pub use book::{Acknowledged, Book, ListingSync, Outlooks, Reason, Update};
+pub use book::{Book, Outlooks};
 pub use config::{ChannelConfig, ConnectorKind};
+pub use listing::{Acknowledged, ListingSync, Reason, Update};
 pub use metrics::{ChannelMetrics, PlatformStats};
 pub use rebalance::{Decision, Outlook, decide};
 
@@ -256,15 +258,16 @@ impl Channels {
     pub fn status(&self) -> Vec<ListingStatus> {
         let book = self.book.lock();
         book.listings()
-            .map(|((platform, listing), sync)| ListingStatus {
-                platform: platform.clone(),
-                listing: listing.clone(),
-                shown: sync.shown(book.consumed(&sync.sku, platform)),
+            .into_iter()
+            .map(|sync| ListingStatus {
+                platform: sync.platform.clone(),
+                listing: sync.listing.clone(),
+                shown: sync.shown(book.consumed(&sync.sku, &sync.platform)),
                 sync: sync.clone(),
                 connected: self
                     .connectors
                     .iter()
-                    .any(|connector| &connector.platform == platform),
+                    .any(|connector| connector.platform == sync.platform),
             })
             .collect()
     }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::book::Update;
 use super::config::ChannelConfig;
 use super::connector::{Applied, Refused};
+use super::listing::Update;
 use crate::clock::Timestamp;
 
 /// The longest a `Retry-After` is obeyed; a longer one is taken as this.
