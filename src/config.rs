@@ -102,6 +102,8 @@ pub struct Config {
     pub limits: crate::edge::Limits,
     /// Run the simulated show with this seed (`--demo`); a run mode, not a file setting.
     pub demo_seed: Option<u64>,
+    /// The demo's stand-in platforms listen here (`--demo` without `[[channels]]`).
+    pub demo_stand_in: Option<Arc<std::net::TcpListener>>,
     /// How the journal syncs: the operating system's, unless a test injects failures.
     pub journal_fsync: Arc<dyn crate::journal::Fsync>,
     /// Cluster mode on NATS JetStream (`[cluster]`, `--cluster`); `None` runs one node.
@@ -345,6 +347,7 @@ impl Default for Config {
             insecure: false,
             limits: LIMITS_DEFAULT,
             demo_seed: None,
+            demo_stand_in: None,
             journal_fsync: Arc::new(crate::journal::OsFsync),
             cluster: None,
         }
@@ -742,6 +745,7 @@ impl ConfigLayer {
             insecure: false,
             limits,
             demo_seed: None,
+            demo_stand_in: None,
             journal_fsync: defaults.journal_fsync,
             cluster,
         })

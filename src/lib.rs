@@ -39,6 +39,11 @@ pub mod server;
 
 mod api;
 mod demo;
+
+/// The connectors `--demo` points at its own stand-in platforms listening on `address`.
+pub fn demo_stand_in_connectors(address: std::net::SocketAddr) -> Vec<channels::ChannelConfig> {
+    demo::stand_in::connectors(address)
+}
 mod hub;
 
 /// The `/ws` protocol as an AsyncAPI 3.0 document, as `/api/asyncapi.json` serves it.

@@ -332,6 +332,17 @@ fn load(args: &Args) -> Result<stockpulse::config::Config, ConfigError> {
     }
     if args.demo {
         config.demo_seed = Some(args.demo_seed.unwrap_or_else(|| fastrand::u64(..)));
+        if config.channels.is_empty() {
+            // Stand-in platforms the demo serves itself, so channel sync has somewhere to go.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|error| {
+                ConfigError::Invalid(format!("the demo's stand-in platform: {error}"))
+            })?;
+            let address = listener.local_addr().map_err(|error| {
+                ConfigError::Invalid(format!("the demo's stand-in platform: {error}"))
+            })?;
+            config.channels = stockpulse::demo_stand_in_connectors(address);
+            config.demo_stand_in = Some(std::sync::Arc::new(listener));
+        }
     }
     Ok(config)
 }

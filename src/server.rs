@@ -235,11 +235,18 @@ pub async fn run(
     if let Some(seed) = config.demo_seed
         && cluster.is_none()
     {
+        let stand_in = config.demo_stand_in.as_ref().and_then(|listener| {
+            listener
+                .try_clone()
+                .inspect_err(|error| tracing::warn!(%error, "Demo: no stand-in platform."))
+                .ok()
+        });
         tasks.spawn(crate::demo::run(
             ledger.clone(),
             clock.clone(),
             cancel.clone(),
             seed,
+            stand_in,
         ));
     }
     tasks.spawn(sweep(

@@ -210,6 +210,7 @@ impl Channels {
             qty: decision.qty,
             reason,
         };
+        tracing::info!(%sku, from = %moved.from, to = %moved.to, qty = moved.qty, reason = %moved.reason, "Rebalanced an exclusive allocation.");
         match self.ledger.move_allotment(now, sku, moved) {
             Ok(fact) => {
                 self.moved_at.lock().insert(sku.clone(), now);

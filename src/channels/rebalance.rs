@@ -9,8 +9,8 @@
 const BUCKET_MS: u64 = 10_000;
 /// …over this many buckets: a platform's pace is its takes of the last five minutes.
 const BUCKETS: usize = 30;
-/// No move in a show's first minute: too little to judge a pace by.
-pub(super) const SHOW_WARM_UP_MS: u64 = 60_000;
+/// No move in a show's first five minutes: too little to judge a pace by.
+pub(super) const SHOW_WARM_UP_MS: u64 = 5 * 60_000;
 
 /// One platform's recent takes of one SKU, by time bucket.
 #[derive(Clone, Debug, Default)]
@@ -74,8 +74,9 @@ pub struct Decision {
 }
 
 /// From the platform that will have the most left at the show's end (`left_ms` from now) at
-/// its pace, to the one that will run out the most before it: as many units as the first
-/// will not sell, the second will lack, and the floor allows.
+/// its pace, to the one that will run out the most before it: half of what the first will
+/// not sell, the second will lack and the floor allows (paces move; the next round moves
+/// more if they hold).
 pub fn decide(outlooks: &[Outlook], left_ms: u64, floor: u64) -> Option<Decision> {
     let leftover = |outlook: &Outlook| outlook.unsold as f64 - outlook.per_ms * left_ms as f64;
     let indexed = || outlooks.iter().enumerate();
@@ -86,7 +87,8 @@ pub fn decide(outlooks: &[Outlook], left_ms: u64, floor: u64) -> Option<Decision
     if from == to || spare < 1.0 || short < 1.0 {
         return None;
     }
-    let qty = (spare.min(short) as u64).min(slow.unsold.saturating_sub(floor));
+    let movable = (spare.min(short) as u64).min(slow.unsold.saturating_sub(floor));
+    let qty = movable.div_ceil(2);
     (0 < qty).then_some(Decision { from, to, qty })
 }
 
@@ -97,7 +99,7 @@ mod tests {
     #[test]
     fn units_go_from_the_platform_that_will_not_sell_them_to_the_one_that_runs_out() {
         // 10 minutes left: A sells 1/min with 50 unsold (40 spare), B 10/min with 30 (70
-        // short): 40 move, less A's floor of 15 → 35.
+        // short): 40 could move, less A's floor of 15 → 35, half of it this round → 18.
         let minute = 60_000.0;
         let outlooks = [
             Outlook {
@@ -115,7 +117,7 @@ mod tests {
             Some(Decision {
                 from: 0,
                 to: 1,
-                qty: 35
+                qty: 18
             })
         );
         // Both on pace to sell what they hold: nothing moves.

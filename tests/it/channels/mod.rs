@@ -380,9 +380,9 @@ async fn while_a_show_is_live_units_move_to_the_platform_that_would_run_out() {
     // Goal: the rebalancer moves unsold units from a platform that will not sell its
     // allotment by the show's end to one that will run out before it, never below the floor,
     // journaled with its reason, and both listings follow.
-    // Method: 100/100 allotments, a one-hour show; over its first two minutes (the test's
-    // clock) douyin takes 96 and kuaishou nothing; then kuaishou's 100 less its floor of 5
-    // must move to douyin.
+    // Method: 100/100 allotments, a one-hour show; over its first six minutes (the test's
+    // clock; nothing moves in the first five) douyin takes 96 and kuaishou nothing; then half
+    // of kuaishou's 100 less its floor of 5 (48) must move to douyin.
     let platform = Platform::start().await;
     let server = server_for(&platform).await;
     let sku = json!({
@@ -400,13 +400,13 @@ async fn while_a_show_is_live_units_move_to_the_platform_that_would_run_out() {
     shows(&server, &platform, &[("dy-6", 100), ("ks-6", 100)]).await;
     for step in 0..12 {
         buy(&server, &platform, "douyin", "dy-6", &format!("d{step}"), 8).await;
-        server.clock.advance(Duration::from_secs(10));
+        server.clock.advance(Duration::from_secs(30));
     }
-    shows(&server, &platform, &[("dy-6", 99), ("ks-6", 5)]).await;
+    shows(&server, &platform, &[("dy-6", 52), ("ks-6", 52)]).await;
     let (_, sku) = server.get("/api/v1/skus/HOT").await;
     assert_eq!(
         sku["allocation"]["allotted"],
-        json!({"douyin": 195, "kuaishou": 5}),
+        json!({"douyin": 148, "kuaishou": 52}),
         "{sku}"
     );
     let rebalanced = platform

@@ -10,6 +10,14 @@
 //! When the show ends it leaves its history, so `--demo` again on the same data directory
 //! plans the next show from it, and its review is at `/report?room=demo`. Random choices come
 //! from a seed that is logged, so a run can be repeated.
+//!
+//! Channels too: every product is listed on two stand-in platforms the demo serves itself
+//! (`stand_in`), most buyers on Douyin; the two hot products split their pool exclusively
+//! (Douyin 40 %, Kuaishou 40 %, the rest for Taobao), so the live rebalancer moves units to
+//! Douyin as it sells ahead; the Kuaishou stand-in goes down for a quarter of an hour of the
+//! show, and its listings wait and then catch up.
+
+pub(crate) mod stand_in;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +40,46 @@ const TICK: Duration = Duration::from_secs(9);
 const SHOW: Duration = Duration::from_secs(3 * 3600);
 const MINUTE_MS: u64 = 60_000;
 const PLATFORMS: [&str; 3] = ["douyin", "kuaishou", "taobao"];
+/// How buyers split between the platforms.
+const PLATFORM_WEIGHTS: [f64; 3] = [0.6, 0.25, 0.15];
+/// Minutes of the show during which the Kuaishou stand-in is down.
+const STAND_IN_DOWN_MINUTES: std::ops::Range<u64> = 60..75;
+
+/// A product's listings on the stand-in platforms, and how its pool is split: the hot ones
+/// exclusively, the rest shared with a small buffer.
+fn channel_settings(
+    script: &Script,
+) -> (
+    Vec<(Platform, crate::ledger::ListingId)>,
+    crate::ledger::Allocation,
+) {
+    let listings = stand_in::PLATFORMS
+        .iter()
+        .filter_map(|platform| {
+            let code = if *platform == "douyin" { "DY" } else { "KS" };
+            let id = format!("{}-{code}", script.sku);
+            Some((
+                Platform::new(platform).ok()?,
+                crate::ledger::ListingId::new(&id).ok()?,
+            ))
+        })
+        .collect();
+    let allocation = if script.hot {
+        let share = |name: &str, thousandths| Some((Platform::new(name).ok()?, thousandths));
+        crate::ledger::Allocation::Exclusive(crate::ledger::Exclusive {
+            shares: [share("douyin", 400), share("kuaishou", 400)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            floor: 10,
+            allotted: Vec::new(),
+            rebalance_every_s: 600,
+        })
+    } else {
+        crate::ledger::Allocation::Shared { buffer: 2 }
+    };
+    (listings, allocation)
+}
 /// Most orders waiting for their payment or cancellation at once.
 const PENDING_MAX: usize = 20_000;
 
@@ -163,6 +211,7 @@ impl Demo {
         let mut listings = Vec::new();
         for script in &LINE_UP {
             let sku = SkuId::new(script.sku).ok()?;
+            let (listings_named, allocation) = channel_settings(script);
             // On a data directory an earlier demo used, the SKU keeps what it sold and gets
             // its script's stock on top.
             let committed = ledger
@@ -171,6 +220,8 @@ impl Demo {
             let update = SkuUpdate {
                 name: Some(script.name.to_owned()),
                 total: Some(committed + script.stock),
+                listings: Some(listings_named),
+                allocation: Some(allocation),
                 ..SkuUpdate::default()
             };
             if let Err(error) = ledger.put_sku(now, &sku, update) {
@@ -217,6 +268,19 @@ impl Demo {
         })
     }
 
+    /// Where a buyer buys: most on Douyin.
+    fn platform(&mut self) -> &'static str {
+        let draw = self.rng.f64();
+        let mut sum = 0.0;
+        for (platform, weight) in PLATFORMS.iter().zip(PLATFORM_WEIGHTS) {
+            sum += weight;
+            if draw < sum {
+                return platform;
+            }
+        }
+        PLATFORMS[0]
+    }
+
     /// Whether the show is over.
     pub(crate) fn over(&self, now: Timestamp) -> bool {
         SHOW <= now.saturating_since(self.starts_at)
@@ -251,7 +315,7 @@ impl Demo {
         self.serial += 1;
         let (Ok(order_id), Ok(platform), Ok(qty)) = (
             OrderId::new(&format!("demo-{}-{}", now.as_millis(), self.serial)),
-            Platform::new(PLATFORMS[self.rng.usize(..PLATFORMS.len())]),
+            Platform::new(self.platform()),
             Qty::new(self.rng.i64(1..=3)),
         ) else {
             return;
@@ -352,7 +416,17 @@ pub(crate) async fn run(
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
     seed: u64,
+    stand_in_listener: Option<std::net::TcpListener>,
 ) {
+    let stand_in = stand_in_listener.map(|listener| {
+        let stand_in = Arc::new(stand_in::StandIn::default());
+        tracing::info!(
+            address = ?listener.local_addr().ok(),
+            "Demo: stand-in platforms (douyin, kuaishou) receive the listings' stock: a stand-in, not a platform."
+        );
+        tokio::spawn(stand_in::serve(stand_in.clone(), listener, cancel.clone()));
+        stand_in
+    });
     tracing::info!(
         seed,
         room = DEMO_ROOM,
@@ -376,6 +450,13 @@ pub(crate) async fn run(
             return;
         }
         demo.step(&ledger, now);
+        if let Some(stand_in) = &stand_in {
+            let minute = now.saturating_since(demo.starts_at).as_millis() as u64 / MINUTE_MS;
+            let down = STAND_IN_DOWN_MINUTES
+                .contains(&minute)
+                .then_some("kuaishou");
+            stand_in.fail(down);
+        }
     }
 }
 
