@@ -7,12 +7,14 @@
 
 mod access;
 mod alerts;
+mod allocation;
 mod asyncapi;
 mod channels;
 mod cluster;
 mod dto;
 mod error;
 mod extract;
+mod integral;
 mod metrics;
 mod openapi;
 mod orders;

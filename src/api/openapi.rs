@@ -308,7 +308,7 @@ fn contract(secured: bool) -> Value {
             "properties": {"lines": {"type": "array"}, "sku": {"type": "null"}, "qty": {"type": "null"}},
         },
     ]);
-    document["components"]["schemas"]["AllocationBody"] = super::channels::allocation_schema();
+    document["components"]["schemas"]["AllocationBody"] = super::allocation::allocation_schema();
     // Each item of a batch is checked on its own and answered in its own result, so the
     // batch takes any item; what an item should be is said in words.
     if let Some(ops) = document.pointer_mut("/components/schemas/BatchRequest/properties/ops") {
@@ -500,7 +500,7 @@ fn constraints() -> Vec<(&'static str, &'static str, Constraint)> {
             "PutSkuRequest",
             "listings",
             Constraint::Merge(json!({
-                "maxProperties": super::channels::LISTINGS_MAX,
+                "maxProperties": super::allocation::LISTINGS_MAX,
                 "propertyNames": {"$ref": "#/components/schemas/Id"},
                 "additionalProperties": {"$ref": "#/components/schemas/Id"},
             })),

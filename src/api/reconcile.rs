@@ -42,7 +42,7 @@ pub(crate) struct ReconcileRequest {
 pub(crate) struct PlatformRow {
     order_id: String,
     sku: String,
-    #[serde(deserialize_with = "super::dto::integral::deserialize")]
+    #[serde(deserialize_with = "super::integral::deserialize")]
     qty: i64,
     /// `paid`, `sold`, `shipped`, `completed` (or 已付款, 待发货, 已发货, 已完成, 交易成功):
     /// sold; `cancelled`, `closed`, `refunded` (or 已取消, 已关闭, 交易关闭, 已退款): not sold.

@@ -520,7 +520,7 @@ async fn set_halted(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ForecastRequest {
-    #[serde(deserialize_with = "super::dto::integral::deserialize")]
+    #[serde(deserialize_with = "super::integral::deserialize")]
     forecast: i64,
 }
 

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::config::ChannelConfig;
-use super::connector::{Applied, Refused};
 use super::listing::Update;
+use super::outcome::{Applied, Refused};
 use crate::clock::Timestamp;
 
 const METHOD: &str = "sku.syncStock";

@@ -15,6 +15,7 @@ pub mod douyin;
 mod listing;
 mod metrics;
 mod outbox;
+mod outcome;
 mod rebalance;
 pub mod reconcile;
 mod webhook;
@@ -130,7 +131,7 @@ impl Channels {
         stop: tokio_util::sync::CancellationToken,
     ) {
         let client = reqwest::Client::builder()
-            .timeout(connector::ATTEMPT_TIMEOUT)
+            .timeout(outcome::ATTEMPT_TIMEOUT)
             .build()
             .unwrap_or_default();
         let channels = self.clone();

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::connector::{self, Refused};
+use super::connector;
+use super::outcome::Refused;
 use super::{Channels, Connector};
 
 /// The longest wait between two attempts after failures.

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::config::ChannelConfig;
-use super::connector::{Applied, Refused};
 use super::listing::Update;
+use super::outcome::{Applied, Refused};
 use crate::clock::Timestamp;
 
 /// The longest a `Retry-After` is obeyed; a longer one is taken as this.

@@ -190,22 +190,18 @@ impl Ledger {
         sku: &SkuId,
         moved: AllotmentMove,
     ) -> Result<Fact, LedgerError> {
-        let key = self.sku_key(sku);
-        let mut table = self.skus[key.stripe].0.lock();
-        let generation = self.snapshot_generation();
-        let entry = table
-            .find_mut(&key, generation)
-            .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
-        let allotted = entry.moved_allotments(sku, &moved)?;
-        entry.set_allotted(allotted.clone());
-        let fact = Fact::Allotted {
-            at: now,
-            sku: sku.clone(),
-            allotted,
-            moved: Some(moved),
-        };
-        self.record(&fact);
-        Ok(fact)
+        self.on_sku(sku, |entry| {
+            let allotted = entry.moved_allotments(sku, &moved)?;
+            entry.set_allotted(allotted.clone());
+            let fact = Fact::Allotted {
+                at: now,
+                sku: sku.clone(),
+                allotted,
+                moved: Some(moved),
+            };
+            self.record(&fact);
+            Ok(fact)
+        })
     }
 }
 

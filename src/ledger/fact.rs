@@ -159,7 +159,7 @@ pub enum Fact {
     ListingsSynced {
         at: Timestamp,
         platform: Platform,
-        acks: Vec<super::synced::ListingAck>,
+        acks: Vec<super::types::ListingAck>,
     },
     /// An exclusive SKU's allotments changed: restocked units split by the shares, or units
     /// moved from one platform to another. Changes no stock.

@@ -65,12 +65,11 @@ pub use room::{
     RoomState, SERIES_BUCKET_MS, SERIES_POINTS_MAX, SHOW_MS_MAX, Series, corners_over,
 };
 pub use show::{CURVE_POINTS, SHOWS_KEPT_MAX, ShowRecord, average_curve, history_plan};
-pub use synced::{ListingAck, SyncMark};
 pub use types::{
     ACKNOWLEDGER_CHARS_MAX, Allocation, Exclusive, ID_CHARS_MAX, InvalidValue, LINE_QTY_MAX, Line,
-    Lines, ListingId, ORDER_LINES_MAX, OrderId, OrderRequest, OrderStatus, OrderView, Platform,
-    PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate, SkuView,
-    Stock, stock_qty,
+    Lines, ListingAck, ListingId, ORDER_LINES_MAX, OrderId, OrderRequest, OrderStatus, OrderView,
+    Platform, PlatformCount, Qty, RestockId, RoomId, STOCK_QTY_MAX, SkuId, SkuSettings, SkuUpdate,
+    SkuView, Stock, SyncMark, stock_qty,
 };
 pub use values::{LedgerImage, OrderImage, SkuImage};
 
@@ -824,16 +823,12 @@ impl Ledger {
 
     /// Adds `qty` units to `total`.
     pub fn restock(&self, now: Timestamp, sku: &SkuId, qty: u64) -> Result<Fact, LedgerError> {
-        let key = self.sku_key(sku);
-        let mut table = self.skus[key.stripe].0.lock();
-        let generation = self.snapshot_generation();
-        let entry = table
-            .find_mut(&key, generation)
-            .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
-        let fact = restock_entry(entry, sku, qty, None, now)?;
-        self.record(&fact);
-        self.allot_restocked(entry, sku, now);
-        Ok(fact)
+        self.on_sku(sku, |entry| {
+            let fact = restock_entry(entry, sku, qty, None, now)?;
+            self.record(&fact);
+            self.allot_restocked(entry, sku, now);
+            Ok(fact)
+        })
     }
 
     /// Adds `qty` units to `total` once per `restock_id`: a retry of a restock this SKU
@@ -846,12 +841,19 @@ impl Ledger {
         qty: u64,
         restock_id: RestockId,
     ) -> Result<Option<Fact>, LedgerError> {
-        let key = self.sku_key(sku);
-        let mut table = self.skus[key.stripe].0.lock();
-        let generation = self.snapshot_generation();
-        let entry = table
-            .find_mut(&key, generation)
-            .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
+        self.on_sku(sku, |entry| {
+            self.restock_entry_once(entry, now, sku, qty, restock_id)
+        })
+    }
+
+    fn restock_entry_once(
+        &self,
+        entry: &mut SkuEntry,
+        now: Timestamp,
+        sku: &SkuId,
+        qty: u64,
+        restock_id: RestockId,
+    ) -> Result<Option<Fact>, LedgerError> {
         if let Some((_, first_qty)) = entry.restocks.iter().find(|(id, _)| *id == restock_id) {
             if *first_qty == qty {
                 return Ok(None);
@@ -893,15 +895,27 @@ impl Ledger {
         sku: &SkuId,
         operation: impl FnOnce(&mut SkuEntry) -> Result<Fact, LedgerError>,
     ) -> Result<Fact, LedgerError> {
+        self.on_sku(sku, |entry| {
+            let fact = operation(entry)?;
+            self.record(&fact);
+            Ok(fact)
+        })
+    }
+
+    /// Runs `operation` on `sku`'s entry with its stripe held (`sku_not_found` when there is
+    /// none); what it records is in order with the SKU's other changes.
+    fn on_sku<T>(
+        &self,
+        sku: &SkuId,
+        operation: impl FnOnce(&mut SkuEntry) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
         let key = self.sku_key(sku);
         let mut table = self.skus[key.stripe].0.lock();
         let generation = self.snapshot_generation();
         let entry = table
             .find_mut(&key, generation)
             .ok_or_else(|| LedgerError::SkuNotFound { sku: sku.clone() })?;
-        let fact = operation(entry)?;
-        self.record(&fact);
-        Ok(fact)
+        operation(entry)
     }
 
     /// Creates a room or changes its schedule and line-up. Every listed SKU must exist. A

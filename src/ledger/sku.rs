@@ -104,7 +104,7 @@ pub(super) struct SkuEntry {
     /// The SKU's latest finished shows, oldest first.
     pub(super) shows: Vec<super::show::ShowRecord>,
     /// What each platform last acknowledged of its listing of this SKU.
-    pub(super) synced: Vec<super::synced::SyncMark>,
+    pub(super) synced: Vec<super::types::SyncMark>,
 }
 
 /// Restocks remembered per SKU for idempotency: a show restocks a SKU a handful of times.

@@ -370,3 +370,28 @@ impl std::ops::Deref for OrderView {
         &self.order
     }
 }
+
+/// A platform's acknowledgement of one update to its listing of `sku`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingAck {
+    pub sku: SkuId,
+    pub listing: ListingId,
+    /// The update's version: the log sequence of the change it carried.
+    pub version: u64,
+    /// The number the update told the listing to show.
+    pub quantity: u64,
+    /// The platform's consumption (locked + sold) of the SKU when the update was made: what
+    /// it takes after that comes off its listing on its own side.
+    pub consumed: u64,
+}
+
+/// The newest acknowledgement of one platform listing, as a SKU keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncMark {
+    pub platform: Platform,
+    pub listing: ListingId,
+    pub version: u64,
+    pub quantity: u64,
+    pub consumed: u64,
+    pub at: Timestamp,
+}

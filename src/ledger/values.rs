@@ -31,7 +31,7 @@ pub struct SkuImage {
     /// The SKU's latest finished shows, oldest first.
     pub shows: Vec<ShowRecord>,
     /// What each platform last acknowledged of its listing.
-    pub synced: Vec<super::synced::SyncMark>,
+    pub synced: Vec<super::types::SyncMark>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

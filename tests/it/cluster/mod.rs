@@ -958,7 +958,8 @@ async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes
     // Goal: a log made by nodes of record format 5 (before forgetting was a fact) is one this
     // node reads. While an older node leads, this one follows and leaves the log as it is
     // (older nodes still running and still starting keep reading it); once it leads, the
-    // log says format 6 and takes shard 0's subject only, before anything is written in it.
+    // log says this build's format (7) and takes shard 0's subject only, before anything is
+    // written in it.
     // Method: the stream as a format-5 cluster made it (subjects `stockpulse.log.>`), and a
     // lease held by "old" (renewed by the test as a node would); node a joins as a standby;
     // then the renewals stop and a takes over.
@@ -1025,7 +1026,7 @@ async fn a_node_joins_a_log_of_the_earlier_record_format_and_says_what_it_writes
     assert_eq!(
         describes(jetstream.clone()).await,
         (
-            Some("stockpulse log, record format 6".to_owned()),
+            Some("stockpulse log, record format 7".to_owned()),
             vec!["stockpulse.log.0".to_owned()]
         )
     );
