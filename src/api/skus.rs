@@ -75,7 +75,7 @@ pub(crate) async fn get(
     request_body = PutSkuRequest,
     responses(
         (status = 200, description = "The SKU after the change", body = SkuResponse),
-        (status = 409, description = "`total` below reserved + locked + sold", body = ErrorBody),
+        (status = 409, description = "`invalid_stock`: `total` below reserved + locked + sold; `listing_taken`: another SKU names one of the listings", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody)))]
 pub(crate) async fn put(
     State(shared): State<AppState>,
@@ -84,6 +84,17 @@ pub(crate) async fn put(
 ) -> Result<Json<SkuResponse>, ApiError> {
     let sku = sku_id(&sku)?;
     let update = body.into_update()?;
+    if let Some((platform, listing, owner)) = update
+        .listings
+        .as_deref()
+        .and_then(|listings| shared.channels.taken_by_another(&sku, listings))
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "listing_taken",
+            format!("{platform} listing {listing} is SKU {owner}'s: a listing sells one SKU"),
+        ));
+    }
     shared.writable()?;
     shared.ledger.put_sku(shared.now(), &sku, update)?;
     // The SKU as this change left it, answered once the change is durable.

@@ -526,6 +526,12 @@ impl Book {
         listings
     }
 
+    /// The SKU that names `platform`'s `listing`, if one does.
+    pub fn owner(&self, platform: &Platform, listing: &ListingId) -> Option<&SkuId> {
+        let slot = *self.index.get(&(platform.clone(), listing.clone()))?;
+        self.slots[slot].as_ref().map(|sync| &sync.sku)
+    }
+
     /// What `platform` has taken of `sku` (locked + sold).
     pub fn consumed(&self, sku: &SkuId, platform: &Platform) -> u64 {
         self.skus.get(sku).map_or(0, |book| book.consumed(platform))

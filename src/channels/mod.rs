@@ -256,6 +256,21 @@ impl Channels {
         stats
     }
 
+    /// The SKU other than `sku` that already names one of `listings`, with that listing.
+    pub fn taken_by_another(
+        &self,
+        sku: &crate::ledger::SkuId,
+        listings: &[(Platform, ListingId)],
+    ) -> Option<(Platform, ListingId, crate::ledger::SkuId)> {
+        let book = self.book.lock();
+        listings.iter().find_map(|(platform, listing)| {
+            let owner = book
+                .owner(platform, listing)
+                .filter(|owner| *owner != sku)?;
+            Some((platform.clone(), listing.clone(), owner.clone()))
+        })
+    }
+
     /// Every listing with its sync state, by platform and listing id.
     pub fn status(&self) -> Vec<ListingStatus> {
         let book = self.book.lock();

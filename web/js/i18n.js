@@ -239,6 +239,8 @@ const ERRORS = {
     alert_not_found: "告警不存在",
     order_not_found: "订单不存在",
     insufficient_stock: "库存不足",
+    allotment_exhausted: "该平台的配额已用完",
+    listing_taken: "该平台商品已属于另一个商品",
     halted: "已停售",
     payload_too_large: "内容过大",
     storage_unavailable: "服务器暂时无法保存，请稍后重试",

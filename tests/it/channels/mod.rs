@@ -128,6 +128,16 @@ async fn every_listing_shows_what_the_pool_can_honour_within_a_second_of_each_sa
             "{refused}: {body}"
         );
     }
+    let taken = json!({"total": 5, "listings": {"douyin": "dy-1"}});
+    let (status, body) = server.put("/api/v1/skus/OTHER", taken).await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    assert_eq!(crate::support::code(&body), "listing_taken");
+    let (status, _) = server.get("/api/v1/skus/OTHER").await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::NOT_FOUND,
+        "a refused SKU is not created"
+    );
     let unchanged = server.stock("HOT").await;
     assert_eq!(unchanged["allocation"]["buffer"], 2, "{unchanged}");
 
