@@ -153,7 +153,7 @@ impl Book {
                     quantity: mark.quantity,
                     consumed: mark.consumed,
                 };
-                book.acknowledge(&mark.platform, &ack, mark.at);
+                book.acknowledge(&mark.platform, &ack, mark.at, Some(sequence));
             }
         }
         book
@@ -165,7 +165,7 @@ impl Book {
             let sequence = first_sequence + offset as u64;
             if let Fact::ListingsSynced { at, platform, acks } = fact {
                 for ack in acks {
-                    self.acknowledge(platform, ack, *at);
+                    self.acknowledge(platform, ack, *at, Some(sequence));
                 }
                 continue;
             }
@@ -351,11 +351,15 @@ impl Book {
                 continue;
             };
             let target = book.shows(&sync.platform);
+            let shown = sync.shown(book.consumed(&sync.platform));
             let resync = reason == Reason::Resync;
-            if sync.target == target && !resync && sync.acknowledged.is_some() {
+            // Settled when the listing shows its target by our account (a release changes
+            // what it shows without changing the target, while halted for one).
+            if !resync && sync.target == target && shown == Some(target) {
                 continue;
             }
-            if sync.target != target || resync {
+            let moved = sync.target != target || shown != Some(target) || sync.version == 0;
+            if moved || resync {
                 sync.version = version;
                 sync.reason = if sync.acknowledged.is_none() {
                     Reason::Resync
@@ -455,7 +459,7 @@ impl Book {
         reported: Option<u64>,
         now: Timestamp,
     ) {
-        self.acknowledge(&update.platform, ack, now);
+        self.acknowledge(&update.platform, ack, now, None);
         if let Some(sync) = self.sync_mut(&update.platform, &update.listing) {
             sync.reported = reported;
             sync.failures = 0;
@@ -464,9 +468,18 @@ impl Book {
         }
     }
 
-    /// Keeps an acknowledgement (live, journaled, or kept by the ledger) unless a newer one
-    /// was kept; the listing is synced when it acknowledged its current target.
-    fn acknowledge(&mut self, platform: &Platform, ack: &ListingAck, at: Timestamp) {
+    /// Keeps an acknowledgement (live, journaled at log position `sequence`, or kept by the
+    /// ledger) unless a newer one was kept; the listing is synced when it acknowledged its
+    /// current target. A listing's version is never left behind an acknowledgement another
+    /// node made: it takes the acknowledged version when the target is the same, else the
+    /// acknowledgement's own log position, so its next update is above what was applied.
+    fn acknowledge(
+        &mut self,
+        platform: &Platform,
+        ack: &ListingAck,
+        at: Timestamp,
+        sequence: Option<u64>,
+    ) {
         let Some(&slot) = self.index.get(&(platform.clone(), ack.listing.clone())) else {
             return;
         };
@@ -485,6 +498,12 @@ impl Book {
             consumed: ack.consumed,
             at,
         });
+        if sync.version < ack.version {
+            sync.version = match sequence {
+                Some(sequence) if sync.target != ack.quantity => sequence.max(ack.version),
+                _ => ack.version,
+            };
+        }
         if sync.version == ack.version && sync.target == ack.quantity {
             sync.unsynced_since = None;
             if let Some(dirty) = self.dirty.get_mut(platform) {
@@ -500,7 +519,11 @@ impl Book {
             if let Some(sync) = self.sync_mut(&update.platform, &update.listing) {
                 sync.failures = sync.failures.saturating_add(1);
                 sync.last_error = Some(error.to_owned());
-                sync.in_doubt = in_doubt.then(|| update.clone());
+                // Only an answer clears an update in doubt: a 429 or a refusal of its
+                // repeat says nothing of whether the first one was applied.
+                if in_doubt {
+                    sync.in_doubt = Some(update.clone());
+                }
             }
         }
     }

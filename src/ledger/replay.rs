@@ -68,7 +68,12 @@ impl Ledger {
                         actual: format!("total below reserved + locked + sold: {quantities:?}"),
                     });
                 }
+                let renamed = settings.listings != entry.settings.listings;
                 entry.settings = settings.clone();
+                if renamed {
+                    // As live: acknowledgements of listings no longer named are forgotten.
+                    entry.forget_unnamed_marks();
+                }
                 entry.quantities = quantities;
                 entry.touch(*at);
                 check_stock(fact, entry, stock)

@@ -143,10 +143,13 @@ fn what_platforms_acknowledged_replays_and_survives_a_snapshot() {
         listings: Some(vec![(platform("douyin"), listing("dy-2"))]),
         ..SkuUpdate::default()
     };
-    ledger
+    let rename = ledger
         .put_sku(at(3), &sku_id("A"), renamed)
         .expect("put_sku");
     assert_eq!(ledger.synced(&sku_id("A")), Vec::new());
+    // Replay forgets them at the same place.
+    replayed.apply(&rename).expect("the rename replays");
+    assert_eq!(replayed.synced(&sku_id("A")), Vec::new());
 }
 
 #[test]
