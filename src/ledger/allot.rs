@@ -93,22 +93,33 @@ impl SkuEntry {
         Ok(())
     }
 
-    /// Makes the allotments of `exclusive` fit the pool now: a new split when the shares
-    /// changed (`previous` is the allocation before), else the same allotments, shrunk when
-    /// the pool shrank (from the most unsold first) and grown by the unallotted units.
-    pub(super) fn fit_allotments(&self, exclusive: &mut Exclusive, previous: &Allocation) {
+    /// Makes the allotments of `exclusive` fit the pool now: a new split of what is available
+    /// when the shares changed (`previous` is the allocation before), else the same
+    /// allotments, shrunk when the pool shrank (from the most unsold first) or grown by the
+    /// shares of what the pool `grew` by.
+    pub(super) fn fit_allotments(
+        &self,
+        exclusive: &mut Exclusive,
+        previous: &Allocation,
+        grew: u64,
+    ) {
         let same_shares =
             matches!(previous, Allocation::Exclusive(before) if before.shares == exclusive.shares);
-        exclusive.allotted = match previous {
-            Allocation::Exclusive(before) if same_shares => before.allotted.clone(),
-            _ => exclusive
-                .shares
-                .iter()
-                .map(|(platform, _)| (platform.clone(), self.consumed_by(platform)))
-                .collect(),
-        };
-        self.shrink_to_pool(exclusive);
-        self.give_unallotted(exclusive);
+        match previous {
+            Allocation::Exclusive(before) if same_shares => {
+                exclusive.allotted = before.allotted.clone();
+                self.shrink_to_pool(exclusive);
+                self.give(exclusive, grew);
+            }
+            _ => {
+                exclusive.allotted = exclusive
+                    .shares
+                    .iter()
+                    .map(|(platform, _)| (platform.clone(), self.consumed_by(platform)))
+                    .collect();
+                self.give(exclusive, self.quantities.available().unwrap_or(0));
+            }
+        }
     }
 
     /// Takes back unsold allotted units, the most unsold first, until the allotments' unsold
@@ -135,10 +146,11 @@ impl SkuEntry {
         }
     }
 
-    /// Splits the unallotted units between the platforms with a share.
-    pub(super) fn give_unallotted(&self, exclusive: &mut Exclusive) {
+    /// Splits `units` (at most the unallotted ones) between the platforms with a share, by
+    /// the shares: what the shares do not cover stays unallotted.
+    pub(super) fn give(&self, exclusive: &mut Exclusive, units: u64) {
         let (_, unallotted) = self.unsold_allotments(exclusive);
-        for (platform, more) in split(unallotted, &exclusive.shares) {
+        for (platform, more) in split(units.min(unallotted), &exclusive.shares) {
             if let Some((_, allotted)) = exclusive
                 .allotted
                 .iter_mut()
@@ -160,15 +172,21 @@ impl SkuEntry {
 }
 
 impl Ledger {
-    /// After a restock of an exclusive SKU: the new units split by the shares, recorded as an
-    /// `Allotted` fact right after the restock's (a crash between the two leaves the units
-    /// unallotted, never promised twice).
-    pub(super) fn allot_restocked(&self, entry: &mut SkuEntry, sku: &SkuId, now: Timestamp) {
+    /// After a restock of `qty` units of an exclusive SKU: the new units split by the
+    /// shares, recorded as an `Allotted` fact right after the restock's (a crash between the
+    /// two leaves the units unallotted, never promised twice).
+    pub(super) fn allot_restocked(
+        &self,
+        entry: &mut SkuEntry,
+        sku: &SkuId,
+        qty: u64,
+        now: Timestamp,
+    ) {
         let Allocation::Exclusive(exclusive) = &entry.settings.allocation else {
             return;
         };
         let mut grown = exclusive.clone();
-        entry.give_unallotted(&mut grown);
+        entry.give(&mut grown, qty);
         if grown.allotted == exclusive.allotted {
             return;
         }

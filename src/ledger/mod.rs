@@ -826,7 +826,7 @@ impl Ledger {
         self.on_sku(sku, |entry| {
             let fact = restock_entry(entry, sku, qty, None, now)?;
             self.record(&fact);
-            self.allot_restocked(entry, sku, now);
+            self.allot_restocked(entry, sku, qty, now);
             Ok(fact)
         })
     }
@@ -862,7 +862,7 @@ impl Ledger {
         }
         let fact = restock_entry(entry, sku, qty, Some(restock_id), now)?;
         self.record(&fact);
-        self.allot_restocked(entry, sku, now);
+        self.allot_restocked(entry, sku, qty, now);
         Ok(Some(fact))
     }
 

@@ -345,9 +345,11 @@ pub(super) fn put_sku_entry(
     if let Some(allocation) = update.allocation {
         settings.allocation = allocation;
     }
+    let pool = |quantities: Quantities| quantities.total.saturating_sub(quantities.reserved);
+    let grew = pool(quantities).saturating_sub(pool(entry.quantities));
     entry.quantities = quantities;
     if let super::types::Allocation::Exclusive(exclusive) = &mut settings.allocation {
-        entry.fit_allotments(exclusive, &entry.settings.allocation);
+        entry.fit_allotments(exclusive, &entry.settings.allocation, grew);
     }
     entry.settings = settings;
     if renamed {

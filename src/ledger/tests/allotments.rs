@@ -113,6 +113,29 @@ fn a_platform_sells_its_allotment_and_not_another_platforms() {
         vec![(platform("douyin"), 105), (platform("kuaishou"), 5)]
     );
     assert_allotments_hold(&ledger);
+
+    // Shares covering only part of the pool: the rest stays for the platforms without one,
+    // through restocks and settings changes alike.
+    let part = ledger_with_skus(&[("A", 1000)]);
+    part.put_sku(at(0), &sku_id("A"), exclusive(&[("douyin", 600)], 0))
+        .expect("exclusive");
+    part.restock(at(1), &sku_id("A"), 100).expect("restock");
+    let renamed = SkuUpdate {
+        name: Some("renamed".to_owned()),
+        ..SkuUpdate::default()
+    };
+    part.put_sku(at(2), &sku_id("A"), renamed).expect("rename");
+    let grown = SkuUpdate {
+        total: Some(1200),
+        ..SkuUpdate::default()
+    };
+    part.put_sku(at(3), &sku_id("A"), grown).expect("more");
+    let allotted = |ledger: &Ledger| allotments(ledger).allotted;
+    assert_eq!(
+        allotted(&part),
+        vec![(platform("douyin"), 720)],
+        "60 % of 1,200"
+    );
 }
 
 #[derive(Clone, Debug)]
