@@ -249,15 +249,8 @@ pub async fn channels(
     ));
     create_listed_skus(&options).await?;
     let listings = options.skus_count * PLATFORMS.len() as u32;
-    // Every listing is synced in full first; the run measures what follows.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !options.baseline && (received.lock().quantities.len() as u32) < listings {
-        if deadline < Instant::now() {
-            return Err(LoadError::Answer(
-                "the listings' first sync did not arrive in 60 s".to_owned(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if !options.baseline {
+        first_sync(&received, listings).await?;
     }
     let counts: Arc<Vec<AtomicU64>> =
         Arc::new((0..options.skus_count).map(|_| AtomicU64::new(0)).collect());
@@ -311,6 +304,20 @@ pub async fn channels(
         receiver_throttled: seen.throttled,
         server,
     })
+}
+
+/// Waits until every listing was synced in full once: the run measures what follows.
+async fn first_sync(received: &Mutex<Received>, listings: u32) -> Result<(), LoadError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (received.lock().quantities.len() as u32) < listings {
+        if deadline < Instant::now() {
+            return Err(LoadError::Answer(
+                "the listings' first sync did not arrive in 60 s".to_owned(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// One connection placing its share of the rate, paced; what it tallied and sold.
